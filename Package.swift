@@ -1,0 +1,46 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Layers, one import direction only: nanochat (executable) -> NanoChatServer -> NanoChat -> NanoTensor -> CBLAS.
+let package = Package(
+    name: "nanochat",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "nanochat", targets: ["nanochat"]),
+        .library(name: "NanoTensor", targets: ["NanoTensor"]),
+        .library(name: "NanoChat", targets: ["NanoChat"]),
+        .library(name: "NanoChatServer", targets: ["NanoChatServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // OpenBLAS on Linux (installed by scripts/bootstrap); macOS uses Accelerate instead.
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev", "pkgconf"])]
+        ),
+        .target(
+            name: "NanoTensor",
+            dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]
+        ),
+        .target(
+            name: "NanoChat",
+            dependencies: ["NanoTensor"]
+        ),
+        .target(name: "NanoChatServer", dependencies: ["NanoChat"]),
+        .executableTarget(
+            name: "nanochat",
+            dependencies: [
+                "NanoChat", "NanoChatServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "NanoTensorTests", dependencies: ["NanoTensor"]),
+        .testTarget(name: "NanoChatTests", dependencies: ["NanoChat"]),
+    ],
+    // Swift 5 mode: the kernels hand raw buffers to worker threads on purpose (one writer per range);
+    // Swift 6's strict Sendable checking would demand wrappers around every such pointer.
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,62 @@
+import Foundation
+#if canImport(Accelerate)
+import Accelerate
+#else
+import CBLAS
+#endif
+
+/// The one threading policy of the process.
+///
+/// Our own kernels split work across `Threading.workers` threads with `parallelFor`; while they do,
+/// BLAS runs on one thread, and while BLAS runs a large product it may use all cores. Two pools never
+/// fight over the same cores (2 cores oversubscribed is slower than 1).
+public enum Threading {
+    /// Number of worker threads for our kernels: `NANOCHAT_NUM_THREADS` if set, else the active cores.
+    public static let workers: Int = {
+        if let s = ProcessInfo.processInfo.environment["NANOCHAT_NUM_THREADS"], let n = Int(s), n > 0 { return n }
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }()
+
+    /// Runs `body(i)` for i in 0..<count on up to `workers` threads and returns when all are done.
+    /// With `count <= 1` or one worker it runs inline, so callers need no special case.
+    public static func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 0 { return }
+        if count == 1 || workers == 1 {
+            for i in 0..<count { body(i) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            DispatchQueue.concurrentPerform(iterations: count, execute: body)
+        }
+    }
+
+    /// Splits 0..<n into `parts` contiguous ranges of near-equal size (the first ones one longer).
+    public static func ranges(_ n: Int, parts: Int) -> [Range<Int>] {
+        let p = max(1, min(parts, n))
+        var out: [Range<Int>] = []
+        out.reserveCapacity(p)
+        var start = 0
+        for i in 0..<p {
+            let len = n / p + (i < n % p ? 1 : 0)
+            out.append(start..<(start + len))
+            start += len
+        }
+        return out
+    }
+
+    /// Sets how many threads BLAS may use for one product (OpenBLAS; Accelerate manages its own).
+    public static func setBLASThreads(_ n: Int) {
+        #if !canImport(Accelerate)
+        openblas_set_num_threads(Int32(max(1, n)))
+        #endif
+    }
+
+    /// Threads BLAS currently uses.
+    public static var blasThreads: Int {
+        #if canImport(Accelerate)
+        return workers
+        #else
+        return Int(openblas_get_num_threads())
+        #endif
+    }
+}

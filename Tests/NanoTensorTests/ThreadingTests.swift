@@ -1,0 +1,45 @@
+import XCTest
+import NanoTensor
+
+final class ThreadingTests: XCTestCase {
+    func testRangesCoverEverythingOnce() {
+        for n in [0, 1, 5, 17, 100] {
+            for parts in [1, 2, 3, 8] {
+                let r = Threading.ranges(n, parts: parts)
+                XCTAssertEqual(r.flatMap { Array($0) }, Array(0..<n))
+                if n > 0 { XCTAssertLessThanOrEqual(r.map(\.count).max()! - r.map(\.count).min()!, 1) }
+            }
+        }
+    }
+
+    func testParallelForVisitsEachIndex() {
+        var hits = [Int](repeating: 0, count: 1000)
+        hits.withUnsafeMutableBufferPointer { h in
+            let h = h
+            Threading.parallelFor(1000) { h[$0] += 1 }
+        }
+        XCTAssertEqual(hits, Array(repeating: 1, count: 1000))
+    }
+
+    func testSgemmMatchesNaiveProduct() {
+        let m = 5, n = 7, k = 3
+        let a = (0..<(m * k)).map { Float($0 % 7) - 3 }
+        let b = (0..<(k * n)).map { Float($0 % 5) * 0.5 }
+        var c = [Float](repeating: 0, count: m * n)
+        sgemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &c, ldc: n)
+        for i in 0..<m { for j in 0..<n {
+            var s: Float = 0
+            for t in 0..<k { s += a[i * k + t] * b[t * n + j] }
+            XCTAssertEqual(c[i * n + j], s, accuracy: 1e-5)
+        } }
+        // transposed operands: C = A^T B^T with A stored K x M, B stored N x K
+        let at = (0..<(k * m)).map { Float($0) * 0.25 }
+        let bt = (0..<(n * k)).map { Float($0 % 3) }
+        sgemm(transA: true, transB: true, m: m, n: n, k: k, a: at, lda: m, b: bt, ldb: k, c: &c, ldc: n)
+        for i in 0..<m { for j in 0..<n {
+            var s: Float = 0
+            for t in 0..<k { s += at[t * m + i] * bt[j * k + t] }
+            XCTAssertEqual(c[i * n + j], s, accuracy: 1e-4)
+        } }
+    }
+}
