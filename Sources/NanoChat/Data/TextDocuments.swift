@@ -2,7 +2,7 @@ import Foundation
 
 /// Documents from plain files: `.jsonl` (one JSON string per line, or an object with a "text" field) and
 /// `.txt` (the whole file is one document, or each blank-line-separated paragraph with `splitBlankLines`).
-/// Folders are read in sorted name order; other files in them are skipped.
+/// Folders are read recursively in sorted path order; other files in them are skipped.
 public struct TextDocuments {
     public let files: [URL]
     public var splitBlankLines = false
@@ -18,9 +18,13 @@ public struct TextDocuments {
                 throw NanoChatError("input \(path.path) does not exist")
             }
             if isDir.boolValue {
-                let items = (try? FileManager.default.contentsOfDirectory(at: path, includingPropertiesForKeys: nil)) ?? []
-                let found = items.filter { Self.extensions.contains($0.pathExtension) }
-                    .sorted { $0.lastPathComponent < $1.lastPathComponent }
+                // recursive, in sorted relative-path order, so a folder reads the same on every machine
+                let base = path.standardizedFileURL.path
+                var found: [URL] = []
+                if let e = FileManager.default.enumerator(at: path, includingPropertiesForKeys: nil) {
+                    for case let u as URL in e where Self.extensions.contains(u.pathExtension) { found.append(u) }
+                }
+                found.sort { $0.standardizedFileURL.path.dropFirst(base.count) < $1.standardizedFileURL.path.dropFirst(base.count) }
                 if found.isEmpty { throw NanoChatError("folder \(path.path) has no .txt or .jsonl files") }
                 files += found
             } else {

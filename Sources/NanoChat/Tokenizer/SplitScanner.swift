@@ -8,6 +8,8 @@
 /// Invalid UTF-8 bytes stand alone as "other" characters, so any byte string splits and round-trips.
 public struct SplitScanner: Sendable {
     public let maxDigits: Int
+    /// GPT-2's older pattern (r50k/p50k), used only to compare against GPT-2 in tok-eval.
+    public let gpt2: Bool
 
     /// nanochat's pattern (numbers in runs of 1-2 digits).
     public static let nanochatPattern =
@@ -16,18 +18,27 @@ public struct SplitScanner: Sendable {
     public static let cl100kPattern =
         #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"#
 
+    /// GPT-2's pattern.
+    public static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
+
     /// The scanner for a pattern string, or nil when the pattern is not one this scanner executes.
     public init?(pattern: String) {
         switch pattern {
-        case Self.nanochatPattern: maxDigits = 2
-        case Self.cl100kPattern: maxDigits = 3
+        case Self.nanochatPattern: self.init(maxDigits: 2)
+        case Self.cl100kPattern: self.init(maxDigits: 3)
+        case Self.gpt2Pattern: self.init(maxDigits: 0, gpt2: true)
         default: return nil
         }
     }
 
-    public init(maxDigits: Int = 2) { self.maxDigits = maxDigits }
+    public init(maxDigits: Int = 2, gpt2: Bool = false) {
+        self.maxDigits = maxDigits
+        self.gpt2 = gpt2
+    }
 
-    public var pattern: String { maxDigits == 3 ? Self.cl100kPattern : Self.nanochatPattern }
+    public var pattern: String {
+        gpt2 ? Self.gpt2Pattern : (maxDigits == 3 ? Self.cl100kPattern : Self.nanochatPattern)
+    }
 
     /// Calls `body(start, end)` for every chunk of `text[0..<count]`, in order.
     @inline(__always)
@@ -53,6 +64,7 @@ public struct SplitScanner: Sendable {
     /// End of the chunk that starts at `i` (`i < n`).
     @inline(__always)
     public func nextEnd(_ p: UnsafePointer<UInt8>, _ i: Int, _ n: Int) -> Int {
+        if gpt2 { return gpt2NextEnd(p, i, n) }
         let (c0, l0) = Self.char(p, i, n)
 
         // 1. '(?i:[sdmt]|ll|ve|re)   (case-insensitive in Unicode: 's' also matches U+017F LONG S)
@@ -113,6 +125,33 @@ public struct SplitScanner: Sendable {
         if j == n { return j }                                 // \s+(?!\S) at the end of the text
         if lastCharStart > i { return lastCharStart }          // \s+(?!\S): leave one space for the next word
         return j                                               // \s+
+    }
+
+    /// GPT-2: '(s|t|re|ve|m|ll|d) | ' ?' + a run of letters, numbers or other | \s+(?!\S) | \s+
+    func gpt2NextEnd(_ p: UnsafePointer<UInt8>, _ i: Int, _ n: Int) -> Int {
+        if p[i] == 0x27 && i + 1 < n {
+            let b1 = p[i + 1]
+            if b1 == 0x73 || b1 == 0x74 || b1 == 0x6D || b1 == 0x64 { return i + 2 }  // s t m d
+            if i + 2 < n {
+                let b2 = p[i + 2]
+                if (b1 == 0x72 && b2 == 0x65) || (b1 == 0x76 && b2 == 0x65) || (b1 == 0x6C && b2 == 0x6C) { return i + 3 }
+            }
+        }
+        let start = (p[i] == 0x20 && i + 1 < n) ? i + 1 : i
+        let (c, _) = Self.char(p, start, n)
+        if c == CharClass.letter || c == CharClass.number || c == CharClass.other {
+            return scan(p, start, n, c)
+        }
+        var j = i
+        var lastCharStart = i
+        while j < n {
+            let (cj, l) = Self.char(p, j, n)
+            if cj != CharClass.space && cj != CharClass.newline { break }
+            lastCharStart = j
+            j += l
+        }
+        if j == n || lastCharStart == i { return j }
+        return lastCharStart
     }
 
     /// End of the run of characters of class `cls` starting at `j`.

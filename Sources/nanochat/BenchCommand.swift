@@ -1,0 +1,161 @@
+import ArgumentParser
+import Foundation
+import NanoChat
+import NanoTensor
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks that print the figures the issues ask for, beside the reference where one exists.",
+        subcommands: [BenchTokenizer.self]
+    )
+}
+
+/// Runs a reference script from tools/ with a Python that has the reference package; nil (with a message)
+/// when that is not possible, so the Swift figures still print.
+func runPythonReference(python: String, script: String, args: [String]) -> [String: Any]? {
+    guard FileManager.default.fileExists(atPath: script) else {
+        print("  (reference skipped: \(script) not found; run from the repository root or pass --tools-dir)")
+        return nil
+    }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = [python, script] + args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    do { try p.run() } catch {
+        print("  (reference skipped: cannot run \(python): \(error))")
+        return nil
+    }
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0,
+          let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
+          let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+        let msg = String(decoding: errData, as: UTF8.self).split(separator: "\n").suffix(2).joined(separator: " | ")
+        print("  (reference skipped: \(python) \(script) failed: \(msg))")
+        return nil
+    }
+    return obj
+}
+
+struct BenchTokenizer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer",
+        abstract: "Tokenizer training time and encode throughput, beside rustbpe and tiktoken.",
+        discussion: """
+        Trains a --vocab-size tokenizer on --input (timed), then trains rustbpe on exactly the same documents and
+        checks that the two rank files are identical. Then encodes --encode-mb of the same text single-threaded
+        with ours and with tiktoken (same ranks, same run), and with all cores. The references need a Python with
+        `pip install tiktoken rustbpe` (--python); without it only our figures print.
+        """
+    )
+
+    @Option(parsing: .singleValue, help: "Training text: .txt/.jsonl files or folders (repeatable).")
+    var input: [String]
+    @Option(help: "Vocabulary size including special tokens.")
+    var vocabSize: Int = 32768
+    @Option(help: "Crop each document to its first N characters.")
+    var docCap: Int = 10_000
+    @Option(help: "Stop after this many characters.")
+    var maxChars: Int = 2_000_000_000
+    @Option(help: "Megabytes of the input text to encode for the throughput figures.")
+    var encodeMb: Int = 16
+    @Option(help: "Python interpreter with tiktoken and rustbpe installed.")
+    var python: String = FileManager.default.fileExists(atPath: ".venv/bin/python") ? ".venv/bin/python" : "python3"
+    @Option(help: "Directory holding bench_rustbpe.py and bench_tiktoken.py.")
+    var toolsDir: String = "tools"
+
+    func run() throws {
+        try runReportingErrors {
+            let docs = try TextDocuments(paths: input.map { URL(fileURLWithPath: $0) })
+            let work = FileManager.default.temporaryDirectory.appendingPathComponent("nanochat-bench-\(getpid())")
+            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: work) }
+
+            // Materialise the documents exactly as training sees them, so the reference gets the same input.
+            var used: [[UInt8]] = []
+            var chars = 0
+            try docs.forEach { d in
+                var c = 0
+                var end = d.count
+                for (i, b) in d.enumerated() where b & 0xC0 != 0x80 {
+                    if c == docCap { end = i; break }
+                    c += 1
+                }
+                used.append(Array(d[..<end]))
+                chars += c
+                return chars <= maxChars
+            }
+            let totalBytes = used.reduce(0) { $0 + $1.count }
+            print(String(format: "corpus: %d documents, %.1f MB, %d characters; %d threads",
+                         used.count, Double(totalBytes) / 1e6, chars, Threading.workers))
+
+            // 1. training
+            let t0 = Date()
+            let (tok, stats) = try TokTrain.train(documents: { body in for d in used { if try !body(d) { return } } },
+                                                  vocabSize: vocabSize, maxChars: Int.max, docCap: Int.max)
+            let ourTrain = Date().timeIntervalSince(t0)
+            let tokDir = work.appendingPathComponent("tok")
+            try tok.save(to: tokDir)
+            print(String(format: "train %d vocab: nanochat-swift %.2f s (count %.2f s, merges %.2f s)",
+                         vocabSize, ourTrain, stats.countSeconds, stats.mergeSeconds))
+            var jsonl: [UInt8] = []
+            for d in used { JSONText.appendString(d, to: &jsonl); jsonl.append(0x0A) }
+            let docsFile = work.appendingPathComponent("docs.jsonl")
+            try Data(jsonl).write(to: docsFile)
+            let refRanks = work.appendingPathComponent("rustbpe.tiktoken")
+            if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_rustbpe.py",
+                                            args: [docsFile.path, "\(vocabSize)", refRanks.path]),
+               let secs = ref["seconds"] as? Double {
+                let same = (try? Data(contentsOf: refRanks)) == (try? Data(contentsOf: tokDir.appendingPathComponent(Tokenizer.rankFileName)))
+                print(String(format: "train %d vocab: rustbpe        %.2f s   -> ours is %.2fx faster; rank files %@",
+                             vocabSize, secs, secs / ourTrain, same ? "IDENTICAL" : "DIFFER"))
+            }
+
+            // 2. encoding throughput on the first --encode-mb of the text
+            var text: [UInt8] = []
+            var encodeDocs: [String] = []
+            for d in used where text.count < encodeMb << 20 {
+                text += d
+                text.append(0x0A)
+                encodeDocs.append(String(decoding: d, as: UTF8.self))
+            }
+            let textFile = work.appendingPathComponent("text.txt")
+            try Data(text).write(to: textFile)
+            let mb = Double(text.count) / 1e6
+            _ = tok.encode(bytes: Array(text.prefix(100_000)))  // warm up
+            var best = Double.infinity
+            var ntok = 0
+            var elapsed = 0.0
+            var runs = 0
+            while elapsed < 2 || runs < 2 {
+                let s = Date()
+                ntok = tok.encode(bytes: text).count
+                let dt = Date().timeIntervalSince(s)
+                best = min(best, dt); elapsed += dt; runs += 1
+            }
+            let ours1 = mb / best
+            print(String(format: "encode_ordinary, 1 thread, %.1f MB -> %d tokens (%.2f bytes/token): nanochat-swift %.1f MB/s",
+                         mb, ntok, Double(text.count) / Double(ntok), ours1))
+            if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_tiktoken.py",
+                                            args: [tokDir.path, textFile.path]),
+               let rate = ref["mb_per_s"] as? Double {
+                let refTokens = ref["tokens"] as? Int ?? -1
+                print(String(format: "encode_ordinary, 1 thread: tiktoken %.1f MB/s   -> ours is %.2fx; token counts %@",
+                             rate, ours1 / rate, refTokens == ntok ? "EQUAL" : "DIFFER (\(refTokens))"))
+            }
+            best = .infinity
+            elapsed = 0; runs = 0
+            while elapsed < 2 || runs < 2 {
+                let s = Date()
+                _ = tok.encodeBatch(encodeDocs)
+                let dt = Date().timeIntervalSince(s)
+                best = min(best, dt); elapsed += dt; runs += 1
+            }
+            print(String(format: "encode batch, %d threads: nanochat-swift %.1f MB/s", Threading.workers, mb / best))
+        }
+    }
+}
