@@ -46,9 +46,9 @@ struct BenchTokenizer: ParsableCommand {
         commandName: "tokenizer",
         abstract: "Tokenizer training time and encode throughput, beside rustbpe and tiktoken.",
         discussion: """
-        Trains a --vocab-size tokenizer on --input (timed), then trains rustbpe on exactly the same documents and
-        checks that the two rank files are identical. Then encodes --encode-mb of the same text single-threaded
-        with ours and with tiktoken (same ranks, same run), and with all cores. The references need a Python with
+        Trains a --vocab-size tokenizer on --input (timed), then trains rustbpe on exactly the same documents and \
+        checks that the two rank files are identical. Then encodes --encode-mb of the same text single-threaded \
+        with ours and with tiktoken (same ranks, same run), and with all cores. The references need a Python with \
         `pip install tiktoken rustbpe` (--python); without it only our figures print.
         """
     )

@@ -7,9 +7,9 @@ struct TokTrainCommand: ParsableCommand {
         commandName: "tok-train",
         abstract: "Train the BPE tokenizer (upstream's tok_train).",
         discussion: """
-        Reads documents from --input (.jsonl: one JSON string per line; .txt: the whole file; folders of these),
-        or by default from the pretraining shards in $NANOCHAT_BASE_DIR/base_data_climbmix (all but the last,
-        which is the validation split). Writes tokenizer.tiktoken (tiktoken's rank format) and tokenizer.json
+        Reads documents from --input (.jsonl: one JSON string per line; .txt: the whole file; folders of these), \
+        or by default from the pretraining shards in $NANOCHAT_BASE_DIR/base_data_climbmix (all but the last, \
+        which is the validation split). Writes tokenizer.tiktoken (tiktoken's rank format) and tokenizer.json \
         (pattern, special tokens) to --output, default $NANOCHAT_BASE_DIR/tokenizer.
         """
     )

@@ -7,9 +7,9 @@ struct TokEvalCommand: ParsableCommand {
         commandName: "tok-eval",
         abstract: "Compression report (bytes per token) of our tokenizer against other tokenizers (upstream's tok_eval).",
         discussion: """
-        Texts: five fixed samples (news, korean, code, math, science) plus the first 1024 documents of the train
-        and validation shards in $NANOCHAT_BASE_DIR/base_data_climbmix when present. Baselines: each --compare
-        path, either a tokenizer directory written by tok-train or a tiktoken rank file; a bare rank file's split
+        Texts: five fixed samples (news, korean, code, math, science) plus the first 1024 documents of the train \
+        and validation shards in $NANOCHAT_BASE_DIR/base_data_climbmix when present. Baselines: each --compare \
+        path, either a tokenizer directory written by tok-train or a tiktoken rank file; a bare rank file's split \
         pattern is taken from its name (cl100k -> GPT-4's, gpt2/r50k/p50k -> GPT-2's, else nanochat's).
         """
     )
