@@ -1,0 +1,69 @@
+/// Float32 buffers recycled through a per-size pool, so a training step that repeats the same shapes
+/// allocates nothing once the first step has warmed the pool up.
+public final class Storage {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    init(count: Int) {
+        self.count = count
+        pointer = BufferPool.take(count)
+    }
+
+    deinit { BufferPool.give(pointer, count) }
+}
+
+/// Free lists keyed by element count. Guarded by a lock: tensors may be created on worker threads.
+public enum BufferPool {
+    nonisolated(unsafe) static var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    nonisolated(unsafe) static var lock = SpinLock()
+    /// Buffers handed out by malloc (not from the free lists): a steady state shows no growth here.
+    nonisolated(unsafe) public private(set) static var freshAllocations = 0
+    nonisolated(unsafe) public private(set) static var bytesHeld = 0
+
+    static func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+        lock.lock()
+        if var list = free[count], let p = list.popLast() {
+            free[count] = list
+            lock.unlock()
+            return p
+        }
+        freshAllocations += 1
+        bytesHeld += count * 4
+        lock.unlock()
+        return .allocate(capacity: max(count, 1))
+    }
+
+    static func give(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        lock.lock()
+        free[count, default: []].append(p)
+        lock.unlock()
+    }
+
+    /// Returns every pooled buffer to the system (e.g. between benchmarks of different sizes).
+    public static func drain() {
+        lock.lock()
+        for (count, list) in free {
+            for p in list { p.deallocate() }
+            bytesHeld -= count * 4 * list.count
+        }
+        free = [:]
+        lock.unlock()
+    }
+}
+
+/// A minimal lock (pthread mutex) usable from any thread.
+public struct SpinLock {
+    private let m: UnsafeMutablePointer<pthread_mutex_t>
+    public init() {
+        m = .allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+    }
+    @inline(__always) public func lock() { pthread_mutex_lock(m) }
+    @inline(__always) public func unlock() { pthread_mutex_unlock(m) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
