@@ -25,9 +25,12 @@ public enum Threading {
             for i in 0..<count { body(i) }
             return
         }
+        // Our threads take the cores: BLAS calls inside run single-threaded until the region ends.
+        setBLASThreads(1)
         withoutActuallyEscaping(body) { body in
             DispatchQueue.concurrentPerform(iterations: count, execute: body)
         }
+        setBLASThreads(workers)
     }
 
     /// Splits 0..<n into `parts` contiguous ranges of near-equal size (the first ones one longer).

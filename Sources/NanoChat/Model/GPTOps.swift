@@ -1,0 +1,116 @@
+import Foundation
+import NanoTensor
+
+// The model's own small fused ops (NanoTensor knows nothing of language models): the smear gate, the
+// value-embedding gate and the backout subtraction, each with its gradient.
+
+@inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
+
+/// Smear (cheap bigram mixing): for t >= 1, out[t] = x[t] + lambda * sigmoid(gate . x[t][0..<24]) * x[t-1],
+/// using the pre-smear x[t-1]; position 0 is unchanged. x is [B, T, C], gate [1, 24], lambda [1].
+func smear(_ x: Tensor, gate: Tensor, lambda: Tensor) -> Tensor {
+    let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
+    let k = gate.count
+    let out = Tensor(shape: x.shape, zeroed: false)
+    let gates = Tensor(shape: [b * t], zeroed: true)  // sigmoid per position (0 at t = 0)
+    let px = x.data, po = out.data, pg = gate.data, ps = gates.data
+    let lam = lambda.data[0]
+    for bi in 0..<b {
+        let row0 = px + bi * t * c
+        (po + bi * t * c).update(from: row0, count: c)
+        for ti in 1..<max(t, 1) {
+            let cur = row0 + ti * c, prev = cur - c, dst = po + (bi * t + ti) * c
+            let s = sigmoid(dot(pg, cur, k))
+            ps[bi * t + ti] = s
+            let f = lam * s
+            for j in 0..<c { dst[j] = cur[j] + f * prev[j] }
+        }
+    }
+    Tensor.record(out, [x, gate, lambda]) { out in
+        let g = out.grad!.data
+        let ps = gates.data  // captures the saved gate values
+        let gx = x.requiresGrad ? x.gradData() : nil
+        let gg = gate.requiresGrad ? gate.gradData() : nil
+        var dLambda: Float = 0
+        for bi in 0..<b {
+            for ti in 0..<t {
+                let idx = bi * t + ti
+                let go = g + idx * c
+                if let gx { let d = gx + idx * c; for j in 0..<c { d[j] += go[j] } }
+                guard ti > 0 else { continue }
+                let cur = px + idx * c, prev = cur - c
+                let s = ps[idx]
+                let gp = dot(go, prev, c)  // dout . x[t-1]
+                dLambda += s * gp
+                if let gx {
+                    let dprev = gx + (idx - 1) * c
+                    let f = lam * s
+                    for j in 0..<c { dprev[j] += f * go[j] }
+                }
+                let da = lam * gp * s * (1 - s)
+                if let gg { for j in 0..<k { gg[j] += da * cur[j] } }
+                if let gx { let d = gx + idx * c; for j in 0..<k { d[j] += da * pg[j] } }
+            }
+        }
+        if lambda.requiresGrad { lambda.gradData()[0] += dLambda }
+    }
+    return out
+}
+
+/// Value residual: v[n, h, :] += 3 * sigmoid(gate[h] . u[n, 0..<12]) * ve[n, h, :].
+/// v and ve are [N, Hkv * D] (any leading shape), u is [N, C], gate [Hkv, 12].
+func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor, kvHeads: Int) -> Tensor {
+    let width = v.shape.last!
+    let n = v.count / width
+    let d = width / kvHeads
+    let c = u.shape.last!
+    let k = gate.shape[1]
+    let out = Tensor(shape: v.shape, zeroed: false)
+    let sig = Tensor(shape: [n * kvHeads], zeroed: false)
+    let pv = v.data, pe = ve.data, pu = u.data, pg = gate.data, po = out.data, ps = sig.data
+    for i in 0..<n {
+        for h in 0..<kvHeads {
+            let s = sigmoid(dot(pg + h * k, pu + i * c, k))
+            ps[i * kvHeads + h] = s
+            let g = 3 * s
+            let off = i * width + h * d
+            for j in 0..<d { po[off + j] = pv[off + j] + g * pe[off + j] }
+        }
+    }
+    Tensor.record(out, [v, ve, u, gate]) { out in
+        let go = out.grad!.data
+        let ps = sig.data  // captures the saved gate values
+        let gv = v.requiresGrad ? v.gradData() : nil
+        let ge = ve.requiresGrad ? ve.gradData() : nil
+        let gu = u.requiresGrad ? u.gradData() : nil
+        let gg = gate.requiresGrad ? gate.gradData() : nil
+        for i in 0..<n {
+            for h in 0..<kvHeads {
+                let off = i * width + h * d
+                let s = ps[i * kvHeads + h]
+                if let gv { for j in 0..<d { gv[off + j] += go[off + j] } }
+                if let ge { let g3 = 3 * s; for j in 0..<d { ge[off + j] += g3 * go[off + j] } }
+                let da = dot(go + off, pe + off, d) * 3 * s * (1 - s)
+                if let gg { for j in 0..<k { gg[h * k + j] += da * pu[i * c + j] } }
+                if let gu { for j in 0..<k { gu[i * c + j] += da * pg[h * k + j] } }
+            }
+        }
+    }
+    return out
+}
+
+/// Backout: x - lambda * saved (lambda a [1] parameter).
+func subtractScaled(_ x: Tensor, _ lambda: Tensor, _ saved: Tensor) -> Tensor {
+    let n = x.count
+    let out = Tensor(shape: x.shape, zeroed: false)
+    let lam = lambda.data[0]
+    let px = x.data, ps = saved.data, po = out.data
+    for i in 0..<n { po[i] = px[i] - lam * ps[i] }
+    Tensor.record(out, [x, lambda, saved]) { out in
+        let g = out.grad!.data
+        if x.requiresGrad { let gx = x.gradData(); for i in 0..<n { gx[i] += g[i] } }
+        if saved.requiresGrad { let gs = saved.gradData(); for i in 0..<n { gs[i] -= lam * g[i] } }
+        if lambda.requiresGrad { lambda.gradData()[0] -= dot(g, ps, n) }
+    }
+    return out
+}

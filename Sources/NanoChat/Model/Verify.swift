@@ -1,0 +1,98 @@
+import Foundation
+import NanoTensor
+
+/// Checks our implementation against a golden fixture from upstream's PyTorch code (../shared/fixtures format):
+/// model fixtures (forward logits and loss, backward gradients) and optimizer fixtures (parameters after steps).
+public enum Verify {
+    public struct Comparison {
+        public var name: String
+        public var relativeError: Double
+        public var tolerance: Double
+        public var ok: Bool { relativeError <= tolerance }
+    }
+
+    /// ||ours - ref|| / ||ref|| (norm of the difference over the norm of the reference).
+    public static func relativeError(_ ours: UnsafeBufferPointer<Float>, _ ref: [Float]) -> Double {
+        var num = 0.0, den = 0.0
+        for i in 0..<ref.count {
+            let d = Double(ours[i]) - Double(ref[i])
+            num += d * d
+            den += Double(ref[i]) * Double(ref[i])
+        }
+        if den == 0 { return num == 0 ? 0 : .infinity }
+        return (num / den).squareRoot()
+    }
+
+    struct FixtureMeta: Decodable {
+        var config: GPTConfig
+        var window_sizes: [[Int]]?
+        var B: Int?
+        var T: Int?
+    }
+
+    public static func run(_ url: URL) throws -> [Comparison] {
+        let file = try SafeTensorsFile(url: url)
+        guard let metaText = file.metadata["meta"], let meta = try? JSONDecoder().decode(FixtureMeta.self, from: Data(metaText.utf8)) else {
+            throw NanoChatError("\(url.path): metadata has no `meta` JSON with a model config")
+        }
+        if file.entries.keys.contains(where: { $0.hasPrefix("param_before.") }) {
+            return try runOptimizer(file, config: meta.config, metaText: metaText)
+        }
+        return try runModel(file, config: meta.config, windows: meta.window_sizes?.map { $0[0] })
+    }
+
+    static func loadParams(_ model: GPT, from file: SafeTensorsFile, prefix: String) throws {
+        for name in model.parameterNames {
+            let (shape, values) = try file.floats(prefix + name)
+            let p = model.param(name)
+            guard shape == p.shape else {
+                throw NanoChatError("\(file.url.path): \(prefix)\(name) has shape \(shape), the model expects \(p.shape)")
+            }
+            values.withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: values.count) }
+        }
+    }
+
+    static func runModel(_ file: SafeTensorsFile, config: GPTConfig, windows: [Int]?) throws -> [Comparison] {
+        let model = try GPT(config: config)
+        if let windows { model.windows = windows }
+        try loadParams(model, from: file, prefix: "param.")
+        let (ishape, idx) = try file.ints("input.idx")
+        let (_, targets) = try file.ints("input.targets")
+        let b = ishape[0], t = ishape[1]
+        var out: [Comparison] = []
+        let logits = model.logits(idx, batch: b, time: t)
+        out.append(Comparison(name: "logits", relativeError: relativeError(UnsafeBufferPointer(logits.buffer), try file.floats("output.logits").values), tolerance: 1e-4))
+        let loss = model.loss(idx, targets: targets, batch: b, time: t)
+        out.append(Comparison(name: "loss", relativeError: relativeError(UnsafeBufferPointer(loss.buffer), try file.floats("output.loss").values), tolerance: 1e-4))
+        loss.backward()
+        for name in model.parameterNames {
+            let ref = try file.floats("grad." + name).values
+            let g = model.param(name).grad
+            let err = g.map { relativeError(UnsafeBufferPointer($0.buffer), ref) } ?? (ref.allSatisfy { $0 == 0 } ? 0 : 1)
+            out.append(Comparison(name: "grad." + name, relativeError: err, tolerance: 1e-3))
+        }
+        return out
+    }
+
+    static func runOptimizer(_ file: SafeTensorsFile, config: GPTConfig, metaText: String) throws -> [Comparison] {
+        let model = try GPT(config: config)
+        try loadParams(model, from: file, prefix: "param_before.")
+        let groups = try OptimizerGroupSpec.parse(fixtureMeta: metaText)
+        let opt = try MuonAdamW(model: model, groups: groups)
+        guard let obj = try JSONSerialization.jsonObject(with: Data(metaText.utf8)) as? [String: Any],
+              let steps = obj["steps"] as? Int else { throw NanoChatError("\(file.url.path): meta lacks `steps`") }
+        var out: [Comparison] = []
+        for s in 0..<steps {
+            for name in model.parameterNames {
+                let (shape, values) = try file.floats("step\(s).grad.\(name)")
+                model.param(name).grad = Tensor(shape: shape, values: values)
+            }
+            opt.step()
+            for name in model.parameterNames {
+                let ref = try file.floats("step\(s).param_after.\(name)").values
+                out.append(Comparison(name: "step\(s).\(name)", relativeError: relativeError(UnsafeBufferPointer(model.param(name).buffer), ref), tolerance: 1e-4))
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+
+/// Causal self-attention with a sliding window and grouped KV heads, computed in query tiles so the T x T score
+/// matrix never exists: each tile of 64 queries meets only the keys its window allows (at most 64 + window),
+/// its softmax is exact over that span, and the backward pass recomputes the tile's probabilities from the
+/// saved log-sum-exp (the FlashAttention recipe, with BLAS doing the tile products).
+///
+/// q: [B, T, H, D]; k, v: [B, T, Hkv, D] with H a multiple of Hkv. The query at position t attends keys
+/// j with t - window <= j <= t (window >= T means plain causal). Output: [B, T, H, D].
+public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) -> Tensor {
+    let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+    let hkv = k.shape[2]
+    precondition(k.shape == [b, t, hkv, d] && v.shape == k.shape && h % hkv == 0, "attention shapes \(q.shape) \(k.shape) \(v.shape)")
+    let group = h / hkv
+    let w = min(window, t)
+    let scale = 1 / Float(d).squareRoot()
+    let tile = 64
+    let maxKeys = min(t, tile + w)
+    let out = Tensor(shape: q.shape, zeroed: false)
+    let lse = Tensor(shape: [b, h, t], zeroed: false)
+    let pq = q.data, pk = k.data, pv = v.data, po = out.data, pl = lse.data
+    let qStride = h * d, kStride = hkv * d
+
+    Threading.parallelFor(b * hkv) { task in
+        let bi = task / hkv, kh = task % hkv
+        let scratch = Tensor(shape: [tile * maxKeys], zeroed: false)
+        let s = scratch.data
+        for hh in (kh * group)..<((kh + 1) * group) {
+            var q0 = 0
+            while q0 < t {
+                let q1 = min(q0 + tile, t), nq = q1 - q0
+                let k0 = max(0, q0 - w), nk = q1 - k0
+                let qb = pq + (bi * t + q0) * qStride + hh * d
+                let kb = pk + (bi * t + k0) * kStride + kh * d
+                let vb = pv + (bi * t + k0) * kStride + kh * d
+                sgemm(transA: false, transB: true, m: nq, n: nk, k: d, alpha: scale, a: qb, lda: qStride,
+                      b: kb, ldb: kStride, c: s, ldc: nk)
+                for i in 0..<nq {
+                    let qi = q0 + i
+                    let lo = max(k0, qi - w) - k0, hi = qi - k0  // inclusive
+                    let row = s + i * nk
+                    var m = -Float.infinity
+                    for j in lo...hi { m = max(m, row[j]) }
+                    var sum: Float = 0
+                    for j in 0..<nk {
+                        if j < lo || j > hi { row[j] = 0; continue }
+                        let e = expf(row[j] - m)
+                        row[j] = e
+                        sum += e
+                    }
+                    let inv = 1 / sum
+                    for j in lo...hi { row[j] *= inv }
+                    pl[(bi * h + hh) * t + qi] = m + logf(sum)
+                }
+                sgemm(transA: false, transB: false, m: nq, n: d, k: nk, a: s, lda: nk, b: vb, ldb: kStride,
+                      c: po + (bi * t + q0) * qStride + hh * d, ldc: qStride)
+                q0 = q1
+            }
+        }
+    }
+
+    Tensor.record(out, [q, k, v]) { out in
+        let pg = out.grad!.data
+        let pl = lse.data  // captures the saved log-sum-exp
+        let gq = q.gradData(), gk = k.gradData(), gv = v.gradData()
+        Threading.parallelFor(b * hkv) { task in
+            let bi = task / hkv, kh = task % hkv
+            let scratch = Tensor(shape: [2 * tile * maxKeys + tile], zeroed: false)
+            let p = scratch.data, dp = scratch.data + tile * maxKeys, rowDot = scratch.data + 2 * tile * maxKeys
+            for hh in (kh * group)..<((kh + 1) * group) {
+                var q0 = 0
+                while q0 < t {
+                    let q1 = min(q0 + tile, t), nq = q1 - q0
+                    let k0 = max(0, q0 - w), nk = q1 - k0
+                    let qOff = (bi * t + q0) * qStride + hh * d
+                    let kOff = (bi * t + k0) * kStride + kh * d
+                    let qb = pq + qOff, kb = pk + kOff, vb = pv + kOff
+                    let ob = po + qOff, gob = pg + qOff
+                    sgemm(transA: false, transB: true, m: nq, n: nk, k: d, alpha: scale, a: qb, lda: qStride,
+                          b: kb, ldb: kStride, c: p, ldc: nk)
+                    for i in 0..<nq {
+                        let qi = q0 + i
+                        let lo = max(k0, qi - w) - k0, hi = qi - k0
+                        let row = p + i * nk
+                        let l = pl[(bi * h + hh) * t + qi]
+                        for j in 0..<nk { row[j] = (j < lo || j > hi) ? 0 : expf(row[j] - l) }
+                        rowDot[i] = dot(gob + i * qStride, ob + i * qStride, d)
+                    }
+                    // dV += P^T dO
+                    sgemm(transA: true, transB: false, m: nk, n: d, k: nq, a: p, lda: nk, b: gob, ldb: qStride,
+                          beta: 1, c: gv + kOff, ldc: kStride)
+                    // dP = dO V^T, then dS = P (dP - rowDot) * scale
+                    sgemm(transA: false, transB: true, m: nq, n: nk, k: d, a: gob, lda: qStride, b: vb, ldb: kStride,
+                          c: dp, ldc: nk)
+                    for i in 0..<nq {
+                        let pr = p + i * nk, dr = dp + i * nk, rd = rowDot[i]
+                        for j in 0..<nk { dr[j] = pr[j] * (dr[j] - rd) * scale }
+                    }
+                    // dQ += dS K ; dK += dS^T Q
+                    sgemm(transA: false, transB: false, m: nq, n: d, k: nk, a: dp, lda: nk, b: kb, ldb: kStride,
+                          beta: 1, c: gq + qOff, ldc: qStride)
+                    sgemm(transA: true, transB: false, m: nk, n: d, k: nq, a: dp, lda: nk, b: qb, ldb: qStride,
+                          beta: 1, c: gk + kOff, ldc: kStride)
+                    q0 = q1
+                }
+            }
+        }
+    }
+    return out
+}

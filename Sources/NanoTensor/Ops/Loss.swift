@@ -1,0 +1,149 @@
+import Foundation
+
+/// The language-model head fused with the logit softcap and the cross-entropy, computed in row chunks: a chunk's
+/// logits are made by BLAS, softcapped, reduced to losses and (when training) turned into their gradient while
+/// they are still hot, so the B*T x V logits are never all alive at once.
+///
+/// logits = softcap * tanh((x W^T)[:, 0..<vocab] / softcap); W may have padded rows past `vocab` (never used).
+public enum LMHead {
+    static let chunkRows = 256
+
+    /// Mean cross-entropy over targets that are not -1 (a scalar tensor), with its gradient into x and W.
+    public static func loss(_ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float) -> Tensor {
+        let c = w.shape[1]
+        let n = x.count / c
+        precondition(targets.count == n, "loss: \(targets.count) targets for \(n) rows")
+        let valid = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+        let wantGrad = Tensor.gradEnabled && (x.requiresGrad || w.requiresGrad)
+        let invCount: Float = valid > 0 ? 1 / Float(valid) : .nan
+        let dx = wantGrad ? Tensor(shape: x.shape, zeroed: false) : nil
+        let dw = wantGrad ? Tensor(shape: [vocab, c], zeroed: true) : nil
+        var total: Double = 0
+        let chunk = Tensor(shape: [min(chunkRows, n) * vocab], zeroed: false)
+        let losses = Tensor(shape: [min(chunkRows, n)], zeroed: false)
+        var r0 = 0
+        while r0 < n {
+            let rows = min(chunkRows, n - r0)
+            let tg = Array(targets[r0..<(r0 + rows)])
+            forwardChunk(x.data + r0 * c, rows: rows, w: w.data, c: c, vocab: vocab, softcap: softcap,
+                         targets: tg, logits: chunk.data, losses: losses.data, gradScale: wantGrad ? invCount : nil)
+            for i in 0..<rows where tg[i] >= 0 { total += Double(losses.data[i]) }
+            if let dx, let dw {
+                // dX rows = G W ; dW += G^T X   (G is the chunk's logit gradient, already scaled)
+                sgemm(transA: false, transB: false, m: rows, n: c, k: vocab, a: chunk.data, lda: vocab,
+                      b: w.data, ldb: c, c: dx.data + r0 * c, ldc: c)
+                sgemm(transA: true, transB: false, m: vocab, n: c, k: rows, a: chunk.data, lda: vocab,
+                      b: x.data + r0 * c, ldb: c, beta: 1, c: dw.data, ldc: c)
+            }
+            r0 += rows
+        }
+        let out = Tensor(shape: [1], values: [Float(total) * invCount])
+        if let dx, let dw {
+            Tensor.record(out, [x, w]) { out in
+                let s = out.grad!.data[0]
+                if x.requiresGrad {
+                    let gx = x.gradData()
+                    for i in 0..<x.count { gx[i] += s * dx.data[i] }
+                }
+                if w.requiresGrad {
+                    let gw = w.gradData()  // rows past `vocab` (padding) get no gradient
+                    for i in 0..<(vocab * c) { gw[i] += s * dw.data[i] }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Per-row losses (0 where the target is -1), no gradient: what bits-per-byte evaluation needs.
+    public static func lossPerRow(_ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float) -> [Float] {
+        let c = w.shape[1]
+        let n = x.count / c
+        var result = [Float](repeating: 0, count: n)
+        let chunk = Tensor(shape: [min(chunkRows, n) * vocab], zeroed: false)
+        let losses = Tensor(shape: [min(chunkRows, n)], zeroed: false)
+        var r0 = 0
+        while r0 < n {
+            let rows = min(chunkRows, n - r0)
+            let tg = Array(targets[r0..<(r0 + rows)])
+            forwardChunk(x.data + r0 * c, rows: rows, w: w.data, c: c, vocab: vocab, softcap: softcap,
+                         targets: tg, logits: chunk.data, losses: losses.data, gradScale: nil)
+            for i in 0..<rows { result[r0 + i] = tg[i] >= 0 ? losses.data[i] : 0 }
+            r0 += rows
+        }
+        return result
+    }
+
+    /// Softcapped logits [N, vocab], no gradient (evaluation, sampling, fixtures).
+    public static func logits(_ x: Tensor, _ w: Tensor, vocab: Int, softcap: Float) -> Tensor {
+        let c = w.shape[1]
+        let n = x.count / c
+        let out = Tensor(shape: Array(x.shape.dropLast()) + [vocab], zeroed: false)
+        sgemm(transA: false, transB: true, m: n, n: vocab, k: c, a: x.data, lda: c, b: w.data, ldb: c,
+              c: out.data, ldc: vocab)
+        softcapInPlace(out.data, n * vocab, softcap)
+        return out
+    }
+
+    @inline(__always)
+    static func softcapInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int, _ cap: Float) {
+        let inv = 1 / cap
+        var i = 0
+        while i + 8 <= n {
+            let v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(p + i).storeBytes(of: cap * vtanh(v * inv), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n { p[i] = cap * fastTanh(p[i] * inv); i += 1 }
+    }
+
+    /// One chunk: logits by BLAS, then per row (split over the cores) softcap, log-sum-exp, loss and, when
+    /// `gradScale` is set, the logit gradient (softmax - onehot) * (1 - tanh^2) * gradScale in place.
+    static func forwardChunk(_ x: UnsafePointer<Float>, rows: Int, w: UnsafePointer<Float>, c: Int, vocab: Int,
+                             softcap: Float, targets: [Int32], logits: UnsafeMutablePointer<Float>,
+                             losses: UnsafeMutablePointer<Float>, gradScale: Float?) {
+        sgemm(transA: false, transB: true, m: rows, n: vocab, k: c, a: x, lda: c, b: w, ldb: c, c: logits, ldc: vocab)
+        let parts = Threading.ranges(rows, parts: Threading.workers)
+        Threading.parallelFor(parts.count) { pi in
+            for i in parts[pi] {
+                let row = logits + i * vocab
+                softcapInPlace(row, vocab, softcap)
+                var mx = SIMD8<Float>(repeating: -.infinity)
+                var j = 0
+                while j + 8 <= vocab { mx = pointwiseMax(mx, UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)); j += 8 }
+                var m = mx.max()
+                while j < vocab { m = max(m, row[j]); j += 1 }
+                var acc = SIMD8<Float>()
+                j = 0
+                while j + 8 <= vocab { acc += vexp(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) - m); j += 8 }
+                var sum = acc.sum()
+                while j < vocab { sum += fastExp(row[j] - m); j += 1 }
+                let lse = m + logf(sum)
+                let t = Int(targets[i])
+                let targetLogit = t >= 0 ? row[t] : 0
+                losses[i] = t >= 0 ? lse - targetLogit : 0
+                guard let gs = gradScale else { continue }
+                if t < 0 {
+                    row.update(repeating: 0, count: vocab)
+                    continue
+                }
+                let invCap = 1 / softcap
+                j = 0
+                while j + 8 <= vocab {
+                    let v = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)
+                    let th = v * invCap
+                    let g = vexp(v - lse) * (1 - th * th) * gs
+                    UnsafeMutableRawPointer(row + j).storeBytes(of: g, as: SIMD8<Float>.self)
+                    j += 8
+                }
+                while j < vocab {
+                    let th = row[j] * invCap
+                    row[j] = fastExp(row[j] - lse) * (1 - th * th) * gs
+                    j += 1
+                }
+                // the one-hot term: d/dt of -t[target] is -1, through the softcap's derivative
+                let tt = targetLogit * invCap
+                row[t] -= (1 - tt * tt) * gs
+            }
+        }
+    }
+}
