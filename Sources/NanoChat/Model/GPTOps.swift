@@ -8,7 +8,7 @@ import NanoTensor
 
 /// Smear (cheap bigram mixing): for t >= 1, out[t] = x[t] + lambda * sigmoid(gate . x[t][0..<24]) * x[t-1],
 /// using the pre-smear x[t-1]; position 0 is unchanged. x is [B, T, C], gate [1, 24], lambda [1].
-func smear(_ x: Tensor, gate: Tensor, lambda: Tensor) -> Tensor {
+public func smear(_ x: Tensor, gate: Tensor, lambda: Tensor) -> Tensor {
     let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
     let k = gate.count
     let out = Tensor(shape: x.shape, zeroed: false)
@@ -59,7 +59,7 @@ func smear(_ x: Tensor, gate: Tensor, lambda: Tensor) -> Tensor {
 
 /// Value residual: v[n, h, :] += 3 * sigmoid(gate[h] . u[n, 0..<12]) * ve[n, h, :].
 /// v and ve are [N, Hkv * D] (any leading shape), u is [N, C], gate [Hkv, 12].
-func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor, kvHeads: Int) -> Tensor {
+public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor, kvHeads: Int) -> Tensor {
     let width = v.shape.last!
     let n = v.count / width
     let d = width / kvHeads
@@ -100,7 +100,7 @@ func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor, kvHea
 }
 
 /// Backout: x - lambda * saved (lambda a [1] parameter).
-func subtractScaled(_ x: Tensor, _ lambda: Tensor, _ saved: Tensor) -> Tensor {
+public func subtractScaled(_ x: Tensor, _ lambda: Tensor, _ saved: Tensor) -> Tensor {
     let n = x.count
     let out = Tensor(shape: x.shape, zeroed: false)
     let lam = lambda.data[0]

@@ -1,0 +1,48 @@
+import Foundation
+import NanoChat
+import XCTest
+
+/// The model and the optimizer against upstream's PyTorch outputs, and the depth table.
+final class ModelFixtureTests: XCTestCase {
+    func checkFixture(_ name: String) throws {
+        let results = try Verify.run(Fixtures.url(name))
+        XCTAssertGreaterThan(results.count, 10)
+        for r in results { XCTAssertTrue(r.ok, "\(name): \(r.name) relative error \(r.relativeError) > \(r.tolerance)") }
+    }
+
+    func testTinyGQAWindowModel() throws { try checkFixture("gpt_tiny_gqa_window.safetensors") }
+    func testSmallMHAModel() throws { try checkFixture("gpt_small_mha.safetensors") }
+    func testOptimizerTwoSteps() throws { try checkFixture("optim_two_steps.safetensors") }
+
+    func testDepthScalingTable() throws {
+        let fx = try Fixtures.json("depth_scaling.json")
+        let rows = fx["rows"] as! [[String: Any]]
+        XCTAssertGreaterThan(rows.count, 10)
+        for row in rows {
+            let depth = row["depth"] as! Int
+            let plan = DepthPlan.make(depth: depth)
+            XCTAssertEqual(plan.config.n_embd, row["model_dim"] as? Int, "d\(depth)")
+            XCTAssertEqual(plan.config.n_head, row["n_head"] as? Int, "d\(depth)")
+            XCTAssertEqual(plan.config.windowSizes, (row["window_sizes"] as! [[Int]]).map { $0[0] }, "d\(depth)")
+            let p = row["params"] as! [String: Int]
+            XCTAssertEqual(plan.params.wte, p["wte"]); XCTAssertEqual(plan.params.lmHead, p["lm_head"])
+            XCTAssertEqual(plan.params.valueEmbeds, p["value_embeds"])
+            XCTAssertEqual(plan.params.transformerMatrices, p["transformer_matrices"], "d\(depth)")
+            XCTAssertEqual(plan.params.scalars, p["scalars"]); XCTAssertEqual(plan.params.total, p["total"])
+            XCTAssertEqual(plan.scalingParams, row["scaling_params"] as? Int)
+            XCTAssertEqual(plan.flopsPerToken, row["flops_per_token"] as? Int, "d\(depth)")
+            XCTAssertEqual(plan.targetTokens, row["target_tokens"] as? Int)
+            XCTAssertEqual(plan.totalBatchSize, row["total_batch_size"] as? Int, "d\(depth)")
+            XCTAssertEqual(plan.numIterations, row["num_iterations"] as? Int, "d\(depth)")
+            XCTAssertEqual(plan.batchLRScale, row["batch_lr_scale"] as! Double, accuracy: 1e-12)
+            XCTAssertEqual(plan.weightDecay, row["weight_decay"] as! Double, accuracy: 1e-12 * (row["weight_decay"] as! Double))
+            XCTAssertEqual(plan.adamwDModelLRScale, row["adamw_dmodel_lr_scale"] as! Double, accuracy: 1e-12)
+        }
+    }
+
+    func testWindowSizesUseFloorDivision() {
+        XCTAssertEqual(GPTConfig(sequence_len: 2048, n_layer: 4, window_pattern: "SSSL").windowSizes, [512, 512, 512, 2048])
+        XCTAssertEqual(GPTConfig(sequence_len: 2050, n_layer: 2, window_pattern: "S").windowSizes, [640, 2050])
+        XCTAssertEqual(GPTConfig(sequence_len: 512, n_layer: 3, window_pattern: "sl").windowSizes, [128, 512, 512])
+    }
+}
