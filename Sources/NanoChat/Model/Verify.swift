@@ -42,14 +42,7 @@ public enum Verify {
     }
 
     static func loadParams(_ model: GPT, from file: SafeTensorsFile, prefix: String) throws {
-        for name in model.parameterNames {
-            let (shape, values) = try file.floats(prefix + name)
-            let p = model.param(name)
-            guard shape == p.shape else {
-                throw NanoChatError("\(file.url.path): \(prefix)\(name) has shape \(shape), the model expects \(p.shape)")
-            }
-            values.withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: values.count) }
-        }
+        try Checkpoints.loadParameters(model, from: file, prefix: prefix)
     }
 
     static func runModel(_ file: SafeTensorsFile, config: GPTConfig, windows: [Int]?) throws -> [Comparison] {

@@ -225,3 +225,38 @@ public final class MuonAdamW {
     @inline(__always)
     func frobenius(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> Double { Double(dot(p, p, n)).squareRoot() }
 }
+
+extension MuonAdamW {
+    /// Optimizer state as named tensors (for `optim_<step>_rank<r>.safetensors`) plus AdamW step counts.
+    public func stateTensors() -> (tensors: [(String, Tensor)], adamSteps: [Int]) {
+        var out: [(String, Tensor)] = []
+        for (gi, g) in groups.enumerated() {
+            switch g.kind {
+            case .adamw:
+                for (pi, name) in g.params.enumerated() {
+                    out.append(("adam_m.\(name)", adamM[gi][pi]))
+                    out.append(("adam_v.\(name)", adamV[gi][pi]))
+                }
+            case .muon:
+                out.append(("muon_momentum.group\(gi)", muonMomentum[gi]!))
+                out.append(("muon_second.group\(gi)", muonSecond[gi]!))
+            }
+        }
+        return (out, adamStep)
+    }
+
+    /// Restores what `stateTensors` saved; every tensor must be present with the same shape.
+    public func loadState(from file: SafeTensorsFile, adamSteps: [Int]) throws {
+        guard adamSteps.count == groups.count else {
+            throw NanoChatError("\(file.url.path): optimizer state has \(adamSteps.count) groups, the optimizer has \(groups.count)")
+        }
+        for (name, t) in stateTensors().tensors {
+            let (shape, values) = try file.floats(name)
+            guard shape == t.shape else {
+                throw NanoChatError("\(file.url.path): \(name) has shape \(shape), expected \(t.shape) (checkpoint from another model or world size?)")
+            }
+            values.withUnsafeBufferPointer { t.data.update(from: $0.baseAddress!, count: values.count) }
+        }
+        adamStep = adamSteps
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import NanoTensor
+
+/// What `meta_<step>.json` holds (upstream's keys, plus our exact loader position).
+public struct CheckpointMeta: Codable {
+    public struct LoopState: Codable {
+        public var min_val_bpb: Double?
+        public var smooth_train_loss: Double
+        public var total_training_time: Double
+        public init(min_val_bpb: Double?, smooth_train_loss: Double, total_training_time: Double) {
+            self.min_val_bpb = min_val_bpb
+            self.smooth_train_loss = smooth_train_loss
+            self.total_training_time = total_training_time
+        }
+    }
+    public var step: Int
+    public var val_bpb: Double?
+    public var model_config: GPTConfig
+    public var user_config: [String: String]
+    public var device_batch_size: Int?
+    public var max_seq_len: Int?
+    public var total_batch_size: Int?
+    public var dataloader_state_dict: LoaderState?
+    public var loop_state: LoopState?
+    public var loader_exact: ExactLoaderState?
+    public var optimizer_adam_steps: [Int]?
+}
+
+/// Checkpoints under `<base>/<phase>_checkpoints/<tag>/`: `model_<step>.safetensors` (upstream parameter names,
+/// [out, in] layout, loadable by safetensors + PyTorch), `meta_<step>.json`, `optim_<step>_rank<r>.safetensors`.
+/// Files are written to temporary names and renamed; a torn, truncated or mismatched file is refused.
+public enum Checkpoints {
+    public static func directory(phase: String = "base", tag: String) -> URL {
+        BaseDir.url.appendingPathComponent("\(phase)_checkpoints/\(tag)", isDirectory: true)
+    }
+
+    static func stepName(_ step: Int) -> String { String(format: "%06d", step) }
+
+    public static func save(directory: URL, step: Int, model: GPT, optimizer: MuonAdamW?, meta: CheckpointMeta,
+                            rank: Int = 0) throws {
+        var meta = meta
+        let s = stepName(step)
+        if let optimizer {
+            let (tensors, steps) = optimizer.stateTensors()
+            meta.optimizer_adam_steps = steps
+            try SafeTensorsFile.write(tensors.map { ($0.0, $0.1.shape, UnsafeBufferPointer($0.1.buffer)) }, metadata: [:],
+                                      to: directory.appendingPathComponent("optim_\(s)_rank\(rank).safetensors"))
+        }
+        guard rank == 0 else { return }
+        let cfg = String(decoding: try JSONEncoder().encode(model.config), as: UTF8.self)
+        try SafeTensorsFile.write(model.parameterNames.map { ($0, model.param($0).shape, UnsafeBufferPointer(model.param($0).buffer)) },
+                                  metadata: ["format": "pt", "model_config": cfg],
+                                  to: directory.appendingPathComponent("model_\(s).safetensors"))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        // meta last: its presence marks the checkpoint complete
+        try FileIO.writeAtomically(try enc.encode(meta), to: directory.appendingPathComponent("meta_\(s).json"))
+    }
+
+    /// The newest step with a model file, or nil.
+    public static func latestStep(in directory: URL) -> Int? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.compactMap { n -> Int? in
+            guard n.hasPrefix("model_"), n.hasSuffix(".safetensors") else { return nil }
+            return Int(n.dropFirst(6).dropLast(12))
+        }.max()
+    }
+
+    /// Default tag: the largest `d<N>` directory, else the most recently modified one (as upstream).
+    public static func defaultTag(phase: String = "base") throws -> String {
+        let root = BaseDir.url.appendingPathComponent("\(phase)_checkpoints")
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []).filter { !$0.hasPrefix(".") }
+        guard !names.isEmpty else { throw NanoChatError("no checkpoints in \(root.path); train a model first (nanochat base-train)") }
+        let depthTags = names.compactMap { n -> (Int, String)? in
+            guard n.first == "d", let d = Int(n.dropFirst()) else { return nil }
+            return (d, n)
+        }
+        if let best = depthTags.max(by: { $0.0 < $1.0 }) { return best.1 }
+        return names.max { a, b in
+            let ma = (try? FileManager.default.attributesOfItem(atPath: root.appendingPathComponent(a).path)[.modificationDate] as? Date) ?? .distantPast
+            let mb = (try? FileManager.default.attributesOfItem(atPath: root.appendingPathComponent(b).path)[.modificationDate] as? Date) ?? .distantPast
+            return ma < mb
+        }!
+    }
+
+    public static func loadMeta(directory: URL, step: Int) throws -> CheckpointMeta {
+        let url = directory.appendingPathComponent("meta_\(stepName(step)).json")
+        let data = try FileIO.read(url, what: "checkpoint meta")
+        do {
+            return try JSONDecoder().decode(CheckpointMeta.self, from: data)
+        } catch {
+            throw NanoChatError("checkpoint meta \(url.path) is corrupt or not a nanochat meta file: \(error)")
+        }
+    }
+
+    /// Loads a model: meta for the config, then every parameter by name with its shape checked (strict, as
+    /// upstream's load_state_dict(strict=True)).
+    public static func loadModel(directory: URL, step: Int) throws -> (GPT, CheckpointMeta) {
+        let meta = try loadMeta(directory: directory, step: step)
+        let url = directory.appendingPathComponent("model_\(stepName(step)).safetensors")
+        let file = try SafeTensorsFile(url: url)
+        let model = try GPT(config: meta.model_config)
+        try loadParameters(model, from: file)
+        return (model, meta)
+    }
+
+    public static func loadParameters(_ model: GPT, from file: SafeTensorsFile, prefix: String = "") throws {
+        let expected = Set(model.parameterNames.map { prefix + $0 })
+        let present = Set(file.entries.keys.filter { prefix.isEmpty || $0.hasPrefix(prefix) })
+        let missing = expected.subtracting(present), extra = present.subtracting(expected)
+        guard missing.isEmpty && (prefix.isEmpty ? extra.isEmpty : true) else {
+            throw NanoChatError("\(file.url.path) does not match the model: missing \(missing.sorted().prefix(5)), unexpected \(extra.sorted().prefix(5))")
+        }
+        for name in model.parameterNames {
+            let (shape, values) = try file.floats(prefix + name)
+            let p = model.param(name)
+            guard shape == p.shape else {
+                throw NanoChatError("\(file.url.path): \(prefix)\(name) has shape \(shape), the model config needs \(p.shape)")
+            }
+            values.withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: values.count) }
+        }
+    }
+
+    public static func loadOptimizer(_ optimizer: MuonAdamW, directory: URL, step: Int, meta: CheckpointMeta, rank: Int = 0) throws {
+        let url = directory.appendingPathComponent("optim_\(stepName(step))_rank\(rank).safetensors")
+        let file = try SafeTensorsFile(url: url)
+        guard let steps = meta.optimizer_adam_steps else {
+            throw NanoChatError("checkpoint meta for step \(step) has no optimizer step counts; it cannot be resumed")
+        }
+        try optimizer.loadState(from: file, adamSteps: steps)
+    }
+}

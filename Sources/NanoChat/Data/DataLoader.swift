@@ -1,0 +1,211 @@
+import Foundation
+import NanoTensor
+
+/// Where the loader is in the document stream: upstream's resume point (pq_idx, rg_idx, epoch) of the most
+/// recently fetched batch of documents.
+public struct LoaderState: Codable, Equatable, Sendable {
+    public var pq_idx: Int
+    public var rg_idx: Int
+    public var epoch: Int
+    public init(pq_idx: Int = 0, rg_idx: Int = 0, epoch: Int = 1) {
+        self.pq_idx = pq_idx
+        self.rg_idx = rg_idx
+        self.epoch = epoch
+    }
+}
+
+/// Pretraining shards: the files of `base_data_climbmix` (sorted; the last one is the validation split), each a
+/// sequence of row groups of documents. Text shards (.jsonl, .txt) form row groups of 1024 documents.
+public struct ShardSet {
+    public let files: [URL]
+    public static let rowGroupSize = 1024
+
+    /// The split's files: "train" = all but the last, "val" = the last.
+    public init(directory: URL, split: String) throws {
+        let all = try TextDocuments(paths: [directory]).files
+        guard all.count >= 2 else {
+            throw NanoChatError("\(directory.path) has \(all.count) shard(s); training needs at least 2 (the last is the validation split)")
+        }
+        files = split == "val" ? [all.last!] : Array(all.dropLast())
+    }
+
+    public init(files: [URL]) { self.files = files }
+
+    /// All row groups of one file (each a list of documents).
+    public func rowGroups(_ fileIndex: Int) throws -> [[String]] {
+        var docs: [String] = []
+        try TextDocuments(paths: [files[fileIndex]]).forEach { docs.append(String(decoding: $0, as: UTF8.self)); return true }
+        return stride(from: 0, to: docs.count, by: Self.rowGroupSize).map {
+            Array(docs[$0..<min($0 + Self.rowGroupSize, docs.count)])
+        }
+    }
+}
+
+/// Exact loader position: the next row group to read, the partly read one, and which documents sit in the
+/// buffer (by shard, row group and index), so a resumed run rebuilds the very same batches. Upstream only keeps
+/// an approximate point (and skips ahead a round); we keep both (`approximate` is upstream's dict).
+public struct ExactLoaderState: Codable, Equatable, Sendable {
+    public var pq: Int
+    public var rg: Int
+    public var epoch: Int
+    /// The row group being consumed (pq, rg) and the index of its next unread document, if any.
+    public var group: [Int]?
+    /// Buffered documents as [pq, rg, index].
+    public var buffer: [[Int]]
+    public var approximate: LoaderState
+}
+
+/// Upstream's BOS-aligned best-fit loader (SPEC §2.3): every row starts with a document's BOS; rows are filled
+/// with the largest buffered document that fits, and when none fits, the shortest is cropped to fill the row.
+/// Rank r of W reads row groups r, r+W, ... so ranks see disjoint data.
+public final class BestFitLoader {
+    let tokenizer: Tokenizer
+    let shards: ShardSet
+    public let batch: Int, seqLen: Int
+    let rank: Int, worldSize: Int
+    let bufferSize: Int
+    let tokenizerBatch = 128
+    var buffer: [[Int32]] = []
+    var bufferRefs: [[Int]] = []
+    /// Next row group to open, the one being read (file, group, next document), and its documents.
+    var pq: Int, rg: Int, epoch: Int
+    var group: [Int]? = nil
+    var groupDocs: [String] = []
+    var cachedFile = -1
+    var cachedGroups: [[String]] = []
+    public private(set) var state: LoaderState
+
+    /// `resume` is upstream's approximate point (skips one round past it); `exact` restores precisely.
+    public init(tokenizer: Tokenizer, shards: ShardSet, batch: Int, seqLen: Int, rank: Int = 0, worldSize: Int = 1,
+                resume: LoaderState? = nil, exact: ExactLoaderState? = nil, bufferSize: Int = 1000) throws {
+        guard !shards.files.isEmpty else { throw NanoChatError("the loader has no shard files to read") }
+        self.tokenizer = tokenizer
+        self.shards = shards
+        self.batch = batch
+        self.seqLen = seqLen
+        self.rank = rank
+        self.worldSize = worldSize
+        self.bufferSize = bufferSize
+        if let e = exact {
+            state = e.approximate
+            pq = e.pq; rg = e.rg; epoch = e.epoch
+            group = e.group
+            for ref in e.buffer {
+                guard ref.count == 3 else { throw NanoChatError("corrupt loader state: buffer entry \(ref)") }
+                let doc = try document(ref[0], ref[1], ref[2])
+                buffer.append(encodeDoc(doc))
+                bufferRefs.append(ref)
+            }
+            if let g = group { groupDocs = try groups(of: g[0])[g[1]] }
+        } else {
+            let r = resume ?? LoaderState()
+            state = r
+            pq = r.pq_idx
+            epoch = r.epoch
+            // resuming from an approximate point: skip one full round past it so no data repeats
+            rg = resume.map { ($0.rg_idx / worldSize + 1) * worldSize + rank } ?? rank
+        }
+        guard pq < shards.files.count else {
+            throw NanoChatError("loader state points at shard \(pq) but there are only \(shards.files.count)")
+        }
+    }
+
+    /// Where to resume exactly after the batches returned so far.
+    public var exactState: ExactLoaderState {
+        ExactLoaderState(pq: pq, rg: rg, epoch: epoch, group: group, buffer: bufferRefs, approximate: state)
+    }
+
+    func groups(of file: Int) throws -> [[String]] {
+        guard file >= 0 && file < shards.files.count else {
+            throw NanoChatError("loader state names shard \(file) but there are only \(shards.files.count)")
+        }
+        if cachedFile != file {
+            cachedGroups = try shards.rowGroups(file)
+            cachedFile = file
+        }
+        return cachedGroups
+    }
+
+    func document(_ file: Int, _ g: Int, _ i: Int) throws -> String {
+        let gs = try groups(of: file)
+        guard g >= 0 && g < gs.count && i >= 0 && i < gs[g].count else {
+            throw NanoChatError("loader state names document \(i) of row group \(g) in \(shards.files[file].path), which does not exist (did the shards change?)")
+        }
+        return gs[g][i]
+    }
+
+    func encodeDoc(_ doc: String) -> [Int32] {
+        [Int32(tokenizer.bosID)] + tokenizer.encode(doc).map { Int32($0) }
+    }
+
+    /// Tokenizes the next batch of up to 128 documents into the buffer, advancing files, row groups and epochs.
+    func fetchDocBatch() throws {
+        var emptyFiles = 0
+        while group == nil {
+            let gs = try groups(of: pq)
+            if rg < gs.count {
+                group = [pq, rg, 0]
+                groupDocs = gs[rg]
+                state = LoaderState(pq_idx: pq, rg_idx: rg, epoch: epoch)
+                rg += worldSize
+            } else {
+                if gs.isEmpty { emptyFiles += 1 }
+                if emptyFiles > shards.files.count { throw NanoChatError("the shards hold no documents") }
+                pq += 1
+                rg = rank
+                if pq >= shards.files.count { pq = 0; epoch += 1 }
+            }
+        }
+        let g = group!
+        let end = min(g[2] + tokenizerBatch, groupDocs.count)
+        let docs = Array(groupDocs[g[2]..<end])
+        let bos = tokenizer.bosID
+        for (k, ids) in tokenizer.encodeBatch(docs, prepend: bos).enumerated() {
+            buffer.append(ids.map { Int32($0) })
+            bufferRefs.append([g[0], g[1], g[2] + k])
+        }
+        group = end < groupDocs.count ? [g[0], g[1], end] : nil
+    }
+
+    func take(_ i: Int) -> [Int32] {
+        bufferRefs.remove(at: i)
+        return buffer.remove(at: i)
+    }
+
+    /// The next (inputs, targets) batch, each B x T row-major, and upstream's state after it.
+    public func next() throws -> (inputs: [Int32], targets: [Int32], state: LoaderState) {
+        let cap = seqLen + 1
+        var rows = [Int32](repeating: 0, count: batch * cap)
+        for r in 0..<batch {
+            var pos = 0
+            while pos < cap {
+                while buffer.count < bufferSize { try fetchDocBatch() }
+                let remaining = cap - pos
+                var best = -1, bestLen = -1
+                for (i, d) in buffer.enumerated() where d.count <= remaining && d.count > bestLen {
+                    best = i
+                    bestLen = d.count
+                }
+                if best >= 0 {
+                    let d = take(best)
+                    for (j, tok) in d.enumerated() { rows[r * cap + pos + j] = tok }
+                    pos += d.count
+                } else {
+                    var shortest = 0
+                    for (i, d) in buffer.enumerated() where d.count < buffer[shortest].count { shortest = i }
+                    let d = take(shortest)
+                    for j in 0..<remaining { rows[r * cap + pos + j] = d[j] }
+                    pos += remaining
+                }
+            }
+        }
+        var inputs = [Int32](repeating: 0, count: batch * seqLen), targets = inputs
+        for r in 0..<batch {
+            for t in 0..<seqLen {
+                inputs[r * seqLen + t] = rows[r * cap + t]
+                targets[r * seqLen + t] = rows[r * cap + t + 1]
+            }
+        }
+        return (inputs, targets, state)
+    }
+}

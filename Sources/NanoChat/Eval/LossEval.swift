@@ -1,0 +1,66 @@
+import Foundation
+import NanoTensor
+
+/// Bits per byte (SPEC §7.1): per-token cross-entropy in nats over `steps` batches, counting only targets
+/// whose token has bytes (special tokens and ignored targets never count), divided by ln 2 * total bytes.
+/// Independent of the tokenizer's vocabulary size, so models with different tokenizers compare.
+public func evaluateBPB(model: GPT, loader: BestFitLoader, steps: Int, tokenBytes: [Int32]) throws -> Double {
+    var nats = 0.0
+    var bytes = 0
+    for _ in 0..<steps {
+        let (x, y, _) = try loader.next()
+        let losses = model.lossPerToken(x, targets: y, batch: loader.batch, time: loader.seqLen)
+        for (i, t) in y.enumerated() where t >= 0 {
+            let b = Int(tokenBytes[Int(t)])
+            if b > 0 {
+                nats += Double(losses[i])
+                bytes += b
+            }
+        }
+    }
+    return bytes == 0 ? .infinity : nats / (log(2) * Double(bytes))
+}
+
+extension GPT {
+    /// Greedy or sampled continuation without a KV cache (upstream's naive `generate`, the reference the engine
+    /// is tested against): re-runs the whole sequence for each new token.
+    public func generate(_ tokens: [Int], maxTokens: Int, temperature: Float = 0, topK: Int? = nil, seed: UInt64 = 42) -> [Int] {
+        var seq = tokens.map { Int32($0) }
+        var rng = RNG(seed: seed)
+        var out: [Int] = []
+        for _ in 0..<maxTokens {
+            let window = Array(seq.suffix(config.sequence_len))
+            let logits = Tensor.withoutGrad { () -> [Float] in
+                let h = hidden(window, batch: 1, time: window.count)
+                let last = Tensor(shape: [1, config.n_embd], zeroed: false)
+                last.data.update(from: h.data + (window.count - 1) * config.n_embd, count: config.n_embd)
+                return LMHead.logits(last, param("lm_head.weight"), vocab: config.vocab_size, softcap: Self.softcap).array
+            }
+            let next = sampleToken(logits, temperature: temperature, topK: topK, rng: &rng)
+            out.append(next)
+            seq.append(Int32(next))
+        }
+        return out
+    }
+}
+
+/// Argmax at temperature 0; otherwise top-k filtering, temperature, softmax and a draw.
+public func sampleToken(_ logits: [Float], temperature: Float, topK: Int?, rng: inout RNG) -> Int {
+    if temperature <= 0 {
+        var best = 0
+        for i in 1..<logits.count where logits[i] > logits[best] { best = i }
+        return best
+    }
+    var candidates = Array(logits.indices)
+    if let k = topK, k > 0, k < logits.count {
+        candidates = Array(candidates.sorted { logits[$0] > logits[$1] }.prefix(k))
+    }
+    let m = candidates.map { logits[$0] }.max()!
+    let weights = candidates.map { Double(expf((logits[$0] - m) / temperature)) }
+    var r = Double(rng.unit()) * weights.reduce(0, +)
+    for (i, w) in zip(candidates, weights) {
+        r -= w
+        if r <= 0 { return i }
+    }
+    return candidates.last!
+}

@@ -1,0 +1,231 @@
+import Foundation
+import NanoTensor
+
+/// `base-train` flags, with upstream's names and defaults (SPEC §4.1); the executable fills this from the
+/// command line and `userConfig` records it in every checkpoint.
+public struct BaseTrainOptions {
+    public var depth = 20
+    public var aspectRatio = 64
+    public var headDim = 128
+    public var maxSeqLen = 2048
+    public var windowPattern = "SSSL"
+    public var numIterations = -1
+    public var targetFlops = -1.0
+    public var targetParamDataRatio = 12.0
+    public var deviceBatchSize = 32
+    public var totalBatchSize = -1
+    public var embeddingLR = 0.3
+    public var unembeddingLR = 0.008
+    public var matrixLR = 0.02
+    public var scalarLR = 0.5
+    public var weightDecay = 0.28
+    public var warmupSteps = 40
+    public var warmdownRatio = 0.65
+    public var finalLRFrac = 0.05
+    public var resumeFromStep = -1
+    public var evalEvery = 250
+    public var evalTokens = 80 * 524_288
+    public var sampleEvery = 2000
+    public var saveEvery = -1
+    public var modelTag: String? = nil
+    public var dataDir: URL? = nil
+    public var tokenizerDir: URL? = nil
+    public var seed: UInt64 = 42
+
+    public init() {}
+
+    public var userConfig: [String: String] {
+        ["depth": "\(depth)", "aspect_ratio": "\(aspectRatio)", "head_dim": "\(headDim)", "max_seq_len": "\(maxSeqLen)",
+         "window_pattern": windowPattern, "num_iterations": "\(numIterations)", "target_flops": "\(targetFlops)",
+         "target_param_data_ratio": "\(targetParamDataRatio)", "device_batch_size": "\(deviceBatchSize)",
+         "total_batch_size": "\(totalBatchSize)", "embedding_lr": "\(embeddingLR)", "unembedding_lr": "\(unembeddingLR)",
+         "matrix_lr": "\(matrixLR)", "scalar_lr": "\(scalarLR)", "weight_decay": "\(weightDecay)",
+         "warmup_steps": "\(warmupSteps)", "warmdown_ratio": "\(warmdownRatio)", "final_lr_frac": "\(finalLRFrac)",
+         "resume_from_step": "\(resumeFromStep)", "eval_every": "\(evalEvery)", "eval_tokens": "\(evalTokens)",
+         "sample_every": "\(sampleEvery)", "save_every": "\(saveEvery)", "model_tag": modelTag ?? "", "seed": "\(seed)"]
+    }
+}
+
+/// Upstream's sampling prompts for base models.
+public let baseSamplePrompts = [
+    "The capital of France is", "The chemical symbol of gold is", "If yesterday was Friday, then tomorrow will be",
+    "The opposite of hot is", "The planets of the solar system are:", "My favorite color is", "If 5*x + 3 = 13, then x is",
+]
+
+/// What a training run reports per step (also the metrics log line).
+public struct StepReport {
+    public var step: Int, total: Int
+    public var loss: Double, smoothLoss: Double, lrm: Double
+    public var dt: Double, tokensPerSecond: Double, mfu: Double, flopsPerSecond: Double
+    public var totalTime: Double, eta: Double?
+    public var epoch: Int
+}
+
+/// Pretraining (SPEC §4.5): the loop from flags to optimizer steps, with evaluation, sampling, checkpoints and
+/// a JSON Lines metrics log. `log` receives every console line.
+public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (finalLoss: Double, valBPB: Double?, losses: [Double]) {
+    let tokenizer = try Tokenizer.load(from: o.tokenizerDir ?? BaseDir.tokenizer)
+    let vocab = tokenizer.vocabSize
+    let dataDir = o.dataDir ?? BaseDir.pretrainData
+    let trainShards = try ShardSet(directory: dataDir, split: "train")
+    let valShards = try ShardSet(directory: dataDir, split: "val")
+
+    let plan = DepthPlan.make(depth: o.depth, aspectRatio: o.aspectRatio, headDim: o.headDim, maxSeqLen: o.maxSeqLen,
+                              vocabSize: vocab, windowPattern: o.windowPattern, targetParamDataRatio: o.targetParamDataRatio,
+                              weightDecay: o.weightDecay, totalBatchSize: o.totalBatchSize, numIterations: o.numIterations,
+                              targetFlops: o.targetFlops)
+    let t = o.maxSeqLen
+    let tokensPerMicro = o.deviceBatchSize * t
+    guard plan.totalBatchSize % tokensPerMicro == 0 else {
+        throw NanoChatError("total batch size \(plan.totalBatchSize) is not a multiple of device batch x seq len = \(o.deviceBatchSize) x \(t) = \(tokensPerMicro); change --total-batch-size or --device-batch-size")
+    }
+    let gradAccum = plan.totalBatchSize / tokensPerMicro
+    let n = plan.numIterations
+    guard n > 0 else { throw NanoChatError("the run has \(n) iterations; set --num-iterations or a larger --target-param-data-ratio") }
+    let tag = o.modelTag ?? "d\(o.depth)"
+    let dir = Checkpoints.directory(phase: "base", tag: tag)
+
+    // model, optimizer, loader: fresh or resumed
+    var model = try GPT(config: plan.config, seed: o.seed)
+    var startStep = 0
+    var meta: CheckpointMeta? = nil
+    if o.resumeFromStep >= 0 {
+        (model, meta) = try Checkpoints.loadModel(directory: dir, step: o.resumeFromStep)
+        guard model.config == plan.config else {
+            throw NanoChatError("checkpoint \(dir.path) step \(o.resumeFromStep) has model config \(model.config), the flags give \(plan.config)")
+        }
+        startStep = o.resumeFromStep
+    }
+    let s = plan.batchLRScale
+    let groups = TrainingSchedule.parameterGroups(model: model, embeddingLR: o.embeddingLR * s, unembeddingLR: o.unembeddingLR * s,
+                                                  matrixLR: o.matrixLR * s, scalarLR: o.scalarLR * s, weightDecay: plan.weightDecay)
+    let optimizer = try MuonAdamW(model: model, groups: groups)
+    if let meta { try Checkpoints.loadOptimizer(optimizer, directory: dir, step: startStep, meta: meta) }
+    let loader = try BestFitLoader(tokenizer: tokenizer, shards: trainShards, batch: o.deviceBatchSize, seqLen: t,
+                                   resume: meta?.dataloader_state_dict, exact: meta?.loader_exact)
+    let tokenBytes = tokenizer.tokenByteCounts
+    let peak = measureSgemmGFLOPS() * 1e9
+
+    log("model d\(o.depth): n_embd \(plan.config.n_embd), heads \(plan.config.n_head), head dim \(plan.config.headDim), windows \(model.windows), vocab \(vocab)")
+    log(String(format: "parameters %d (scaling %d), %.3e FLOPs/token; batch %d tokens = %d x %d x %d accumulation steps; %d iterations",
+               plan.params.total, plan.scalingParams, Double(plan.flopsPerToken), plan.totalBatchSize, o.deviceBatchSize, t, gradAccum, n))
+    log(String(format: "this machine's sgemm: %.1f GFLOP/s (MFU is reported against it); %d threads", peak / 1e9, Threading.workers))
+
+    let metricsURL = dir.appendingPathComponent("metrics.jsonl")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    try trimMetrics(metricsURL, keepBelow: startStep)
+    let metrics = try MetricsLog(url: metricsURL)
+
+    var smooth = meta?.loop_state?.smooth_train_loss ?? 0
+    var totalTime = meta?.loop_state?.total_training_time ?? 0
+    var minVal = meta?.loop_state?.min_val_bpb
+    var valBPB: Double? = meta?.val_bpb
+    var losses: [Double] = []
+    var lastLoss = Double.nan
+
+    for step in startStep...n {
+        let last = step == n
+        if o.evalEvery > 0 && (last || step % o.evalEvery == 0) {
+            let evalSteps = max(1, o.evalTokens / tokensPerMicro)
+            let valLoader = try BestFitLoader(tokenizer: tokenizer, shards: valShards, batch: o.deviceBatchSize, seqLen: t)
+            let bpb = try evaluateBPB(model: model, loader: valLoader, steps: evalSteps, tokenBytes: tokenBytes)
+            valBPB = bpb
+            minVal = min(minVal ?? bpb, bpb)
+            log(String(format: "step %05d | val bpb %.4f", step, bpb))
+            metrics.write(["step": step, "val_bpb": bpb])
+        }
+        if o.sampleEvery > 0 && (last || (step > 0 && step % o.sampleEvery == 0)) {
+            for prompt in baseSamplePrompts {
+                let ids = [tokenizer.bosID] + tokenizer.encode(prompt)
+                let out = model.generate(ids, maxTokens: 16)
+                log("sample: \(prompt)\((try? tokenizer.decode(out)) ?? "")")
+            }
+        }
+        if last || (o.saveEvery > 0 && step > 0 && step != startStep && step % o.saveEvery == 0) {
+            let m = CheckpointMeta(step: step, val_bpb: valBPB, model_config: model.config, user_config: o.userConfig,
+                                   device_batch_size: o.deviceBatchSize, max_seq_len: t, total_batch_size: plan.totalBatchSize,
+                                   dataloader_state_dict: loader.state,
+                                   loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime),
+                                   loader_exact: loader.exactState)
+            try Checkpoints.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m)
+            log("saved checkpoint \(dir.path) step \(step)")
+        }
+        if last { break }
+
+        // one optimizer step: gradAccum micro-batches, each loss scaled by 1/gradAccum
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var stepLoss = 0.0
+        for _ in 0..<gradAccum {
+            let (x, y, _) = try loader.next()
+            let loss = model.loss(x, targets: y, batch: o.deviceBatchSize, time: t)
+            stepLoss += Double(loss.scalar) / Double(gradAccum)
+            loss.backward(seed: 1 / Float(gradAccum))
+        }
+        let lrm = optimizer.applySchedule(step: step, total: n, warmup: o.warmupSteps, warmdownRatio: o.warmdownRatio,
+                                          finalFrac: o.finalLRFrac, muonWeightDecay: plan.weightDecay)
+        optimizer.step()
+        model.zeroGrad()
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        guard stepLoss.isFinite else {
+            throw NanoChatError("the loss became \(stepLoss) at step \(step); lower the learning rates")
+        }
+        lastLoss = stepLoss
+        losses.append(stepLoss)
+        smooth = 0.9 * smooth + 0.1 * stepLoss
+        let debiased = smooth / (1 - pow(0.9, Double(step + 1)))
+        if step > 10 { totalTime += dt }
+        let tps = Double(plan.totalBatchSize) / dt
+        let flops = Double(plan.flopsPerToken) * Double(plan.totalBatchSize) / dt
+        let timedSteps = step - 10
+        let eta: Double? = timedSteps > 0 ? totalTime / Double(timedSteps) * Double(n - step - 1) : nil
+        let pct = 100 * Double(step + 1) / Double(n)
+        log(String(format: "step %05d/%05d (%.2f%%) | loss: %.6f | lrm: %.2f | dt: %.2fms | tok/sec: %@ | mfu: %.2f | epoch: %d | total time: %.2fm%@",
+                   step + 1, n, pct, debiased, lrm, dt * 1000, formatThousands(Int(tps)), 100 * flops / peak, loader.state.epoch,
+                   totalTime / 60, eta.map { String(format: " | eta: %.1fm", $0 / 60) } ?? ""))
+        metrics.write(["step": step + 1, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps,
+                       "mfu": 100 * flops / peak, "flops_per_sec": flops, "epoch": loader.state.epoch])
+    }
+    return (lastLoss, valBPB, losses)
+}
+
+func formatThousands(_ v: Int) -> String {
+    let s = String(v)
+    var out = ""
+    for (i, ch) in s.reversed().enumerated() {
+        if i > 0 && i % 3 == 0 { out.append(",") }
+        out.append(ch)
+    }
+    return String(out.reversed())
+}
+
+/// Keeps only the metrics lines of steps below `keepBelow` (a resumed run rewrites what follows).
+func trimMetrics(_ url: URL, keepBelow step: Int) throws {
+    guard FileManager.default.fileExists(atPath: url.path) else { return }
+    if step == 0 { try FileManager.default.removeItem(at: url); return }
+    let lines = (try String(contentsOf: url, encoding: .utf8)).split(separator: "\n")
+    let kept = lines.filter { line in
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let s = obj["step"] as? Int else { return false }
+        return s < step || (s == step && obj["val_bpb"] != nil)
+    }
+    try FileIO.writeAtomically(kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n"), to: url)
+}
+
+/// Appends one JSON object per line (flushed each time, so plots and the report card can read a live run).
+public final class MetricsLog {
+    let handle: FileHandle
+    public init(url: URL) throws {
+        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        guard let h = try? FileHandle(forWritingTo: url) else { throw NanoChatError("cannot write metrics log \(url.path)") }
+        h.seekToEndOfFile()
+        handle = h
+    }
+    public func write(_ obj: [String: Any]) {
+        var o = obj
+        o["time"] = Date().timeIntervalSince1970
+        if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) {
+            handle.write(d + Data("\n".utf8))
+        }
+    }
+    deinit { try? handle.close() }
+}

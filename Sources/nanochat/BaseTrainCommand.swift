@@ -1,0 +1,120 @@
+import ArgumentParser
+import Foundation
+import NanoChat
+
+struct BaseTrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "base-train",
+        abstract: "Pretrain the GPT (upstream's base_train): every hyperparameter follows from --depth.",
+        discussion: """
+        Reads the pretraining shards in $NANOCHAT_BASE_DIR/base_data_climbmix (all but the last for training, the \
+        last for validation) and the tokenizer in $NANOCHAT_BASE_DIR/tokenizer. Writes checkpoints and a JSON Lines \
+        metrics log to $NANOCHAT_BASE_DIR/base_checkpoints/<model-tag>/.
+        """
+    )
+
+    @Option(parsing: .unconditional, help: "Depth of the Transformer: the one knob every other size follows from.") var depth = 20
+    @Option(parsing: .unconditional, help: "model_dim = depth * aspect-ratio, rounded up to a multiple of head-dim.") var aspectRatio = 64
+    @Option(parsing: .unconditional, help: "Target head dimension for attention.") var headDim = 128
+    @Option(parsing: .unconditional, help: "Max context length (tokens per row).") var maxSeqLen = 2048
+    @Option(help: "Sliding-window pattern tiled over layers: L = full context, S = quarter context (rounded to 128); the last layer is always L.") var windowPattern = "SSSL"
+    @Option(parsing: .unconditional, help: "Explicit number of optimization steps (-1 = derive).") var numIterations = -1
+    @Option(parsing: .unconditional, help: "Compute budget in FLOPs to derive the number of steps from (-1 = off).") var targetFlops = -1.0
+    @Option(parsing: .unconditional, help: "Tokens per scaling parameter for the horizon (Chinchilla-style ratio).") var targetParamDataRatio = 12.0
+    @Option(parsing: .unconditional, help: "Rows per forward/backward pass.") var deviceBatchSize = 32
+    @Option(parsing: .unconditional, help: "Tokens per optimizer step (-1 = derived from the depth).") var totalBatchSize = -1
+    @Option(parsing: .unconditional, help: "AdamW learning rate of the embedding tables.") var embeddingLR = 0.3
+    @Option(parsing: .unconditional, help: "AdamW learning rate of lm_head.") var unembeddingLR = 0.008
+    @Option(parsing: .unconditional, help: "Muon learning rate of the matrices.") var matrixLR = 0.02
+    @Option(parsing: .unconditional, help: "AdamW learning rate of the scalar parameters.") var scalarLR = 0.5
+    @Option(parsing: .unconditional, help: "Muon weight decay at the reference size (scaled with batch and horizon, cosine to zero).") var weightDecay = 0.28
+    @Option(parsing: .unconditional, help: "Linear LR warmup steps.") var warmupSteps = 40
+    @Option(parsing: .unconditional, help: "Fraction of the run spent in the final linear LR decay.") var warmdownRatio = 0.65
+    @Option(parsing: .unconditional, help: "Final LR as a fraction of the initial LR.") var finalLRFrac = 0.05
+    @Option(parsing: .unconditional, help: "Resume from this step's checkpoint (-1 = start fresh).") var resumeFromStep = -1
+    @Option(parsing: .unconditional, help: "Evaluate validation bits per byte every N steps (and at the end; -1 = only never).") var evalEvery = 250
+    @Option(parsing: .unconditional, help: "Tokens of validation data per evaluation.") var evalTokens = 80 * 524_288
+    @Option(parsing: .unconditional, help: "Print samples every N steps (and at the end; -1 = never).") var sampleEvery = 2000
+    @Option(parsing: .unconditional, help: "Save a checkpoint every N steps (-1 = only at the end).") var saveEvery = -1
+    @Option(help: "Checkpoint directory name (default d<depth>).") var modelTag: String?
+    @Option(help: "Shard directory (default $NANOCHAT_BASE_DIR/base_data_climbmix).") var dataDir: String?
+    @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?
+    @Option(help: "Seed of the weight initialisation.") var seed: UInt64 = 42
+
+    func run() throws {
+        try runReportingErrors {
+            var o = BaseTrainOptions()
+            o.depth = depth; o.aspectRatio = aspectRatio; o.headDim = headDim; o.maxSeqLen = maxSeqLen
+            o.windowPattern = windowPattern; o.numIterations = numIterations; o.targetFlops = targetFlops
+            o.targetParamDataRatio = targetParamDataRatio; o.deviceBatchSize = deviceBatchSize
+            o.totalBatchSize = totalBatchSize; o.embeddingLR = embeddingLR; o.unembeddingLR = unembeddingLR
+            o.matrixLR = matrixLR; o.scalarLR = scalarLR; o.weightDecay = weightDecay; o.warmupSteps = warmupSteps
+            o.warmdownRatio = warmdownRatio; o.finalLRFrac = finalLRFrac; o.resumeFromStep = resumeFromStep
+            o.evalEvery = evalEvery; o.evalTokens = evalTokens; o.sampleEvery = sampleEvery; o.saveEvery = saveEvery
+            o.modelTag = modelTag; o.seed = seed
+            o.dataDir = dataDir.map { URL(fileURLWithPath: $0, isDirectory: true) }
+            o.tokenizerDir = tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) }
+            _ = try baseTrain(o) { print($0); fflush(stdout) }
+        }
+    }
+}
+
+struct DatasetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dataset",
+        abstract: "Pretraining data: cut text into shards.",
+        subcommands: [DatasetShardCommand.self]
+    )
+}
+
+struct DatasetShardCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shard",
+        abstract: "Cut .txt/.jsonl documents into JSON Lines shards (the last shard is the validation split).",
+        discussion: """
+        Documents are read in order from --input (files or folders), optionally split at blank lines, shuffled with \
+        a fixed seed, and written as shard_00000.jsonl, shard_00001.jsonl, ... into --output (default \
+        $NANOCHAT_BASE_DIR/base_data_climbmix), the last shard holding --val-docs documents.
+        """
+    )
+    @Option(parsing: .singleValue, help: "A .txt/.jsonl file or folder (repeatable).") var input: [String]
+    @Option(help: "Output directory.") var output: String?
+    @Option(parsing: .unconditional, help: "Documents per training shard.") var docsPerShard = 8192
+    @Option(parsing: .unconditional, help: "Documents in the validation shard.") var valDocs = 1024
+    @Option(parsing: .unconditional, help: "Split .txt files into documents at blank lines, merging paragraphs up to this many characters (0 = whole files).") var paragraphChars = 0
+
+    func run() throws {
+        try runReportingErrors {
+            let docs = try TextDocuments(paths: input.map { URL(fileURLWithPath: $0) }, splitBlankLines: paragraphChars > 0)
+            var all: [[UInt8]] = []
+            var current: [UInt8] = []
+            try docs.forEach { d in
+                if paragraphChars <= 0 { all.append(d); return true }
+                if !current.isEmpty && current.count + d.count > paragraphChars { all.append(current); current = [] }
+                if !current.isEmpty { current += [0x0A, 0x0A] }
+                current += d
+                return true
+            }
+            if !current.isEmpty { all.append(current) }
+            all = all.filter { !$0.allSatisfy { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D } }
+            guard all.count > valDocs else {
+                throw NanoChatError("only \(all.count) documents; need more than --val-docs \(valDocs)")
+            }
+            var rng = RNG(seed: 42)
+            for i in stride(from: all.count - 1, to: 0, by: -1) { all.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            let outDir = output.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
+            let train = all.dropLast(valDocs), val = all.suffix(valDocs)
+            var shards: [ArraySlice<[UInt8]>] = stride(from: 0, to: train.count, by: docsPerShard).map {
+                train[$0..<min($0 + docsPerShard, train.count)]
+            }
+            shards.append(val)
+            for (i, shard) in shards.enumerated() {
+                var out: [UInt8] = []
+                for d in shard { JSONText.appendString(d, to: &out); out.append(0x0A) }
+                try FileIO.writeAtomically(Data(out), to: outDir.appendingPathComponent(String(format: "shard_%05d.jsonl", i)))
+            }
+            let chars = all.reduce(0) { $0 + $1.count }
+            print("wrote \(shards.count) shards (\(shards.count - 1) train + 1 val) of \(all.count) documents, \(chars / 1_000_000) MB, to \(outDir.path)")
+        }
+    }
+}
