@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print the figures the issues ask for, beside the reference where one exists.",
-        subcommands: [BenchTokenizer.self]
+        subcommands: [BenchTokenizer.self, BenchTrain.self]
     )
 }
 
@@ -156,6 +156,42 @@ struct BenchTokenizer: ParsableCommand {
                 best = min(best, dt); elapsed += dt; runs += 1
             }
             print(String(format: "encode batch, %d threads: nanochat-swift %.1f MB/s", Threading.workers, mb / best))
+        }
+    }
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Training tokens/s at steady state, model FLOP/s vs sgemm, per-op breakdown, peak RSS.",
+        discussion: """
+        Default configuration is the one the issue names: head-dim 64, seq 512, device batch 8, total batch 4096, \
+        vocab 32768, window L, for each --depth given (default 4 and 6). Random tokens; the median of the timed steps.
+        """
+    )
+    @Option(parsing: .singleValue, help: "Depths to measure (repeatable).") var depth: [Int] = [4, 6]
+    @Option(help: "Head dimension.") var headDim = 64
+    @Option(help: "Sequence length.") var seqLen = 512
+    @Option(help: "Rows per forward/backward.") var deviceBatchSize = 8
+    @Option(help: "Tokens per optimizer step.") var totalBatchSize = 4096
+    @Option(help: "Vocabulary size.") var vocabSize = 32768
+    @Option(help: "Window pattern.") var windowPattern = "L"
+    @Option(help: "Timed steps (after 2 warm-up steps).") var steps = 6
+
+    func run() throws {
+        try runReportingErrors {
+            for d in depth {
+                let r = try benchTrain(depth: d, headDim: headDim, seqLen: seqLen, deviceBatch: deviceBatchSize,
+                                       totalBatch: totalBatchSize, vocab: vocabSize, windowPattern: windowPattern, steps: steps)
+                print(String(format: "d%d: %.0f tok/s median (steps: %@); model %.1f GFLOP/s = %.2f of sgemm %.1f GFLOP/s; peak RSS %.0f MB; fresh buffers/step %d",
+                             d, r.medianTokensPerSecond, r.tokensPerSecond.map { String(format: "%.0f", $0) }.joined(separator: " "),
+                             r.modelGFLOPS, r.modelGFLOPS / r.sgemmGFLOPS, r.sgemmGFLOPS, r.peakRSSMB, r.freshAllocationsPerStep))
+                print(String(format: "  one profiled step: %.3f s", r.stepSeconds))
+                for (name, secs, calls) in r.breakdown {
+                    print(String(format: "    %@ %8.1f ms %5.1f%%  (%d calls)", name.padding(toLength: 28, withPad: " ", startingAt: 0),
+                                 secs * 1000, 100 * secs / r.stepSeconds, calls))
+                }
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 import Foundation
 import NanoTensor
 
+private typealias P = Profiler
+
 /// Upstream's GPT (SPEC §3): rotary (base 100000), QK-norm with gain 1.2, relu^2 MLP, untied embeddings,
 /// parameter-free RMSNorm, value embeddings with gates on alternating layers, smear gate, backout,
 /// residual/x0 lambdas, logit softcap 15, GQA, sliding windows, vocabulary padded to 64.
@@ -88,40 +90,44 @@ public final class GPT {
         precondition(idx.count == b * t, "forward: \(idx.count) ids for B=\(b) T=\(t)")
         precondition(t <= cos.shape[0], "sequence of \(t) tokens is longer than the rotary tables")
         let c = config.n_embd, hd = config.headDim
-        var x = rmsNorm(embedding(param("transformer.wte.weight"), idx, shape: [b, t]))
-        x = smear(x, gate: param("smear_gate.weight"), lambda: param("smear_lambda"))
+        var x = P.measure("embedding+norm") { rmsNorm(embedding(param("transformer.wte.weight"), idx, shape: [b, t])) }
+        x = P.measure("smear") { smear(x, gate: param("smear_gate.weight"), lambda: param("smear_lambda")) }
         let x0 = x
         var saved: Tensor? = nil
         let resid = param("resid_lambdas"), x0l = param("x0_lambdas")
         for i in 0..<config.n_layer {
             let p = "transformer.h.\(i)."
-            x = scalarMix(resid, i, x, x0l, i, x0)
+            x = P.measure("scalarMix") { scalarMix(resid, i, x, x0l, i, x0) }
             // attention
-            let u = rmsNorm(x)
-            let q = linear(u, param(p + "attn.c_q.weight")).reshaped([b, t, config.n_head, hd])
-            let k = linear(u, param(p + "attn.c_k.weight")).reshaped([b, t, config.n_kv_head, hd])
-            var v = linear(u, param(p + "attn.c_v.weight"))
+            let u = P.measure("rmsNorm") { rmsNorm(x) }
+            let q = P.measure("linear.qkv") { linear(u, param(p + "attn.c_q.weight")).reshaped([b, t, config.n_head, hd]) }
+            let k = P.measure("linear.qkv") { linear(u, param(p + "attn.c_k.weight")).reshaped([b, t, config.n_kv_head, hd]) }
+            var v = P.measure("linear.qkv") { linear(u, param(p + "attn.c_v.weight")) }
             if config.hasValueEmbedding(i) {
-                let ve = embedding(param("value_embeds.\(i).weight"), idx, shape: [b, t])
-                v = valueEmbeddingMix(v, ve, u: u, gate: param(p + "attn.ve_gate.weight"), kvHeads: config.n_kv_head)
+                v = P.measure("valueEmbedding") {
+                    let ve = embedding(param("value_embeds.\(i).weight"), idx, shape: [b, t])
+                    return valueEmbeddingMix(v, ve, u: u, gate: param(p + "attn.ve_gate.weight"), kvHeads: config.n_kv_head)
+                }
             }
-            let qn = rotaryNorm(q, cos: cos, sin: sin, gain: Self.qkGain)
-            let kn = rotaryNorm(k, cos: cos, sin: sin, gain: Self.qkGain)
-            let y = causalAttention(qn, kn, v.reshaped([b, t, config.n_kv_head, hd]), window: windows[i])
-            x = add(x, linear(y.reshaped([b, t, c]), param(p + "attn.c_proj.weight")))
+            let qn = P.measure("rotaryNorm") { rotaryNorm(q, cos: cos, sin: sin, gain: Self.qkGain) }
+            let kn = P.measure("rotaryNorm") { rotaryNorm(k, cos: cos, sin: sin, gain: Self.qkGain) }
+            let y = P.measure("attention") { causalAttention(qn, kn, v.reshaped([b, t, config.n_kv_head, hd]), window: windows[i]) }
+            x = P.measure("linear.proj+add") { add(x, linear(y.reshaped([b, t, c]), param(p + "attn.c_proj.weight"))) }
             // MLP
-            let h = reluSquared(linear(rmsNorm(x), param(p + "mlp.c_fc.weight")))
-            x = add(x, linear(h, param(p + "mlp.c_proj.weight")))
+            let h = P.measure("mlp.fc+relu2") { reluSquared(linear(rmsNorm(x), param(p + "mlp.c_fc.weight"))) }
+            x = P.measure("mlp.proj+add") { add(x, linear(h, param(p + "mlp.c_proj.weight"))) }
             if i == config.n_layer / 2 { saved = x }
         }
-        if let saved { x = subtractScaled(x, param("backout_lambda"), saved) }
-        return rmsNorm(x)
+        if let saved { x = P.measure("backout") { subtractScaled(x, param("backout_lambda"), saved) } }
+        return P.measure("rmsNorm") { rmsNorm(x) }
     }
 
     /// Mean cross-entropy over targets that are not -1 (upstream's forward with targets).
     public func loss(_ idx: [Int32], targets: [Int32], batch b: Int, time t: Int) -> Tensor {
-        LMHead.loss(hidden(idx, batch: b, time: t), param("lm_head.weight"), targets: targets,
-                    vocab: config.vocab_size, softcap: Self.softcap)
+        let h = hidden(idx, batch: b, time: t)
+        return P.measure("lmHeadLoss") {
+            LMHead.loss(h, param("lm_head.weight"), targets: targets, vocab: config.vocab_size, softcap: Self.softcap)
+        }
     }
 
     /// Per-token losses (0 where the target is -1), no gradient: bits per byte.

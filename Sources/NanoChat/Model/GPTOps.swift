@@ -26,7 +26,7 @@ public func smear(_ x: Tensor, gate: Tensor, lambda: Tensor) -> Tensor {
             for j in 0..<c { dst[j] = cur[j] + f * prev[j] }
         }
     }
-    Tensor.record(out, [x, gate, lambda]) { out in
+    Tensor.record(out, [x, gate, lambda], op: "smear") { out in
         let g = out.grad!.data
         let ps = gates.data  // captures the saved gate values
         let gx = x.requiresGrad ? x.gradData() : nil
@@ -77,7 +77,7 @@ public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor
             for j in 0..<d { po[off + j] = pv[off + j] + g * pe[off + j] }
         }
     }
-    Tensor.record(out, [v, ve, u, gate]) { out in
+    Tensor.record(out, [v, ve, u, gate], op: "valueEmbeddingMix") { out in
         let go = out.grad!.data
         let ps = sig.data  // captures the saved gate values
         let gv = v.requiresGrad ? v.gradData() : nil
@@ -106,7 +106,7 @@ public func subtractScaled(_ x: Tensor, _ lambda: Tensor, _ saved: Tensor) -> Te
     let lam = lambda.data[0]
     let px = x.data, ps = saved.data, po = out.data
     for i in 0..<n { po[i] = px[i] - lam * ps[i] }
-    Tensor.record(out, [x, lambda, saved]) { out in
+    Tensor.record(out, [x, lambda, saved], op: "backout") { out in
         let g = out.grad!.data
         if x.requiresGrad { let gx = x.gradData(); for i in 0..<n { gx[i] += g[i] } }
         if saved.requiresGrad { let gs = saved.gradData(); for i in 0..<n { gs[i] -= lam * g[i] } }

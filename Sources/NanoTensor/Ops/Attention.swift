@@ -59,7 +59,7 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
         }
     }
 
-    Tensor.record(out, [q, k, v]) { out in
+    Tensor.record(out, [q, k, v], op: "attention") { out in
         let pg = out.grad!.data
         let pl = lse.data  // captures the saved log-sum-exp
         let gq = q.gradData(), gk = k.gradData(), gv = v.gradData()

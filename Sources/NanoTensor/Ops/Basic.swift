@@ -7,7 +7,7 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     let n = a.count
     let pa = a.data, pb = b.data, po = out.data
     for i in 0..<n { po[i] = pa[i] + pb[i] }
-    Tensor.record(out, [a, b]) { out in
+    Tensor.record(out, [a, b], op: "add") { out in
         let g = out.grad!.data
         if a.requiresGrad { let ga = a.gradData(); for i in 0..<n { ga[i] += g[i] } }
         if b.requiresGrad { let gb = b.gradData(); for i in 0..<n { gb[i] += g[i] } }
@@ -21,7 +21,7 @@ public func scale(_ a: Tensor, _ s: Float) -> Tensor {
     let n = a.count
     let pa = a.data, po = out.data
     for i in 0..<n { po[i] = pa[i] * s }
-    Tensor.record(out, [a]) { out in
+    Tensor.record(out, [a], op: "scale") { out in
         let g = out.grad!.data, ga = a.gradData()
         for i in 0..<n { ga[i] += g[i] * s }
     }
@@ -44,7 +44,7 @@ public func scalarMix(_ alpha: Tensor, _ ia: Int, _ a: Tensor, _ beta: Tensor? =
     }
     var inputs = [alpha, a]
     if let b, let beta { inputs += [beta, b] }
-    Tensor.record(out, inputs) { out in
+    Tensor.record(out, inputs, op: "scalarMix") { out in
         let g = out.grad!.data
         if a.requiresGrad { let ga = a.gradData(); for i in 0..<n { ga[i] += sa * g[i] } }
         if alpha.requiresGrad { alpha.gradData()[ia] += dot(g, pa, n) }
@@ -82,7 +82,7 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false)
     sgemm(transA: false, transB: true, m: n, n: outF, k: inF, a: x.data, lda: inF, b: w.data, ldb: inF,
           c: out.data, ldc: outF)
-    Tensor.record(out, [x, w]) { out in
+    Tensor.record(out, [x, w], op: "linear") { out in
         let g = out.grad!.data
         if x.requiresGrad {
             let (gx, fresh) = x.gradForWrite()
@@ -104,7 +104,7 @@ public func reluSquared(_ x: Tensor) -> Tensor {
     let n = x.count
     let px = x.data, po = out.data
     for i in 0..<n { let r = max(px[i], 0); po[i] = r * r }
-    Tensor.record(out, [x]) { out in
+    Tensor.record(out, [x], op: "reluSquared") { out in
         let g = out.grad!.data
         let (gx, fresh) = x.gradForWrite()
         if fresh { for i in 0..<n { gx[i] = 2 * max(px[i], 0) * g[i] } }
@@ -123,7 +123,7 @@ public func embedding(_ table: Tensor, _ ids: [Int32], shape: [Int]? = nil) -> T
         precondition(id >= 0 && Int(id) < v, "token id \(id) outside the embedding table of \(v) rows")
         (po + i * c).update(from: pt + Int(id) * c, count: c)
     }
-    Tensor.record(out, [table]) { out in
+    Tensor.record(out, [table], op: "embedding") { out in
         let g = out.grad!.data, gt = table.gradData()
         for (i, id) in ids.enumerated() {
             let dst = gt + Int(id) * c, src = g + i * c

@@ -30,16 +30,20 @@ public enum LMHead {
             for i in 0..<rows where tg[i] >= 0 { total += Double(losses.data[i]) }
             if let dx, let dw {
                 // dX rows = G W ; dW += G^T X   (G is the chunk's logit gradient, already scaled)
-                sgemm(transA: false, transB: false, m: rows, n: c, k: vocab, a: chunk.data, lda: vocab,
-                      b: w.data, ldb: c, c: dx.data + r0 * c, ldc: c)
-                sgemm(transA: true, transB: false, m: vocab, n: c, k: rows, a: chunk.data, lda: vocab,
-                      b: x.data + r0 * c, ldb: c, beta: 1, c: dw.data, ldc: c)
+                Profiler.measure("lmHead.dx sgemm") {
+                    sgemm(transA: false, transB: false, m: rows, n: c, k: vocab, a: chunk.data, lda: vocab,
+                          b: w.data, ldb: c, c: dx.data + r0 * c, ldc: c)
+                }
+                Profiler.measure("lmHead.dw sgemm") {
+                    sgemm(transA: true, transB: false, m: vocab, n: c, k: rows, a: chunk.data, lda: vocab,
+                          b: x.data + r0 * c, ldb: c, beta: 1, c: dw.data, ldc: c)
+                }
             }
             r0 += rows
         }
         let out = Tensor(shape: [1], values: [Float(total) * invCount])
         if let dx, let dw {
-            Tensor.record(out, [x, w]) { out in
+            Tensor.record(out, [x, w], op: "lmHeadLoss") { out in
                 let s = out.grad!.data[0]
                 if x.requiresGrad {
                     let gx = x.gradData()
@@ -101,23 +105,35 @@ public enum LMHead {
     static func forwardChunk(_ x: UnsafePointer<Float>, rows: Int, w: UnsafePointer<Float>, c: Int, vocab: Int,
                              softcap: Float, targets: [Int32], logits: UnsafeMutablePointer<Float>,
                              losses: UnsafeMutablePointer<Float>, gradScale: Float?) {
-        sgemm(transA: false, transB: true, m: rows, n: vocab, k: c, a: x, lda: c, b: w, ldb: c, c: logits, ldc: vocab)
+        Profiler.measure("lmHead.logits sgemm") {
+            sgemm(transA: false, transB: true, m: rows, n: vocab, k: c, a: x, lda: c, b: w, ldb: c, c: logits, ldc: vocab)
+        }
         let parts = Threading.ranges(rows, parts: Threading.workers)
-        Threading.parallelFor(parts.count) { pi in
+        Profiler.measure("lmHead.softcap+softmax") { Threading.parallelFor(parts.count) { pi in
+            let scratch = Tensor(shape: [vocab], zeroed: false)  // exp of each softcapped logit, L2-resident
+            let ex = scratch.data
+            let invCap = 1 / softcap
             for i in parts[pi] {
                 let row = logits + i * vocab
-                softcapInPlace(row, vocab, softcap)
-                var mx = SIMD8<Float>(repeating: -.infinity)
-                var j = 0
-                while j + 8 <= vocab { mx = pointwiseMax(mx, UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)); j += 8 }
-                var m = mx.max()
-                while j < vocab { m = max(m, row[j]); j += 1 }
+                // Softcapped logits lie in [-cap, cap], so exp cannot overflow: no max pass is needed.
                 var acc = SIMD8<Float>()
-                j = 0
-                while j + 8 <= vocab { acc += vexp(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) - m); j += 8 }
+                var j = 0
+                while j + 8 <= vocab {
+                    let t = softcap * vtanh(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) * invCap)
+                    UnsafeMutableRawPointer(row + j).storeBytes(of: t, as: SIMD8<Float>.self)
+                    let e = vexp(t)
+                    UnsafeMutableRawPointer(ex + j).storeBytes(of: e, as: SIMD8<Float>.self)
+                    acc += e
+                    j += 8
+                }
                 var sum = acc.sum()
-                while j < vocab { sum += fastExp(row[j] - m); j += 1 }
-                let lse = m + logf(sum)
+                while j < vocab {
+                    row[j] = softcap * fastTanh(row[j] * invCap)
+                    ex[j] = fastExp(row[j])
+                    sum += ex[j]
+                    j += 1
+                }
+                let lse = logf(sum)
                 let t = Int(targets[i])
                 let targetLogit = t >= 0 ? row[t] : 0
                 losses[i] = t >= 0 ? lse - targetLogit : 0
@@ -126,24 +142,23 @@ public enum LMHead {
                     row.update(repeating: 0, count: vocab)
                     continue
                 }
-                let invCap = 1 / softcap
+                // d loss / d logit = (softmax - onehot) * (1 - tanh^2), times the mean's 1/count
+                let scale = gs / sum
                 j = 0
                 while j + 8 <= vocab {
-                    let v = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)
-                    let th = v * invCap
-                    let g = vexp(v - lse) * (1 - th * th) * gs
-                    UnsafeMutableRawPointer(row + j).storeBytes(of: g, as: SIMD8<Float>.self)
+                    let th = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) * invCap
+                    let e = UnsafeRawPointer(ex + j).loadUnaligned(as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(row + j).storeBytes(of: e * scale * (1 - th * th), as: SIMD8<Float>.self)
                     j += 8
                 }
                 while j < vocab {
                     let th = row[j] * invCap
-                    row[j] = fastExp(row[j] - lse) * (1 - th * th) * gs
+                    row[j] = ex[j] * scale * (1 - th * th)
                     j += 1
                 }
-                // the one-hot term: d/dt of -t[target] is -1, through the softcap's derivative
                 let tt = targetLogit * invCap
                 row[t] -= (1 - tt * tt) * gs
             }
-        }
+        } }
     }
 }

@@ -16,7 +16,7 @@ public func rmsNorm(_ x: Tensor) -> Tensor {
         pr[r] = inv
         for j in 0..<c { yr[j] = xr[j] * inv }
     }
-    Tensor.record(out, [x]) { out in
+    Tensor.record(out, [x], op: "rmsNorm") { out in
         let g = out.grad!.data, y = out.data
         let pr = rstd.data  // captures rstd: the saved statistics must outlive the forward call
         let gx = x.gradData()
@@ -75,7 +75,7 @@ public func rotaryNorm(_ x: Tensor, cos: Tensor, sin: Tensor, gain: Float, posit
         let k = inv * gain
         for j in 0..<d { yr[j] *= k }
     }
-    Tensor.record(out, [x]) { out in
+    Tensor.record(out, [x], op: "rotaryNorm") { out in
         let g = out.grad!.data, o = out.data
         let pr = rstd.data  // captures rstd
         let gx = x.gradData()

@@ -1,0 +1,76 @@
+import Foundation
+import NanoTensor
+
+/// Steady-state training throughput of one configuration on random tokens (the data does not change the
+/// arithmetic): median tokens/s over timed steps, model FLOP/s against this machine's sgemm rate, and a per-op
+/// breakdown of one profiled step.
+public struct TrainBenchResult {
+    public var depth: Int
+    public var tokensPerSecond: [Double]
+    public var medianTokensPerSecond: Double
+    public var modelGFLOPS: Double
+    public var sgemmGFLOPS: Double
+    public var breakdown: [(String, Double, Int)]
+    public var stepSeconds: Double
+    public var peakRSSMB: Double
+    public var freshAllocationsPerStep: Int
+}
+
+public func benchTrain(depth: Int, headDim: Int = 64, seqLen: Int = 512, deviceBatch: Int = 8, totalBatch: Int = 4096,
+                       vocab: Int = 32768, windowPattern: String = "L", steps: Int = 6, warmup: Int = 2) throws -> TrainBenchResult {
+    let plan = DepthPlan.make(depth: depth, headDim: headDim, maxSeqLen: seqLen, vocabSize: vocab, windowPattern: windowPattern,
+                              totalBatchSize: totalBatch, numIterations: 1000)
+    let model = try GPT(config: plan.config)
+    let groups = TrainingSchedule.parameterGroups(model: model, embeddingLR: 0.3, unembeddingLR: 0.008, matrixLR: 0.02,
+                                                  scalarLR: 0.5, weightDecay: plan.weightDecay)
+    let opt = try MuonAdamW(model: model, groups: groups)
+    let accum = totalBatch / (deviceBatch * seqLen)
+    var rng = RNG(seed: 1)
+    let batches = (0..<accum).map { _ in (0..<(deviceBatch * (seqLen + 1))).map { _ in Int32(rng.next() % UInt64(vocab)) } }
+    func step(_ it: Int) {
+        for b in batches {
+            var x = [Int32](), y = [Int32]()
+            x.reserveCapacity(deviceBatch * seqLen); y.reserveCapacity(deviceBatch * seqLen)
+            for r in 0..<deviceBatch {
+                x += b[(r * (seqLen + 1))..<(r * (seqLen + 1) + seqLen)]
+                y += b[(r * (seqLen + 1) + 1)..<((r + 1) * (seqLen + 1))]
+            }
+            let loss = model.loss(x, targets: y, batch: deviceBatch, time: seqLen)
+            Profiler.measure("backward (total)") { loss.backward(seed: 1 / Float(accum)) }
+        }
+        _ = opt.applySchedule(step: it, total: 1000, warmup: 40, warmdownRatio: 0.65, finalFrac: 0.05, muonWeightDecay: plan.weightDecay)
+        Profiler.measure("optimizer") { opt.step() }
+        model.zeroGrad()
+    }
+    for i in 0..<warmup { step(i) }
+    let allocBefore = BufferPool.freshAllocations
+    var rates: [Double] = []
+    for i in 0..<steps {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        step(warmup + i)
+        rates.append(Double(totalBatch) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+    }
+    let fresh = (BufferPool.freshAllocations - allocBefore) / max(steps, 1)
+    Profiler.reset()
+    Profiler.enabled = true
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    step(warmup + steps)
+    let stepSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    Profiler.enabled = false
+    let breakdown = Profiler.report
+    let median = rates.sorted()[rates.count / 2]
+    return TrainBenchResult(depth: depth, tokensPerSecond: rates, medianTokensPerSecond: median,
+                            modelGFLOPS: median * Double(plan.flopsPerToken) / 1e9, sgemmGFLOPS: measureSgemmGFLOPS(),
+                            breakdown: breakdown, stepSeconds: stepSeconds, peakRSSMB: peakRSSMegabytes(),
+                            freshAllocationsPerStep: fresh)
+}
+
+/// Peak resident set size of this process (VmHWM), in MB.
+public func peakRSSMegabytes() -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+        return kb / 1024
+    }
+    return 0
+}
