@@ -88,8 +88,8 @@ public final class MuonAdamW {
         Tensor.withoutGrad {
             for gi in 0..<groups.count {
                 switch groups[gi].kind {
-                case .adamw: adamwStep(gi)
-                case .muon: muonStep(gi)
+                case .adamw: Profiler.measure("optimizer.adamw") { adamwStep(gi) }
+                case .muon: Profiler.measure("optimizer.muon") { muonStep(gi) }
                 }
             }
         }
@@ -108,12 +108,16 @@ public final class MuonAdamW {
             let pp = p.data, m = adamM[gi][pi].data, v = adamV[gi][pi].data
             let grad = p.grad?.data
             let decay = 1 - lr * wd
-            for i in 0..<n {
-                let gr = grad?[i] ?? 0
-                pp[i] *= decay
-                m[i] += (1 - b1) * (gr - m[i])
-                v[i] += (1 - b2) * (gr * gr - v[i])
-                pp[i] -= stepSize * m[i] / ((v[i]).squareRoot() / bias2Sqrt + eps)
+            // element-wise and independent: split the big embedding tables over the cores
+            let parts = Threading.ranges(n, parts: n >= 1 << 16 ? Threading.workers : 1)
+            Threading.parallelFor(parts.count) { part in
+                for i in parts[part] {
+                    let gr = grad?[i] ?? 0
+                    pp[i] *= decay
+                    m[i] += (1 - b1) * (gr - m[i])
+                    v[i] += (1 - b2) * (gr * gr - v[i])
+                    pp[i] -= stepSize * m[i] / ((v[i]).squareRoot() / bias2Sqrt + eps)
+                }
             }
         }
     }
@@ -137,10 +141,13 @@ public final class MuonAdamW {
         let momentum = muonMomentum[gi]!.data, second = muonSecond[gi]!.data
         let perRow = rows >= cols
         let small = min(rows, cols)
-        let x = Tensor(shape: [rows, cols], zeroed: false), xn = Tensor(shape: [rows, cols], zeroed: false)
-        let a = Tensor(shape: [small, small], zeroed: false), a2 = Tensor(shape: [small, small], zeroed: false)
-        let stat = Tensor(shape: [perRow ? rows : cols], zeroed: false)
-        for (k, p) in ps.enumerated() {
+        // Each matrix of the group is independent: split them over the cores (BLAS single-threaded inside),
+        // which beats two BLAS threads on one small matrix.
+        Threading.parallelFor(ps.count) { k in
+            let p = ps[k]
+            let x = Tensor(shape: [rows, cols], zeroed: false), xn = Tensor(shape: [rows, cols], zeroed: false)
+            let a = Tensor(shape: [small, small], zeroed: false), a2 = Tensor(shape: [small, small], zeroed: false)
+            let stat = Tensor(shape: [perRow ? rows : cols], zeroed: false)
             let grad = p.grad?.data
             let mbuf = momentum + k * size
             var u = x.data
