@@ -30,10 +30,11 @@ public struct SafeTensorsFile {
             NanoChatError("\(url.path) is not a valid safetensors file: \(why) (a torn or truncated write? re-create it)")
         }
         guard data.count >= 8 else { throw bad("only \(data.count) bytes") }
-        let headerLen = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-        guard headerLen > 1, headerLen <= data.count - 8, headerLen < 100_000_000 else {
-            throw bad("header length \(headerLen) does not fit in a \(data.count)-byte file")
+        let rawLen = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard rawLen > 1, rawLen <= UInt64(data.count - 8), rawLen < 100_000_000 else {
+            throw bad("header length \(rawLen) does not fit in a \(data.count)-byte file")
         }
+        let headerLen = Int(rawLen)
         guard let header = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLen))) as? [String: Any] else {
             throw bad("the header is not a JSON object")
         }

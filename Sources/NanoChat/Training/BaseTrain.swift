@@ -30,6 +30,8 @@ public struct BaseTrainOptions {
     public var modelTag: String? = nil
     public var dataDir: URL? = nil
     public var tokenizerDir: URL? = nil
+    /// Where checkpoints and the metrics log go (default `<base>/base_checkpoints/<tag>`).
+    public var checkpointDir: URL? = nil
     public var seed: UInt64 = 42
 
     public init() {}
@@ -83,7 +85,7 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
     let n = plan.numIterations
     guard n > 0 else { throw NanoChatError("the run has \(n) iterations; set --num-iterations or a larger --target-param-data-ratio") }
     let tag = o.modelTag ?? "d\(o.depth)"
-    let dir = Checkpoints.directory(phase: "base", tag: tag)
+    let dir = o.checkpointDir ?? Checkpoints.directory(phase: "base", tag: tag)
 
     // model, optimizer, loader: fresh or resumed
     var model = try GPT(config: plan.config, seed: o.seed)
@@ -198,7 +200,8 @@ func formatThousands(_ v: Int) -> String {
     return String(out.reversed())
 }
 
-/// Keeps only the metrics lines of steps below `keepBelow` (a resumed run rewrites what follows).
+/// Keeps the metrics of what happened before resuming at `keepBelow`: training lines up to that many completed
+/// steps, evaluations before it (the resumed run evaluates step `keepBelow` again).
 func trimMetrics(_ url: URL, keepBelow step: Int) throws {
     guard FileManager.default.fileExists(atPath: url.path) else { return }
     if step == 0 { try FileManager.default.removeItem(at: url); return }
@@ -206,7 +209,7 @@ func trimMetrics(_ url: URL, keepBelow step: Int) throws {
     let kept = lines.filter { line in
         guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let s = obj["step"] as? Int else { return false }
-        return s < step || (s == step && obj["val_bpb"] != nil)
+        return obj["val_bpb"] != nil ? s < step : s <= step
     }
     try FileIO.writeAtomically(kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n"), to: url)
 }
