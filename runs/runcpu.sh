@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine's offline data (upstream's runs/runcpu.sh, CPU-sized).
-# It grows as capabilities land: today it sets up, trains the tokenizer and reports its compression.
+# Set up, cut the offline text into shards, train the tokenizer, pretrain a small GPT, evaluate it, sample.
+# It grows as capabilities land (parquet corpus, SFT, chat, web UI).
 #   ./runs/runcpu.sh            (NANOCHAT_BASE_DIR=/some/dir ./runs/runcpu.sh to keep artifacts elsewhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +14,25 @@ swift build -c release 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]'
 nanochat=.build/release/nanochat
 
 # Interim corpus until `nanochat dataset prepare` lands: Python's and Linux's documentation from Debian,
-# one document per file. (Upstream trains on the first ~2B characters of its pretraining shards.)
-echo "== tokenizer: train a 32768-token BPE"
-$nanochat tok-train --vocab-size 32768 --doc-cap 100000 \
+# cut into ~4000-character documents, shuffled, the last shard kept for validation.
+DEPTH=${DEPTH:-4}
+STEPS=${STEPS:-60}
+echo "== data: shards from the offline text"
+$nanochat dataset shard --paragraph-chars 4000 --docs-per-shard 4096 \
   --input /usr/share/doc/python3.11/html/_sources \
   --input /usr/share/doc/linux-doc-6.1/html/_sources
+echo "== tokenizer: train a 32768-token BPE on the train shards"
+$nanochat tok-train --vocab-size 32768
 echo "== tokenizer: compression report"
 $nanochat tok-eval
+# A CPU-sized model: depth $DEPTH, 512-token context, 4096 tokens per step (upstream's runcpu uses d6 at seq 512).
+echo "== pretraining: d$DEPTH, $STEPS steps"
+$nanochat base-train --depth "$DEPTH" --head-dim 64 --max-seq-len 512 --window-pattern L \
+  --device-batch-size 8 --total-batch-size 4096 --num-iterations "$STEPS" \
+  --eval-every 20 --eval-tokens 65536 --sample-every -1 --warmup-steps 10 \
+  --embedding-lr 0.6 --unembedding-lr 0.016 --matrix-lr 0.04 --scalar-lr 1.0
+echo "== evaluation: bits per byte and samples"
+$nanochat base-eval --device-batch-size 8 --split-tokens 65536
 echo
-echo "Tokenizer in $NANOCHAT_BASE_DIR/tokenizer. Try it:"
-echo "  echo '\"Hello world!\"' | $nanochat tok-encode"
+echo "Done. Everything is in $NANOCHAT_BASE_DIR (tokenizer/, base_data_climbmix/, base_checkpoints/d$DEPTH/ with metrics.jsonl)."
+echo "Try the tokenizer:  echo '\"Hello world!\"' | $nanochat tok-encode"

@@ -177,6 +177,9 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Vocabulary size.") var vocabSize = 32768
     @Option(help: "Window pattern.") var windowPattern = "L"
     @Option(help: "Timed steps (after 2 warm-up steps).") var steps = 6
+    @Option(help: "An upstream nanochat checkout to measure side by side (tools/bench_upstream.py; needs torch).") var upstream: String?
+    @Option(help: "Python with torch for the upstream reference.") var python: String = "python3"
+    @Option(help: "Directory holding bench_upstream.py.") var toolsDir: String = "tools"
 
     func run() throws {
         try runReportingErrors {
@@ -186,6 +189,18 @@ struct BenchTrain: ParsableCommand {
                 print(String(format: "d%d: %.0f tok/s median (steps: %@); model %.1f GFLOP/s = %.2f of sgemm %.1f GFLOP/s; peak RSS %.0f MB; fresh buffers/step %d",
                              d, r.medianTokensPerSecond, r.tokensPerSecond.map { String(format: "%.0f", $0) }.joined(separator: " "),
                              r.modelGFLOPS, r.modelGFLOPS / r.sgemmGFLOPS, r.sgemmGFLOPS, r.peakRSSMB, r.freshAllocationsPerStep))
+                if let upstream {
+                    setenv("NANOCHAT_DTYPE", "float32", 1)
+                    if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream.py",
+                                                    args: [upstream, "--depth", "\(d)", "--head-dim", "\(headDim)", "--seq", "\(seqLen)",
+                                                           "--device-batch", "\(deviceBatchSize)", "--total-batch", "\(totalBatchSize)",
+                                                           "--vocab", "\(vocabSize)", "--steps", "\(steps)"]),
+                       let tps = ref["tok_per_sec"] as? Double {
+                        let rss = ref["peak_rss_mb"] as? Double ?? 0
+                        print(String(format: "d%d upstream (PyTorch %@, torch.compile, 2 threads): %.0f tok/s median, peak RSS %.0f MB -> ours is %.2fx the speed, %.2fx the memory",
+                                     d, (ref["torch"] as? String ?? "?"), tps, rss, r.medianTokensPerSecond / tps, r.peakRSSMB / max(rss, 1)))
+                    }
+                }
                 print(String(format: "  one profiled step: %.3f s", r.stepSeconds))
                 for (name, secs, calls) in r.breakdown {
                     print(String(format: "    %@ %8.1f ms %5.1f%%  (%d calls)", name.padding(toLength: 28, withPad: " ", startingAt: 0),
