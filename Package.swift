@@ -21,13 +21,16 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev", "pkgconf"])]
         ),
+        // Parquet codecs (installed by scripts/bootstrap: libzstd-dev, zlib1g-dev).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(
             name: "NanoTensor",
             dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]
         ),
         .target(
             name: "NanoChat",
-            dependencies: ["NanoTensor"]
+            dependencies: ["NanoTensor", "CZstd", "CZlib"]
         ),
         .target(name: "NanoChatServer", dependencies: ["NanoChat"]),
         .executableTarget(

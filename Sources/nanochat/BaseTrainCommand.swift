@@ -62,8 +62,8 @@ struct BaseTrainCommand: ParsableCommand {
 struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
-        abstract: "Pretraining data: cut text into shards.",
-        subcommands: [DatasetShardCommand.self]
+        abstract: "Pretraining data: inspect parquet files, cut text into shards.",
+        subcommands: [DatasetInspectCommand.self, DatasetShardCommand.self]
     )
 }
 
@@ -115,6 +115,51 @@ struct DatasetShardCommand: ParsableCommand {
             }
             let chars = all.reduce(0) { $0 + $1.count }
             print("wrote \(shards.count) shards (\(shards.count - 1) train + 1 val) of \(all.count) documents, \(chars / 1_000_000) MB, to \(outDir.path)")
+        }
+    }
+}
+
+struct DatasetInspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Print a parquet file's schema, row groups and codecs, then its values as JSON Lines.",
+        discussion: """
+        Metadata lines start with '#'; then one JSON value per row: the --column's value, or an object of every \
+        top-level column. Nested values print as JSON arrays and objects. Row groups are read one at a time.
+        """
+    )
+    @Argument(help: "A .parquet file.") var file: String
+    @Option(help: "Only this top-level column.") var column: String?
+    @Option(help: "At most this many rows (-1 = all).") var limit = -1
+    @Flag(help: "Only the JSON Lines, no '#' metadata.") var valuesOnly = false
+
+    func run() throws {
+        try runReportingErrors {
+            let pf = try ParquetFile(url: URL(fileURLWithPath: file))
+            if !valuesOnly {
+                print("# \(file): \(pf.numRows) rows, \(pf.rowGroups.count) row groups, \(pf.fileSize) bytes\(pf.createdBy.map { ", created by " + $0 } ?? "")")
+                for line in pf.describeSchema().split(separator: "\n") { print("# schema: \(line)") }
+                for (i, rg) in pf.rowGroups.enumerated() {
+                    let codecs = Set(rg.columns.map { ParquetFile.codecName($0.codec) }).sorted().joined(separator: ",")
+                    print("# row group \(i): \(rg.numRows) rows, codecs \(codecs)")
+                }
+            }
+            let names = column.map { [$0] } ?? pf.fields
+            var printed = 0
+            var out: [UInt8] = []
+            for rg in 0..<pf.rowGroups.count {
+                if limit >= 0 && printed >= limit { break }
+                let cols = try names.map { try pf.column($0, rowGroup: rg) }
+                for r in 0..<pf.rowGroups[rg].numRows {
+                    if limit >= 0 && printed >= limit { break }
+                    let v: ParquetValue = column != nil ? cols[0][r] : .group(Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, cols[$0][r]) }))
+                    v.appendJSON(to: &out)
+                    out.append(0x0A)
+                    printed += 1
+                }
+                FileHandle.standardOutput.write(Data(out))
+                out.removeAll(keepingCapacity: true)
+            }
         }
     }
 }
