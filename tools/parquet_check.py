@@ -105,6 +105,29 @@ def main():
                     break
             if len(got) != len(expected):
                 print(f"FAIL {path}: {len(got)} rows vs {len(expected)}")
+    # the other direction: a shard we write reads back in pyarrow, row groups of 1024, zstd
+    src = os.path.join(work, "docs.jsonl")
+    docs = [rand_text(rng) + str(i) for i in range(3000)]
+    with open(src, "w") as f:
+        for d in docs:
+            f.write(json.dumps(d) + "\n")
+    out = os.path.join(work, "shards")
+    res = subprocess.run([binary, "dataset", "shard", "--input", src, "--output", out, "--docs-per-shard", "2500",
+                          "--val-docs", "100"], capture_output=True)
+    try:
+        assert res.returncode == 0, res.stderr.decode()
+        f0 = pq.ParquetFile(os.path.join(out, "shard_00000.parquet"))
+        assert f0.schema_arrow.names == ["text"], f0.schema_arrow
+        assert [f0.metadata.row_group(i).num_rows for i in range(f0.num_row_groups)] == [1024, 1024, 452]
+        assert f0.metadata.row_group(0).column(0).compression == "ZSTD"
+        back = []
+        for name in sorted(os.listdir(out)):  # 2 train shards (2500 + 400) and the validation shard (100)
+            back += pq.read_table(os.path.join(out, name)).column("text").to_pylist()
+        assert sorted(back) == sorted(docs), "documents differ"
+        passed += 1
+    except AssertionError as e:
+        failed += 1
+        print(f"FAIL our shard in pyarrow: {e}")
     print(f"parquet cross-check: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

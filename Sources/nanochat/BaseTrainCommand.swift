@@ -70,10 +70,11 @@ struct DatasetCommand: ParsableCommand {
 struct DatasetShardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shard",
-        abstract: "Cut .txt/.jsonl documents into JSON Lines shards (the last shard is the validation split).",
+        abstract: "Cut .txt/.jsonl/.parquet documents into parquet shards (the last shard is the validation split).",
         discussion: """
         Documents are read in order from --input (files or folders), optionally split at blank lines, shuffled with \
-        a fixed seed, and written as shard_00000.jsonl, shard_00001.jsonl, ... into --output (default \
+        a fixed seed, and written in upstream's shard format (a `text` column, row groups of 1024 documents, zstd) as \
+        shard_00000.parquet, shard_00001.parquet, ... into --output (default \
         $NANOCHAT_BASE_DIR/base_data_climbmix), the last shard holding --val-docs documents.
         """
     )
@@ -109,9 +110,7 @@ struct DatasetShardCommand: ParsableCommand {
             }
             shards.append(val)
             for (i, shard) in shards.enumerated() {
-                var out: [UInt8] = []
-                for d in shard { JSONText.appendString(d, to: &out); out.append(0x0A) }
-                try FileIO.writeAtomically(Data(out), to: outDir.appendingPathComponent(String(format: "shard_%05d.jsonl", i)))
+                try ParquetWriter.writeTextShard(Array(shard), to: outDir.appendingPathComponent(String(format: "shard_%05d.parquet", i)))
             }
             let chars = all.reduce(0) { $0 + $1.count }
             print("wrote \(shards.count) shards (\(shards.count - 1) train + 1 val) of \(all.count) documents, \(chars / 1_000_000) MB, to \(outDir.path)")

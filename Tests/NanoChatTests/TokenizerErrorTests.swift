@@ -27,7 +27,7 @@ final class TokenizerErrorTests: XCTestCase {
     func testMissingAndUnreadableInputs() throws {
         XCTAssertTrue(message { _ = try TextDocuments(paths: [URL(fileURLWithPath: "/nonexistent/x.txt")]) }.contains("/nonexistent/x.txt"))
         let dir = temporaryDirectory()
-        XCTAssertTrue(message { _ = try TextDocuments(paths: [dir]) }.contains("no .txt or .jsonl"))
+        XCTAssertTrue(message { _ = try TextDocuments(paths: [dir]) }.contains("has no .parquet, .txt or .jsonl files"))
         let pdf = dir.appendingPathComponent("a.pdf")
         try Data("x".utf8).write(to: pdf)
         XCTAssertTrue(message { _ = try TextDocuments(paths: [pdf]) }.contains("a.pdf"))

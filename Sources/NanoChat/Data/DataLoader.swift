@@ -31,13 +31,27 @@ public struct ShardSet {
 
     public init(files: [URL]) { self.files = files }
 
-    /// All row groups of one file (each a list of documents).
-    public func rowGroups(_ fileIndex: Int) throws -> [[String]] {
+    /// Number of row groups in a file (parquet: from the footer; text shards: groups of 1024 documents).
+    public func rowGroupCount(_ fileIndex: Int) throws -> Int {
+        let url = files[fileIndex]
+        if url.pathExtension == "parquet" { return try ParquetFile(url: url).rowGroups.count }
+        return (try textDocuments(fileIndex).count + Self.rowGroupSize - 1) / Self.rowGroupSize
+    }
+
+    /// The documents of one row group; memory is bounded by a row group for parquet shards.
+    public func rowGroup(_ fileIndex: Int, _ rg: Int) throws -> [String] {
+        let url = files[fileIndex]
+        if url.pathExtension == "parquet" {
+            return try ParquetFile(url: url).strings("text", rowGroup: rg).map { String(decoding: $0 ?? [], as: UTF8.self) }
+        }
+        let docs = try textDocuments(fileIndex)
+        return Array(docs[(rg * Self.rowGroupSize)..<min((rg + 1) * Self.rowGroupSize, docs.count)])
+    }
+
+    func textDocuments(_ fileIndex: Int) throws -> [String] {
         var docs: [String] = []
         try TextDocuments(paths: [files[fileIndex]]).forEach { docs.append(String(decoding: $0, as: UTF8.self)); return true }
-        return stride(from: 0, to: docs.count, by: Self.rowGroupSize).map {
-            Array(docs[$0..<min($0 + Self.rowGroupSize, docs.count)])
-        }
+        return docs
     }
 }
 
@@ -71,8 +85,9 @@ public final class BestFitLoader {
     var pq: Int, rg: Int, epoch: Int
     var group: [Int]? = nil
     var groupDocs: [String] = []
-    var cachedFile = -1
-    var cachedGroups: [[String]] = []
+    var cachedKey: [Int] = []
+    var cachedDocs: [String] = []
+    var groupCounts: [Int: Int] = [:]
     public private(set) var state: LoaderState
 
     /// `resume` is upstream's approximate point (skips one round past it); `exact` restores precisely.
@@ -96,7 +111,7 @@ public final class BestFitLoader {
                 buffer.append(encodeDoc(doc))
                 bufferRefs.append(ref)
             }
-            if let g = group { groupDocs = try groups(of: g[0])[g[1]] }
+            if let g = group { groupDocs = try rowGroup(g[0], g[1]) }
         } else {
             let r = resume ?? LoaderState()
             state = r
@@ -115,23 +130,35 @@ public final class BestFitLoader {
         ExactLoaderState(pq: pq, rg: rg, epoch: epoch, group: group, buffer: bufferRefs, approximate: state)
     }
 
-    func groups(of file: Int) throws -> [[String]] {
+    func groupCount(_ file: Int) throws -> Int {
         guard file >= 0 && file < shards.files.count else {
             throw NanoChatError("loader state names shard \(file) but there are only \(shards.files.count)")
         }
-        if cachedFile != file {
-            cachedGroups = try shards.rowGroups(file)
-            cachedFile = file
+        if let n = groupCounts[file] { return n }
+        let n = try shards.rowGroupCount(file)
+        groupCounts[file] = n
+        return n
+    }
+
+    /// One row group's documents, cached while it is being read.
+    func rowGroup(_ file: Int, _ g: Int) throws -> [String] {
+        let count = try groupCount(file)
+        guard g >= 0 && g < count else {
+            throw NanoChatError("loader state names row group \(g) of \(shards.files[file].path), which does not exist (did the shards change?)")
         }
-        return cachedGroups
+        if cachedKey != [file, g] {
+            cachedDocs = try shards.rowGroup(file, g)
+            cachedKey = [file, g]
+        }
+        return cachedDocs
     }
 
     func document(_ file: Int, _ g: Int, _ i: Int) throws -> String {
-        let gs = try groups(of: file)
-        guard g >= 0 && g < gs.count && i >= 0 && i < gs[g].count else {
+        let docs = try rowGroup(file, g)
+        guard i >= 0 && i < docs.count else {
             throw NanoChatError("loader state names document \(i) of row group \(g) in \(shards.files[file].path), which does not exist (did the shards change?)")
         }
-        return gs[g][i]
+        return docs[i]
     }
 
     func encodeDoc(_ doc: String) -> [Int32] {
@@ -142,14 +169,14 @@ public final class BestFitLoader {
     func fetchDocBatch() throws {
         var emptyFiles = 0
         while group == nil {
-            let gs = try groups(of: pq)
-            if rg < gs.count {
+            let count = try groupCount(pq)
+            if rg < count {
                 group = [pq, rg, 0]
-                groupDocs = gs[rg]
+                groupDocs = try rowGroup(pq, rg)
                 state = LoaderState(pq_idx: pq, rg_idx: rg, epoch: epoch)
                 rg += worldSize
             } else {
-                if gs.isEmpty { emptyFiles += 1 }
+                if count == 0 { emptyFiles += 1 }
                 if emptyFiles > shards.files.count { throw NanoChatError("the shards hold no documents") }
                 pq += 1
                 rg = rank

@@ -1,13 +1,14 @@
 import Foundation
 
-/// Documents from plain files: `.jsonl` (one JSON string per line, or an object with a "text" field) and
-/// `.txt` (the whole file is one document, or each blank-line-separated paragraph with `splitBlankLines`).
+/// Documents from files: `.parquet` (the `text` column, one row group at a time), `.jsonl` (one JSON string per
+/// line, or an object with a "text" field) and `.txt` (the whole file is one document, or each
+/// blank-line-separated paragraph with `splitBlankLines`).
 /// Folders are read recursively in sorted path order; other files in them are skipped.
 public struct TextDocuments {
     public let files: [URL]
     public var splitBlankLines = false
 
-    public static let extensions: Set<String> = ["txt", "jsonl"]
+    public static let extensions: Set<String> = ["txt", "jsonl", "parquet"]
 
     /// Expands paths (files or folders) into the list of readable files, in order.
     public init(paths: [URL], splitBlankLines: Bool = false) throws {
@@ -25,11 +26,11 @@ public struct TextDocuments {
                     for case let u as URL in e where Self.extensions.contains(u.pathExtension) { found.append(u) }
                 }
                 found.sort { $0.standardizedFileURL.path.dropFirst(base.count) < $1.standardizedFileURL.path.dropFirst(base.count) }
-                if found.isEmpty { throw NanoChatError("folder \(path.path) has no .txt or .jsonl files") }
+                if found.isEmpty { throw NanoChatError("folder \(path.path) has no .parquet, .txt or .jsonl files") }
                 files += found
             } else {
                 guard Self.extensions.contains(path.pathExtension) else {
-                    throw NanoChatError("input \(path.path): expected a .txt or .jsonl file (or a folder of them)")
+                    throw NanoChatError("input \(path.path): expected a .parquet, .txt or .jsonl file (or a folder of them)")
                 }
                 files.append(path)
             }
@@ -41,6 +42,15 @@ public struct TextDocuments {
     /// Calls `body` with each document's UTF-8 bytes; `body` returns false to stop early.
     public func forEach(_ body: ([UInt8]) throws -> Bool) throws {
         for file in files {
+            if file.pathExtension == "parquet" {
+                let pf = try ParquetFile(url: file)
+                for rg in 0..<pf.rowGroups.count {
+                    for doc in try pf.strings("text", rowGroup: rg) {
+                        if let doc, try !body(doc) { return }
+                    }
+                }
+                continue
+            }
             let data = try FileIO.read(file, what: "input")
             if file.pathExtension == "jsonl" {
                 var stop = false

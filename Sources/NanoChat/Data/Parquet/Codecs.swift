@@ -15,6 +15,10 @@ enum ParquetCodec: Int {
             return Array(input)
         case .snappy: return try snappyDecompress(input, expected: size)
         case .zstd:
+            let declared = input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
+            if declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != UInt64(size) {
+                throw ParquetError("zstd frame holds \(declared) bytes, header says \(size)")
+            }
             var out = [UInt8](repeating: 0, count: size)
             let r = input.withUnsafeBytes { src in
                 out.withUnsafeMutableBytes { dst in ZSTD_decompress(dst.baseAddress, size, src.baseAddress, src.count) }
@@ -23,6 +27,9 @@ enum ParquetCodec: Int {
             guard r == size else { throw ParquetError("zstd page decompressed to \(r) bytes, header says \(size)") }
             return out
         case .gzip:
+            guard size <= max(1 << 20, input.count * 1032) else {  // deflate cannot expand more than ~1032x
+                throw ParquetError("gzip page claims \(size) bytes from \(input.count)")
+            }
             var out = [UInt8](repeating: 0, count: size)
             var stream = z_stream()
             guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {

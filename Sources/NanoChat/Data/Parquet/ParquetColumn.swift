@@ -69,6 +69,9 @@ extension ParquetFile {
                     let v2 = pageType == 3
                     guard let dh = (v2 ? h[8] : h[5])?.fields, let nv = dh[1]?.int, nv >= 0 else { throw ParquetError("data page without header") }
                     let n = Int(nv)
+                    guard n <= info.numValues - seen else {
+                        throw ParquetError("page holds \(n) values but only \(info.numValues - seen) remain in the column chunk")
+                    }
                     let encoding = Int((v2 ? dh[4] : dh[2])?.int ?? 0)
                     var raw: [UInt8]
                     var p = 0

@@ -150,6 +150,8 @@ public final class ParquetFile {
                 let dictOff = Int(md[11]?.int ?? -1)
                 let start = (dictOff > 0 && dictOff < dataOff) ? dictOff : dataOff
                 let len = Int(md[7]?.int ?? -1)
+                let values = Int(md[5]?.int ?? 0)
+                guard values >= 0, values <= 1 << 27 else { throw ParquetError("column chunk claims \(values) values") }
                 guard start >= 4, len > 0, start + len <= fileSize else {
                     throw ParquetError("column chunk byte range \(start)+\(len) is outside the file")
                 }
