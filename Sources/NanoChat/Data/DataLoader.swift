@@ -79,6 +79,9 @@ public final class BestFitLoader {
     let rank: Int, worldSize: Int
     let bufferSize: Int
     let tokenizerBatch = 128
+    /// Tokenize batches of documents across the cores (false on a background prefetch thread, which must not
+    /// start a parallel region of its own while the training step owns the cores).
+    public var parallelTokenization = true
     var buffer: [[Int32]] = []
     var bufferRefs: [[Int]] = []
     /// Next row group to open, the one being read (file, group, next document), and its documents.
@@ -187,7 +190,8 @@ public final class BestFitLoader {
         let end = min(g[2] + tokenizerBatch, groupDocs.count)
         let docs = Array(groupDocs[g[2]..<end])
         let bos = tokenizer.bosID
-        for (k, ids) in tokenizer.encodeBatch(docs, prepend: bos).enumerated() {
+        let encoded = parallelTokenization ? tokenizer.encodeBatch(docs, prepend: bos) : docs.map { [bos] + tokenizer.encode($0) }
+        for (k, ids) in encoded.enumerated() {
             buffer.append(ids.map { Int32($0) })
             bufferRefs.append([g[0], g[1], g[2] + k])
         }
@@ -234,5 +238,79 @@ public final class BestFitLoader {
             }
         }
         return (inputs, targets, state)
+    }
+}
+
+/// Runs a loader on a background thread, `depth` batches ahead of the training step, so the step never waits
+/// for tokenization. Each batch carries the loader's exact state after it (what a checkpoint must save).
+public final class PrefetchingLoader {
+    public struct Batch {
+        public var inputs: [Int32], targets: [Int32]
+        public var state: LoaderState
+        public var exact: ExactLoaderState
+    }
+    let loader: BestFitLoader
+    let depth: Int
+    var queue: [Result<Batch, Error>] = []
+    var stopped = false
+    let cond = NSCondition()
+    var thread: Thread?
+    /// Seconds the consumer spent waiting on the last `next()` (0 when a batch was ready).
+    public private(set) var lastWait = 0.0
+    /// Exact state after the last batch handed out.
+    public private(set) var consumedState: ExactLoaderState
+    public private(set) var consumedApproximate: LoaderState
+
+    public init(_ loader: BestFitLoader, depth: Int = 2) {
+        self.loader = loader
+        self.depth = depth
+        loader.parallelTokenization = false
+        consumedState = loader.exactState
+        consumedApproximate = loader.state
+        let t = Thread { [weak self] in self?.produce() }
+        t.name = "nanochat-loader"
+        thread = t
+        t.start()
+    }
+
+    deinit { stop() }
+
+    public func stop() {
+        cond.lock()
+        stopped = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    func produce() {
+        while true {
+            cond.lock()
+            while queue.count >= depth && !stopped { cond.wait() }
+            if stopped { cond.unlock(); return }
+            cond.unlock()
+            let item: Result<Batch, Error> = Result {
+                let (x, y, st) = try loader.next()
+                return Batch(inputs: x, targets: y, state: st, exact: loader.exactState)
+            }
+            cond.lock()
+            queue.append(item)
+            cond.broadcast()
+            cond.unlock()
+            if case .failure = item { return }
+        }
+    }
+
+    public func next() throws -> Batch {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        cond.lock()
+        while queue.isEmpty { cond.wait() }
+        let item = queue.removeFirst()
+        cond.broadcast()
+        cond.unlock()
+        lastWait = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let b = try item.get()
+        consumedState = b.exact
+        consumedApproximate = b.state
+        return b
     }
 }

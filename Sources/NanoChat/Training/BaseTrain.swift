@@ -103,8 +103,9 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
                                                   matrixLR: o.matrixLR * s, scalarLR: o.scalarLR * s, weightDecay: plan.weightDecay)
     let optimizer = try MuonAdamW(model: model, groups: groups)
     if let meta { try Checkpoints.loadOptimizer(optimizer, directory: dir, step: startStep, meta: meta) }
-    let loader = try BestFitLoader(tokenizer: tokenizer, shards: trainShards, batch: o.deviceBatchSize, seqLen: t,
-                                   resume: meta?.dataloader_state_dict, exact: meta?.loader_exact)
+    let loader = PrefetchingLoader(try BestFitLoader(tokenizer: tokenizer, shards: trainShards, batch: o.deviceBatchSize,
+                                                     seqLen: t, resume: meta?.dataloader_state_dict, exact: meta?.loader_exact))
+    defer { loader.stop() }
     let tokenBytes = tokenizer.tokenByteCounts
     let peak = measureSgemmGFLOPS() * 1e9
 
@@ -146,9 +147,9 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
         if last || (o.saveEvery > 0 && step > 0 && step != startStep && step % o.saveEvery == 0) {
             let m = CheckpointMeta(step: step, val_bpb: valBPB, model_config: model.config, user_config: o.userConfig,
                                    device_batch_size: o.deviceBatchSize, max_seq_len: t, total_batch_size: plan.totalBatchSize,
-                                   dataloader_state_dict: loader.state,
+                                   dataloader_state_dict: loader.consumedApproximate,
                                    loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime),
-                                   loader_exact: loader.exactState)
+                                   loader_exact: loader.consumedState)
             try Checkpoints.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m)
             log("saved checkpoint \(dir.path) step \(step)")
         }
@@ -157,9 +158,11 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
         // one optimizer step: gradAccum micro-batches, each loss scaled by 1/gradAccum
         let t0 = DispatchTime.now().uptimeNanoseconds
         var stepLoss = 0.0
+        var dataWait = 0.0
         for _ in 0..<gradAccum {
-            let (x, y, _) = try loader.next()
-            let loss = model.loss(x, targets: y, batch: o.deviceBatchSize, time: t)
+            let batch = try loader.next()
+            dataWait += loader.lastWait
+            let loss = model.loss(batch.inputs, targets: batch.targets, batch: o.deviceBatchSize, time: t)
             stepLoss += Double(loss.scalar) / Double(gradAccum)
             loss.backward(seed: 1 / Float(gradAccum))
         }
@@ -181,11 +184,12 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
         let timedSteps = step - 10
         let eta: Double? = timedSteps > 0 ? totalTime / Double(timedSteps) * Double(n - step - 1) : nil
         let pct = 100 * Double(step + 1) / Double(n)
-        log(String(format: "step %05d/%05d (%.2f%%) | loss: %.6f | lrm: %.2f | dt: %.2fms | tok/sec: %@ | mfu: %.2f | epoch: %d | total time: %.2fm%@",
-                   step + 1, n, pct, debiased, lrm, dt * 1000, formatThousands(Int(tps)), 100 * flops / peak, loader.state.epoch,
+        log(String(format: "step %05d/%05d (%.2f%%) | loss: %.6f | lrm: %.2f | dt: %.2fms | data wait: %.1fms | tok/sec: %@ | mfu: %.2f | epoch: %d | total time: %.2fm%@",
+                   step + 1, n, pct, debiased, lrm, dt * 1000, dataWait * 1000, formatThousands(Int(tps)), 100 * flops / peak, loader.consumedApproximate.epoch,
                    totalTime / 60, eta.map { String(format: " | eta: %.1fm", $0 / 60) } ?? ""))
         metrics.write(["step": step + 1, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps,
-                       "mfu": 100 * flops / peak, "flops_per_sec": flops, "epoch": loader.state.epoch])
+                       "mfu": 100 * flops / peak, "flops_per_sec": flops, "data_wait": dataWait,
+                       "epoch": loader.consumedApproximate.epoch])
     }
     return (lastLoss, valBPB, losses)
 }
