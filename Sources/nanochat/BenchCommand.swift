@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print the figures the issues ask for, beside the reference where one exists.",
-        subcommands: [BenchTokenizer.self, BenchTrain.self]
+        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self]
     )
 }
 
@@ -207,6 +207,60 @@ struct BenchTrain: ParsableCommand {
                                  secs * 1000, 100 * secs / r.stepSeconds, calls))
                 }
             }
+        }
+    }
+}
+
+struct BenchData: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "data",
+        abstract: "Parquet decode MB/s beside pyarrow, and loader tokens/s against training's consumption.",
+        discussion: """
+        Decodes the `text` column of --file one row group at a time on one thread (text bytes out per second), \
+        and runs the best-fit loader over the shards in --data-dir with the tokenizer, as base-train's prefetch \
+        thread does (one thread). pyarrow is measured in the same run when --python has it.
+        """
+    )
+    @Option(help: "A parquet shard with a text column.") var file: String
+    @Option(help: "Shard directory for the loader (default: the file's folder).") var dataDir: String?
+    @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?
+    @Option(help: "Python with pyarrow.") var python: String = FileManager.default.fileExists(atPath: ".venv/bin/python") ? ".venv/bin/python" : "python3"
+    @Option(help: "Directory holding bench_pyarrow.py.") var toolsDir: String = "tools"
+    @Option(help: "Training consumption to compare with, tokens/s (d4 here).") var trainTokensPerSecond: Double = 1600
+
+    func run() throws {
+        try runReportingErrors {
+            let url = URL(fileURLWithPath: file)
+            var best = Double.infinity, bytes = 0, elapsed = 0.0, runs = 0
+            while elapsed < 2 || runs < 2 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let pf = try ParquetFile(url: url)
+                bytes = 0
+                for rg in 0..<pf.rowGroups.count {
+                    for d in try pf.strings("text", rowGroup: rg) { bytes += d?.count ?? 0 }
+                }
+                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                best = min(best, dt); elapsed += dt; runs += 1
+            }
+            let ours = Double(bytes) / best / 1e6
+            print(String(format: "parquet decode, 1 thread, %.1f MB of text: nanochat-swift %.0f MB/s", Double(bytes) / 1e6, ours))
+            if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_pyarrow.py", args: [file]),
+               let rate = ref["mb_per_s"] as? Double {
+                print(String(format: "parquet decode, 1 thread: pyarrow %.0f MB/s -> ours is %.2fx", rate, ours / rate))
+            }
+            let tok = try Tokenizer.load(from: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.tokenizer)
+            let dir = dataDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? url.deletingLastPathComponent()
+            let shards = try ShardSet(directory: dir, split: "train")
+            let loader = try BestFitLoader(tokenizer: tok, shards: shards, batch: 8, seqLen: 512)
+            loader.parallelTokenization = false
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            var tokens = 0
+            while Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 < 3 {
+                tokens += try loader.next().inputs.count
+            }
+            let rate = Double(tokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            print(String(format: "loader (best-fit, B=8 T=512, 1 thread): %.0f tokens/s = %.0fx what d4 training consumes (%.0f tok/s)",
+                         rate, rate / trainTokensPerSecond, trainTokensPerSecond))
         }
     }
 }
