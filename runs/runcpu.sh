@@ -13,14 +13,13 @@ scripts/bootstrap --with-data
 swift build -c release 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]'
 nanochat=.build/release/nanochat
 
-# Interim corpus until `nanochat dataset prepare` lands: Python's and Linux's documentation from Debian,
-# cut into ~4000-character documents, shuffled, the last shard kept for validation.
+# The offline default corpus: documentation, dictionary, WordNet, KJV, fortunes and the Jargon File from
+# Debian's archive, cleaned, de-duplicated, shuffled, written as parquet shards (the last one is validation).
+# With internet, upstream's shards work the same way: nanochat dataset download -n 8
 DEPTH=${DEPTH:-4}
 STEPS=${STEPS:-60}
-echo "== data: shards from the offline text"
-$nanochat dataset shard --paragraph-chars 4000 --docs-per-shard 4096 \
-  --input /usr/share/doc/python3.11/html/_sources \
-  --input /usr/share/doc/linux-doc-6.1/html/_sources
+echo "== data: the offline default corpus"
+$nanochat dataset prepare
 echo "== tokenizer: train a 32768-token BPE on the train shards"
 $nanochat tok-train --vocab-size 32768
 echo "== tokenizer: compression report"

@@ -63,7 +63,7 @@ struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
         abstract: "Pretraining data: inspect parquet files, cut text into shards.",
-        subcommands: [DatasetInspectCommand.self, DatasetShardCommand.self]
+        subcommands: [DatasetPrepareCommand.self, DatasetInspectCommand.self, DatasetShardCommand.self]
     )
 }
 
@@ -159,6 +159,30 @@ struct DatasetInspectCommand: ParsableCommand {
                 FileHandle.standardOutput.write(Data(out))
                 out.removeAll(keepingCapacity: true)
             }
+        }
+    }
+}
+
+struct DatasetPrepareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prepare",
+        abstract: "Build the offline default pretraining corpus from Debian packages (scripts/bootstrap --with-data).",
+        discussion: """
+        Sources: Python and Linux documentation (RST), Perl documentation (POD), the GCIDE dictionary, WordNet \
+        glosses, the King James Bible, fortunes and the Jargon File. Markup and Gutenberg boilerplate are removed, \
+        repeated paragraphs dropped, texts cut into documents, shuffled with a fixed seed and written as parquet \
+        shards (last = validation) to --output, default $NANOCHAT_BASE_DIR/base_data_climbmix.
+        """
+    )
+    @Option(help: "Output directory.") var output: String?
+    @Option(help: "Target characters per document.") var docChars = 4000
+    @Option(help: "Documents in the validation shard.") var valDocs = 1024
+    @Option(help: "Documents per training shard.") var docsPerShard = 8192
+
+    func run() throws {
+        try runReportingErrors {
+            let out = output.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
+            _ = try OfflineCorpus.prepare(output: out, docChars: docChars, valDocs: valDocs, docsPerShard: docsPerShard) { print($0) }
         }
     }
 }

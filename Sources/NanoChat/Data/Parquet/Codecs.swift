@@ -127,3 +127,30 @@ func zstdCompress(_ input: [UInt8], level: Int32 = 3) throws -> [UInt8] {
     out.removeLast(bound - r)
     return out
 }
+
+/// A whole gzip (or dictzip) file, decompressed with zlib, output size unknown in advance.
+public func gunzip(_ data: [UInt8]) throws -> [UInt8] {
+    var stream = z_stream()
+    guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+        throw ParquetError("zlib could not start")
+    }
+    defer { inflateEnd(&stream) }
+    var out = [UInt8]()
+    var input = data
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    var status: Int32 = Z_OK
+    input.withUnsafeMutableBufferPointer { src in
+        stream.next_in = src.baseAddress
+        stream.avail_in = UInt32(src.count)
+        repeat {
+            chunk.withUnsafeMutableBufferPointer { dst in
+                stream.next_out = dst.baseAddress
+                stream.avail_out = UInt32(dst.count)
+                status = inflate(&stream, Z_NO_FLUSH)
+                out += dst[0..<(dst.count - Int(stream.avail_out))]
+            }
+        } while status == Z_OK
+    }
+    guard status == Z_STREAM_END else { throw ParquetError("gzip data is corrupt (zlib status \(status))") }
+    return out
+}
