@@ -63,7 +63,8 @@ struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
         abstract: "Pretraining data: inspect parquet files, cut text into shards.",
-        subcommands: [DatasetPrepareCommand.self, DatasetInspectCommand.self, DatasetShardCommand.self]
+        subcommands: [DatasetDownloadCommand.self, DatasetPrepareCommand.self, DatasetInspectCommand.self, DatasetShardCommand.self],
+        defaultSubcommand: DatasetDownloadCommand.self
     )
 }
 
@@ -183,6 +184,48 @@ struct DatasetPrepareCommand: ParsableCommand {
         try runReportingErrors {
             let out = output.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
             _ = try OfflineCorpus.prepare(output: out, docChars: docChars, valDocs: valDocs, docsPerShard: docsPerShard) { print($0) }
+        }
+    }
+}
+
+struct DatasetDownloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "download",
+        abstract: "Download upstream's pretraining shards (nanochat dataset -n N), resumably, with progress.",
+        discussion: """
+        Fetches shard_00000..shard_<N-1> plus the validation shard 06542 into $NANOCHAT_BASE_DIR/base_data_climbmix, \
+        skipping files already there. Each file goes to a .tmp name, is checked (size, parquet magic) and renamed. \
+        The source can be overridden with --base-url or NANOCHAT_DATA_URL (a mirror, or a local server in tests).
+        """
+    )
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of training shards (-1 = all 6542).") var num = -1
+    @Option(name: .shortAndLong, help: "Parallel downloads.") var workers = 4
+    @Option(help: "Base URL holding shard_NNNNN.parquet files.") var baseURL: String?
+    @Option(help: "Output directory.") var output: String?
+    @Option(help: "Attempts per file.") var attempts = 5
+    @Option(help: "Seconds before the first retry (doubles each time).") var backoff = 1.0
+
+    func run() throws {
+        try runReportingErrors {
+            let dir = output.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
+            let idx = ShardDownloader.indices(num)
+            let start = Date()
+            let tty = isatty(1) != 0
+            let failed = try ShardDownloader.download(indices: idx, baseURL: ShardDownloader.baseURL(baseURL), directory: dir,
+                                                      workers: workers, attempts: attempts, backoff: backoff) { p in
+                let dt = max(Date().timeIntervalSince(start), 1e-3)
+                let rate = Double(p.bytes) / dt
+                let eta = p.filesDone > 0 ? dt / Double(p.filesDone) * Double(p.filesTotal - p.filesDone) : 0
+                let line = String(format: "files %d/%d | %.1f MB | %.1f MB/s | eta %.0fs%@", p.filesDone, p.filesTotal,
+                                  Double(p.bytes) / 1e6, rate / 1e6, eta, p.failed > 0 ? " | \(p.failed) failed" : "")
+                if tty { print("\r" + line, terminator: ""); fflush(stdout) }
+                else if p.filesDone == p.filesTotal { print(line) }
+            }
+            if tty { print() }
+            if !failed.isEmpty {
+                throw NanoChatError("\(failed.count) shard(s) failed after \(attempts) attempts:\n  " + failed.joined(separator: "\n  "))
+            }
+            print("\(idx.count) shards in \(dir.path)")
         }
     }
 }
