@@ -128,13 +128,28 @@ struct DatasetInspectCommand: ParsableCommand {
         top-level column. Nested values print as JSON arrays and objects. Row groups are read one at a time.
         """
     )
-    @Argument(help: "A .parquet file.") var file: String
+    @Argument(help: "A .parquet file (or an Arrow IPC stream .arrow file).") var file: String
     @Option(help: "Only this top-level column.") var column: String?
     @Option(help: "At most this many rows (-1 = all).") var limit = -1
     @Flag(help: "Only the JSON Lines, no '#' metadata.") var valuesOnly = false
 
     func run() throws {
         try runReportingErrors {
+            if file.hasSuffix(".arrow") {  // an Arrow IPC stream (HuggingFace datasets' on-disk format)
+                let cols = try ArrowStream.read([UInt8](try FileIO.read(URL(fileURLWithPath: file), what: "Arrow file")), source: file)
+                let names = column.map { [$0] } ?? cols.keys.sorted()
+                let rows = cols.values.first?.count ?? 0
+                if !valuesOnly { print("# \(file): Arrow IPC stream, \(rows) rows, columns \(cols.keys.sorted().joined(separator: ", "))") }
+                var out: [UInt8] = []
+                for r in 0..<(limit >= 0 ? min(limit, rows) : rows) {
+                    let v: ParquetValue = column != nil ? (cols[names[0]]?[r] ?? .null)
+                        : .group(Dictionary(uniqueKeysWithValues: names.map { ($0, cols[$0]![r]) }))
+                    v.appendJSON(to: &out)
+                    out.append(0x0A)
+                }
+                FileHandle.standardOutput.write(Data(out))
+                return
+            }
             let pf = try ParquetFile(url: URL(fileURLWithPath: file))
             if !valuesOnly {
                 print("# \(file): \(pf.numRows) rows, \(pf.rowGroups.count) row groups, \(pf.fileSize) bytes\(pf.createdBy.map { ", created by " + $0 } ?? "")")

