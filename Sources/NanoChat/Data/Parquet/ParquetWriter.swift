@@ -35,12 +35,21 @@ public enum ParquetWriter {
     public static let rowGroupSize = 1024
 
     public static func writeTextShard(_ documents: [[UInt8]], to url: URL, rowGroupSize: Int = rowGroupSize) throws {
+        try writeStringTable([("text", documents)], to: url, rowGroupSize: rowGroupSize)
+    }
+
+    /// Flat, non-null string columns of equal length (shards have one, `text`; tests write task-like tables).
+    public static func writeStringTable(_ columns: [(String, [[UInt8]])], to url: URL, rowGroupSize: Int = rowGroupSize) throws {
+        precondition(!columns.isEmpty && Set(columns.map { $0.1.count }).count == 1, "columns of equal length")
+        let numRows = columns[0].1.count
         var file: [UInt8] = Array("PAR1".utf8)
-        var groups: [(rows: Int, offset: Int, compressed: Int, uncompressed: Int, values: Int)] = []
+        var groups: [(rows: Int, chunks: [(offset: Int, compressed: Int, uncompressed: Int)])] = []
         var start = 0
         repeat {
-            let end = min(start + rowGroupSize, documents.count)
-            let docs = documents[start..<end]
+            let end = min(start + rowGroupSize, numRows)
+            var chunks: [(offset: Int, compressed: Int, uncompressed: Int)] = []
+            for (_, values) in columns {
+            let docs = values[start..<end]
             // v1 data page: definition levels (all 1: every document present), then PLAIN byte arrays
             var page: [UInt8] = []
             let n = docs.count
@@ -65,36 +74,43 @@ public enum ParquetWriter {
             let offset = file.count
             file += header.out
             file += compressed
-            groups.append((n, offset, header.out.count + compressed.count, header.out.count + page.count, n))
+            chunks.append((offset, header.out.count + compressed.count, header.out.count + page.count))
+            }
+            groups.append((end - start, chunks))
             start = end
-        } while start < documents.count
+        } while start < numRows
 
         var m = ThriftWriter()
         m.i32(1, 1)                                       // version
-        m.listHeader(2, count: 2, elementType: 12)        // schema
-        m.beginListElementStruct(); m.string(4, "schema"); m.i32(5, 1); m.endStruct()
-        m.beginListElementStruct(); m.i32(1, 6); m.i32(3, 1); m.string(4, "text"); m.i32(6, 0)
-        m.beginStruct(10); m.beginStruct(1); m.endStruct(); m.endStruct()   // logicalType STRING
-        m.endStruct()
-        m.i64(3, documents.count)                          // num_rows
+        m.listHeader(2, count: columns.count + 1, elementType: 12)   // schema: root, then one optional string per column
+        m.beginListElementStruct(); m.string(4, "schema"); m.i32(5, columns.count); m.endStruct()
+        for (name, _) in columns {
+            m.beginListElementStruct(); m.i32(1, 6); m.i32(3, 1); m.string(4, name); m.i32(6, 0)
+            m.beginStruct(10); m.beginStruct(1); m.endStruct(); m.endStruct()   // logicalType STRING
+            m.endStruct()
+        }
+        m.i64(3, numRows)                                  // num_rows
         m.listHeader(4, count: groups.count, elementType: 12)
         for g in groups {
             m.beginListElementStruct()
-            m.listHeader(1, count: 1, elementType: 12)     // columns
-            m.beginListElementStruct()
-            m.i64(2, g.offset)                             // file_offset
-            m.beginStruct(3)                               // ColumnMetaData
-            m.i32(1, 6)                                    // BYTE_ARRAY
-            m.listHeader(2, count: 2, elementType: 5); m.zigzag(0); m.zigzag(3)   // PLAIN, RLE
-            m.listHeader(3, count: 1, elementType: 8); m.varint(4); m.out += Array("text".utf8)
-            m.i32(4, 6)                                    // ZSTD
-            m.i64(5, g.values)
-            m.i64(6, g.uncompressed)
-            m.i64(7, g.compressed)
-            m.i64(9, g.offset)                             // data_page_offset
-            m.endStruct()
-            m.endStruct()
-            m.i64(2, g.uncompressed)                       // total_byte_size
+            m.listHeader(1, count: g.chunks.count, elementType: 12)     // columns
+            for (ci, chunk) in g.chunks.enumerated() {
+                let name = columns[ci].0
+                m.beginListElementStruct()
+                m.i64(2, chunk.offset)                         // file_offset
+                m.beginStruct(3)                               // ColumnMetaData
+                m.i32(1, 6)                                    // BYTE_ARRAY
+                m.listHeader(2, count: 2, elementType: 5); m.zigzag(0); m.zigzag(3)   // PLAIN, RLE
+                m.listHeader(3, count: 1, elementType: 8); m.varint(UInt64(name.utf8.count)); m.out += Array(name.utf8)
+                m.i32(4, 6)                                    // ZSTD
+                m.i64(5, g.rows)
+                m.i64(6, chunk.uncompressed)
+                m.i64(7, chunk.compressed)
+                m.i64(9, chunk.offset)                         // data_page_offset
+                m.endStruct()
+                m.endStruct()
+            }
+            m.i64(2, g.chunks.reduce(0) { $0 + $1.uncompressed })   // total_byte_size
             m.i64(3, g.rows)
             m.endStruct()
         }
