@@ -32,6 +32,7 @@ public enum HubTasks {
         Source(task: "mmlu", repo: "cais/mmlu", subset: "all", splits: ["auxiliary_train", "validation", "dev", "test"], convert: mmlu),
         Source(task: "gsm8k", repo: "openai/gsm8k", subset: "main", splits: ["train", "test"], convert: gsm8k),
         Source(task: "humaneval", repo: "openai/openai_humaneval", subset: "openai_humaneval", splits: ["test"], convert: humaneval),
+        Source(task: "hellaswag", repo: "Rowan/hellaswag", subset: "default", splits: ["train", "validation"], convert: hellaswag),
         Source(task: "smoltalk", repo: "HuggingFaceTB/smol-smoltalk", subset: "default", splits: ["train", "test"], convert: chat),
     ]
 
@@ -53,6 +54,16 @@ public enum HubTasks {
         e.choices = choices
         e.answer = Int(a)
         e.subject = str(r["subject"])
+        return e
+    }
+
+    /// HellaSwag: context, four endings, label as a string index.
+    public static func hellaswag(_ r: [String: ParquetValue], _ i: Int) -> TaskExample? {
+        guard let endings = strings(r["endings"]), let label = str(r["label"]).flatMap(Int.init) else { return nil }
+        var e = TaskExample(id: "hellaswag-\(str(r["ind"]) ?? String(i))", kind: "mc")
+        e.question = str(r["ctx"])
+        e.choices = endings
+        e.answer = label
         return e
     }
 

