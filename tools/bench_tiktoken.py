@@ -4,22 +4,16 @@ on a text file. Prints {"mb_per_s": ..., "tokens": ...} as JSON. Benchmark tooli
 
 usage: bench_tiktoken.py TOKENIZER_DIR TEXT_FILE [MIN_SECONDS]
 """
-import base64, json, sys, time
+import json, os, sys, time
 
-import tiktoken
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tiktoken_check import load  # noqa: E402  (our tokenizer files -> tiktoken.Encoding)
 
 
 def main():
     tokdir, textfile = sys.argv[1], sys.argv[2]
     min_s = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
-    cfg = json.load(open(f"{tokdir}/tokenizer.json"))
-    ranks = {}
-    for line in open(f"{tokdir}/tokenizer.tiktoken", "rb"):
-        if line.strip():
-            t, r = line.split()
-            ranks[base64.b64decode(t)] = int(r)
-    enc = tiktoken.Encoding(name="nanochat", pat_str=cfg["pattern"], mergeable_ranks=ranks,
-                            special_tokens=cfg["special_tokens"])
+    enc = load(tokdir)
     text = open(textfile, encoding="utf-8").read()
     nbytes = len(text.encode("utf-8"))
     enc.encode_ordinary(text[:100000])  # warm up

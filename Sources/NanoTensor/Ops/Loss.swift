@@ -19,27 +19,19 @@ public enum LMHead {
         let dx = wantGrad ? Tensor(shape: x.shape, zeroed: false) : nil
         let dw = wantGrad ? Tensor(shape: [vocab, c], zeroed: true) : nil
         var total: Double = 0
-        let chunk = Tensor(shape: [min(chunkRows, n) * vocab], zeroed: false)
-        let losses = Tensor(shape: [min(chunkRows, n)], zeroed: false)
-        var r0 = 0
-        while r0 < n {
-            let rows = min(chunkRows, n - r0)
-            let tg = Array(targets[r0..<(r0 + rows)])
-            forwardChunk(x.data + r0 * c, rows: rows, w: w.data, c: c, vocab: vocab, softcap: softcap,
-                         targets: tg, logits: chunk.data, losses: losses.data, gradScale: wantGrad ? invCount : nil)
-            for i in 0..<rows where tg[i] >= 0 { total += Double(losses.data[i]) }
+        forEachChunk(x, w, targets: targets, vocab: vocab, softcap: softcap, gradScale: wantGrad ? invCount : nil) { r0, rows, chunk, losses in
+            for i in 0..<rows where targets[r0 + i] >= 0 { total += Double(losses[i]) }
             if let dx, let dw {
                 // dX rows = G W ; dW += G^T X   (G is the chunk's logit gradient, already scaled)
                 Profiler.measure("lmHead.dx sgemm") {
-                    sgemm(transA: false, transB: false, m: rows, n: c, k: vocab, a: chunk.data, lda: vocab,
+                    sgemm(transA: false, transB: false, m: rows, n: c, k: vocab, a: chunk, lda: vocab,
                           b: w.data, ldb: c, c: dx.data + r0 * c, ldc: c)
                 }
                 Profiler.measure("lmHead.dw sgemm") {
-                    sgemm(transA: true, transB: false, m: vocab, n: c, k: rows, a: chunk.data, lda: vocab,
+                    sgemm(transA: true, transB: false, m: vocab, n: c, k: rows, a: chunk, lda: vocab,
                           b: x.data + r0 * c, ldb: c, beta: 1, c: dw.data, ldc: c)
                 }
             }
-            r0 += rows
         }
         let out = Tensor(shape: [1], values: [Float(total) * invCount])
         if let dx, let dw {
@@ -60,21 +52,30 @@ public enum LMHead {
 
     /// Per-row losses (0 where the target is -1), no gradient: what bits-per-byte evaluation needs.
     public static func lossPerRow(_ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float) -> [Float] {
+        var result = [Float](repeating: 0, count: targets.count)
+        forEachChunk(x, w, targets: targets, vocab: vocab, softcap: softcap, gradScale: nil) { r0, rows, _, losses in
+            for i in 0..<rows { result[r0 + i] = targets[r0 + i] >= 0 ? losses[i] : 0 }
+        }
+        return result
+    }
+
+    /// Walks the rows in chunks: `body(firstRow, rows, chunk, losses)` sees each chunk's per-row losses and
+    /// its logits (or, with `gradScale`, its logit gradient) while they are in cache.
+    static func forEachChunk(_ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float, gradScale: Float?,
+                             _ body: (Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
         let c = w.shape[1]
         let n = x.count / c
-        var result = [Float](repeating: 0, count: n)
+        precondition(targets.count == n, "lm head: \(targets.count) targets for \(n) rows")
         let chunk = Tensor(shape: [min(chunkRows, n) * vocab], zeroed: false)
         let losses = Tensor(shape: [min(chunkRows, n)], zeroed: false)
         var r0 = 0
         while r0 < n {
             let rows = min(chunkRows, n - r0)
-            let tg = Array(targets[r0..<(r0 + rows)])
             forwardChunk(x.data + r0 * c, rows: rows, w: w.data, c: c, vocab: vocab, softcap: softcap,
-                         targets: tg, logits: chunk.data, losses: losses.data, gradScale: nil)
-            for i in 0..<rows { result[r0 + i] = tg[i] >= 0 ? losses.data[i] : 0 }
+                         targets: Array(targets[r0..<(r0 + rows)]), logits: chunk.data, losses: losses.data, gradScale: gradScale)
+            body(r0, rows, chunk.data, losses.data)
             r0 += rows
         }
-        return result
     }
 
     /// Softcapped logits [N, vocab], no gradient (evaluation, sampling, fixtures).
