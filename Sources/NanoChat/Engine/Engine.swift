@@ -1,0 +1,97 @@
+import Foundation
+import NanoTensor
+
+/// Upstream's Engine (SPEC §10.1): prefill the prompt once (batch 1), share that cache across `numSamples`
+/// rows, then decode step by step with per-row sampling, forced tool tokens and stop detection.
+public final class Engine {
+    public let model: GPT
+    public let tokenizer: Tokenizer
+    let assistantEnd: Int, bos: Int
+    let pythonStart: Int?, pythonEnd: Int?, outputStart: Int?, outputEnd: Int?
+
+    public init(model: GPT, tokenizer: Tokenizer) {
+        self.model = model
+        self.tokenizer = tokenizer
+        assistantEnd = tokenizer.specialID("<|assistant_end|>") ?? -1
+        bos = tokenizer.bosID
+        pythonStart = tokenizer.specialID("<|python_start|>")
+        pythonEnd = tokenizer.specialID("<|python_end|>")
+        outputStart = tokenizer.specialID("<|output_start|>")
+        outputEnd = tokenizer.specialID("<|output_end|>")
+    }
+
+    struct RowState {
+        var forced: [Int] = []
+        var inPython = false
+        var expression: [Int] = []
+        var completed = false
+    }
+
+    /// Streams (token per row, mask per row: 1 sampled, 0 forced) until `maxTokens` or every row completed.
+    /// `onStep` returns false to stop early (a client went away, Ctrl-C).
+    public func generate(_ tokens: [Int], numSamples: Int = 1, maxTokens: Int? = nil, temperature: Float = 1,
+                         topK: Int? = nil, seed: UInt64 = 42, onStep: ([Int], [Int]) -> Bool) {
+        guard !tokens.isEmpty else { return }
+        var rng = RNG(seed: seed)
+        let prefillCache = KVCache(config: model.config, batch: 1, capacity: tokens.count)
+        let prompt = tokens.map { Int32($0) }
+        let first = model.forward(prompt, batch: 1, time: prompt.count, cache: prefillCache)
+        let limit = maxTokens ?? model.config.sequence_len
+        let cache = prefillCache.broadcast(batch: numSamples, capacity: tokens.count + limit)
+        var logits = (0..<numSamples).map { _ in first.array }
+        var rows = [RowState](repeating: RowState(), count: numSamples)
+        var generated = 0
+        while generated < limit && !rows.allSatisfy(\.completed) {
+            var column = [Int](repeating: 0, count: numSamples), mask = column
+            for r in 0..<numSamples {
+                let sampled = sampleToken(logits[r], temperature: temperature, topK: topK, rng: &rng)
+                var token = sampled
+                if !rows[r].forced.isEmpty { token = rows[r].forced.removeFirst(); mask[r] = 0 } else { mask[r] = 1 }
+                column[r] = token
+                if token == assistantEnd || token == bos { rows[r].completed = true }
+                step(&rows[r], token)
+            }
+            generated += 1
+            if !onStep(column, mask) { return }
+            if generated >= limit || rows.allSatisfy(\.completed) { break }
+            let out = model.forward(column.map { Int32($0) }, batch: numSamples, time: 1, cache: cache)
+            let v = model.config.vocab_size
+            logits = (0..<numSamples).map { Array(UnsafeBufferPointer(start: out.data + $0 * v, count: v)) }
+        }
+    }
+
+    /// The calculator tool's state machine for one row.
+    func step(_ row: inout RowState, _ token: Int) {
+        if token == pythonStart {
+            row.inPython = true
+            row.expression = []
+        } else if token == pythonEnd && row.inPython {
+            row.inPython = false
+            if !row.expression.isEmpty, let text = try? tokenizer.decode(row.expression),
+               let result = Calculator.evaluate(text), let os = outputStart, let oe = outputEnd {
+                row.forced += [os] + tokenizer.encode(result) + [oe]
+            }
+            row.expression = []
+        } else if row.inPython {
+            row.expression.append(token)
+        }
+    }
+
+    /// Whole sequences: prompt + generated tokens up to (not including) the first assistant_end/bos per row,
+    /// with masks (0 prompt, 1 sampled, 0 forced).
+    public func generateBatch(_ tokens: [Int], numSamples: Int = 1, maxTokens: Int? = nil, temperature: Float = 1,
+                              topK: Int? = nil, seed: UInt64 = 42) -> (sequences: [[Int]], masks: [[Int]]) {
+        var seqs = [[Int]](repeating: tokens, count: numSamples)
+        var masks = [[Int]](repeating: [Int](repeating: 0, count: tokens.count), count: numSamples)
+        var done = [Bool](repeating: false, count: numSamples)
+        generate(tokens, numSamples: numSamples, maxTokens: maxTokens, temperature: temperature, topK: topK, seed: seed) { col, m in
+            for r in 0..<numSamples where !done[r] {
+                if col[r] == assistantEnd || col[r] == bos { done[r] = true; continue }
+                seqs[r].append(col[r])
+                masks[r].append(m[r])
+            }
+            return !done.allSatisfy { $0 }
+        }
+        return (seqs, masks)
+    }
+}

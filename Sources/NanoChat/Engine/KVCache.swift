@@ -1,0 +1,159 @@
+import Foundation
+import NanoTensor
+
+/// Keys and values of every layer for B rows, [L][B, Tmax, Hkv, D], plus the smear state (the last position's
+/// pre-smear normalised embedding per row). All rows sit at the same position.
+public final class KVCache {
+    public let layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int, width: Int
+    var k: [UnsafeMutablePointer<Float>], v: [UnsafeMutablePointer<Float>]
+    public internal(set) var position = 0
+    var prevEmbedding: UnsafeMutablePointer<Float>?
+
+    public init(config: GPTConfig, batch: Int, capacity: Int) {
+        layers = config.n_layer
+        self.batch = batch
+        self.capacity = capacity
+        kvHeads = config.n_kv_head
+        headDim = config.headDim
+        width = config.n_embd
+        let n = batch * capacity * kvHeads * headDim
+        k = (0..<layers).map { _ in .allocate(capacity: n) }
+        v = (0..<layers).map { _ in .allocate(capacity: n) }
+    }
+
+    deinit {
+        for p in k + v { p.deallocate() }
+        prevEmbedding?.deallocate()
+    }
+
+    public func reset() { position = 0 }
+
+    /// This cache (batch 1) copied into a new one of `batch` rows and `capacity` positions: the prefill is
+    /// computed once and shared by every sample.
+    public func broadcast(batch: Int, capacity: Int) -> KVCache {
+        precondition(self.batch == 1 && capacity >= position)
+        let out = KVCache(config: GPTConfig(sequence_len: capacity, n_layer: layers, n_head: kvHeads, n_kv_head: kvHeads,
+                                            n_embd: kvHeads * headDim), batch: batch, capacity: capacity)
+        let row = position * kvHeads * headDim
+        for l in 0..<layers {
+            for b in 0..<batch {
+                (out.k[l] + b * capacity * kvHeads * headDim).update(from: k[l], count: row)
+                (out.v[l] + b * capacity * kvHeads * headDim).update(from: v[l], count: row)
+            }
+        }
+        out.position = position
+        if let p = prevEmbedding {
+            let e = UnsafeMutablePointer<Float>.allocate(capacity: batch * width)
+            for b in 0..<batch { (e + b * width).update(from: p, count: width) }
+            out.prevEmbedding = e
+        }
+        return out
+    }
+
+    /// Bytes held (for the benchmark's memory figures).
+    public var bytes: Int { 2 * layers * batch * capacity * kvHeads * headDim * 4 }
+}
+
+extension GPT {
+    /// Incremental forward for inference: `idx` is [B, T] new tokens at positions cache.position ..< +T.
+    /// Writes their keys and values into the cache and returns the softcapped logits of every new position
+    /// ([B*T, vocab]) or, with `lastOnly`, of the last one ([B, vocab]).
+    public func forward(_ idx: [Int32], batch b: Int, time t: Int, cache: KVCache, lastOnly: Bool = true) -> Tensor {
+        Tensor.withoutGrad {
+            let c = config.n_embd, hd = config.headDim, hkv = config.n_kv_head, h = config.n_head
+            let pos = cache.position
+            precondition(pos + t <= cache.capacity, "KV cache full: \(pos) + \(t) > \(cache.capacity)")
+            precondition(pos + t <= cos.shape[0], "position \(pos + t) past the rotary tables")
+            var x = rmsNorm(embedding(param("transformer.wte.weight"), idx, shape: [b, t]))
+            // smear, continuing from the cached previous embedding; then remember this chunk's last one
+            let pre = Tensor(shape: [b, c], zeroed: false)
+            for bi in 0..<b { (pre.data + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
+            let smeared = smear(x, gate: param("smear_gate.weight"), lambda: param("smear_lambda"))
+            if let prev = cache.prevEmbedding, pos > 0 {
+                let g = param("smear_gate.weight").data, lam = param("smear_lambda").data[0]
+                for bi in 0..<b {
+                    let cur = x.data + bi * t * c, dst = smeared.data + bi * t * c, p = prev + bi * c
+                    let s = 1 / (1 + expf(-dot(g, cur, GPT.smearChannels)))
+                    for j in 0..<c { dst[j] = cur[j] + lam * s * p[j] }
+                }
+            }
+            if cache.prevEmbedding == nil { cache.prevEmbedding = .allocate(capacity: b * c) }
+            cache.prevEmbedding!.update(from: pre.data, count: b * c)
+            x = smeared
+            let x0 = x
+            var saved: Tensor? = nil
+            let resid = param("resid_lambdas"), x0l = param("x0_lambdas")
+            for i in 0..<config.n_layer {
+                let p = "transformer.h.\(i)."
+                x = scalarMix(resid, i, x, x0l, i, x0)
+                let u = rmsNorm(x)
+                let q = linear(u, param(p + "attn.c_q.weight")).reshaped([b, t, h, hd])
+                let k = linear(u, param(p + "attn.c_k.weight")).reshaped([b, t, hkv, hd])
+                var v = linear(u, param(p + "attn.c_v.weight"))
+                if config.hasValueEmbedding(i) {
+                    let ve = embedding(param("value_embeds.\(i).weight"), idx, shape: [b, t])
+                    v = valueEmbeddingMix(v, ve, u: u, gate: param(p + "attn.ve_gate.weight"), kvHeads: hkv)
+                }
+                let qn = rotaryNorm(q, cos: cos, sin: sin, gain: Self.qkGain, positionOffset: pos)
+                let kn = rotaryNorm(k, cos: cos, sin: sin, gain: Self.qkGain, positionOffset: pos)
+                // append this chunk's keys and values
+                let row = hkv * hd
+                for bi in 0..<b {
+                    let base = (bi * cache.capacity + pos) * row
+                    (cache.k[i] + base).update(from: kn.data + bi * t * row, count: t * row)
+                    (cache.v[i] + base).update(from: v.data + bi * t * row, count: t * row)
+                }
+                let y = cachedAttention(qn, cache: cache, layer: i, window: windows[i])
+                x = add(x, linear(y.reshaped([b, t, c]), param(p + "attn.c_proj.weight")))
+                x = add(x, linear(reluSquared(linear(rmsNorm(x), param(p + "mlp.c_fc.weight"))), param(p + "mlp.c_proj.weight")))
+                if i == config.n_layer / 2 { saved = x }
+            }
+            if let saved { x = subtractScaled(x, param("backout_lambda"), saved) }
+            x = rmsNorm(x)
+            cache.position = pos + t
+            if lastOnly && t > 1 {
+                let last = Tensor(shape: [b, c], zeroed: false)
+                for bi in 0..<b { (last.data + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
+                x = last
+            }
+            return LMHead.logits(x, param("lm_head.weight"), vocab: config.vocab_size, softcap: Self.softcap)
+        }
+    }
+
+    /// Attention of the new queries (positions cache.position ..< +T) over the cached keys their windows allow.
+    func cachedAttention(_ q: Tensor, cache: KVCache, layer: Int, window: Int) -> Tensor {
+        let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        let hkv = cache.kvHeads, group = h / hkv
+        let pos = cache.position
+        let out = Tensor(shape: q.shape, zeroed: false)
+        let scale = 1 / Float(d).squareRoot()
+        let kc = cache.k[layer], vc = cache.v[layer]
+        let cap = cache.capacity
+        Threading.parallelFor(b * h) { task in
+            let bi = task / h, hh = task % h, kh = hh / group
+            var scores = [Float](repeating: 0, count: min(pos + t, window + 1))
+            for i in 0..<t {
+                let p = pos + i
+                let lo = max(0, p - window)
+                let qrow = q.data + ((bi * t + i) * h + hh) * d
+                var m = -Float.infinity
+                for j in lo...p {
+                    let s = dot(qrow, kc + ((bi * cap + j) * hkv + kh) * d, d) * scale
+                    scores[j - lo] = s
+                    m = max(m, s)
+                }
+                var sum: Float = 0
+                for j in 0...(p - lo) { scores[j] = expf(scores[j] - m); sum += scores[j] }
+                let orow = out.data + ((bi * t + i) * h + hh) * d
+                for x in 0..<d { orow[x] = 0 }
+                let inv = 1 / sum
+                for j in lo...p {
+                    let w = scores[j - lo] * inv
+                    let vrow = vc + ((bi * cap + j) * hkv + kh) * d
+                    for x in 0..<d { orow[x] += w * vrow[x] }
+                }
+            }
+        }
+        return out
+    }
+}
