@@ -14,6 +14,13 @@ public func sgemm(
     b: UnsafePointer<Float>, ldb: Int,
     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
+    if m == 1 && !transA && ldc >= n {
+        // one row (decoding a token): a matrix-vector product, which BLAS streams through the weights faster
+        // c[1, n] = a[1, k] op(B):  op(B) = B^T (B is [n, k])  ->  y = B x ;  op(B) = B (B is [k, n])  ->  y = B^T x
+        cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, Int32(transB ? n : k), Int32(transB ? k : n),
+                    alpha, b, Int32(ldb), a, 1, beta, c, 1)
+        return
+    }
     cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -35,5 +42,36 @@ public func measureSgemmGFLOPS(size n: Int = 1024, seconds: Double = 0.5) -> Dou
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         best = max(best, 2 * Double(n * n * n) / dt / 1e9)
     } while Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < seconds
+    return best
+}
+
+/// Memory read bandwidth in GB/s: summing a buffer far larger than the caches, on `threads` threads, best of a
+/// few passes. The roofline for decoding, which reads every weight once per token.
+public func measureReadBandwidth(megabytes: Int = 512, threads: Int = 1) -> Double {
+    let n = megabytes << 18  // floats
+    let buf = UnsafeMutablePointer<Float>.allocate(capacity: n)
+    defer { buf.deallocate() }
+    for i in stride(from: 0, to: n, by: 1024) { buf[i] = 1 }
+    var best = 0.0
+    let parts = Threading.ranges(n, parts: threads)
+    for _ in 0..<4 {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var sums = [Float](repeating: 0, count: parts.count)
+        sums.withUnsafeMutableBufferPointer { s in
+            let s = s
+            let body: (Int) -> Void = { p in
+                var acc = SIMD8<Float>()
+                var i = parts[p].lowerBound
+                while i + 8 <= parts[p].upperBound {
+                    acc += UnsafeRawPointer(buf + i).loadUnaligned(as: SIMD8<Float>.self)
+                    i += 8
+                }
+                s[p] = acc.sum()
+            }
+            if threads > 1 { DispatchQueue.concurrentPerform(iterations: parts.count, execute: body) } else { body(0) }
+        }
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        if sums[0] >= 0 { best = max(best, Double(n * 4) / dt / 1e9) }
+    }
     return best
 }

@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print the figures the issues ask for, beside the reference where one exists.",
-        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self]
+        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self, BenchInfer.self]
     )
 }
 
@@ -261,6 +261,57 @@ struct BenchData: ParsableCommand {
             let rate = Double(tokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             print(String(format: "loader (best-fit, B=8 T=512, 1 thread): %.0f tokens/s = %.0fx what d4 training consumes (%.0f tok/s)",
                          rate, rate / trainTokensPerSecond, trainTokensPerSecond))
+        }
+    }
+}
+
+struct BenchInfer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "infer",
+        abstract: "Decode tok/s (batch 1 and 8) and prefill tok/s, each against its memory-bandwidth limit.",
+        discussion: """
+        Random weights, vocab 32768, head-dim 64, window L, a 128-token prompt, then --tokens decoded tokens with the \
+        KV cache. The limit of decoding is this machine's measured read bandwidth divided by the bytes of weights \
+        read per step (every matrix and lm_head, float32).
+        """
+    )
+    @Option(parsing: .singleValue, help: "Depths (repeatable).") var depth: [Int] = [4, 6, 12]
+    @Option(help: "Tokens to decode.") var tokens = 64
+    @Option(help: "Prompt length for prefill.") var prompt = 128
+
+    func run() throws {
+        try runReportingErrors {
+            let bw1 = measureReadBandwidth(threads: 1), bw = max(bw1, measureReadBandwidth(threads: Threading.workers))
+            print(String(format: "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (all threads): the decode roofline", bw1, bw))
+            for d in depth {
+                let plan = DepthPlan.make(depth: d, headDim: 64, maxSeqLen: 2048, vocabSize: 32768, windowPattern: "L")
+                let model = try GPT(config: plan.config)
+                let weightBytes = Double(plan.params.transformerMatrices + plan.params.lmHead) * 4
+                let limit = bw * 1e9 / weightBytes
+                var rng = RNG(seed: 3)
+                let ids = (0..<prompt).map { _ in Int32(rng.next() % 32768) }
+                // prefill
+                var best = Double.infinity
+                for _ in 0..<3 {
+                    let cache = KVCache(config: plan.config, batch: 1, capacity: prompt + tokens)
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    _ = model.forward(ids, batch: 1, time: prompt, cache: cache)
+                    best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                }
+                let prefill = Double(prompt) / best
+                func decode(batch: Int) -> Double {
+                    let cache = KVCache(config: plan.config, batch: batch, capacity: prompt + tokens + 1)
+                    _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache)
+                    let col = [Int32](repeating: 7, count: batch)
+                    _ = model.forward(col, batch: batch, time: 1, cache: cache)  // warm
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache) }
+                    return Double(tokens * batch) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                }
+                let d1 = decode(batch: 1), d8 = decode(batch: 8)
+                print(String(format: "d%d (%.0f MB of weights read per step): decode batch 1 %.1f tok/s = %.2f of the %.0f tok/s limit; batch 8 %.1f tok/s (%.1f steps/s = %.2f of the limit); prefill %.0f tok/s",
+                             d, weightBytes / 1e6, d1, d1 / limit, limit, d8, d8 / 8, d8 / 8 / limit, prefill))
+            }
         }
     }
 }

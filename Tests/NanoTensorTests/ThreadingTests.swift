@@ -43,3 +43,19 @@ final class ThreadingTests: XCTestCase {
         } }
     }
 }
+
+final class GemvPathTests: XCTestCase {
+    /// A one-row product takes the matrix-vector path; it must equal the general product for both layouts.
+    func testSingleRowProductsMatchTheNaiveProduct() {
+        let n = 7, k = 5
+        let a = (0..<k).map { Float($0) - 2 }
+        let bNK = (0..<(n * k)).map { Float($0 % 9) * 0.5 - 1 }   // [n, k]: C = a B^T
+        let bKN = (0..<(k * n)).map { Float($0 % 4) - 1.5 }       // [k, n]: C = a B
+        var c = [Float](repeating: 1, count: n)
+        sgemm(transA: false, transB: true, m: 1, n: n, k: k, a: a, lda: k, b: bNK, ldb: k, beta: 0, c: &c, ldc: n)
+        for j in 0..<n { XCTAssertEqual(c[j], (0..<k).reduce(0) { $0 + a[$1] * bNK[j * k + $1] }, accuracy: 1e-5) }
+        var c2 = [Float](repeating: 2, count: n)
+        sgemm(transA: false, transB: false, m: 1, n: n, k: k, alpha: 0.5, a: a, lda: k, b: bKN, ldb: n, beta: 1, c: &c2, ldc: n)
+        for j in 0..<n { XCTAssertEqual(c2[j], 2 + 0.5 * (0..<k).reduce(0) { $0 + a[$1] * bKN[$1 * n + j] }, accuracy: 1e-5) }
+    }
+}
