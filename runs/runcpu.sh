@@ -34,4 +34,7 @@ echo "== evaluation: bits per byte and samples"
 $nanochat base-eval --device-batch-size 8 --split-tokens 65536
 echo
 echo "Done. Everything is in $NANOCHAT_BASE_DIR (tokenizer/, base_data_climbmix/, base_checkpoints/d$DEPTH/ with metrics.jsonl)."
+echo "Talk to the model you trained:"
+echo "  $nanochat chat-cli -i base                # in the terminal (Ctrl-C stops an answer, 'quit' leaves)"
+echo "  $nanochat chat-cli -i base -p 'The capital of France is'"
 echo "Try the tokenizer:  echo '\"Hello world!\"' | $nanochat tok-encode"
