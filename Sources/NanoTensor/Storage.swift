@@ -19,11 +19,16 @@ public enum BufferPool {
     /// Buffers handed out by malloc (not from the free lists): a steady state shows no growth here.
     nonisolated(unsafe) public private(set) static var freshAllocations = 0
     nonisolated(unsafe) public private(set) static var bytesHeld = 0
+    /// Bytes sitting in the free lists, and the most they may hold: a training step reuses the same sizes, but a
+    /// chat or server session sees ever new prompt lengths, and those buffers must not pile up forever.
+    nonisolated(unsafe) public private(set) static var bytesPooled = 0
+    nonisolated(unsafe) public static var poolLimitBytes = 4 << 30
 
     static func take(_ count: Int) -> UnsafeMutablePointer<Float> {
         lock.lock()
         if var list = free[count], let p = list.popLast() {
             free[count] = list
+            bytesPooled -= count * 4
             lock.unlock()
             return p
         }
@@ -35,7 +40,14 @@ public enum BufferPool {
 
     static func give(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
         lock.lock()
+        if bytesPooled + count * 4 > poolLimitBytes {
+            bytesHeld -= count * 4
+            lock.unlock()
+            p.deallocate()
+            return
+        }
         free[count, default: []].append(p)
+        bytesPooled += count * 4
         lock.unlock()
     }
 
@@ -47,6 +59,7 @@ public enum BufferPool {
             bytesHeld -= count * 4 * list.count
         }
         free = [:]
+        bytesPooled = 0
         lock.unlock()
     }
 }

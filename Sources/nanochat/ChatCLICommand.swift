@@ -56,12 +56,20 @@ struct ChatCLICommand: ParsableCommand {
                 var decoder = StreamingDecoder(tokenizer: tok)
                 interruptRequested = 0
                 generating = 1
-                engine.generate(conversation, numSamples: 1, maxTokens: maxTokens, temperature: temperature,
+                defer { generating = 0 }
+                do {
+                try engine.generate(conversation, numSamples: 1, maxTokens: maxTokens, temperature: temperature,
                                 topK: topK > 0 ? topK : nil, seed: UInt64.random(in: 0...UInt64.max)) { col, _ in
                     response.append(col[0])
                     let piece = decoder.push(col[0])
                     print(piece, terminator: ""); fflush(stdout)
                     return interruptRequested == 0
+                }
+                } catch let e as NanoChatError {
+                    conversation.removeLast(tok.encode(text).count + 3)  // drop the turn that did not fit
+                    print("\n(\(e.description); type 'clear')")
+                    if prompt != nil { throw e }
+                    continue
                 }
                 generating = 0
                 print(decoder.flush())

@@ -42,8 +42,8 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(tok.vocabSize, 300)
         let engine = Engine(model: model, tokenizer: tok)
         let prompt = [tok.bosID, 72, 105, 33]
-        let a = engine.generateBatch(prompt, numSamples: 2, maxTokens: 20, temperature: 0)
-        let b = engine.generateBatch(prompt, numSamples: 1, maxTokens: 20, temperature: 0)
+        let a = try engine.generateBatch(prompt, numSamples: 2, maxTokens: 20, temperature: 0)
+        let b = try engine.generateBatch(prompt, numSamples: 1, maxTokens: 20, temperature: 0)
         XCTAssertEqual(a.sequences[0], a.sequences[1], "greedy rows agree")
         XCTAssertEqual(a.sequences[0], b.sequences[0], "greedy is deterministic")
         let naive = model.generate(prompt, maxTokens: 20, temperature: 0)
@@ -51,9 +51,12 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(Array(a.sequences[0].dropFirst(prompt.count)), Array(naive.prefix(stop)))
         XCTAssertEqual(a.masks[0].prefix(prompt.count).reduce(0, +), 0)
         // sampling with a seed is reproducible, different seeds differ somewhere
-        let s1 = engine.generateBatch(prompt, numSamples: 3, maxTokens: 15, temperature: 1, topK: 50, seed: 1)
-        let s2 = engine.generateBatch(prompt, numSamples: 3, maxTokens: 15, temperature: 1, topK: 50, seed: 1)
+        let s1 = try engine.generateBatch(prompt, numSamples: 3, maxTokens: 15, temperature: 1, topK: 50, seed: 1)
+        let s2 = try engine.generateBatch(prompt, numSamples: 3, maxTokens: 15, temperature: 1, topK: 50, seed: 1)
         XCTAssertEqual(s1.sequences, s2.sequences)
+        // too long a prompt, or an id outside the vocabulary, is an error, not a crash
+        XCTAssertThrowsError(try engine.generateBatch(Array(repeating: 65, count: 700), maxTokens: 10))
+        XCTAssertThrowsError(try engine.generateBatch([tok.bosID, 300], maxTokens: 2))
     }
 
     func testCalculatorFollowsPythonSemantics() {

@@ -59,3 +59,22 @@ final class GemvPathTests: XCTestCase {
         for j in 0..<n { XCTAssertEqual(c2[j], 2 + 0.5 * (0..<k).reduce(0) { $0 + a[$1] * bKN[$1 * n + j] }, accuracy: 1e-5) }
     }
 }
+
+final class BufferPoolTests: XCTestCase {
+    func testPoolReusesAndStaysWithinItsLimit() {
+        let saved = BufferPool.poolLimitBytes
+        defer { BufferPool.poolLimitBytes = saved }
+        BufferPool.drain()
+        // the same size again: served from the pool, no fresh allocation
+        do { _ = Tensor(shape: [1000]) }
+        let before = BufferPool.freshAllocations
+        do { _ = Tensor(shape: [1000]) }
+        XCTAssertEqual(BufferPool.freshAllocations, before)
+        // ever new sizes (a chat with growing prompts) cannot grow the pool past its limit
+        BufferPool.poolLimitBytes = 1 << 20
+        for n in 1...300 { _ = Tensor(shape: [n * 100]) }
+        XCTAssertLessThanOrEqual(BufferPool.bytesPooled, 1 << 20)
+        BufferPool.drain()
+        XCTAssertEqual(BufferPool.bytesPooled, 0)
+    }
+}

@@ -30,8 +30,16 @@ public final class Engine {
     /// Streams (token per row, mask per row: 1 sampled, 0 forced) until `maxTokens` or every row completed.
     /// `onStep` returns false to stop early (a client went away, Ctrl-C).
     public func generate(_ tokens: [Int], numSamples: Int = 1, maxTokens: Int? = nil, temperature: Float = 1,
-                         topK: Int? = nil, seed: UInt64 = 42, onStep: ([Int], [Int]) -> Bool) {
+                         topK: Int? = nil, seed: UInt64 = 42, onStep: ([Int], [Int]) -> Bool) throws {
         guard !tokens.isEmpty else { return }
+        let positions = 10 * model.config.sequence_len  // the rotary tables' length, as upstream
+        guard tokens.count + (maxTokens ?? model.config.sequence_len) <= positions else {
+            throw NanoChatError("the prompt (\(tokens.count) tokens) plus \(maxTokens ?? model.config.sequence_len) new tokens exceeds the model's \(positions) positions; start a new conversation")
+        }
+        guard numSamples >= 1 else { throw NanoChatError("numSamples must be at least 1") }
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= model.config.vocab_size }) {
+            throw NanoChatError("token id \(bad) is outside the model's vocabulary of \(model.config.vocab_size)")
+        }
         var rng = RNG(seed: seed)
         let prefillCache = KVCache(config: model.config, batch: 1, capacity: tokens.count)
         let prompt = tokens.map { Int32($0) }
@@ -80,11 +88,11 @@ public final class Engine {
     /// Whole sequences: prompt + generated tokens up to (not including) the first assistant_end/bos per row,
     /// with masks (0 prompt, 1 sampled, 0 forced).
     public func generateBatch(_ tokens: [Int], numSamples: Int = 1, maxTokens: Int? = nil, temperature: Float = 1,
-                              topK: Int? = nil, seed: UInt64 = 42) -> (sequences: [[Int]], masks: [[Int]]) {
+                              topK: Int? = nil, seed: UInt64 = 42) throws -> (sequences: [[Int]], masks: [[Int]]) {
         var seqs = [[Int]](repeating: tokens, count: numSamples)
         var masks = [[Int]](repeating: [Int](repeating: 0, count: tokens.count), count: numSamples)
         var done = [Bool](repeating: false, count: numSamples)
-        generate(tokens, numSamples: numSamples, maxTokens: maxTokens, temperature: temperature, topK: topK, seed: seed) { col, m in
+        try generate(tokens, numSamples: numSamples, maxTokens: maxTokens, temperature: temperature, topK: topK, seed: seed) { col, m in
             for r in 0..<numSamples where !done[r] {
                 if col[r] == assistantEnd || col[r] == bos { done[r] = true; continue }
                 seqs[r].append(col[r])
