@@ -13,6 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         // OpenBLAS on Linux (installed by scripts/bootstrap); macOS uses Accelerate instead.
@@ -32,7 +33,11 @@ let package = Package(
             name: "NanoChat",
             dependencies: ["NanoTensor", "CZstd", "CZlib"]
         ),
-        .target(name: "NanoChatServer", dependencies: ["NanoChat"]),
+        .target(
+            name: "NanoChatServer",
+            dependencies: ["NanoChat", .product(name: "Hummingbird", package: "hummingbird")],
+            resources: [.copy("ui.html")]
+        ),
         .executableTarget(
             name: "nanochat",
             dependencies: [
@@ -42,6 +47,10 @@ let package = Package(
         ),
         .testTarget(name: "NanoTensorTests", dependencies: ["NanoTensor"]),
         .testTarget(name: "NanoChatTests", dependencies: ["NanoChat"]),
+        .testTarget(
+            name: "NanoChatServerTests",
+            dependencies: ["NanoChatServer", .product(name: "HummingbirdTesting", package: "hummingbird")]
+        ),
     ],
     // Swift 5 mode: the kernels hand raw buffers to worker threads on purpose (one writer per range);
     // Swift 6's strict Sendable checking would demand wrappers around every such pointer.

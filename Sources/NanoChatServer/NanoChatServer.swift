@@ -1,9 +1,212 @@
+import Foundation
+import Hummingbird
 import NanoChat
+import NanoTensor
 
-/// The web layer (Hummingbird 2: chat page, upstream's streaming route, OpenAI-compatible API) lands with
-/// the inference engine. It imports NanoChat and nothing imports it but the executable.
+/// The web layer: the chat page, upstream's streaming route and the OpenAI-compatible API, over a pool of
+/// engine workers. It knows nothing about training.
 public enum NanoChatServer {
-    /// Default address the server binds to, as upstream's chat_web.
     public static let defaultHost = "127.0.0.1"
     public static let defaultPort = 8000
+    public static let maxBodyBytes = 1 << 20
+    public static let modelName = "nanochat"
+
+    public struct Defaults: Sendable {
+        public var temperature: Float = 0.8, topK = 50, maxTokens = 512
+        public init(temperature: Float = 0.8, topK: Int = 50, maxTokens: Int = 512) {
+            self.temperature = temperature; self.topK = topK; self.maxTokens = maxTokens
+        }
+    }
+
+    /// The chat page: one self-contained HTML file shipped as a resource.
+    public static let page: String = {
+        guard let url = Bundle.module.url(forResource: "ui", withExtension: "html"),
+              let s = try? String(contentsOf: url, encoding: .utf8) else { return "<!doctype html><title>nanochat</title>" }
+        return s
+    }()
+
+    static func json(_ status: HTTPResponse.Status, _ obj: Any, headers: HTTPFields = [:]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        var h = headers
+        h[.contentType] = "application/json"
+        return Response(status: status, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String, type: String = "invalid_request_error", headers: HTTPFields = [:]) -> Response {
+        json(status, ["error": ["message": message, "type": type, "code": Int(status.code)], "detail": message], headers: headers)
+    }
+
+    /// Routes. `pool` holds the engine once the model has loaded.
+    public static func router(pool: WorkerPool, defaults: Defaults, log: @escaping @Sendable (String) -> Void = { _ in }) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
+        }
+        router.get("/health") { _, _ -> Response in
+            let s = pool.stats
+            guard pool.isReady else {
+                return json(.serviceUnavailable, ["status": "loading", "ready": false, "num_workers": s["total_workers"]!], headers: [.retryAfter: "5"])
+            }
+            return json(.ok, ["status": "ok", "ready": true, "num_workers": s["total_workers"]!, "available_workers": s["available_workers"]!])
+        }
+        router.get("/stats") { _, _ in json(.ok, pool.stats) }
+        router.get("/v1/models") { _, _ in
+            json(.ok, ["object": "list", "data": [["id": modelName, "object": "model", "created": 0, "owned_by": "nanochat"]]])
+        }
+        router.post("/chat/completions") { request, _ in
+            try await complete(request, openAI: false, pool: pool, defaults: defaults, log: log)
+        }
+        router.post("/v1/chat/completions") { request, _ in
+            try await complete(request, openAI: true, pool: pool, defaults: defaults, log: log)
+        }
+        // a known path with the wrong method: 405, not 404
+        let known: [(String, HTTPRequest.Method)] = [("/", .get), ("/health", .get), ("/stats", .get), ("/v1/models", .get),
+                                                     ("/chat/completions", .post), ("/v1/chat/completions", .post)]
+        for (path, allowed) in known {
+            for m in [HTTPRequest.Method.get, .post, .put, .delete, .patch] where m != allowed {
+                router.on(RouterPath(path), method: m) { _, _ in
+                    error(.methodNotAllowed, "\(m.rawValue) is not allowed on \(path); use \(allowed.rawValue)", headers: [.allow: allowed.rawValue])
+                }
+            }
+        }
+        return router
+    }
+
+    /// Unknown routes answer 404 with a JSON body naming the path.
+    public struct NotFoundMiddleware: RouterMiddleware {
+        public init() {}
+        public func handle(_ request: Request, context: BasicRequestContext,
+                           next: (Request, BasicRequestContext) async throws -> Response) async throws -> Response {
+            do {
+                return try await next(request, context)
+            } catch let e as HTTPError where e.status == .notFound {
+                return NanoChatServer.error(.notFound, "no route \(request.method.rawValue) \(request.uri.path)")
+            }
+        }
+    }
+
+    static func complete(_ request: Request, openAI: Bool, pool: WorkerPool, defaults: Defaults,
+                         log: @escaping @Sendable (String) -> Void) async throws -> Response {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: maxBodyBytes)
+        } catch {
+            return NanoChatServer.error(.contentTooLarge, "the request body is larger than \(maxBodyBytes) bytes")
+        }
+        let req: ChatRequest
+        do {
+            req = try ChatRequest.parse(Data(buffer.readableBytesView), openAI: openAI,
+                                        defaults: (defaults.temperature, defaults.topK, defaults.maxTokens))
+        } catch let e as ChatRequest.Invalid {
+            return NanoChatServer.error(.badRequest, e.message)
+        }
+        guard pool.isReady, let engine = pool.engine else {
+            return NanoChatServer.error(.serviceUnavailable, "the model is still loading", type: "unavailable", headers: [.retryAfter: "5"])
+        }
+        let worker: Int
+        do {
+            worker = try await pool.acquire()
+        } catch {
+            return NanoChatServer.error(.serviceUnavailable, "all workers are busy and the queue is full; retry shortly", type: "overloaded", headers: [.retryAfter: "2"])
+        }
+        let tok = engine.tokenizer
+        let prompt = req.promptTokens(tok)
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        let cancel = CancelFlag()
+        continuation.onTermination = { _ in cancel.cancel() }
+        let id = "chatcmpl-\(UUID().uuidString.prefix(12))"
+        let created = Int(Date().timeIntervalSince1970)
+        func chunk(_ delta: [String: Any], finish: String?) -> ByteBuffer {
+            let obj: [String: Any] = ["id": id, "object": "chat.completion.chunk", "created": created, "model": modelName,
+                                      "choices": [["index": 0, "delta": delta, "finish_reason": finish.map { $0 as Any } ?? NSNull()]]]
+            let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+            return ByteBuffer(string: "data: " + String(decoding: d, as: UTF8.self) + "\n\n")
+        }
+        func event(_ obj: [String: Any]) -> ByteBuffer {
+            let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+            return ByteBuffer(string: "data: " + String(decoding: d, as: UTF8.self) + "\n\n")
+        }
+        let assistantEnd = tok.specialID("<|assistant_end|>")
+        let bos = tok.bosID
+        // generation runs on its own thread; the response streams what it yields
+        let thread = Thread {
+            var decoder = StreamingDecoder(tokenizer: tok)
+            var text = ""
+            var count = 0
+            var finish = "length"
+            if openAI && req.stream { continuation.yield(chunk(["role": "assistant", "content": ""], finish: nil)) }
+            do {
+                try engine.generate(prompt, numSamples: 1, maxTokens: req.maxTokens, temperature: req.temperature,
+                                    topK: req.topK > 0 ? req.topK : nil, seed: UInt64.random(in: 0..<(1 << 31))) { col, _ in
+                    let t = col[0]
+                    if t == assistantEnd || t == bos { finish = "stop"; return false }
+                    count += 1
+                    let piece = decoder.push(t)
+                    if !piece.isEmpty {
+                        text += piece
+                        if req.stream {
+                            continuation.yield(openAI ? chunk(["content": piece], finish: nil) : event(["token": piece, "worker": worker]))
+                        }
+                    }
+                    return !cancel.isCancelled
+                }
+            } catch {
+                if req.stream { continuation.yield(event(["error": "\(error)"])) }
+            }
+            let rest = decoder.flush()
+            text += rest
+            if req.stream {
+                if !rest.isEmpty { continuation.yield(openAI ? chunk(["content": rest], finish: nil) : event(["token": rest, "worker": worker])) }
+                if openAI {
+                    continuation.yield(chunk([:], finish: finish))
+                    continuation.yield(ByteBuffer(string: "data: [DONE]\n\n"))
+                } else {
+                    continuation.yield(event(["done": true]))
+                }
+            } else {
+                let obj: [String: Any] = [
+                    "id": id, "object": "chat.completion", "created": created, "model": modelName,
+                    "choices": [["index": 0, "message": ["role": "assistant", "content": text], "finish_reason": finish]],
+                    "usage": ["prompt_tokens": prompt.count, "completion_tokens": count, "total_tokens": prompt.count + count],
+                ]
+                continuation.yield(ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()))
+            }
+            continuation.finish()
+            pool.release(worker, tokens: count)
+            log("\(openAI ? "/v1/chat/completions" : "/chat/completions"): \(req.messages.count) messages, \(prompt.count) prompt tokens, \(count) generated, worker \(worker)\(cancel.isCancelled ? " (client went away)" : "")")
+        }
+        thread.start()
+        let headers: HTTPFields = req.stream
+            ? [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-cache"]
+            : [.contentType: "application/json"]
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            do {
+                for await b in stream { try await writer.write(b) }
+                try await writer.finish(nil)
+            } catch {
+                cancel.cancel()  // the client went away: free the worker at the next token
+                throw error
+            }
+        })
+    }
+
+    /// Runs the server until interrupted; the model loads in the background (/health is 503 until then).
+    public static func run(host: String, port: Int, workers: Int, queueLimit: Int = 64, defaults: Defaults,
+                           loadEngine: @escaping @Sendable () throws -> Engine) async throws {
+        Tensor.gradEnabled = false  // inference only: no op records a graph, on any thread
+        let pool = WorkerPool(size: workers, queueLimit: queueLimit)
+        let router = Self.router(pool: pool, defaults: defaults) { print($0) }
+        router.middlewares.add(NotFoundMiddleware())
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "nanochat"))
+        Thread {
+            do {
+                pool.setEngine(try loadEngine())
+                print("model loaded; chat at http://\(host):\(port)/ (OpenAI API at http://\(host):\(port)/v1)")
+            } catch {
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                exit(1)
+            }
+        }.start()
+        try await app.runService()
+    }
 }

@@ -3,12 +3,12 @@ import Foundation
 import NanoChat
 
 @main
-struct NanoChatCommand: ParsableCommand {
+struct NanoChatCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nanochat",
         abstract: "nanochat in Swift: tokenizer, GPT pretraining, fine-tuning, evaluation and chat.",
         discussion: "Data, tokenizers and checkpoints live under NANOCHAT_BASE_DIR (default ~/.cache/nanochat).",
-        subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, ChatCLICommand.self, BenchCommand.self]
+        subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, ChatCLICommand.self, ChatWebCommand.self, BenchCommand.self]
     )
 }
 

@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+import NanoChat
+import NanoChatServer
+
+struct ChatWebCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat-web",
+        abstract: "Serve the chat page, upstream's streaming API and an OpenAI-compatible API.",
+        discussion: """
+        GET / (the page), POST /chat/completions (upstream's event stream), POST /v1/chat/completions and \\
+        GET /v1/models (OpenAI format, streaming or not), GET /health (503 until the model is loaded), GET /stats. \\
+        Requests beyond --num-workers wait in a bounded queue (503 with Retry-After when it is full).
+        """
+    )
+    @Option(help: "Address to bind (127.0.0.1 keeps it local; 0.0.0.0 serves the network).") var host = NanoChatServer.defaultHost
+    @Option(name: [.customShort("p"), .long], help: "Port.") var port = NanoChatServer.defaultPort
+    @Option(name: [.customShort("n"), .long], help: "Engine workers (concurrent generations).") var numWorkers = 1
+    @Option(help: "Requests that may wait for a worker before new ones get 503.") var queueLimit = 64
+    @Option(name: .customShort("i"), help: "Model source: base, sft or rl.") var source = "sft"
+    @Option(name: .customShort("g"), help: "Model tag.") var modelTag: String?
+    @Option(name: .customShort("s"), help: "Checkpoint step.") var step: Int?
+    @Option(help: "A checkpoint directory instead of <base>/<source>_checkpoints/<tag>.") var checkpoint: String?
+    @Option(name: [.customShort("t"), .long], help: "Default temperature.") var temperature: Float = 0.8
+    @Option(name: [.customShort("k"), .long], help: "Default top-k.") var topK = 50
+    @Option(name: [.customShort("m"), .long], help: "Default max tokens per answer.") var maxTokens = 512
+    @Option(help: "Tokenizer directory.") var tokenizerDir: String?
+
+    func run() async throws {
+        let (source, modelTag, step, checkpoint, tokenizerDir) = (self.source, self.modelTag, self.step, self.checkpoint, self.tokenizerDir)
+        print("nanochat server on http://\(host):\(port)/ (loading the model...)")
+        do {
+            try await NanoChatServer.run(host: host, port: port, workers: numWorkers, queueLimit: queueLimit,
+                                         defaults: .init(temperature: temperature, topK: topK, maxTokens: maxTokens)) {
+                try loadEngine(source: source, tag: modelTag, step: step, checkpoint: checkpoint, tokenizerDir: tokenizerDir).0
+            }
+        } catch let e as NanoChatError {
+            FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
