@@ -37,4 +37,5 @@ echo "Done. Everything is in $NANOCHAT_BASE_DIR (tokenizer/, base_data_climbmix/
 echo "Talk to the model you trained:"
 echo "  $nanochat chat-cli -i base                # in the terminal (Ctrl-C stops an answer, 'quit' leaves)"
 echo "  $nanochat chat-cli -i base -p 'The capital of France is'"
+echo "  $nanochat chat-web -i base               # then open http://127.0.0.1:8000/ (OpenAI API at /v1)"
 echo "Try the tokenizer:  echo '\"Hello world!\"' | $nanochat tok-encode"
