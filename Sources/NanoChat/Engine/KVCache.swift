@@ -54,63 +54,26 @@ public final class KVCache {
     public var bytes: Int { 2 * layers * batch * capacity * kvHeads * headDim * 4 }
 }
 
+extension KVCache {
+    /// Writes a chunk's keys and values ([B, T, Hkv, D]) at the current position of layer `layer`.
+    func append(layer: Int, keys: Tensor, values: Tensor, time t: Int) {
+        let row = kvHeads * headDim
+        for bi in 0..<batch {
+            let base = (bi * capacity + position) * row
+            (k[layer] + base).update(from: keys.data + bi * t * row, count: t * row)
+            (v[layer] + base).update(from: values.data + bi * t * row, count: t * row)
+        }
+    }
+}
+
 extension GPT {
     /// Incremental forward for inference: `idx` is [B, T] new tokens at positions cache.position ..< +T.
     /// Writes their keys and values into the cache and returns the softcapped logits of every new position
     /// ([B*T, vocab]) or, with `lastOnly`, of the last one ([B, vocab]).
     public func forward(_ idx: [Int32], batch b: Int, time t: Int, cache: KVCache, lastOnly: Bool = true) -> Tensor {
         Tensor.withoutGrad {
-            let c = config.n_embd, hd = config.headDim, hkv = config.n_kv_head, h = config.n_head
-            let pos = cache.position
-            precondition(pos + t <= cache.capacity, "KV cache full: \(pos) + \(t) > \(cache.capacity)")
-            precondition(pos + t <= cos.shape[0], "position \(pos + t) past the rotary tables")
-            var x = rmsNorm(embedding(param("transformer.wte.weight"), idx, shape: [b, t]))
-            // smear, continuing from the cached previous embedding; then remember this chunk's last one
-            let pre = Tensor(shape: [b, c], zeroed: false)
-            for bi in 0..<b { (pre.data + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
-            let smeared = smear(x, gate: param("smear_gate.weight"), lambda: param("smear_lambda"))
-            if let prev = cache.prevEmbedding, pos > 0 {
-                let g = param("smear_gate.weight").data, lam = param("smear_lambda").data[0]
-                for bi in 0..<b {
-                    let cur = x.data + bi * t * c, dst = smeared.data + bi * t * c, p = prev + bi * c
-                    let s = 1 / (1 + expf(-dot(g, cur, GPT.smearChannels)))
-                    for j in 0..<c { dst[j] = cur[j] + lam * s * p[j] }
-                }
-            }
-            if cache.prevEmbedding == nil { cache.prevEmbedding = .allocate(capacity: b * c) }
-            cache.prevEmbedding!.update(from: pre.data, count: b * c)
-            x = smeared
-            let x0 = x
-            var saved: Tensor? = nil
-            let resid = param("resid_lambdas"), x0l = param("x0_lambdas")
-            for i in 0..<config.n_layer {
-                let p = "transformer.h.\(i)."
-                x = scalarMix(resid, i, x, x0l, i, x0)
-                let u = rmsNorm(x)
-                let q = linear(u, param(p + "attn.c_q.weight")).reshaped([b, t, h, hd])
-                let k = linear(u, param(p + "attn.c_k.weight")).reshaped([b, t, hkv, hd])
-                var v = linear(u, param(p + "attn.c_v.weight"))
-                if config.hasValueEmbedding(i) {
-                    let ve = embedding(param("value_embeds.\(i).weight"), idx, shape: [b, t])
-                    v = valueEmbeddingMix(v, ve, u: u, gate: param(p + "attn.ve_gate.weight"), kvHeads: hkv)
-                }
-                let qn = rotaryNorm(q, cos: cos, sin: sin, gain: Self.qkGain, positionOffset: pos)
-                let kn = rotaryNorm(k, cos: cos, sin: sin, gain: Self.qkGain, positionOffset: pos)
-                // append this chunk's keys and values
-                let row = hkv * hd
-                for bi in 0..<b {
-                    let base = (bi * cache.capacity + pos) * row
-                    (cache.k[i] + base).update(from: kn.data + bi * t * row, count: t * row)
-                    (cache.v[i] + base).update(from: v.data + bi * t * row, count: t * row)
-                }
-                let y = cachedAttention(qn, cache: cache, layer: i, window: windows[i])
-                x = add(x, linear(y.reshaped([b, t, c]), param(p + "attn.c_proj.weight")))
-                x = add(x, linear(reluSquared(linear(rmsNorm(x), param(p + "mlp.c_fc.weight"))), param(p + "mlp.c_proj.weight")))
-                if i == config.n_layer / 2 { saved = x }
-            }
-            if let saved { x = subtractScaled(x, param("backout_lambda"), saved) }
-            x = rmsNorm(x)
-            cache.position = pos + t
+            let c = config.n_embd
+            var x = hidden(idx, batch: b, time: t, cache: cache)
             if lastOnly && t > 1 {
                 let last = Tensor(shape: [b, c], zeroed: false)
                 for bi in 0..<b { (last.data + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
@@ -118,6 +81,22 @@ extension GPT {
             }
             return LMHead.logits(x, param("lm_head.weight"), vocab: config.vocab_size, softcap: Self.softcap)
         }
+    }
+
+    /// The smear across chunk boundaries: position 0 of this chunk mixes in the cached previous embedding
+    /// (as a full forward would mix in the token before it); then this chunk's last pre-smear embedding is cached.
+    func continueSmear(_ x: Tensor, _ smeared: Tensor, batch b: Int, time t: Int, cache: KVCache) {
+        let c = config.n_embd
+        if let prev = cache.prevEmbedding, cache.position > 0 {
+            let g = param("smear_gate.weight").data, lam = param("smear_lambda").data[0]
+            for bi in 0..<b {
+                let cur = x.data + bi * t * c, dst = smeared.data + bi * t * c, p = prev + bi * c
+                let s = 1 / (1 + expf(-dot(g, cur, GPT.smearChannels)))
+                for j in 0..<c { dst[j] = cur[j] + lam * s * p[j] }
+            }
+        }
+        if cache.prevEmbedding == nil { cache.prevEmbedding = .allocate(capacity: b * c) }
+        for bi in 0..<b { (cache.prevEmbedding! + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
     }
 
     /// Attention of the new queries (positions cache.position ..< +T) over the cached keys their windows allow.
