@@ -99,22 +99,10 @@ struct DatasetShardCommand: ParsableCommand {
             }
             if !current.isEmpty { all.append(current) }
             all = all.filter { !$0.allSatisfy { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D } }
-            guard all.count > valDocs else {
-                throw NanoChatError("only \(all.count) documents; need more than --val-docs \(valDocs)")
-            }
-            var rng = RNG(seed: 42)
-            for i in stride(from: all.count - 1, to: 0, by: -1) { all.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
             let outDir = output.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
-            let train = all.dropLast(valDocs), val = all.suffix(valDocs)
-            var shards: [ArraySlice<[UInt8]>] = stride(from: 0, to: train.count, by: docsPerShard).map {
-                train[$0..<min($0 + docsPerShard, train.count)]
-            }
-            shards.append(val)
-            for (i, shard) in shards.enumerated() {
-                try ParquetWriter.writeTextShard(Array(shard), to: outDir.appendingPathComponent(String(format: "shard_%05d.parquet", i)))
-            }
+            let shardCount = try OfflineCorpus.writeShuffledShards(all, to: outDir, valDocs: valDocs, docsPerShard: docsPerShard)
             let chars = all.reduce(0) { $0 + $1.count }
-            print("wrote \(shards.count) shards (\(shards.count - 1) train + 1 val) of \(all.count) documents, \(chars / 1_000_000) MB, to \(outDir.path)")
+            print("wrote \(shardCount) shards (\(shardCount - 1) train + 1 val) of \(all.count) documents, \(chars / 1_000_000) MB, to \(outDir.path)")
         }
     }
 }

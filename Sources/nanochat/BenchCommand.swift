@@ -79,13 +79,8 @@ struct BenchTokenizer: ParsableCommand {
             var used: [[UInt8]] = []
             var chars = 0
             try docs.forEach { d in
-                var c = 0
-                var end = d.count
-                for (i, b) in d.enumerated() where b & 0xC0 != 0x80 {
-                    if c == docCap { end = i; break }
-                    c += 1
-                }
-                used.append(Array(d[..<end]))
+                let (cropped, c) = TokTrain.cropToCodePoints(d, docCap)
+                used.append(cropped)
                 chars += c
                 return chars <= maxChars
             }

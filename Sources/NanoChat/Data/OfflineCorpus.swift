@@ -53,6 +53,21 @@ public enum OfflineCorpus {
         guard documents.count > valDocs else {
             throw NanoChatError("only \(documents.count) documents from the offline sources; install them with scripts/bootstrap --with-data")
         }
+        let shardCount = try writeShuffledShards(documents, to: output, valDocs: valDocs, docsPerShard: docsPerShard)
+        let total = reports.reduce(0) { $0 + $1.characters }
+        log(String(format: "total %d documents, %d characters (~%.1fM tokens): %d train shards + 1 val shard in %@",
+                   documents.count, total, Double(total) / 4.3 / 1e6, shardCount - 1, output.path))
+        return reports
+    }
+
+    /// Shuffles documents with a fixed seed and writes them as parquet shards in upstream's layout: training
+    /// shards of `docsPerShard`, then a last shard of `valDocs` (the validation split). Old shards are removed.
+    /// Returns the number of shards written.
+    public static func writeShuffledShards(_ docs: [[UInt8]], to output: URL, valDocs: Int, docsPerShard: Int) throws -> Int {
+        guard docs.count > valDocs else {
+            throw NanoChatError("only \(docs.count) documents; need more than the \(valDocs) of the validation shard")
+        }
+        var documents = docs
         var rng = RNG(seed: 42)
         for i in stride(from: documents.count - 1, to: 0, by: -1) { documents.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
         let train = documents.dropLast(valDocs), val = documents.suffix(valDocs)
@@ -67,10 +82,7 @@ public enum OfflineCorpus {
         for (i, shard) in shards.enumerated() {
             try ParquetWriter.writeTextShard(Array(shard), to: output.appendingPathComponent(String(format: "shard_%05d.parquet", i)))
         }
-        let total = reports.reduce(0) { $0 + $1.characters }
-        log(String(format: "total %d documents, %d characters (~%.1fM tokens): %d train shards + 1 val shard in %@",
-                   documents.count, total, Double(total) / 4.3 / 1e6, shards.count - 1, output.path))
-        return reports
+        return shards.count
     }
 
     /// Paragraphs (blank-line separated) merged into documents of about `docChars`, skipping paragraphs of

@@ -41,14 +41,10 @@ public enum Verify {
         return try runModel(file, config: meta.config, windows: meta.window_sizes?.map { $0[0] })
     }
 
-    static func loadParams(_ model: GPT, from file: SafeTensorsFile, prefix: String) throws {
-        try Checkpoints.loadParameters(model, from: file, prefix: prefix)
-    }
-
     static func runModel(_ file: SafeTensorsFile, config: GPTConfig, windows: [Int]?) throws -> [Comparison] {
         let model = try GPT(config: config)
         if let windows { model.windows = windows }
-        try loadParams(model, from: file, prefix: "param.")
+        try Checkpoints.loadParameters(model, from: file, prefix: "param.")
         let (ishape, idx) = try file.ints("input.idx")
         let (_, targets) = try file.ints("input.targets")
         let b = ishape[0], t = ishape[1]
@@ -69,7 +65,7 @@ public enum Verify {
 
     static func runOptimizer(_ file: SafeTensorsFile, config: GPTConfig, metaText: String) throws -> [Comparison] {
         let model = try GPT(config: config)
-        try loadParams(model, from: file, prefix: "param_before.")
+        try Checkpoints.loadParameters(model, from: file, prefix: "param_before.")
         let groups = try OptimizerGroupSpec.parse(fixtureMeta: metaText)
         let opt = try MuonAdamW(model: model, groups: groups)
         guard let obj = try JSONSerialization.jsonObject(with: Data(metaText.utf8)) as? [String: Any],

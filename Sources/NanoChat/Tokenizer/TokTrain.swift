@@ -69,7 +69,7 @@ public enum TokTrain {
     }
 
     /// The first `cap` code points of a UTF-8 document, and how many code points that is.
-    static func cropToCodePoints(_ doc: [UInt8], _ cap: Int) -> ([UInt8], Int) {
+    public static func cropToCodePoints(_ doc: [UInt8], _ cap: Int) -> ([UInt8], Int) {
         var chars = 0
         for (i, b) in doc.enumerated() where b & 0xC0 != 0x80 {
             if chars == cap { return (Array(doc[..<i]), chars) }
