@@ -8,6 +8,8 @@ public struct ChatRequest {
     public var topK: Int
     public var maxTokens: Int
     public var stream: Bool
+    /// Sampling seed (OpenAI's `seed`): the same seed and request give the same answer; nil draws one.
+    public var seed: UInt64?
 
     public struct Invalid: Error { public let message: String }
 
@@ -52,7 +54,7 @@ public struct ChatRequest {
         if !system.isEmpty, messages[0].0 == "user" { messages[0].1 = system.joined(separator: "\n\n") + "\n\n" + messages[0].1 }
         // typed decoding tells a number from a boolean (JSONSerialization on Linux cannot)
         struct Params: Decodable {
-            var temperature: Double?, top_k: Double?, max_tokens: Double?, max_completion_tokens: Double?, n: Double?
+            var temperature: Double?, top_k: Double?, max_tokens: Double?, max_completion_tokens: Double?, n: Double?, seed: Double?
             var stream: Bool?
         }
         let params: Params
@@ -84,7 +86,12 @@ public struct ChatRequest {
         var stream = !openAI
         if openAI, let b = params.stream { stream = b }
         if openAI, let n = try number("n"), n != 1 { throw Invalid(message: "n: only 1 is supported") }
-        return ChatRequest(messages: messages, temperature: Float(temperature), topK: Int(topK), maxTokens: Int(maxTokens), stream: stream)
+        var seed: UInt64?
+        if let s = params.seed {
+            guard s >= 0 && s < 9.0e15 && s == s.rounded() else { throw Invalid(message: "seed: must be a non-negative integer, got \(s)") }
+            seed = UInt64(s)
+        }
+        return ChatRequest(messages: messages, temperature: Float(temperature), topK: Int(topK), maxTokens: Int(maxTokens), stream: stream, seed: seed)
     }
 
     /// Upstream's prompt: BOS, each turn in its special tokens, then <|assistant_start|>.

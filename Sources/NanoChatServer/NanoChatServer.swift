@@ -137,7 +137,7 @@ public enum NanoChatServer {
             if openAI && req.stream { continuation.yield(chunk(["role": "assistant", "content": ""], finish: nil)) }
             do {
                 try engine.generate(prompt, numSamples: 1, maxTokens: req.maxTokens, temperature: req.temperature,
-                                    topK: req.topK > 0 ? req.topK : nil, seed: UInt64.random(in: 0..<(1 << 31))) { col, _ in
+                                    topK: req.topK > 0 ? req.topK : nil, seed: req.seed ?? UInt64.random(in: 0..<(1 << 31))) { col, _ in
                     let t = col[0]
                     if t == assistantEnd || t == bos { finish = "stop"; return false }
                     count += 1
@@ -194,6 +194,7 @@ public enum NanoChatServer {
     public static func run(host: String, port: Int, workers: Int, queueLimit: Int = 64, defaults: Defaults,
                            loadEngine: @escaping @Sendable () throws -> Engine) async throws {
         Tensor.gradEnabled = false  // inference only: no op records a graph, on any thread
+        Threading.shareCores(among: workers)  // concurrent generations split the cores instead of fighting over them
         let pool = WorkerPool(size: workers, queueLimit: queueLimit)
         let router = Self.router(pool: pool, defaults: defaults) { print($0) }
         router.middlewares.add(NotFoundMiddleware())

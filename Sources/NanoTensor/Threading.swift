@@ -17,11 +17,23 @@ public enum Threading {
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
 
-    /// Runs `body(i)` for i in 0..<count on up to `workers` threads and returns when all are done.
-    /// With `count <= 1` or one worker it runs inline, so callers need no special case.
+    /// Threads one caller may use: all of `workers`, unless `shareCores(among:)` split them between callers
+    /// that run at the same time (the server's engine workers).
+    public private(set) static var threadsPerCaller: Int = workers
+
+    /// Splits the cores between `callers` threads that compute concurrently: each then runs its kernels and its
+    /// BLAS calls on `workers / callers` threads (at least one), so N concurrent generations never ask for N
+    /// times the cores. Call once, before those threads start.
+    public static func shareCores(among callers: Int) {
+        threadsPerCaller = max(1, workers / max(1, callers))
+        setBLASThreads(threadsPerCaller)
+    }
+
+    /// Runs `body(i)` for i in 0..<count on up to `threadsPerCaller` threads and returns when all are done.
+    /// With `count <= 1` or one thread it runs inline, so callers need no special case.
     public static func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         if count <= 0 { return }
-        if count == 1 || workers == 1 {
+        if count == 1 || threadsPerCaller == 1 {
             for i in 0..<count { body(i) }
             return
         }
@@ -30,7 +42,7 @@ public enum Threading {
         withoutActuallyEscaping(body) { body in
             DispatchQueue.concurrentPerform(iterations: count, execute: body)
         }
-        setBLASThreads(workers)
+        setBLASThreads(threadsPerCaller)
     }
 
     /// Splits 0..<n into `parts` contiguous ranges of near-equal size (the first ones one longer).

@@ -1,13 +1,17 @@
 import ArgumentParser
 import Foundation
 import NanoChat
+import NanoChatServer
 import NanoTensor
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print the figures the issues ask for, beside the reference where one exists.",
-        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self, BenchInfer.self]
+        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self, BenchInfer.self, BenchServe.self]
     )
 }
 
@@ -309,4 +313,98 @@ struct BenchInfer: ParsableCommand {
             }
         }
     }
+}
+
+struct BenchServe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Load test of chat-web: concurrent streaming clients, requests/s, time to first token, server memory.",
+        discussion: """
+        Starts `nanochat chat-web` with --workers on a free port (or uses --url), fetches each prompt's greedy answer \
+        alone, then runs --clients concurrent streaming clients on /v1/chat/completions for --seconds. Any streamed \
+        answer that differs from its reference counts as a mismatch (a lost or mixed-up token). The server's resident \
+        memory is sampled twice a second when this command started it.
+        """
+    )
+    @Option(help: "A running server (default: start chat-web here).") var url: String?
+    @Option(help: "Concurrent streaming clients.") var clients = 16
+    @Option(help: "Engine workers of the server this command starts.") var workers = 2
+    @Option(help: "Seconds of load.") var seconds = 60.0
+    @Option(help: "Max tokens per answer.") var maxTokens = 64
+    @Option(help: "Distinct prompts (up to \(LoadTest.promptTexts.count)).") var prompts = 8
+    @Option(name: .customShort("i"), help: "Model source for the server: base, sft or rl.") var source = "base"
+    @Option(name: .customShort("g"), help: "Model tag.") var modelTag: String?
+    @Option(help: "A checkpoint directory.") var checkpoint: String?
+
+    func run() throws {
+        try runReportingErrors {
+            var server: Process?
+            var base = url ?? ""
+            if url == nil {
+                let port = try freePort()
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+                p.arguments = ["chat-web", "-i", source, "--port", "\(port)", "--num-workers", "\(workers)"]
+                    + (modelTag.map { ["-g", $0] } ?? []) + (checkpoint.map { ["--checkpoint", $0] } ?? [])
+                p.standardOutput = FileHandle.nullDevice
+                try p.run()
+                server = p
+                base = "http://127.0.0.1:\(port)/"
+            }
+            defer { server?.terminate(); server?.waitUntilExit() }
+            guard let baseURL = URL(string: base) else { throw NanoChatError("--url: not a URL: \(base)") }
+            try waitForHealth(baseURL, server: server)
+            var test = LoadTest(baseURL: baseURL)
+            test.clients = clients; test.seconds = seconds; test.maxTokens = maxTokens
+            test.prompts = max(1, min(prompts, LoadTest.promptTexts.count)); test.serverPID = server?.processIdentifier
+            print("load: \(clients) streaming clients, \(url == nil ? "\(workers) workers" : base), \(Int(seconds)) s, max_tokens \(maxTokens), greedy, \(test.prompts) prompts")
+            let r = try test.run { print($0); fflush(stdout) }
+            print(String(format: "requests: %d ok, %d errors, %d mismatched answers (server counted %d requests, %d tokens; %d distinct reference answers)",
+                         r.requests, r.errors, r.mismatches, r.serverRequestsServed, r.serverTokensServed, r.distinctAnswers))
+            for e in r.firstErrors { print("  error: \(e)") }
+            print(String(format: "throughput: %.2f requests/s, %.1f streamed tokens/s over %.1f s", r.requestsPerSecond, r.tokensPerSecond, r.wall))
+            print(String(format: "time to first token: p50 %.3f s, p99 %.3f s (max %.3f); whole answer p50 %.2f s, p99 %.2f s",
+                         r.percentile(r.ttft, 50), r.percentile(r.ttft, 99), r.ttft.max() ?? .nan,
+                         r.percentile(r.latency, 50), r.percentile(r.latency, 99)))
+            if let (early, late) = r.rssEarlyLate {
+                let peak = r.rssMB.map(\.mb).max() ?? 0
+                print(String(format: "server memory: %.0f MB early, %.0f MB late (%+.1f%%), peak %.0f MB, %d samples",
+                             early, late, (late - early) / early * 100, peak, r.rssMB.count))
+            }
+            if r.errors > 0 || r.mismatches > 0 { throw NanoChatError("the load test saw \(r.errors) errors and \(r.mismatches) mismatched answers") }
+        }
+    }
+
+    func waitForHealth(_ base: URL, server: Process?) throws {
+        let session = URLSession(configuration: .default)
+        for _ in 0..<600 {
+            if let s = server, !s.isRunning { throw NanoChatError("chat-web exited with status \(s.terminationStatus) before it was ready") }
+            var req = URLRequest(url: base.appendingPathComponent("health"))
+            req.timeoutInterval = 2
+            let done = DispatchSemaphore(value: 0)
+            nonisolated(unsafe) var ok = false
+            session.dataTask(with: req) { _, resp, _ in ok = (resp as? HTTPURLResponse)?.statusCode == 200; done.signal() }.resume()
+            done.wait()
+            if ok { return }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        throw NanoChatError("the server at \(base) did not become ready within 2 minutes")
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw NanoChatError("could not open a socket") }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard ok else { throw NanoChatError("could not bind a free port") }
+    return Int(UInt16(bigEndian: addr.sin_port))
 }

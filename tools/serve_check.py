@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""End-to-end checks of `nanochat chat-web` as real clients see it (test tooling only):
+
+  openai   the official `openai` Python package against /v1: models, a completion, the same completion
+           streamed (the chunks must add up to the same text at temperature 0), usage, finish_reason, and a
+           400 that names the bad field.
+  browser  Debian's chromium, headless, driven by selenium through chromedriver: the page loads, a message
+           typed and sent with the keyboard streams an answer in (seen growing), tok/s is shown, the answer equals
+           the API's greedy answer, the conversation survives a reload (localStorage), regenerate, edit, stop
+           (the worker is freed), copy, markdown code blocks, and a 390 px phone width without sideways scrolling.
+
+Starts the server itself on a free port with 2 workers and stops it at the end.
+
+usage: serve_check.py NANOCHAT_BINARY BASE_DIR [--only openai|browser]
+   BASE_DIR holds tokenizer/ and base_checkpoints/<tag>/ (scripts/test trains a tiny one).
+Prints one PASS/FAIL line per check, SKIP lines for what cannot run here, then "serve_check: N passed, M failed".
+"""
+import json, os, socket, subprocess, sys, time, urllib.request
+
+results = []
+
+
+def check(name, cond, detail=""):
+    results.append(bool(cond))
+    print(("PASS " if cond else "FAIL ") + name + ("" if cond or not detail else ": " + str(detail)[:400]), flush=True)
+    return cond
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http_json(url, body=None, timeout=60):
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def start_server(binary, base, port):
+    env = dict(os.environ, NANOCHAT_BASE_DIR=base)
+    log = open(os.path.join(base, "chat-web.log"), "w")
+    proc = subprocess.Popen([binary, "chat-web", "-i", "base", "--port", str(port), "--num-workers", "2"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if http_json(f"http://127.0.0.1:{port}/health", timeout=2).get("ready"):
+                return proc
+        except Exception:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    log.close()
+    print(open(os.path.join(base, "chat-web.log")).read())
+    raise SystemExit("serve_check: the server did not become ready")
+
+
+def greedy_answer(port, messages, max_tokens):
+    """The server's answer at temperature 0 through upstream's route (what the page uses), as one string."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/chat/completions",
+                                 data=json.dumps({"messages": messages, "temperature": 0, "max_tokens": max_tokens}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    text = ""
+    with urllib.request.urlopen(req, timeout=120) as r:
+        for event in r.read().decode().split("\n\n"):
+            if event.startswith("data: "):
+                text += json.loads(event[6:]).get("token", "")
+    return text
+
+
+def openai_checks(port):
+    try:
+        import openai
+    except ImportError:
+        print("!! SKIP openai client checks: the openai package is not installed")
+        return
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0)
+    models = [m.id for m in client.models.list().data]
+    check("openai: models.list names nanochat", "nanochat" in models, models)
+
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me about Emma."}]
+    r = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=24, temperature=0)
+    text = r.choices[0].message.content
+    check("openai: completion has text", isinstance(text, str) and len(text) > 0, r)
+    check("openai: role and finish_reason", r.choices[0].message.role == "assistant"
+          and r.choices[0].finish_reason in ("stop", "length"), r)
+    u = r.usage
+    check("openai: usage adds up", u is not None and u.prompt_tokens > 0 and 0 < u.completion_tokens <= 24
+          and u.total_tokens == u.prompt_tokens + u.completion_tokens, u)
+
+    stream = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=24, temperature=0, stream=True)
+    pieces, finish, roles, n = [], None, [], 0
+    for chunk in stream:
+        n += 1
+        d = chunk.choices[0].delta
+        if d.role:
+            roles.append(d.role)
+        if d.content:
+            pieces.append(d.content)
+        if chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+    check("openai: stream arrives in several chunks", n > 3 and roles[:1] == ["assistant"], (n, roles))
+    check("openai: streamed text equals the non-streamed text (temperature 0)", "".join(pieces) == text,
+          ("".join(pieces), text))
+    check("openai: stream ends with a finish_reason", finish == r.choices[0].finish_reason, finish)
+
+    r2 = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=8, temperature=1.0, seed=7,
+                                        extra_body={"top_k": 1})
+    check("openai: top_k=1 through extra_body is greedy", text.startswith(r2.choices[0].message.content)
+          or r2.choices[0].finish_reason == "stop", (r2.choices[0].message.content, text))
+    try:
+        client.chat.completions.create(model="nanochat", messages=messages, temperature=7)
+        check("openai: temperature 7 is refused", False, "no error raised")
+    except openai.BadRequestError as e:
+        check("openai: temperature 7 is refused with 400 naming the field", e.status_code == 400 and "temperature" in str(e), e)
+    try:
+        client.chat.completions.create(model="nanochat", messages=[])
+        check("openai: empty messages refused", False, "no error raised")
+    except openai.BadRequestError as e:
+        check("openai: empty messages refused with 400", e.status_code == 400 and "messages" in str(e), e)
+
+
+def find(paths):
+    return next((p for p in paths if os.path.exists(p)), None)
+
+
+def browser_checks(port):
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+        from selenium.webdriver.support.ui import WebDriverWait
+    except ImportError:
+        print("!! SKIP browser checks: selenium is not installed")
+        return
+    chromium = find(["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"])
+    driver_bin = find(["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
+    if not chromium or not driver_bin:
+        print("!! SKIP browser checks: chromium or chromedriver is missing (apt-get install chromium chromium-driver)")
+        return
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,800"]:
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(url)
+        driver.execute_script("localStorage.clear()")
+        driver.get(url)
+        check("browser: page loads, input focused", driver.title.lower().startswith("nanochat")
+              and driver.switch_to.active_element.get_attribute("id") == "input", driver.title)
+        time.sleep(0.5)
+        check("browser: no error banner (health reached)", not driver.find_element(By.ID, "error").is_displayed())
+
+        # Watch the answer grow: record the length of the last assistant body at every DOM change.
+        driver.execute_script("""
+            window.__lengths = [];
+            new MutationObserver(() => {
+              const b = document.querySelectorAll('.msg.assistant .body');
+              if (b.length) window.__lengths.push(b[b.length - 1].innerHTML.length);
+            }).observe(document.getElementById('chat'), {childList: true, subtree: true, characterData: true});""")
+        box = driver.find_element(By.ID, "input")
+        box.send_keys("/temperature 0", Keys.ENTER)
+        wait.until(lambda d: "temperature set to 0" in d.find_element(By.ID, "chat").text)
+        box.send_keys("Who is Mr. Knightley?", Keys.ENTER)
+        wait.until(lambda d: d.find_element(By.ID, "stop").is_displayed() or d.execute_script(
+            "return JSON.parse(localStorage.nanochat).messages.some(m => m.role === 'assistant')"))
+        wait.until(lambda d: d.find_element(By.ID, "send").is_displayed())
+        lengths = driver.execute_script("return window.__lengths")
+        grew = sorted(set(l for l in lengths if l > 0))
+        check("browser: the streamed answer appears token by token", len(grew) >= 3, lengths[:20])
+        state = driver.execute_script("return JSON.parse(localStorage.nanochat)")
+        convo = [m for m in state["messages"] if m["role"] in ("user", "assistant")]
+        answer = convo[-1]["content"] if convo and convo[-1]["role"] == "assistant" else ""
+        check("browser: answer shown and stored", len(answer) > 0 and len(convo) == 2, state)
+        expected = greedy_answer(port, [{"role": "user", "content": "Who is Mr. Knightley?"}], 512)
+        check("browser: the page's answer equals the server's greedy answer", answer == expected, (answer[:80], expected[:80]))
+        check("browser: tok/s shown", "tok/s" in driver.find_element(By.ID, "speed").text
+              and "tok/s" in driver.find_element(By.CSS_SELECTOR, ".msg.assistant .tools").text)
+
+        driver.refresh()
+        bubbles = driver.find_elements(By.CSS_SELECTOR, ".msg.user, .msg.assistant")
+        check("browser: conversation survives a reload (localStorage)", len(bubbles) == 2
+              and bubbles[0].text == "Who is Mr. Knightley?", [b.text[:40] for b in bubbles])
+
+        # Regenerate: same greedy answer again, still one user + one assistant message
+        driver.find_element(By.XPATH, "//div[contains(@class,'assistant')]//button[text()='Regenerate']").click()
+        wait.until(lambda d: d.find_element(By.ID, "send").is_displayed() and d.execute_script(
+            "const m = JSON.parse(localStorage.nanochat).messages; return m.length && m[m.length-1].role === 'assistant'"))
+        state = driver.execute_script("return JSON.parse(localStorage.nanochat)")
+        convo = [m for m in state["messages"] if m["role"] in ("user", "assistant")]
+        check("browser: regenerate replaces the answer", len(convo) == 2 and convo[1]["content"] == expected,
+              [m["content"][:40] for m in convo])
+
+        # Copy (clipboard permission granted through the DevTools protocol)
+        driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": url.rstrip("/"),
+                               "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
+        copy = driver.find_element(By.XPATH, "//div[contains(@class,'assistant')]//button[text()='Copy']")
+        copy.click()
+        wait.until(lambda d: copy.text == "Copied")
+        clip = driver.execute_async_script("navigator.clipboard.readText().then(arguments[0], e => arguments[0]('ERR ' + e))")
+        check("browser: copy puts the answer on the clipboard", clip == expected, clip[:80])
+
+        # Edit: Tab to the user message, Enter puts it back in the input and drops what follows
+        user = driver.find_element(By.CSS_SELECTOR, ".msg.user")
+        driver.execute_script("arguments[0].focus()", user)
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        box = driver.find_element(By.ID, "input")
+        check("browser: edit puts the message back in the input", box.get_attribute("value") == "Who is Mr. Knightley?"
+              and not driver.find_elements(By.CSS_SELECTOR, ".msg.assistant"))
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("Who is Emma?", Keys.ENTER)
+        wait.until(lambda d: d.find_element(By.ID, "send").is_displayed() and d.find_elements(By.CSS_SELECTOR, ".msg.assistant"))
+        state = driver.execute_script("return JSON.parse(localStorage.nanochat)")
+        convo = [m for m in state["messages"] if m["role"] in ("user", "assistant")]
+        check("browser: the edited message is sent instead", [m["role"] for m in convo] == ["user", "assistant"]
+              and convo[0]["content"] == "Who is Emma?", [m["content"][:40] for m in convo])
+
+        # Stop: click Stop as soon as the first token shows; the answer is cut short and the worker comes back
+        driver.execute_script("""
+            window.__stopped = false;
+            new MutationObserver(() => {
+              const b = document.querySelectorAll('.msg.assistant .body');
+              if (!window.__stopped && b.length && b[b.length-1].textContent.length > 0 && !document.getElementById('stop').hidden
+                  && document.getElementById('stop').style.display !== 'none') { window.__stopped = true; document.getElementById('stop').click(); }
+            }).observe(document.getElementById('chat'), {childList: true, subtree: true, characterData: true});""")
+        box.send_keys("/clear", Keys.ENTER)
+        box.send_keys("Who is Mr. Knightley?", Keys.ENTER)
+        wait.until(lambda d: d.execute_script("return window.__stopped") and d.find_element(By.ID, "send").is_displayed())
+        state = driver.execute_script("return JSON.parse(localStorage.nanochat)")
+        got = [m["content"] for m in state["messages"] if m["role"] == "assistant"]
+        check("browser: stop cuts the answer short", len(got) == 1 and 0 < len(got[0]) < len(expected) and expected.startswith(got[0]),
+              (got, len(expected)))
+        freed = False
+        for _ in range(50):
+            if http_json(f"http://127.0.0.1:{port}/stats")["available_workers"] == 2:
+                freed = True
+                break
+            time.sleep(0.1)
+        check("browser: stop frees the server's worker", freed)
+
+        # Markdown: code blocks escaped and fenced, inline code, bold
+        html = driver.execute_script("return markdown('Say **hi**: `x`\\n```py\\nif a < b:\\n    pass\\n```')")
+        check("browser: markdown code blocks", "<pre><code>if a &lt; b:\n    pass</code></pre>" in html
+              and "<strong>hi</strong>" in html and "<code>x</code>" in html, html)
+
+        # Phone width: nothing wider than the screen, the input and send button visible
+        driver.set_window_size(390, 844)
+        driver.refresh()
+        time.sleep(0.3)
+        width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        check("browser: readable at 390 px (no sideways scroll)", width[0] <= width[1]
+              and driver.find_element(By.ID, "send").is_displayed() and driver.find_element(By.ID, "input").is_displayed(), width)
+        driver.save_screenshot(os.path.join(os.environ.get("SERVE_CHECK_SHOTS", "/tmp"), "nanochat_phone.png"))
+    finally:
+        driver.quit()
+
+
+def main():
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
+    binary, base = sys.argv[1], sys.argv[2]
+    only = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--only" else None
+    port = free_port()
+    proc = start_server(binary, base, port)
+    try:
+        if only in (None, "openai"):
+            openai_checks(port)
+        if only in (None, "browser"):
+            browser_checks(port)
+        check("server still up and healthy", proc.poll() is None and http_json(f"http://127.0.0.1:{port}/health")["ready"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    failed = results.count(False)
+    print(f"serve_check: {len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
