@@ -116,13 +116,13 @@ public enum NanoChatServer {
         continuation.onTermination = { _ in cancel.cancel() }
         let id = "chatcmpl-\(UUID().uuidString.prefix(12))"
         let created = Int(Date().timeIntervalSince1970)
-        func chunk(_ delta: [String: Any], finish: String?) -> ByteBuffer {
+        @Sendable func chunk(_ delta: [String: Any], finish: String?) -> ByteBuffer {
             let obj: [String: Any] = ["id": id, "object": "chat.completion.chunk", "created": created, "model": modelName,
                                       "choices": [["index": 0, "delta": delta, "finish_reason": finish.map { $0 as Any } ?? NSNull()]]]
             let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
             return ByteBuffer(string: "data: " + String(decoding: d, as: UTF8.self) + "\n\n")
         }
-        func event(_ obj: [String: Any]) -> ByteBuffer {
+        @Sendable func event(_ obj: [String: Any]) -> ByteBuffer {
             let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
             return ByteBuffer(string: "data: " + String(decoding: d, as: UTF8.self) + "\n\n")
         }

@@ -12,21 +12,28 @@ import FoundationNetworking
 final class ServerTests: XCTestCase {
     /// A random model; `long` makes it big enough that answers take seconds, and greedy decoding never picks a
     /// special token (their lm_head rows are zero, so some byte always scores higher), so answers run to max_tokens.
-    static func engine(long: Bool = false) throws -> Engine {
+    /// `varied` also fills the zero-initialised projections, so that the answer depends on the prompt.
+    static func engine(long: Bool = false, varied: Bool = false) throws -> Engine {
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] }, specialTokens: specialTokenNames)
         let model = try GPT(config: GPTConfig(sequence_len: long ? 512 : 256, vocab_size: tok.vocabSize, n_layer: long ? 4 : 2,
                                               n_head: 2, n_kv_head: 2, n_embd: long ? 256 : 32, window_pattern: "L"))
         let head = model.param("lm_head.weight")
         for v in 0..<head.shape[0] { for j in 0..<head.shape[1] { head.data[v * head.shape[1] + j] = v >= 256 ? 0 : Float((v * 7 + j * 13) % 17) - 8 } }
+        if varied {
+            var rng = RNG(seed: 11)
+            for (name, p) in model.parameters where name.hasSuffix("c_proj.weight") {
+                for i in 0..<p.count { p.data[i] = Float(rng.next() % 2001) / 1000 - 1 }
+            }
+        }
         return Engine(model: model, tokenizer: tok)
     }
 
-    func withServer(workers: Int = 1, queueLimit: Int = 4, ready: Bool = true, long: Bool = false,
+    func withServer(workers: Int = 1, queueLimit: Int = 4, ready: Bool = true, long: Bool = false, varied: Bool = false,
                     _ body: (Int, WorkerPool) async throws -> Void) async throws {
         Tensor.gradEnabled = false
         defer { Tensor.gradEnabled = true }
         let pool = WorkerPool(size: workers, queueLimit: queueLimit)
-        if ready { pool.setEngine(try Self.engine(long: long)) }
+        if ready { pool.setEngine(try Self.engine(long: long, varied: varied)) }
         let router = NanoChatServer.router(pool: pool, defaults: .init(temperature: 0, topK: 50, maxTokens: 16))
         router.middlewares.add(NanoChatServer.NotFoundMiddleware())
         let portBox = PortBox()
@@ -128,6 +135,23 @@ final class ServerTests: XCTestCase {
             XCTAssertTrue(text2.contains("\"done\":true"))
             try await Task.sleep(nanoseconds: 200_000_000)
             XCTAssertEqual(pool.stats["available_workers"], 1)
+        }
+    }
+
+    /// Concurrent streaming clients against 2 workers: every streamed answer equals the same prompt's answer
+    /// fetched alone (no lost or mixed-up token), and the server counts exactly the requests the clients saw.
+    func testConcurrentStreamsKeepTheirOwnTokens() async throws {
+        try await withServer(workers: 2, queueLimit: 16, varied: true) { port, pool in
+            var test = LoadTest(baseURL: URL(string: "http://127.0.0.1:\(port)/")!)
+            test.clients = 6; test.seconds = 3; test.maxTokens = 24; test.prompts = 6
+            let report = try await Task.detached { try test.run() }.value
+            XCTAssertEqual(report.errors, 0, report.firstErrors.joined(separator: "\n"))
+            XCTAssertEqual(report.mismatches, 0, report.firstErrors.joined(separator: "\n"))
+            XCTAssertGreaterThan(report.requests, 6)
+            XCTAssertGreaterThan(report.distinctAnswers, 1, "the prompts must give different answers for mix-ups to show")
+            XCTAssertEqual(report.serverRequestsServed, report.requests)
+            XCTAssertEqual(report.ttft.count, report.requests)
+            XCTAssertEqual(pool.stats["available_workers"], 2)
         }
     }
 }

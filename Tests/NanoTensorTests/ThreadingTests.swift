@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 import NanoTensor
 
@@ -19,6 +20,24 @@ final class ThreadingTests: XCTestCase {
             Threading.parallelFor(1000) { h[$0] += 1 }
         }
         XCTAssertEqual(hits, Array(repeating: 1, count: 1000))
+    }
+
+    func testSharingCoresGivesEachCallerItsPart() {
+        defer { Threading.shareCores(among: 1) }
+        Threading.shareCores(among: Threading.workers)
+        XCTAssertEqual(Threading.threadsPerCaller, 1)
+        XCTAssertEqual(Threading.blasThreads, 1)
+        Threading.shareCores(among: 4 * Threading.workers)  // more callers than cores: still one thread each
+        XCTAssertEqual(Threading.threadsPerCaller, 1)
+        // two callers at once, each running its own parallel loops: every index once, nothing lost
+        var hits = [Int](repeating: 0, count: 2000)
+        hits.withUnsafeMutableBufferPointer { h in
+            let h = h
+            DispatchQueue.concurrentPerform(iterations: 2) { c in Threading.parallelFor(1000) { h[c * 1000 + $0] += 1 } }
+        }
+        XCTAssertEqual(hits, Array(repeating: 1, count: 2000))
+        Threading.shareCores(among: 1)
+        XCTAssertEqual(Threading.threadsPerCaller, Threading.workers)
     }
 
     func testSgemmMatchesNaiveProduct() {
