@@ -226,28 +226,34 @@ def browser_checks(port):
         check("browser: the edited message is sent instead", [m["role"] for m in convo] == ["user", "assistant"]
               and convo[0]["content"] == "Who is Emma?", [m["content"][:40] for m in convo])
 
-        # Stop: click Stop as soon as the first token shows; the answer is cut short and the worker comes back
-        driver.execute_script("""
-            window.__stopped = false;
-            new MutationObserver(() => {
-              const b = document.querySelectorAll('.msg.assistant .body');
-              if (!window.__stopped && b.length && b[b.length-1].textContent.length > 0 && !document.getElementById('stop').hidden
-                  && document.getElementById('stop').style.display !== 'none') { window.__stopped = true; document.getElementById('stop').click(); }
-            }).observe(document.getElementById('chat'), {childList: true, subtree: true, characterData: true});""")
-        box.send_keys("/clear", Keys.ENTER)
-        box.send_keys("Who is Mr. Knightley?", Keys.ENTER)
-        wait.until(lambda d: d.execute_script("return window.__stopped") and d.find_element(By.ID, "send").is_displayed())
-        state = driver.execute_script("return JSON.parse(localStorage.nanochat)")
-        got = [m["content"] for m in state["messages"] if m["role"] == "assistant"]
-        check("browser: stop cuts the answer short", len(got) == 1 and 0 < len(got[0]) < len(expected) and expected.startswith(got[0]),
-              (got, len(expected)))
-        freed = False
-        for _ in range(50):
-            if http_json(f"http://127.0.0.1:{port}/stats")["available_workers"] == 2:
-                freed = True
-                break
-            time.sleep(0.1)
-        check("browser: stop frees the server's worker", freed)
+        # Stop, by the button and by Esc, as soon as the first token shows: the answer is cut short and the
+        # server's worker comes back
+        for how, action in [("the Stop button", "document.getElementById('stop').click()"),
+                            ("Esc", "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))")]:
+            driver.execute_script("""
+                window.__stopped = false;
+                const obs = new MutationObserver(() => {
+                  const b = document.querySelectorAll('.msg.assistant .body');
+                  if (!window.__stopped && b.length && b[b.length-1].textContent.length > 0
+                      && document.getElementById('stop').style.display !== 'none') {
+                    window.__stopped = true; obs.disconnect(); %s;
+                  }
+                });
+                obs.observe(document.getElementById('chat'), {childList: true, subtree: true, characterData: true});""" % action)
+            box.send_keys("/clear", Keys.ENTER)
+            box.send_keys("Who is Mr. Knightley?", Keys.ENTER)
+            wait.until(lambda d: d.execute_script("return window.__stopped") and d.find_element(By.ID, "send").is_displayed())
+            state = driver.execute_script("return JSON.parse(localStorage.nanochat)")
+            got = [m["content"] for m in state["messages"] if m["role"] == "assistant"]
+            check(f"browser: {how} cuts the answer short", len(got) == 1 and 0 < len(got[0]) < len(expected)
+                  and expected.startswith(got[0]), (got, len(expected)))
+            freed = False
+            for _ in range(50):
+                if http_json(f"http://127.0.0.1:{port}/stats")["available_workers"] == 2:
+                    freed = True
+                    break
+                time.sleep(0.1)
+            check(f"browser: stopping with {how} frees the server's worker", freed)
 
         # Markdown: code blocks escaped and fenced, inline code, bold
         html = driver.execute_script("return markdown('Say **hi**: `x`\\n```py\\nif a < b:\\n    pass\\n```')")
