@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layers, one import direction only: nanochat (executable) -> NanoChatServer -> NanoChat -> NanoTensor -> CBLAS.
+// Layers, one import direction only: nanochat (executable) -> NanoChatServer -> NanoChat -> NanoTensor -> CBLAS, CKernels.
 let package = Package(
     name: "nanochat",
     platforms: [.macOS(.v14)],
@@ -25,9 +25,11 @@ let package = Package(
         // Parquet codecs (installed by scripts/bootstrap: libzstd-dev, zlib1g-dev).
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Our own C kernels where Swift cannot reach the instructions (AVX2/FMA, chosen at run time).
+        .target(name: "CKernels"),
         .target(
             name: "NanoTensor",
-            dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]
+            dependencies: ["CKernels", .target(name: "CBLAS", condition: .when(platforms: [.linux]))]
         ),
         .target(
             name: "NanoChat",

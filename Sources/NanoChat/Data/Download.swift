@@ -36,8 +36,8 @@ public enum ShardDownloader {
                                 report: @escaping (Progress) -> Void) throws -> [String] {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let lock = NSLock()
-        var progress = Progress(filesDone: 0, filesTotal: indices.count)
-        var failures: [String] = []
+        nonisolated(unsafe) var progress = Progress(filesDone: 0, filesTotal: indices.count)  // guarded by `lock`
+        nonisolated(unsafe) var failures: [String] = []  // guarded by `lock`
         let queue = OperationQueue()
         queue.maxConcurrentOperationCount = max(1, workers)
         for i in indices {
@@ -102,7 +102,8 @@ public enum ShardDownloader {
         return size
     }
 
-    final class StreamDelegate: NSObject, URLSessionDataDelegate {
+    /// Its fields are written on the session's delegate queue and read after `done` is signalled.
+    final class StreamDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
         let out: FileHandle
         let onBytes: (Int64) -> Void
         let done = DispatchSemaphore(value: 0)

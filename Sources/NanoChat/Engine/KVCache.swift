@@ -108,31 +108,48 @@ extension GPT {
         let scale = 1 / Float(d).squareRoot()
         let kc = cache.k[layer], vc = cache.v[layer]
         let cap = cache.capacity
-        Threading.parallelFor(b * h) { task in
-            let bi = task / h, hh = task % h, kh = hh / group
-            var scores = [Float](repeating: 0, count: min(pos + t, window + 1))
-            for i in 0..<t {
-                let p = pos + i
-                let lo = max(0, p - window)
-                let qrow = q.data + ((bi * t + i) * h + hh) * d
-                var m = -Float.infinity
-                for j in lo...p {
-                    let s = dot(qrow, kc + ((bi * cap + j) * hkv + kh) * d, d) * scale
-                    scores[j - lo] = s
-                    m = max(m, s)
-                }
-                var sum: Float = 0
-                for j in 0...(p - lo) { scores[j] = expf(scores[j] - m); sum += scores[j] }
-                let orow = out.data + ((bi * t + i) * h + hh) * d
-                for x in 0..<d { orow[x] = 0 }
-                let inv = 1 / sum
-                for j in lo...p {
-                    let w = scores[j - lo] * inv
-                    let vrow = vc + ((bi * cap + j) * hkv + kh) * d
-                    for x in 0..<d { orow[x] += w * vrow[x] }
+        // contiguous runs of (row, head) pairs per thread: one scratch buffer each, no per-pair dispatch
+        let parts = Threading.ranges(b * h, parts: Threading.threadsPerCaller)
+        let span = min(pos + t, window + 1)
+        Threading.parallelFor(parts.count) { part in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: span)
+            defer { scores.deallocate() }
+            for task in parts[part] {
+                let bi = task / h, hh = task % h, kh = hh / group
+                for i in 0..<t {
+                    let p = pos + i
+                    let lo = max(0, p - window)
+                    let qrow = q.data + ((bi * t + i) * h + hh) * d
+                    var m = -Float.infinity
+                    for j in lo...p {
+                        let s = dot(qrow, kc + ((bi * cap + j) * hkv + kh) * d, d) * scale
+                        scores[j - lo] = s
+                        m = max(m, s)
+                    }
+                    var sum: Float = 0
+                    for j in 0...(p - lo) { scores[j] = expf(scores[j] - m); sum += scores[j] }
+                    let orow = out.data + ((bi * t + i) * h + hh) * d
+                    orow.update(repeating: 0, count: d)
+                    let inv = 1 / sum
+                    for j in lo...p {
+                        addScaled(orow, vc + ((bi * cap + j) * hkv + kh) * d, scores[j - lo] * inv, d)
+                    }
                 }
             }
         }
         return out
     }
+}
+
+/// y += w * x over n floats (eight at a time).
+@inline(__always)
+func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Float, _ n: Int) {
+    var i = 0
+    let wv = SIMD8<Float>(repeating: w)
+    while i + 8 <= n {
+        let r = UnsafeMutableRawPointer(y + i)
+        r.storeBytes(of: r.loadUnaligned(as: SIMD8<Float>.self) + wv * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { y[i] += w * x[i]; i += 1 }
 }

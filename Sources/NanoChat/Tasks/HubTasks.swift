@@ -128,7 +128,7 @@ public enum HubTasks {
 
     static func httpGet(_ url: URL) throws -> Data {
         let sem = DispatchSemaphore(value: 0)
-        var result: Result<Data, Error> = .failure(NanoChatError("no response"))
+        nonisolated(unsafe) var result: Result<Data, Error> = .failure(NanoChatError("no response"))  // written once before the signal
         URLSession.shared.dataTask(with: url) { data, response, error in
             if let error { result = .failure(NanoChatError("\(url.absoluteString): \(error.localizedDescription)")) }
             else if let http = response as? HTTPURLResponse, http.statusCode != 200 { result = .failure(NanoChatError("\(url.absoluteString): HTTP \(http.statusCode)")) }

@@ -80,8 +80,7 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     precondition(x.shape.last == inF, "linear: input \(x.shape) vs weight \(w.shape)")
     let n = x.count / inF
     let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false)
-    sgemm(transA: false, transB: true, m: n, n: outF, k: inF, a: x.data, lda: inF, b: w.data, ldb: inF,
-          c: out.data, ldc: outF)
+    sgemmWeights(m: n, n: outF, k: inF, a: x.data, lda: inF, b: w.data, ldb: inF, c: out.data, ldc: outF)
     Tensor.record(out, [x, w], op: "linear") { out in
         let g = out.grad!.data
         if x.requiresGrad {

@@ -83,8 +83,7 @@ public enum LMHead {
         let c = w.shape[1]
         let n = x.count / c
         let out = Tensor(shape: Array(x.shape.dropLast()) + [vocab], zeroed: false)
-        sgemm(transA: false, transB: true, m: n, n: vocab, k: c, a: x.data, lda: c, b: w.data, ldb: c,
-              c: out.data, ldc: vocab)
+        sgemmWeights(m: n, n: vocab, k: c, a: x.data, lda: c, b: w.data, ldb: c, c: out.data, ldc: vocab)
         softcapInPlace(out.data, n * vocab, softcap)
         return out
     }

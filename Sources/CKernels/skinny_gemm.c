@@ -1,0 +1,89 @@
+// Skinny matrix product for batched decoding (see ckernels.h). Two B rows times four A rows per tile: eight
+// independent accumulators, six loads per eight fused multiply-adds.
+#include "ckernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define NC_X86 1
+#endif
+
+static inline void store(float *c, float v, float alpha, float beta) { *c = alpha * v + (beta == 0 ? 0 : beta * *c); }
+
+static void skinny_portable(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                            float beta, float *c, int ldc) {
+    for (int j = 0; j < n; j++) {
+        const float *bj = b + (long)j * ldb;
+        for (int i = 0; i < m; i++) {
+            const float *ai = a + (long)i * lda;
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            int t = 0;
+            for (; t + 4 <= k; t += 4) { s0 += ai[t] * bj[t]; s1 += ai[t + 1] * bj[t + 1]; s2 += ai[t + 2] * bj[t + 2]; s3 += ai[t + 3] * bj[t + 3]; }
+            for (; t < k; t++) s0 += ai[t] * bj[t];
+            store(c + (long)i * ldc + j, (s0 + s1) + (s2 + s3), alpha, beta);
+        }
+    }
+}
+
+#ifdef NC_X86
+__attribute__((target("avx2,fma"))) static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// rows [i0, i0 + mi) of A (mi <= 4) against B rows j and j + 1 (or only j when two == 0)
+__attribute__((target("avx2,fma"))) static void tile(int mi, int two, int k, float alpha, const float *a, int lda,
+                                                   const float *b0, const float *b1, float beta, float *c, int ldc) {
+    __m256 acc[2][4];
+    for (int r = 0; r < 4; r++) { acc[0][r] = _mm256_setzero_ps(); acc[1][r] = _mm256_setzero_ps(); }
+    const float *a0 = a, *a1 = a + (mi > 1 ? lda : 0), *a2 = a + (mi > 2 ? 2L * lda : 0), *a3 = a + (mi > 3 ? 3L * lda : 0);
+    int t = 0;
+    for (; t + 8 <= k; t += 8) {
+        __m256 w0 = _mm256_loadu_ps(b0 + t), w1 = _mm256_loadu_ps(b1 + t);
+        __m256 x;
+        x = _mm256_loadu_ps(a0 + t); acc[0][0] = _mm256_fmadd_ps(w0, x, acc[0][0]); acc[1][0] = _mm256_fmadd_ps(w1, x, acc[1][0]);
+        x = _mm256_loadu_ps(a1 + t); acc[0][1] = _mm256_fmadd_ps(w0, x, acc[0][1]); acc[1][1] = _mm256_fmadd_ps(w1, x, acc[1][1]);
+        x = _mm256_loadu_ps(a2 + t); acc[0][2] = _mm256_fmadd_ps(w0, x, acc[0][2]); acc[1][2] = _mm256_fmadd_ps(w1, x, acc[1][2]);
+        x = _mm256_loadu_ps(a3 + t); acc[0][3] = _mm256_fmadd_ps(w0, x, acc[0][3]); acc[1][3] = _mm256_fmadd_ps(w1, x, acc[1][3]);
+    }
+    const float *rows[4] = {a0, a1, a2, a3};
+    for (int r = 0; r < mi; r++) {
+        float s0 = hsum(acc[0][r]), s1 = hsum(acc[1][r]);
+        for (int u = t; u < k; u++) { s0 += rows[r][u] * b0[u]; s1 += rows[r][u] * b1[u]; }
+        store(c + (long)r * ldc, s0, alpha, beta);
+        if (two) store(c + (long)r * ldc + 1, s1, alpha, beta);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void skinny_avx2(int m, int n, int k, float alpha, const float *a, int lda,
+                                                          const float *b, int ldb, float beta, float *c, int ldc) {
+    for (int j = 0; j < n; j += 2) {
+        int two = j + 1 < n;
+        const float *b0 = b + (long)j * ldb, *b1 = two ? b0 + ldb : b0;
+        for (int i = 0; i < m; i += 4) {
+            int mi = m - i < 4 ? m - i : 4;
+            tile(mi, two, k, alpha, a + (long)i * lda, lda, b0, b1, beta, c + (long)i * ldc + j, ldc);
+        }
+    }
+}
+
+static int avx2_state = -1;
+int nc_skinny_uses_avx2(void) {
+    if (avx2_state < 0) {
+        __builtin_cpu_init();
+        avx2_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return avx2_state;
+}
+#else
+int nc_skinny_uses_avx2(void) { return 0; }
+#endif
+
+void nc_sgemm_skinny_nt(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                        float beta, float *c, int ldc) {
+#ifdef NC_X86
+    if (nc_skinny_uses_avx2()) { skinny_avx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return; }
+#endif
+    skinny_portable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
