@@ -38,7 +38,7 @@ def main():
     ids = torch.randint(0, a.vocab, (1, a.prompt))
 
     def cache(batch):
-        return KVCache(batch_size=batch, num_heads=cfg.n_kv_head, seq_len=a.prompt + a.tokens + 2, head_dim=a.head_dim,
+        return KVCache(batch_size=batch, num_heads=cfg.n_kv_head, seq_len=a.prompt + a.tokens + 4, head_dim=a.head_dim,
                        num_layers=cfg.n_layer, device="cpu", dtype=torch.float32)
 
     with torch.inference_mode():
@@ -55,10 +55,14 @@ def main():
             model.forward(ids.expand(batch, -1).contiguous(), kv_cache=c)
             col = torch.full((batch, 1), 7, dtype=torch.long)
             model.forward(col, kv_cache=c)  # warm
-            t0 = time.perf_counter()
-            for _ in range(a.tokens):
-                model.forward(col, kv_cache=c)
-            return a.tokens * batch / (time.perf_counter() - t0)
+            best = float("inf")
+            for _ in range(3):  # best of three runs, as ours
+                c.cache_seqlens.fill_(a.prompt + 1)
+                t0 = time.perf_counter()
+                for _ in range(a.tokens):
+                    model.forward(col, kv_cache=c)
+                best = min(best, time.perf_counter() - t0)
+            return a.tokens * batch / best
 
         d1, d8 = decode(1), decode(8)
     print(json.dumps({"depth": a.depth, "decode1": d1, "decode8": d8, "prefill": prefill, "torch": torch.__version__}))

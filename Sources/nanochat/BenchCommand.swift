@@ -311,9 +311,14 @@ struct BenchInfer: ParsableCommand {
                     _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache)
                     let col = [Int32](repeating: 7, count: batch)
                     _ = model.forward(col, batch: batch, time: 1, cache: cache)  // warm
-                    let t0 = DispatchTime.now().uptimeNanoseconds
-                    for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache) }
-                    return Double(tokens * batch) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                    var best = Double.infinity  // best of three runs: this machine's neighbours make single runs noisy
+                    for _ in 0..<3 {
+                        cache.rewind(to: prompt + 1)
+                        let t0 = DispatchTime.now().uptimeNanoseconds
+                        for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache) }
+                        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                    }
+                    return Double(tokens * batch) / best
                 }
                 let d1 = decode(batch: 1), d8 = decode(batch: 8)
                 print(String(format: "d%d (%.0f MB of weights read per step, %.1f GB/s over a buffer that size): decode batch 1 %.1f tok/s = %.2f of the %.0f tok/s limit; batch 8 %.1f tok/s (%.1f steps/s = %.2f of the limit); prefill %.0f tok/s",

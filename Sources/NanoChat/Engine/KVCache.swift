@@ -28,6 +28,13 @@ public final class KVCache {
 
     public func reset() { position = 0 }
 
+    /// Forgets every position from `p` on (the next token is written at `p`); the smear state is kept, so the
+    /// token at `p` must follow the same token as before (benchmarks re-run the same steps this way).
+    public func rewind(to p: Int) {
+        precondition(p >= 0 && p <= position, "rewind(to: \(p)) outside 0...\(position)")
+        position = p
+    }
+
     /// This cache (batch 1) copied into a new one of `batch` rows and `capacity` positions: the prefill is
     /// computed once and shared by every sample.
     public func broadcast(batch: Int, capacity: Int) -> KVCache {
