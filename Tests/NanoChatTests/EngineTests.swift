@@ -35,6 +35,44 @@ final class EngineTests: XCTestCase {
         }
     }
 
+    /// Rows at different positions decoded in one pass (the continuous batcher): each row's logits equal a full
+    /// forward of its own sequence, past the 8-token window, with an idle row and rows in any order; a prompt
+    /// longer than the cache grows it.
+    func testRaggedRowsDecodeLikeTheirOwnSequences() throws {
+        let model = try fixtureModel()
+        var rng = SplitMix(seed: 9)
+        let v = 300
+        let seqs = [30, 22].map { n in (0..<n).map { _ in Int32(rng.next() % 300) } }
+        let prompts = [3, 14]  // prefilled lengths: the rows are 11 positions apart
+        let cache = KVCache(config: model.config, batch: 3, capacity: 4)  // row 1 stays idle
+        let slots = [2, 0]
+        for (i, slot) in slots.enumerated() {
+            let one = KVCache(config: model.config, batch: 1, capacity: prompts[i])
+            _ = model.forward(Array(seqs[i][0..<prompts[i]]), batch: 1, time: prompts[i], cache: one)
+            cache.load(row: slot, from: one)
+        }
+        XCTAssertGreaterThanOrEqual(cache.capacity, 14)
+        XCTAssertEqual(cache.rowPositions, [14, 0, 3])
+        var got = [[[Float]]](repeating: [], count: 2)
+        for step in 0..<8 {
+            let order = step % 2 == 0 ? [0, 1] : [1, 0]  // the batch order changes between steps
+            cache.activeRows = order.map { slots[$0] }
+            let ids = order.map { seqs[$0][prompts[$0] + step] }
+            let out = model.forward(ids, batch: 2, time: 1, cache: cache)
+            for (bi, i) in order.enumerated() { got[i].append(Array(UnsafeBufferPointer(start: out.data + bi * v, count: v))) }
+        }
+        XCTAssertEqual(cache.rowPositions, [22, 0, 11])
+        for i in 0..<2 {
+            let n = prompts[i] + 8
+            let full = model.logits(Array(seqs[i][0..<n]), batch: 1, time: n)
+            for step in 0..<8 {
+                let ref = Array(UnsafeBufferPointer(start: full.data + (prompts[i] + step) * v, count: v))
+                let err = Verify.relativeError(got[i][step].withUnsafeBufferPointer { $0 }, ref)
+                XCTAssertLessThan(err, 1e-5, "sequence \(i), step \(step): relative error \(err)")
+            }
+        }
+    }
+
     func testGreedyIsDeterministicAndMatchesTheUncachedGenerator() throws {
         let model = try fixtureModel()
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] } + [[0x61, 0x62]] + (0..<34).map { [0x7A, UInt8($0)] },

@@ -2,21 +2,33 @@ import Foundation
 import NanoTensor
 
 /// Keys and values of every layer for B rows, [L][B, Tmax, Hkv, D], plus the smear state (the last position's
-/// pre-smear normalised embedding per row). All rows sit at the same position.
+/// pre-smear normalised embedding per row). Each row has its own next position: the rows of one generation
+/// move together (`position`), while the continuous batcher (`Batcher`) keeps one conversation per row and
+/// steps only the rows in `activeRows`, each at its own position.
 public final class KVCache {
-    public let layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int, width: Int
+    public let layers: Int, batch: Int, kvHeads: Int, headDim: Int, width: Int
+    public private(set) var capacity: Int
     var k: [UnsafeMutablePointer<Float>], v: [UnsafeMutablePointer<Float>]
-    public internal(set) var position = 0
+    /// The next position of each row.
+    public internal(set) var rowPositions: [Int]
+    /// The rows a forward pass works on, in the order of its batch (nil: all rows, 0..<batch).
+    public var activeRows: [Int]?
     var prevEmbedding: UnsafeMutablePointer<Float>?
 
-    public init(config: GPTConfig, batch: Int, capacity: Int) {
-        layers = config.n_layer
+    public convenience init(config: GPTConfig, batch: Int, capacity: Int) {
+        self.init(layers: config.n_layer, batch: batch, capacity: capacity, kvHeads: config.n_kv_head,
+                  headDim: config.headDim, width: config.n_embd)
+    }
+
+    init(layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int, width: Int) {
+        self.layers = layers
         self.batch = batch
-        self.capacity = capacity
-        kvHeads = config.n_kv_head
-        headDim = config.headDim
-        width = config.n_embd
-        let n = batch * capacity * kvHeads * headDim
+        self.capacity = max(1, capacity)
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.width = width
+        rowPositions = [Int](repeating: 0, count: batch)
+        let n = batch * self.capacity * kvHeads * headDim
         k = (0..<layers).map { _ in .allocate(capacity: n) }
         v = (0..<layers).map { _ in .allocate(capacity: n) }
     }
@@ -24,6 +36,12 @@ public final class KVCache {
     deinit {
         for p in k + v { p.deallocate() }
         prevEmbedding?.deallocate()
+    }
+
+    /// The next position when every row is at the same one (a single generation).
+    public var position: Int {
+        get { rowPositions[0] }
+        set { for r in 0..<batch { rowPositions[r] = newValue } }
     }
 
     public func reset() { position = 0 }
@@ -39,22 +57,44 @@ public final class KVCache {
     /// computed once and shared by every sample.
     public func broadcast(batch: Int, capacity: Int) -> KVCache {
         precondition(self.batch == 1 && capacity >= position)
-        let out = KVCache(config: GPTConfig(sequence_len: capacity, n_layer: layers, n_head: kvHeads, n_kv_head: kvHeads,
-                                            n_embd: kvHeads * headDim), batch: batch, capacity: capacity)
-        let row = position * kvHeads * headDim
-        for l in 0..<layers {
-            for b in 0..<batch {
-                (out.k[l] + b * capacity * kvHeads * headDim).update(from: k[l], count: row)
-                (out.v[l] + b * capacity * kvHeads * headDim).update(from: v[l], count: row)
-            }
-        }
-        out.position = position
-        if let p = prevEmbedding {
-            let e = UnsafeMutablePointer<Float>.allocate(capacity: batch * width)
-            for b in 0..<batch { (e + b * width).update(from: p, count: width) }
-            out.prevEmbedding = e
-        }
+        let out = KVCache(layers: layers, batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, width: width)
+        for b in 0..<batch { out.load(row: b, from: self) }
         return out
+    }
+
+    /// Puts a batch-1 cache (a prefilled prompt) into `row`, growing the capacity if the prompt needs it.
+    public func load(row: Int, from one: KVCache) {
+        precondition(one.batch == 1 && one.layers == layers && one.kvHeads == kvHeads && one.headDim == headDim)
+        ensureCapacity(one.position)
+        let n = one.position * kvHeads * headDim
+        for l in 0..<layers {
+            (k[l] + row * capacity * kvHeads * headDim).update(from: one.k[l], count: n)
+            (v[l] + row * capacity * kvHeads * headDim).update(from: one.v[l], count: n)
+        }
+        rowPositions[row] = one.position
+        if let p = one.prevEmbedding {
+            if prevEmbedding == nil { prevEmbedding = .allocate(capacity: batch * width) }
+            (prevEmbedding! + row * width).update(from: p, count: width)
+        }
+    }
+
+    /// Grows every row to at least `positions` positions (doubling), keeping what is cached.
+    public func ensureCapacity(_ positions: Int) {
+        guard positions > capacity else { return }
+        var c = capacity
+        while c < positions { c *= 2 }
+        let row = kvHeads * headDim
+        for l in 0..<layers {
+            let nk = UnsafeMutablePointer<Float>.allocate(capacity: batch * c * row)
+            let nv = UnsafeMutablePointer<Float>.allocate(capacity: batch * c * row)
+            for b in 0..<batch {
+                (nk + b * c * row).update(from: k[l] + b * capacity * row, count: rowPositions[b] * row)
+                (nv + b * c * row).update(from: v[l] + b * capacity * row, count: rowPositions[b] * row)
+            }
+            k[l].deallocate(); v[l].deallocate()
+            k[l] = nk; v[l] = nv
+        }
+        capacity = c
     }
 
     /// Bytes held (for the benchmark's memory figures).
@@ -62,14 +102,26 @@ public final class KVCache {
 }
 
 extension KVCache {
-    /// Writes a chunk's keys and values ([B, T, Hkv, D]) at the current position of layer `layer`.
-    func append(layer: Int, keys: Tensor, values: Tensor, time t: Int) {
+    /// The cache row and the first new position of each row of a forward pass.
+    func rowsAndStarts(batch b: Int) -> [(row: Int, start: Int)] {
+        let rows = activeRows ?? Array(0..<batch)
+        precondition(rows.count == b, "forward: batch \(b) but \(rows.count) active cache rows")
+        return rows.map { ($0, rowPositions[$0]) }
+    }
+
+    /// Writes a chunk's keys and values ([B, T, Hkv, D]) at each row's position in layer `layer`.
+    func append(layer: Int, keys: Tensor, values: Tensor, time t: Int, rows: [(row: Int, start: Int)]) {
         let row = kvHeads * headDim
-        for bi in 0..<batch {
-            let base = (bi * capacity + position) * row
+        for (bi, r) in rows.enumerated() {
+            let base = (r.row * capacity + r.start) * row
             (k[layer] + base).update(from: keys.data + bi * t * row, count: t * row)
             (v[layer] + base).update(from: values.data + bi * t * row, count: t * row)
         }
+    }
+
+    /// Moves each row of the pass `t` positions on.
+    func advance(_ rows: [(row: Int, start: Int)], by t: Int) {
+        for r in rows { rowPositions[r.row] = r.start + t }
     }
 }
 
@@ -92,44 +144,44 @@ extension GPT {
 
     /// The smear across chunk boundaries: position 0 of this chunk mixes in the cached previous embedding
     /// (as a full forward would mix in the token before it); then this chunk's last pre-smear embedding is cached.
-    func continueSmear(_ x: Tensor, _ smeared: Tensor, batch b: Int, time t: Int, cache: KVCache) {
+    func continueSmear(_ x: Tensor, _ smeared: Tensor, batch b: Int, time t: Int, cache: KVCache, rows: [(row: Int, start: Int)]) {
         let c = config.n_embd
-        if let prev = cache.prevEmbedding, cache.position > 0 {
+        if let prev = cache.prevEmbedding {
             let g = param("smear_gate.weight").data, lam = param("smear_lambda").data[0]
-            for bi in 0..<b {
-                let cur = x.data + bi * t * c, dst = smeared.data + bi * t * c, p = prev + bi * c
+            for (bi, r) in rows.enumerated() where r.start > 0 {
+                let cur = x.data + bi * t * c, dst = smeared.data + bi * t * c, p = prev + r.row * c
                 let s = 1 / (1 + expf(-dot(g, cur, GPT.smearChannels)))
                 for j in 0..<c { dst[j] = cur[j] + lam * s * p[j] }
             }
         }
-        if cache.prevEmbedding == nil { cache.prevEmbedding = .allocate(capacity: b * c) }
-        for bi in 0..<b { (cache.prevEmbedding! + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
+        if cache.prevEmbedding == nil { cache.prevEmbedding = .allocate(capacity: cache.batch * c) }
+        for (bi, r) in rows.enumerated() { (cache.prevEmbedding! + r.row * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
     }
 
-    /// Attention of the new queries (positions cache.position ..< +T) over the cached keys their windows allow.
-    func cachedAttention(_ q: Tensor, cache: KVCache, layer: Int, window: Int) -> Tensor {
+    /// Attention of each row's new queries (its positions start ..< +T) over the cached keys their windows allow.
+    func cachedAttention(_ q: Tensor, cache: KVCache, layer: Int, window: Int, rows: [(row: Int, start: Int)]) -> Tensor {
         let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
         let hkv = cache.kvHeads, group = h / hkv
-        let pos = cache.position
         let out = Tensor(shape: q.shape, zeroed: false)
         let scale = 1 / Float(d).squareRoot()
         let kc = cache.k[layer], vc = cache.v[layer]
         let cap = cache.capacity
         // contiguous runs of (row, head) pairs per thread: one scratch buffer each, no per-pair dispatch
         let parts = Threading.ranges(b * h, parts: Threading.threadsPerCaller)
-        let span = min(pos + t, window + 1)
+        let span = min((rows.map(\.start).max() ?? 0) + t, window + 1)
         Threading.parallelFor(parts.count) { part in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: span)
             defer { scores.deallocate() }
             for task in parts[part] {
                 let bi = task / h, hh = task % h, kh = hh / group
+                let slot = rows[bi].row
                 for i in 0..<t {
-                    let p = pos + i
+                    let p = rows[bi].start + i
                     let lo = max(0, p - window)
                     let qrow = q.data + ((bi * t + i) * h + hh) * d
                     var m = -Float.infinity
                     for j in lo...p {
-                        let s = dot(qrow, kc + ((bi * cap + j) * hkv + kh) * d, d) * scale
+                        let s = dot(qrow, kc + ((slot * cap + j) * hkv + kh) * d, d) * scale
                         scores[j - lo] = s
                         m = max(m, s)
                     }
@@ -139,7 +191,7 @@ extension GPT {
                     orow.update(repeating: 0, count: d)
                     let inv = 1 / sum
                     for j in lo...p {
-                        addScaled(orow, vc + ((bi * cap + j) * hkv + kh) * d, scores[j - lo] * inv, d)
+                        addScaled(orow, vc + ((slot * cap + j) * hkv + kh) * d, scores[j - lo] * inv, d)
                     }
                 }
             }

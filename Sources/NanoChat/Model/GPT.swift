@@ -86,18 +86,22 @@ public final class GPT {
     }
 
     /// The final normalised hidden states [B, T, C] for token ids [B * T].
-    /// With a `cache`, the tokens sit at positions cache.position ..< +T: their keys and values are appended,
+    /// With a `cache`, row i's tokens sit at positions start ..< +T of its cache row (`KVCache.activeRows`, all rows
+    /// by default): their keys and values are appended,
     /// attention reads the cached ones and the smear continues from the cached previous embedding (inference).
     public func hidden(_ idx: [Int32], batch b: Int, time t: Int, cache: KVCache? = nil) -> Tensor {
         precondition(idx.count == b * t, "forward: \(idx.count) ids for B=\(b) T=\(t)")
-        let pos = cache?.position ?? 0
-        precondition(pos + t <= cos.shape[0], "position \(pos + t) is past the rotary tables")
-        if let cache { precondition(cache.batch == b && pos + t <= cache.capacity, "KV cache full or of another batch size") }
+        // with a cache, each row of the batch continues its own cache row from that row's position
+        let rows = cache?.rowsAndStarts(batch: b) ?? []
+        let starts = cache == nil ? nil : rows.map(\.start)
+        let last = (starts?.max() ?? 0) + t
+        precondition(last <= cos.shape[0], "position \(last) is past the rotary tables")
+        cache?.ensureCapacity(last)
         let c = config.n_embd, hd = config.headDim
         var x = P.measure("embedding+norm") { rmsNorm(embedding(param("transformer.wte.weight"), idx, shape: [b, t])) }
         x = P.measure("smear") {
             let smeared = smear(x, gate: param("smear_gate.weight"), lambda: param("smear_lambda"))
-            if let cache { continueSmear(x, smeared, batch: b, time: t, cache: cache) }
+            if let cache { continueSmear(x, smeared, batch: b, time: t, cache: cache, rows: rows) }
             return smeared
         }
         let x0 = x
@@ -117,12 +121,12 @@ public final class GPT {
                     return valueEmbeddingMix(v, ve, u: u, gate: param(p + "attn.ve_gate.weight"), kvHeads: config.n_kv_head)
                 }
             }
-            let qn = P.measure("rotaryNorm") { rotaryNorm(q, cos: cos, sin: sin, gain: Self.qkGain, positionOffset: pos) }
-            let kn = P.measure("rotaryNorm") { rotaryNorm(k, cos: cos, sin: sin, gain: Self.qkGain, positionOffset: pos) }
+            let qn = P.measure("rotaryNorm") { rotaryNorm(q, cos: cos, sin: sin, gain: Self.qkGain, rowOffsets: starts) }
+            let kn = P.measure("rotaryNorm") { rotaryNorm(k, cos: cos, sin: sin, gain: Self.qkGain, rowOffsets: starts) }
             let y = P.measure("attention") { () -> Tensor in
                 guard let cache else { return causalAttention(qn, kn, v.reshaped([b, t, config.n_kv_head, hd]), window: windows[i]) }
-                cache.append(layer: i, keys: kn, values: v, time: t)
-                return cachedAttention(qn, cache: cache, layer: i, window: windows[i])
+                cache.append(layer: i, keys: kn, values: v, time: t, rows: rows)
+                return cachedAttention(qn, cache: cache, layer: i, window: windows[i], rows: rows)
             }
             x = P.measure("linear.proj+add") { add(x, linear(y.reshaped([b, t, c]), param(p + "attn.c_proj.weight"))) }
             // MLP
@@ -131,7 +135,7 @@ public final class GPT {
             if i == config.n_layer / 2 { saved = x }
         }
         if let saved { x = P.measure("backout") { subtractScaled(x, param("backout_lambda"), saved) } }
-        cache?.position = pos + t
+        cache?.advance(rows, by: t)
         return P.measure("rmsNorm") { rmsNorm(x) }
     }
 

@@ -49,16 +49,19 @@ public func rotaryTables(length: Int, headDim: Int, base: Float = 100_000) -> (c
 /// Rotary embedding followed by RMSNorm over the head dimension and a constant gain (upstream's QK-norm with
 /// its 1.2 scale), fused: x is [B, T, H, D]; position t uses row `positionOffset + t` of the tables.
 /// Rotation (half-split layout): y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos.
-public func rotaryNorm(_ x: Tensor, cos: Tensor, sin: Tensor, gain: Float, positionOffset: Int = 0) -> Tensor {
+public func rotaryNorm(_ x: Tensor, cos: Tensor, sin: Tensor, gain: Float, positionOffset: Int = 0,
+                       rowOffsets: [Int]? = nil) -> Tensor {
     let (b, t, h, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let half = d / 2
-    precondition(cos.shape[1] == half && positionOffset + t <= cos.shape[0], "rotary tables too short")
+    // each batch row starts at its own position when `rowOffsets` is given (rows decoded at different lengths)
+    let offsets = rowOffsets ?? [Int](repeating: positionOffset, count: b)
+    precondition(offsets.count == b && cos.shape[1] == half && (offsets.max() ?? 0) + t <= cos.shape[0], "rotary tables too short")
     let rows = b * t * h
     let out = Tensor(shape: x.shape, zeroed: false)
     let rstd = Tensor(shape: [rows], zeroed: false)
     let px = x.data, po = out.data, pr = rstd.data, pc = cos.data, ps = sin.data
     for r in 0..<rows {
-        let pos = positionOffset + (r / h) % t
+        let pos = offsets[r / (t * h)] + (r / h) % t
         let xr = px + r * d, yr = po + r * d
         let cr = pc + pos * half, sr = ps + pos * half
         var ss: Float = 0
@@ -81,7 +84,7 @@ public func rotaryNorm(_ x: Tensor, cos: Tensor, sin: Tensor, gain: Float, posit
         let gx = x.gradData()
         var dy = [Float](repeating: 0, count: d)
         for r in 0..<rows {
-            let pos = positionOffset + (r / h) % t
+            let pos = offsets[r / (t * h)] + (r / h) % t
             let gr = g + r * d, orow = o + r * d, dst = gx + r * d
             let cr = pc + pos * half, sr = ps + pos * half
             let inv = pr[r]
