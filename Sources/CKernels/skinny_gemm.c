@@ -56,14 +56,53 @@ __attribute__((target("avx2,fma"))) static void tile(int mi, int two, int k, flo
     }
 }
 
+// rows [0, mi) of A (mi <= 2) against four B rows (the first nb real, the others repeat b0): for one or two
+// rows of A, a 2 x 4 tile would spend half its multiply-adds on padding
+__attribute__((target("avx2,fma"))) static void tile_narrow(int mi, int nb, int k, float alpha, const float *a, int lda,
+                                                          const float *const bs[4], float beta, float *c, int ldc) {
+    __m256 acc[4][2];
+    for (int q = 0; q < 4; q++) { acc[q][0] = _mm256_setzero_ps(); acc[q][1] = _mm256_setzero_ps(); }
+    const float *a0 = a, *a1 = a + (mi > 1 ? lda : 0);
+    const float *b0 = bs[0], *b1 = bs[1], *b2 = bs[2], *b3 = bs[3];
+    int t = 0;
+    for (; t + 8 <= k; t += 8) {
+        __m256 x0 = _mm256_loadu_ps(a0 + t), x1 = _mm256_loadu_ps(a1 + t), w;
+        w = _mm256_loadu_ps(b0 + t); acc[0][0] = _mm256_fmadd_ps(w, x0, acc[0][0]); acc[0][1] = _mm256_fmadd_ps(w, x1, acc[0][1]);
+        w = _mm256_loadu_ps(b1 + t); acc[1][0] = _mm256_fmadd_ps(w, x0, acc[1][0]); acc[1][1] = _mm256_fmadd_ps(w, x1, acc[1][1]);
+        w = _mm256_loadu_ps(b2 + t); acc[2][0] = _mm256_fmadd_ps(w, x0, acc[2][0]); acc[2][1] = _mm256_fmadd_ps(w, x1, acc[2][1]);
+        w = _mm256_loadu_ps(b3 + t); acc[3][0] = _mm256_fmadd_ps(w, x0, acc[3][0]); acc[3][1] = _mm256_fmadd_ps(w, x1, acc[3][1]);
+    }
+    const float *rows[2] = {a0, a1};
+    for (int r = 0; r < mi; r++) {
+        for (int q = 0; q < nb; q++) {
+            float s = hsum(acc[q][r]);
+            for (int u = t; u < k; u++) s += rows[r][u] * bs[q][u];
+            store(c + (long)r * ldc + q, s, alpha, beta);
+        }
+    }
+}
+
 __attribute__((target("avx2,fma"))) static void skinny_avx2(int m, int n, int k, float alpha, const float *a, int lda,
                                                           const float *b, int ldb, float beta, float *c, int ldc) {
-    for (int j = 0; j < n; j += 2) {
-        int two = j + 1 < n;
-        const float *b0 = b + (long)j * ldb, *b1 = two ? b0 + ldb : b0;
-        for (int i = 0; i < m; i += 4) {
-            int mi = m - i < 4 ? m - i : 4;
-            tile(mi, two, k, alpha, a + (long)i * lda, lda, b0, b1, beta, c + (long)i * ldc + j, ldc);
+    int wide = m % 4 == 3 ? m : m - m % 4;  // rows done in blocks of four (a block of three pads one)
+    if (wide > 0) {
+        for (int j = 0; j < n; j += 2) {  // B rows outermost: each pair is read once, then reused from L1
+            int two = j + 1 < n;
+            const float *b0 = b + (long)j * ldb, *b1 = two ? b0 + ldb : b0;
+            for (int i = 0; i < wide; i += 4) {
+                int mi = wide - i < 4 ? wide - i : 4;
+                tile(mi, two, k, alpha, a + (long)i * lda, lda, b0, b1, beta, c + (long)i * ldc + j, ldc);
+            }
+        }
+    }
+    int i = wide;
+    if (i < m) {  // one or two rows left
+        int mi = m - i;
+        for (int j = 0; j < n; j += 4) {
+            int nb = n - j < 4 ? n - j : 4;
+            const float *b0 = b + (long)j * ldb;
+            const float *bs[4] = {b0, nb > 1 ? b0 + ldb : b0, nb > 2 ? b0 + 2L * ldb : b0, nb > 3 ? b0 + 3L * ldb : b0};
+            tile_narrow(mi, nb, k, alpha, a + (long)i * lda, lda, bs, beta, c + (long)i * ldc + j, ldc);
         }
     }
 }

@@ -100,8 +100,15 @@ public enum NanoChatServer {
         } catch let e as ChatRequest.Invalid {
             return NanoChatServer.error(.badRequest, e.message)
         }
-        guard pool.isReady, let engine = pool.engine else {
+        guard pool.isReady, let engine = pool.engine, let batcher = pool.batcher else {
             return NanoChatServer.error(.serviceUnavailable, "the model is still loading", type: "unavailable", headers: [.retryAfter: "5"])
+        }
+        let tok = engine.tokenizer
+        let prompt = req.promptTokens(tok)
+        let request = Batcher.Request(prompt: prompt, maxTokens: req.maxTokens, temperature: req.temperature,
+                                      topK: req.topK > 0 ? req.topK : nil, seed: req.seed ?? UInt64.random(in: 0..<(1 << 31)))
+        if let refusal = batcher.refusal(request) {  // e.g. the conversation no longer fits the model's positions
+            return NanoChatServer.error(.badRequest, "messages: \(refusal)")
         }
         let worker: Int
         do {
@@ -109,8 +116,6 @@ public enum NanoChatServer {
         } catch {
             return NanoChatServer.error(.serviceUnavailable, "all workers are busy and the queue is full; retry shortly", type: "overloaded", headers: [.retryAfter: "2"])
         }
-        let tok = engine.tokenizer
-        let prompt = req.promptTokens(tok)
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
         let cancel = CancelFlag()
         continuation.onTermination = { _ in cancel.cancel() }
@@ -128,37 +133,29 @@ public enum NanoChatServer {
         }
         let assistantEnd = tok.specialID("<|assistant_end|>")
         let bos = tok.bosID
-        // generation runs on its own thread; the response streams what it yields
-        let thread = Thread {
-            var decoder = StreamingDecoder(tokenizer: tok)
-            var text = ""
-            var count = 0
-            var finish = "length"
-            if openAI && req.stream { continuation.yield(chunk(["role": "assistant", "content": ""], finish: nil)) }
-            do {
-                try engine.generate(prompt, numSamples: 1, maxTokens: req.maxTokens, temperature: req.temperature,
-                                    topK: req.topK > 0 ? req.topK : nil, seed: req.seed ?? UInt64.random(in: 0..<(1 << 31))) { col, _ in
-                    let t = col[0]
-                    if t == assistantEnd || t == bos { finish = "stop"; return false }
-                    count += 1
-                    let piece = decoder.push(t)
-                    if !piece.isEmpty {
-                        text += piece
-                        if req.stream {
-                            continuation.yield(openAI ? chunk(["content": piece], finish: nil) : event(["token": piece, "worker": worker]))
-                        }
-                    }
-                    return !cancel.isCancelled
+        // The batcher decodes this answer together with the others in flight; its callbacks run on the
+        // batcher's thread, one at a time, and stream what they produce.
+        let answer = AnswerState(tokenizer: tok)
+        if openAI && req.stream { continuation.yield(chunk(["role": "assistant", "content": ""], finish: nil)) }
+        batcher.submit(request, onToken: { t in
+            if t == assistantEnd || t == bos { answer.finish = "stop"; return false }
+            answer.count += 1
+            let piece = answer.decoder.push(t)
+            if !piece.isEmpty {
+                answer.text += piece
+                if req.stream {
+                    continuation.yield(openAI ? chunk(["content": piece], finish: nil) : event(["token": piece, "worker": worker]))
                 }
-            } catch {
-                if req.stream { continuation.yield(event(["error": "\(error)"])) }
             }
-            let rest = decoder.flush()
-            text += rest
+            return !cancel.isCancelled
+        }, finished: { error in
+            if let error, req.stream { continuation.yield(event(["error": "\(error)"])) }
+            let rest = answer.decoder.flush()
+            answer.text += rest
             if req.stream {
                 if !rest.isEmpty { continuation.yield(openAI ? chunk(["content": rest], finish: nil) : event(["token": rest, "worker": worker])) }
                 if openAI {
-                    continuation.yield(chunk([:], finish: finish))
+                    continuation.yield(chunk([:], finish: answer.finish))
                     continuation.yield(ByteBuffer(string: "data: [DONE]\n\n"))
                 } else {
                     continuation.yield(event(["done": true]))
@@ -166,16 +163,15 @@ public enum NanoChatServer {
             } else {
                 let obj: [String: Any] = [
                     "id": id, "object": "chat.completion", "created": created, "model": modelName,
-                    "choices": [["index": 0, "message": ["role": "assistant", "content": text], "finish_reason": finish]],
-                    "usage": ["prompt_tokens": prompt.count, "completion_tokens": count, "total_tokens": prompt.count + count],
+                    "choices": [["index": 0, "message": ["role": "assistant", "content": answer.text], "finish_reason": answer.finish]],
+                    "usage": ["prompt_tokens": prompt.count, "completion_tokens": answer.count, "total_tokens": prompt.count + answer.count],
                 ]
                 continuation.yield(ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()))
             }
             continuation.finish()
-            pool.release(worker, tokens: count)
-            log("\(openAI ? "/v1/chat/completions" : "/chat/completions"): \(req.messages.count) messages, \(prompt.count) prompt tokens, \(count) generated, worker \(worker)\(cancel.isCancelled ? " (client went away)" : "")")
-        }
-        thread.start()
+            pool.release(worker, tokens: answer.count)
+            log("\(openAI ? "/v1/chat/completions" : "/chat/completions"): \(req.messages.count) messages, \(prompt.count) prompt tokens, \(answer.count) generated, worker \(worker)\(cancel.isCancelled ? " (client went away)" : "")")
+        })
         let headers: HTTPFields = req.stream
             ? [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-cache"]
             : [.contentType: "application/json"]
@@ -194,7 +190,6 @@ public enum NanoChatServer {
     public static func run(host: String, port: Int, workers: Int, queueLimit: Int = 64, defaults: Defaults,
                            loadEngine: @escaping @Sendable () throws -> Engine) async throws {
         Tensor.gradEnabled = false  // inference only: no op records a graph, on any thread
-        Threading.shareCores(among: workers)  // concurrent generations split the cores instead of fighting over them
         let pool = WorkerPool(size: workers, queueLimit: queueLimit)
         let router = Self.router(pool: pool, defaults: defaults) { print($0) }
         router.middlewares.add(NotFoundMiddleware())
@@ -210,4 +205,13 @@ public enum NanoChatServer {
         }.start()
         try await app.runService()
     }
+}
+
+/// One answer's progress, touched only by the batcher's thread (its callbacks run one at a time).
+final class AnswerState: @unchecked Sendable {
+    var decoder: StreamingDecoder
+    var text = ""
+    var count = 0
+    var finish = "length"
+    init(tokenizer: Tokenizer) { decoder = StreamingDecoder(tokenizer: tokenizer) }
 }

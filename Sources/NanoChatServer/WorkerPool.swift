@@ -2,9 +2,9 @@ import Foundation
 import NanoChat
 import NanoTensor
 
-/// Engine workers, each generating on its own thread. A request waits in a bounded FIFO queue for a free
-/// worker (503 when the queue is full), holds it for its whole stream and gives it back when the stream ends,
-/// fails, or the client goes away.
+/// Engine workers: each is one row of the continuous batcher, so `size` answers are decoded together in one
+/// forward pass per token. A request waits in a bounded FIFO queue for a free worker (503 when the queue is
+/// full), holds it for its whole stream and gives it back when the stream ends, fails, or the client goes away.
 public final class WorkerPool: @unchecked Sendable {
     public let size: Int
     public let queueLimit: Int
@@ -14,6 +14,8 @@ public final class WorkerPool: @unchecked Sendable {
     private var tokensServed = 0
     private var requestsServed = 0
     private(set) var engine: Engine?
+    /// Decodes every admitted request together, one row each (`size` rows).
+    private(set) var batcher: Batcher?
 
     public init(size: Int, queueLimit: Int) {
         self.size = max(1, size)
@@ -23,7 +25,8 @@ public final class WorkerPool: @unchecked Sendable {
 
     /// Installs the engine once the model has loaded (until then /health says 503).
     public func setEngine(_ e: Engine) {
-        lock.lock(); engine = e; lock.unlock()
+        let b = Batcher(engine: e, slots: size)
+        lock.lock(); engine = e; batcher = b; lock.unlock()
     }
 
     public var isReady: Bool { lock.lock(); defer { lock.unlock() }; return engine != nil }

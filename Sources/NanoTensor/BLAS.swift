@@ -37,17 +37,17 @@ public func sgemm(
 public let skinnyRows = 16
 
 /// C = A W^T for a layer's weight W [n, k] at the top level of an op (not inside a parallel region): with a few
-/// rows of A the n output columns are split between this caller's threads, since the skinny kernel is
+/// rows of A the n output columns are split between the threads, since the skinny kernel is
 /// single-threaded; otherwise one BLAS call that threads itself.
 public func sgemmWeights(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                          c: UnsafeMutablePointer<Float>, ldc: Int) {
-    guard m >= 2 && m <= skinnyRows && Threading.threadsPerCaller > 1 && n >= 64 else {
+    guard m >= 2 && m <= skinnyRows && Threading.workers > 1 && n >= 64 else {
         sgemm(transA: false, transB: true, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
         return
     }
     // ranges of whole 16-column blocks, so that threads never share a cache line of C
     let blocks = (n + 15) / 16
-    let parts = Threading.ranges(blocks, parts: Threading.threadsPerCaller)
+    let parts = Threading.ranges(blocks, parts: Threading.workers)
     Threading.parallelFor(parts.count) { p in
         let j0 = parts[p].lowerBound * 16, j1 = min(n, parts[p].upperBound * 16)
         if j1 > j0 { nc_sgemm_skinny_nt(Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda), b + j0 * ldb, Int32(ldb), 0, c + j0, Int32(ldc)) }

@@ -9,7 +9,8 @@ import CBLAS
 ///
 /// Our own kernels split work across `Threading.workers` threads with `parallelFor`; while they do,
 /// BLAS runs on one thread, and while BLAS runs a large product it may use all cores. Two pools never
-/// fight over the same cores (2 cores oversubscribed is slower than 1).
+/// fight over the same cores (2 cores oversubscribed is slower than 1). There is one caller at a time: the
+/// server decodes all its conversations together on one thread (`Batcher`) rather than one thread each.
 public enum Threading {
     /// Number of worker threads for our kernels: `NANOCHAT_NUM_THREADS` if set, else the active cores.
     public static let workers: Int = {
@@ -17,23 +18,11 @@ public enum Threading {
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
 
-    /// Threads one caller may use: all of `workers`, unless `shareCores(among:)` split them between callers
-    /// that run at the same time (the server's engine workers).
-    public private(set) static var threadsPerCaller: Int = workers
-
-    /// Splits the cores between `callers` threads that compute concurrently: each then runs its kernels and its
-    /// BLAS calls on `workers / callers` threads (at least one), so N concurrent generations never ask for N
-    /// times the cores. Call once, before those threads start.
-    public static func shareCores(among callers: Int) {
-        threadsPerCaller = max(1, workers / max(1, callers))
-        setBLASThreads(threadsPerCaller)
-    }
-
-    /// Runs `body(i)` for i in 0..<count on up to `threadsPerCaller` threads and returns when all are done.
+    /// Runs `body(i)` for i in 0..<count on up to `workers` threads and returns when all are done.
     /// With `count <= 1` or one thread it runs inline, so callers need no special case.
     public static func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         if count <= 0 { return }
-        if count == 1 || threadsPerCaller == 1 {
+        if count == 1 || workers == 1 {
             for i in 0..<count { body(i) }
             return
         }
@@ -42,7 +31,7 @@ public enum Threading {
         withoutActuallyEscaping(body) { body in
             DispatchQueue.concurrentPerform(iterations: count, execute: body)
         }
-        setBLASThreads(threadsPerCaller)
+        setBLASThreads(workers)
     }
 
     /// Splits 0..<n into `parts` contiguous ranges of near-equal size (the first ones one longer).

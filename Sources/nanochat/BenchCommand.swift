@@ -278,6 +278,7 @@ struct BenchInfer: ParsableCommand {
     @Option(parsing: .singleValue, help: "Depths (repeatable).") var depth: [Int] = [4, 6, 12]
     @Option(help: "Tokens to decode.") var tokens = 64
     @Option(help: "Prompt length for prefill.") var prompt = 128
+    @Option(parsing: .singleValue, help: "More decode batch sizes to measure beside 1 and 8 (repeatable).") var batch: [Int] = []
     @Option(help: "An upstream nanochat checkout to measure side by side (tools/bench_upstream_infer.py; needs torch).") var upstream: String?
     @Option(help: "Python with torch for the upstream reference.") var python: String = "python3"
     @Option(help: "Directory holding bench_upstream_infer.py.") var toolsDir: String = "tools"
@@ -323,6 +324,10 @@ struct BenchInfer: ParsableCommand {
                 let d1 = decode(batch: 1), d8 = decode(batch: 8)
                 print(String(format: "d%d (%.0f MB of weights read per step, %.1f GB/s over a buffer that size): decode batch 1 %.1f tok/s = %.2f of the %.0f tok/s limit; batch 8 %.1f tok/s (%.1f steps/s = %.2f of the limit); prefill %.0f tok/s",
                              d, weightBytes / 1e6, wsBW, d1, d1 / limit, limit, d8, d8 / 8, d8 / 8 / limit, prefill))
+                for bs in batch.sorted() where bs != 1 && bs != 8 && bs >= 1 {
+                    let r = decode(batch: bs)
+                    print(String(format: "  d%d decode batch %d: %.1f tok/s (%.1f steps/s)", d, bs, r, r / Double(bs)))
+                }
                 if let upstream {
                     setenv("NANOCHAT_DTYPE", "float32", 1)
                     if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream_infer.py",

@@ -15,7 +15,7 @@ struct ChatWebCommand: AsyncParsableCommand {
     )
     @Option(help: "Address to bind (127.0.0.1 keeps it local; 0.0.0.0 serves the network).") var host = NanoChatServer.defaultHost
     @Option(name: [.customShort("p"), .long], help: "Port.") var port = NanoChatServer.defaultPort
-    @Option(name: [.customShort("n"), .long], help: "Engine workers (concurrent generations).") var numWorkers = 1
+    @Option(name: [.customShort("n"), .long], help: "Concurrent answers, decoded together in one batch per token (continuous batching).") var numWorkers = 4
     @Option(help: "Requests that may wait for a worker before new ones get 503.") var queueLimit = 64
     @Option(name: .customShort("i"), help: "Model source: base, sft or rl.") var source = "sft"
     @Option(name: .customShort("g"), help: "Model tag.") var modelTag: String?

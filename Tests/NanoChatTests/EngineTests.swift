@@ -73,6 +73,47 @@ final class EngineTests: XCTestCase {
         }
     }
 
+    /// The continuous batcher: requests of different lengths, more than its rows, arriving together, each get
+    /// exactly the greedy answer the Engine gives them alone; a request that stops early frees its row; a
+    /// refused one is told why.
+    func testBatcherAnswersEachRequestAsTheEngineAlone() throws {
+        let model = try fixtureModel()
+        let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] } + [[0x61, 0x62]] + (0..<34).map { [0x7A, UInt8($0)] },
+                                specialTokens: specialTokenNames)
+        let engine = Engine(model: model, tokenizer: tok)
+        let prompts = (0..<7).map { i in [tok.bosID] + (0..<(2 + 5 * i)).map { 40 + ($0 * 7 + i * 13) % 80 } }
+        let expected = try prompts.map { p -> [Int] in
+            var out: [Int] = []
+            try engine.generate(p, maxTokens: 12, temperature: 0) { col, _ in out.append(col[0]); return true }
+            return out
+        }
+        let batcher = Batcher(engine: engine, slots: 3)
+        final class Box: @unchecked Sendable { var got: [[Int]] = Array(repeating: [], count: 8); var errors: [Error?] = Array(repeating: nil, count: 8) }
+        let box = Box()
+        let done = DispatchGroup()
+        for (i, p) in prompts.enumerated() {
+            done.enter()
+            batcher.submit(.init(prompt: p, maxTokens: 12, temperature: 0, topK: nil, seed: 1),
+                           onToken: { box.got[i].append($0); return true }, finished: { box.errors[i] = $0; done.leave() })
+        }
+        // one that stops after 3 tokens, and one too long for the model's positions
+        done.enter()
+        batcher.submit(.init(prompt: prompts[2], maxTokens: 12, temperature: 0, topK: nil, seed: 1),
+                       onToken: { box.got[7].append($0); return box.got[7].count < 3 }, finished: { _ in done.leave() })
+        let refused = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var refusal: Error?
+        batcher.submit(.init(prompt: Array(repeating: 65, count: 700), maxTokens: 10, temperature: 0, topK: nil, seed: 1),
+                       onToken: { _ in true }, finished: { refusal = $0; refused.signal() })
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
+        XCTAssertEqual(refused.wait(timeout: .now() + 60), .success)
+        for i in 0..<prompts.count {
+            XCTAssertNil(box.errors[i])
+            XCTAssertEqual(box.got[i], expected[i], "request \(i) (prompt of \(prompts[i].count) tokens)")
+        }
+        XCTAssertEqual(box.got[7], Array(expected[2].prefix(3)))
+        XCTAssertNotNil(refusal)
+    }
+
     func testGreedyIsDeterministicAndMatchesTheUncachedGenerator() throws {
         let model = try fixtureModel()
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] } + [[0x61, 0x62]] + (0..<34).map { [0x7A, UInt8($0)] },

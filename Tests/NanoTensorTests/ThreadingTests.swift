@@ -22,24 +22,6 @@ final class ThreadingTests: XCTestCase {
         XCTAssertEqual(hits, Array(repeating: 1, count: 1000))
     }
 
-    func testSharingCoresGivesEachCallerItsPart() {
-        defer { Threading.shareCores(among: 1) }
-        Threading.shareCores(among: Threading.workers)
-        XCTAssertEqual(Threading.threadsPerCaller, 1)
-        XCTAssertEqual(Threading.blasThreads, 1)
-        Threading.shareCores(among: 4 * Threading.workers)  // more callers than cores: still one thread each
-        XCTAssertEqual(Threading.threadsPerCaller, 1)
-        // two callers at once, each running its own parallel loops: every index once, nothing lost
-        var hits = [Int](repeating: 0, count: 2000)
-        hits.withUnsafeMutableBufferPointer { h in
-            let h = h
-            DispatchQueue.concurrentPerform(iterations: 2) { c in Threading.parallelFor(1000) { h[c * 1000 + $0] += 1 } }
-        }
-        XCTAssertEqual(hits, Array(repeating: 1, count: 2000))
-        Threading.shareCores(among: 1)
-        XCTAssertEqual(Threading.threadsPerCaller, Threading.workers)
-    }
-
     func testSgemmMatchesNaiveProduct() {
         let m = 5, n = 7, k = 3
         let a = (0..<(m * k)).map { Float($0 % 7) - 3 }

@@ -167,7 +167,7 @@ extension GPT {
         let kc = cache.k[layer], vc = cache.v[layer]
         let cap = cache.capacity
         // contiguous runs of (row, head) pairs per thread: one scratch buffer each, no per-pair dispatch
-        let parts = Threading.ranges(b * h, parts: Threading.threadsPerCaller)
+        let parts = Threading.ranges(b * h, parts: Threading.workers)
         let span = min((rows.map(\.start).max() ?? 0) + t, window + 1)
         Threading.parallelFor(parts.count) { part in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: span)

@@ -1,0 +1,142 @@
+import Foundation
+import NanoTensor
+
+/// Continuous batching over one model: every running conversation sits in its own row of one KV cache, and one
+/// thread decodes all of them with a single forward pass per step, each row at its own position. A new request
+/// is prefilled alone and joins the batch at the next step; a finished one leaves its row to the next request.
+/// The weights are read once per step for the whole batch, which is where decoding spends its time.
+///
+/// Sampling, stop tokens, forced calculator tokens and limits are the Engine's (`Engine.generate`).
+public final class Batcher: @unchecked Sendable {
+    public let engine: Engine
+    public let slots: Int
+
+    public struct Request: Sendable {
+        public var prompt: [Int]
+        public var maxTokens: Int
+        public var temperature: Float
+        public var topK: Int?
+        public var seed: UInt64
+        public init(prompt: [Int], maxTokens: Int, temperature: Float, topK: Int?, seed: UInt64) {
+            self.prompt = prompt; self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.seed = seed
+        }
+    }
+
+    /// Called on the batcher's thread with each token (the stop token included); returning false ends the
+    /// request (the client went away). `finished` runs once, with an error when the request was refused.
+    public typealias OnToken = (Int) -> Bool
+    public typealias OnFinish = (Error?) -> Void
+
+    struct Pending { var request: Request; var onToken: OnToken; var finished: OnFinish }
+    struct Running {
+        var slot: Int
+        var request: Request
+        var onToken: OnToken
+        var finished: OnFinish
+        var rng: RNG
+        var row = Engine.RowState()
+        var generated = 0
+    }
+
+    private let lock = NSCondition()
+    private var pending: [Pending] = []
+    private var freeSlots: [Int]
+    private var thread: Thread?
+
+    /// `slots`: conversations decoded together at most; more wait, in order.
+    public init(engine: Engine, slots: Int) {
+        self.engine = engine
+        self.slots = max(1, slots)
+        freeSlots = Array((0..<self.slots).reversed())
+    }
+
+    public func submit(_ request: Request, onToken: @escaping OnToken, finished: @escaping OnFinish) {
+        lock.lock()
+        pending.append(Pending(request: request, onToken: onToken, finished: finished))
+        if thread == nil {
+            let t = Thread { self.loop() }  // lives as long as the process: the batcher serves until exit
+            t.name = "nanochat-batcher"
+            thread = t
+            t.start()
+        }
+        lock.signal()
+        lock.unlock()
+    }
+
+    /// Checks a request as `Engine.generate` does; nil when it can run.
+    public func refusal(_ r: Request) -> Error? {
+        let config = engine.model.config
+        let positions = 10 * config.sequence_len
+        if r.prompt.isEmpty { return NanoChatError("the prompt is empty") }
+        if r.prompt.count + r.maxTokens > positions {
+            return NanoChatError("the prompt (\(r.prompt.count) tokens) plus \(r.maxTokens) new tokens exceeds the model's \(positions) positions; start a new conversation")
+        }
+        if let bad = r.prompt.first(where: { $0 < 0 || $0 >= config.vocab_size }) {
+            return NanoChatError("token id \(bad) is outside the model's vocabulary of \(config.vocab_size)")
+        }
+        return nil
+    }
+
+    private func loop() {
+        let model = engine.model
+        let vocab = model.config.vocab_size
+        let cache = KVCache(config: model.config, batch: slots, capacity: 256)  // grows when a conversation needs it
+        let logits = UnsafeMutablePointer<Float>.allocate(capacity: slots * vocab)  // by slot
+        defer { logits.deallocate() }
+        var running: [Running] = []
+        var rows: [Int] = [], tokens: [Int32] = []
+        rows.reserveCapacity(slots); tokens.reserveCapacity(slots)
+        while true {
+            // admit waiting requests into free rows (prefill each alone)
+            lock.lock()
+            while pending.isEmpty && running.isEmpty { lock.wait() }
+            var admitted: [(Pending, Int)] = []
+            while !pending.isEmpty && !freeSlots.isEmpty { admitted.append((pending.removeFirst(), freeSlots.removeLast())) }
+            lock.unlock()
+            for (p, slot) in admitted {
+                if let error = refusal(p.request) {
+                    p.finished(error)
+                    release(slot)
+                    continue
+                }
+                let one = KVCache(config: model.config, batch: 1, capacity: p.request.prompt.count)
+                let out = model.forward(p.request.prompt.map { Int32($0) }, batch: 1, time: p.request.prompt.count, cache: one)
+                (logits + slot * vocab).update(from: out.data, count: vocab)
+                cache.load(row: slot, from: one)
+                running.append(Running(slot: slot, request: p.request, onToken: p.onToken, finished: p.finished,
+                                       rng: RNG(seed: p.request.seed)))
+            }
+            // one token for every running request; those that go on form the next pass
+            rows.removeAll(keepingCapacity: true); tokens.removeAll(keepingCapacity: true)
+            var i = 0
+            while i < running.count {
+                var r = running[i]
+                let sampled = sampleToken(UnsafeBufferPointer(start: logits + r.slot * vocab, count: vocab),
+                                          temperature: r.request.temperature, topK: r.request.topK, rng: &r.rng)
+                let token = r.row.forced.isEmpty ? sampled : r.row.forced.removeFirst()
+                engine.step(&r.row, token)
+                r.generated += 1
+                let wanted = r.onToken(token)
+                let stop = token == engine.assistantEnd || token == engine.bos
+                if !wanted || stop || r.generated >= r.request.maxTokens {
+                    r.finished(nil)
+                    release(r.slot)
+                    running.remove(at: i)
+                    continue
+                }
+                running[i] = r
+                rows.append(r.slot)
+                tokens.append(Int32(token))
+                i += 1
+            }
+            guard !rows.isEmpty else { continue }
+            cache.activeRows = rows
+            let out = model.forward(tokens, batch: rows.count, time: 1, cache: cache)
+            for (b, slot) in rows.enumerated() { (logits + slot * vocab).update(from: out.data + b * vocab, count: vocab) }
+        }
+    }
+
+    private func release(_ slot: Int) {
+        lock.lock(); freeSlots.append(slot); lock.unlock()
+    }
+}
