@@ -72,7 +72,7 @@ public enum ShardDownloader {
         let tmp = dest.appendingPathExtension("tmp")
         try? FileManager.default.removeItem(at: tmp)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        FileManager.default.createFile(atPath: tmp.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: tmp.path, contents: nil)  // failure shows in the next line
         guard let out = FileHandle(forWritingAtPath: tmp.path) else { throw NanoChatError("cannot write \(tmp.path)") }
         let delegate = StreamDelegate(out: out, onBytes: onBytes)
         let config = URLSessionConfiguration.ephemeral

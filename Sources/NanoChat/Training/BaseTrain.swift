@@ -222,7 +222,7 @@ func trimMetrics(_ url: URL, keepBelow step: Int) throws {
 public final class MetricsLog {
     let handle: FileHandle
     public init(url: URL) throws {
-        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
         guard let h = try? FileHandle(forWritingTo: url) else { throw NanoChatError("cannot write metrics log \(url.path)") }
         h.seekToEndOfFile()
         handle = h
