@@ -7,6 +7,8 @@ import NanoTensor
 /// The weights are read once per step for the whole batch, which is where decoding spends its time.
 ///
 /// Sampling, stop tokens, forced calculator tokens and limits are the Engine's (`Engine.generate`).
+/// Known limit: a prompt is prefilled in one piece, so a long one pauses the other streams while it runs
+/// (chunked prefill would interleave it with decoding steps).
 public final class Batcher: @unchecked Sendable {
     public let engine: Engine
     public let slots: Int
