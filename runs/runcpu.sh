@@ -34,8 +34,11 @@ echo "== evaluation: bits per byte and samples"
 $nanochat base-eval --device-batch-size 8 --split-tokens 65536
 echo
 echo "Done. Everything is in $NANOCHAT_BASE_DIR (tokenizer/, base_data_climbmix/, base_checkpoints/d$DEPTH/ with metrics.jsonl)."
+# the printed commands name the base directory when it is not the default one
+run=$nanochat
+[[ $NANOCHAT_BASE_DIR != "$HOME/.cache/nanochat" ]] && run="NANOCHAT_BASE_DIR=$NANOCHAT_BASE_DIR $nanochat"
 echo "Talk to the model you trained:"
-echo "  $nanochat chat-cli -i base                # in the terminal (Ctrl-C stops an answer, 'quit' leaves)"
-echo "  $nanochat chat-cli -i base -p 'The capital of France is'"
-echo "  $nanochat chat-web -i base               # then open http://127.0.0.1:8000/ (OpenAI API at /v1)"
-echo "Try the tokenizer:  echo '\"Hello world!\"' | $nanochat tok-encode"
+echo "  $run chat-cli -i base                # in the terminal (Ctrl-C stops an answer, 'quit' leaves)"
+echo "  $run chat-cli -i base -p 'The capital of France is'"
+echo "  $run chat-web -i base               # then open http://127.0.0.1:8000/ (OpenAI API at /v1)"
+echo "Try the tokenizer:  echo '\"Hello world!\"' | $run tok-encode"
