@@ -47,9 +47,12 @@ __attribute__((target("avx2,fma"))) static void tile(int mi, int two, int k, flo
         x = _mm256_loadu_ps(a2 + t); acc[0][2] = _mm256_fmadd_ps(w0, x, acc[0][2]); acc[1][2] = _mm256_fmadd_ps(w1, x, acc[1][2]);
         x = _mm256_loadu_ps(a3 + t); acc[0][3] = _mm256_fmadd_ps(w0, x, acc[0][3]); acc[1][3] = _mm256_fmadd_ps(w1, x, acc[1][3]);
     }
+    // reduce with constant indices first: indexing the accumulators by a run-time row would keep them in memory
+    float sum[2][4] = {{hsum(acc[0][0]), hsum(acc[0][1]), hsum(acc[0][2]), hsum(acc[0][3])},
+                       {hsum(acc[1][0]), hsum(acc[1][1]), hsum(acc[1][2]), hsum(acc[1][3])}};
     const float *rows[4] = {a0, a1, a2, a3};
     for (int r = 0; r < mi; r++) {
-        float s0 = hsum(acc[0][r]), s1 = hsum(acc[1][r]);
+        float s0 = sum[0][r], s1 = sum[1][r];
         for (int u = t; u < k; u++) { s0 += rows[r][u] * b0[u]; s1 += rows[r][u] * b1[u]; }
         store(c + (long)r * ldc, s0, alpha, beta);
         if (two) store(c + (long)r * ldc + 1, s1, alpha, beta);
@@ -72,10 +75,12 @@ __attribute__((target("avx2,fma"))) static void tile_narrow(int mi, int nb, int 
         w = _mm256_loadu_ps(b2 + t); acc[2][0] = _mm256_fmadd_ps(w, x0, acc[2][0]); acc[2][1] = _mm256_fmadd_ps(w, x1, acc[2][1]);
         w = _mm256_loadu_ps(b3 + t); acc[3][0] = _mm256_fmadd_ps(w, x0, acc[3][0]); acc[3][1] = _mm256_fmadd_ps(w, x1, acc[3][1]);
     }
+    float sum[4][2] = {{hsum(acc[0][0]), hsum(acc[0][1])}, {hsum(acc[1][0]), hsum(acc[1][1])},
+                       {hsum(acc[2][0]), hsum(acc[2][1])}, {hsum(acc[3][0]), hsum(acc[3][1])}};
     const float *rows[2] = {a0, a1};
     for (int r = 0; r < mi; r++) {
         for (int q = 0; q < nb; q++) {
-            float s = hsum(acc[q][r]);
+            float s = sum[q][r];
             for (int u = t; u < k; u++) s += rows[r][u] * bs[q][u];
             store(c + (long)r * ldc + q, s, alpha, beta);
         }

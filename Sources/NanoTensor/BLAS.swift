@@ -41,7 +41,8 @@ public let skinnyRows = 16
 /// single-threaded; otherwise one BLAS call that threads itself.
 public func sgemmWeights(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                          c: UnsafeMutablePointer<Float>, ldc: Int) {
-    guard m >= 2 && m <= skinnyRows && Threading.workers > 1 && n >= 64 else {
+    // small matrices stay on this thread: waking a second one costs more than their product (d4's 256 x 256)
+    guard m >= 2 && m <= skinnyRows && Threading.workers > 1 && n * k >= 1 << 20 else {
         sgemm(transA: false, transB: true, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
         return
     }

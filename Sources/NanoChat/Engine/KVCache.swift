@@ -1,7 +1,8 @@
 import Foundation
 import NanoTensor
 
-/// Keys and values of every layer for B rows, [L][B, Tmax, Hkv, D], plus the smear state (the last position's
+/// Keys and values of every layer for B rows, [L][B, Hkv, Tmax, D] (each head's positions contiguous, so
+/// attention streams them instead of striding across heads), plus the smear state (the last position's
 /// pre-smear normalised embedding per row). Each row has its own next position: the rows of one generation
 /// move together (`position`), while the continuous batcher (`Batcher`) keeps one conversation per row and
 /// steps only the rows in `activeRows`, each at its own position.
@@ -66,10 +67,12 @@ public final class KVCache {
     public func load(row: Int, from one: KVCache) {
         precondition(one.batch == 1 && one.layers == layers && one.kvHeads == kvHeads && one.headDim == headDim)
         ensureCapacity(one.position)
-        let n = one.position * kvHeads * headDim
+        let n = one.position * headDim
         for l in 0..<layers {
-            (k[l] + row * capacity * kvHeads * headDim).update(from: one.k[l], count: n)
-            (v[l] + row * capacity * kvHeads * headDim).update(from: one.v[l], count: n)
+            for h in 0..<kvHeads {
+                (k[l] + (row * kvHeads + h) * capacity * headDim).update(from: one.k[l] + h * one.capacity * headDim, count: n)
+                (v[l] + (row * kvHeads + h) * capacity * headDim).update(from: one.v[l] + h * one.capacity * headDim, count: n)
+            }
         }
         rowPositions[row] = one.position
         if let p = one.prevEmbedding {
@@ -83,13 +86,16 @@ public final class KVCache {
         guard positions > capacity else { return }
         var c = capacity
         while c < positions { c *= 2 }
-        let row = kvHeads * headDim
+        let d = headDim
         for l in 0..<layers {
-            let nk = UnsafeMutablePointer<Float>.allocate(capacity: batch * c * row)
-            let nv = UnsafeMutablePointer<Float>.allocate(capacity: batch * c * row)
+            let nk = UnsafeMutablePointer<Float>.allocate(capacity: batch * kvHeads * c * d)
+            let nv = UnsafeMutablePointer<Float>.allocate(capacity: batch * kvHeads * c * d)
             for b in 0..<batch {
-                (nk + b * c * row).update(from: k[l] + b * capacity * row, count: rowPositions[b] * row)
-                (nv + b * c * row).update(from: v[l] + b * capacity * row, count: rowPositions[b] * row)
+                for h in 0..<kvHeads {
+                    let i = b * kvHeads + h
+                    (nk + i * c * d).update(from: k[l] + i * capacity * d, count: rowPositions[b] * d)
+                    (nv + i * c * d).update(from: v[l] + i * capacity * d, count: rowPositions[b] * d)
+                }
             }
             k[l].deallocate(); v[l].deallocate()
             k[l] = nk; v[l] = nv
@@ -111,11 +117,16 @@ extension KVCache {
 
     /// Writes a chunk's keys and values ([B, T, Hkv, D]) at each row's position in layer `layer`.
     func append(layer: Int, keys: Tensor, values: Tensor, time t: Int, rows: [(row: Int, start: Int)]) {
-        let row = kvHeads * headDim
+        let d = headDim
         for (bi, r) in rows.enumerated() {
-            let base = (r.row * capacity + r.start) * row
-            (k[layer] + base).update(from: keys.data + bi * t * row, count: t * row)
-            (v[layer] + base).update(from: values.data + bi * t * row, count: t * row)
+            for h in 0..<kvHeads {
+                let dst = ((r.row * kvHeads + h) * capacity + r.start) * d
+                for i in 0..<t {
+                    let src = ((bi * t + i) * kvHeads + h) * d
+                    (k[layer] + dst + i * d).update(from: keys.data + src, count: d)
+                    (v[layer] + dst + i * d).update(from: values.data + src, count: d)
+                }
+            }
         }
     }
 
@@ -167,8 +178,9 @@ extension GPT {
         let kc = cache.k[layer], vc = cache.v[layer]
         let cap = cache.capacity
         // contiguous runs of (row, head) pairs per thread: one scratch buffer each, no per-pair dispatch
-        let parts = Threading.ranges(b * h, parts: Threading.workers)
         let span = min((rows.map(\.start).max() ?? 0) + t, window + 1)
+        // a few short rows are cheaper on this thread than waking another
+        let parts = Threading.ranges(b * h, parts: b * h * t * span * d >= 1 << 20 ? Threading.workers : 1)
         Threading.parallelFor(parts.count) { part in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: span)
             defer { scores.deallocate() }
@@ -181,7 +193,7 @@ extension GPT {
                     let qrow = q.data + ((bi * t + i) * h + hh) * d
                     var m = -Float.infinity
                     for j in lo...p {
-                        let s = dot(qrow, kc + ((slot * cap + j) * hkv + kh) * d, d) * scale
+                        let s = dot(qrow, kc + ((slot * hkv + kh) * cap + j) * d, d) * scale
                         scores[j - lo] = s
                         m = max(m, s)
                     }
@@ -191,7 +203,7 @@ extension GPT {
                     orow.update(repeating: 0, count: d)
                     let inv = 1 / sum
                     for j in lo...p {
-                        addScaled(orow, vc + ((slot * cap + j) * hkv + kh) * d, scores[j - lo] * inv, d)
+                        addScaled(orow, vc + ((slot * hkv + kh) * cap + j) * d, scores[j - lo] * inv, d)
                     }
                 }
             }
