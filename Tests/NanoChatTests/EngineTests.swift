@@ -73,9 +73,9 @@ final class EngineTests: XCTestCase {
         }
     }
 
-    /// The continuous batcher: requests of different lengths, more than its rows, arriving together, each get
-    /// exactly the greedy answer the Engine gives them alone; a request that stops early frees its row; a
-    /// refused one is told why.
+    /// The continuous batcher: requests of different lengths, more than its rows, arriving together and
+    /// prefilled in chunks between decoding steps, each get exactly the greedy answer the Engine gives them
+    /// alone; a request that stops early frees its row; a refused one is told why.
     func testBatcherAnswersEachRequestAsTheEngineAlone() throws {
         let model = try fixtureModel()
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] } + [[0x61, 0x62]] + (0..<34).map { [0x7A, UInt8($0)] },
@@ -87,7 +87,7 @@ final class EngineTests: XCTestCase {
             try engine.generate(p, maxTokens: 12, temperature: 0) { col, _ in out.append(col[0]); return true }
             return out
         }
-        let batcher = Batcher(engine: engine, slots: 3)
+        let batcher = Batcher(engine: engine, slots: 3, prefillChunk: 8)  // prompts of up to 33 tokens: up to 5 chunks
         final class Box: @unchecked Sendable { var got: [[Int]] = Array(repeating: [], count: 8); var errors: [Error?] = Array(repeating: nil, count: 8) }
         let box = Box()
         let done = DispatchGroup()

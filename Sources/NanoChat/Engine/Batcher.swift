@@ -7,11 +7,12 @@ import NanoTensor
 /// The weights are read once per step for the whole batch, which is where decoding spends its time.
 ///
 /// Sampling, stop tokens, forced calculator tokens and limits are the Engine's (`Engine.generate`).
-/// Known limit: a prompt is prefilled in one piece, so a long one pauses the other streams while it runs
-/// (chunked prefill would interleave it with decoding steps).
+/// A long prompt is prefilled `prefillChunk` tokens at a time, between decoding steps, so it never stalls the
+/// answers already streaming for longer than one chunk.
 public final class Batcher: @unchecked Sendable {
     public let engine: Engine
     public let slots: Int
+    public let prefillChunk: Int
 
     public struct Request: Sendable {
         public var prompt: [Int]
@@ -30,6 +31,8 @@ public final class Batcher: @unchecked Sendable {
     public typealias OnFinish = (Error?) -> Void
 
     struct Pending { var request: Request; var onToken: OnToken; var finished: OnFinish }
+    /// A request whose prompt is going into its own batch-1 cache, a chunk per loop turn.
+    struct Prefilling { var pending: Pending; var slot: Int; var cache: KVCache; var done = 0 }
     struct Running {
         var slot: Int
         var request: Request
@@ -46,9 +49,10 @@ public final class Batcher: @unchecked Sendable {
     private var thread: Thread?
 
     /// `slots`: conversations decoded together at most; more wait, in order.
-    public init(engine: Engine, slots: Int) {
+    public init(engine: Engine, slots: Int, prefillChunk: Int = 256) {
         self.engine = engine
         self.slots = max(1, slots)
+        self.prefillChunk = max(1, prefillChunk)
         freeSlots = Array((0..<self.slots).reversed())
     }
 
@@ -86,12 +90,13 @@ public final class Batcher: @unchecked Sendable {
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: slots * vocab)  // by slot
         defer { logits.deallocate() }
         var running: [Running] = []
+        var prefilling: [Prefilling] = []
         var rows: [Int] = [], tokens: [Int32] = []
         rows.reserveCapacity(slots); tokens.reserveCapacity(slots)
         while true {
-            // admit waiting requests into free rows (prefill each alone)
+            // admit waiting requests into free rows
             lock.lock()
-            while pending.isEmpty && running.isEmpty { lock.wait() }
+            while pending.isEmpty && running.isEmpty && prefilling.isEmpty { lock.wait() }
             var admitted: [(Pending, Int)] = []
             while !pending.isEmpty && !freeSlots.isEmpty { admitted.append((pending.removeFirst(), freeSlots.removeLast())) }
             lock.unlock()
@@ -101,12 +106,24 @@ public final class Batcher: @unchecked Sendable {
                     release(slot)
                     continue
                 }
-                let one = KVCache(config: model.config, batch: 1, capacity: p.request.prompt.count)
-                let out = model.forward(p.request.prompt.map { Int32($0) }, batch: 1, time: p.request.prompt.count, cache: one)
-                (logits + slot * vocab).update(from: out.data, count: vocab)
-                cache.load(row: slot, from: one)
-                running.append(Running(slot: slot, request: p.request, onToken: p.onToken, finished: p.finished,
-                                       rng: RNG(seed: p.request.seed)))
+                prefilling.append(Prefilling(pending: p, slot: slot,
+                                             cache: KVCache(config: model.config, batch: 1, capacity: p.request.prompt.count)))
+            }
+            // one chunk of the oldest prompt being prefilled; when it is complete the request joins the batch
+            if var f = prefilling.first {
+                let prompt = f.pending.request.prompt
+                let n = min(prefillChunk, prompt.count - f.done)
+                let out = model.forward(prompt[f.done..<(f.done + n)].map { Int32($0) }, batch: 1, time: n, cache: f.cache)
+                f.done += n
+                if f.done == prompt.count {
+                    (logits + f.slot * vocab).update(from: out.data, count: vocab)
+                    cache.load(row: f.slot, from: f.cache)
+                    running.append(Running(slot: f.slot, request: f.pending.request, onToken: f.pending.onToken,
+                                           finished: f.pending.finished, rng: RNG(seed: f.pending.request.seed)))
+                    prefilling.removeFirst()
+                } else {
+                    prefilling[0] = f
+                }
             }
             // one token for every running request; those that go on form the next pass
             rows.removeAll(keepingCapacity: true); tokens.removeAll(keepingCapacity: true)
