@@ -107,7 +107,7 @@ public enum NanoChatServer {
         let prompt = req.promptTokens(tok)
         let request = Batcher.Request(prompt: prompt, maxTokens: req.maxTokens, temperature: req.temperature,
                                       topK: req.topK > 0 ? req.topK : nil, seed: req.seed ?? UInt64.random(in: 0..<(1 << 31)))
-        if let refusal = batcher.refusal(request) {  // e.g. the conversation no longer fits the model's positions
+        if let refusal = engine.refusal(prompt: request.prompt, maxTokens: request.maxTokens) {  // e.g. the conversation no longer fits the model's positions
             return NanoChatServer.error(.badRequest, "messages: \(refusal)")
         }
         let worker: Int

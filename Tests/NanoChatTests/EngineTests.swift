@@ -56,9 +56,8 @@ final class EngineTests: XCTestCase {
         var got = [[[Float]]](repeating: [], count: 2)
         for step in 0..<8 {
             let order = step % 2 == 0 ? [0, 1] : [1, 0]  // the batch order changes between steps
-            cache.activeRows = order.map { slots[$0] }
             let ids = order.map { seqs[$0][prompts[$0] + step] }
-            let out = model.forward(ids, batch: 2, time: 1, cache: cache)
+            let out = model.forward(ids, batch: 2, time: 1, cache: cache, rows: order.map { slots[$0] })
             for (bi, i) in order.enumerated() { got[i].append(Array(UnsafeBufferPointer(start: out.data + bi * v, count: v))) }
         }
         XCTAssertEqual(cache.rowPositions, [22, 0, 11])

@@ -6,7 +6,7 @@ import NanoTensor
 /// is prefilled alone and joins the batch at the next step; a finished one leaves its row to the next request.
 /// The weights are read once per step for the whole batch, which is where decoding spends its time.
 ///
-/// Sampling, stop tokens, forced calculator tokens and limits are the Engine's (`Engine.generate`).
+/// Sampling, stop tokens, forced calculator tokens and limits are the Engine's (`Engine.nextToken`, `Engine.refusal`).
 /// A long prompt is prefilled `prefillChunk` tokens at a time, between decoding steps, so it never stalls the
 /// answers already streaming for longer than one chunk.
 public final class Batcher: @unchecked Sendable {
@@ -69,20 +69,6 @@ public final class Batcher: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Checks a request as `Engine.generate` does; nil when it can run.
-    public func refusal(_ r: Request) -> Error? {
-        let config = engine.model.config
-        let positions = 10 * config.sequence_len
-        if r.prompt.isEmpty { return NanoChatError("the prompt is empty") }
-        if r.prompt.count + r.maxTokens > positions {
-            return NanoChatError("the prompt (\(r.prompt.count) tokens) plus \(r.maxTokens) new tokens exceeds the model's \(positions) positions; start a new conversation")
-        }
-        if let bad = r.prompt.first(where: { $0 < 0 || $0 >= config.vocab_size }) {
-            return NanoChatError("token id \(bad) is outside the model's vocabulary of \(config.vocab_size)")
-        }
-        return nil
-    }
-
     private func loop() {
         let model = engine.model
         let vocab = model.config.vocab_size
@@ -101,7 +87,7 @@ public final class Batcher: @unchecked Sendable {
             while !pending.isEmpty && !freeSlots.isEmpty { admitted.append((pending.removeFirst(), freeSlots.removeLast())) }
             lock.unlock()
             for (p, slot) in admitted {
-                if let error = refusal(p.request) {
+                if let error = engine.refusal(prompt: p.request.prompt, maxTokens: p.request.maxTokens) {
                     p.finished(error)
                     release(slot)
                     continue
@@ -130,14 +116,11 @@ public final class Batcher: @unchecked Sendable {
             var i = 0
             while i < running.count {
                 var r = running[i]
-                let sampled = sampleToken(UnsafeBufferPointer(start: logits + r.slot * vocab, count: vocab),
-                                          temperature: r.request.temperature, topK: r.request.topK, rng: &r.rng)
-                let token = r.row.forced.isEmpty ? sampled : r.row.forced.removeFirst()
-                engine.step(&r.row, token)
+                let token = engine.nextToken(&r.row, logits: UnsafeBufferPointer(start: logits + r.slot * vocab, count: vocab),
+                                             temperature: r.request.temperature, topK: r.request.topK, rng: &r.rng).token
                 r.generated += 1
                 let wanted = r.onToken(token)
-                let stop = token == engine.assistantEnd || token == engine.bos
-                if !wanted || stop || r.generated >= r.request.maxTokens {
+                if !wanted || r.row.completed || r.generated >= r.request.maxTokens {
                     r.finished(nil)
                     release(r.slot)
                     running.remove(at: i)
@@ -149,8 +132,7 @@ public final class Batcher: @unchecked Sendable {
                 i += 1
             }
             guard !rows.isEmpty else { continue }
-            cache.activeRows = rows
-            let out = model.forward(tokens, batch: rows.count, time: 1, cache: cache)
+            let out = model.forward(tokens, batch: rows.count, time: 1, cache: cache, rows: rows)
             for (b, slot) in rows.enumerated() { (logits + slot * vocab).update(from: out.data + b * vocab, count: vocab) }
         }
     }

@@ -27,44 +27,63 @@ public final class Engine {
         var completed = false
     }
 
+    /// Why `prompt` plus `maxTokens` new tokens cannot be generated, or nil: an empty prompt, too many positions
+    /// for the rotary tables (as upstream: 10 x sequence_len), an id outside the vocabulary.
+    public func refusal(prompt: [Int], maxTokens: Int) -> NanoChatError? {
+        let positions = 10 * model.config.sequence_len
+        if prompt.isEmpty { return NanoChatError("the prompt is empty") }
+        if prompt.count + maxTokens > positions {
+            return NanoChatError("the prompt (\(prompt.count) tokens) plus \(maxTokens) new tokens exceeds the model's \(positions) positions; start a new conversation")
+        }
+        if let bad = prompt.first(where: { $0 < 0 || $0 >= model.config.vocab_size }) {
+            return NanoChatError("token id \(bad) is outside the model's vocabulary of \(model.config.vocab_size)")
+        }
+        return nil
+    }
+
+    /// One row's next token: sampled from its logits (always, so the random stream does not depend on the tool)
+    /// unless the calculator forces one; advances the row's tool state and marks it completed at a stop token.
+    func nextToken(_ row: inout RowState, logits: UnsafeBufferPointer<Float>, temperature: Float, topK: Int?,
+                   rng: inout RNG) -> (token: Int, sampled: Bool) {
+        let sampled = sampleToken(logits, temperature: temperature, topK: topK, rng: &rng)
+        let forced = !row.forced.isEmpty
+        let token = forced ? row.forced.removeFirst() : sampled
+        if token == assistantEnd || token == bos { row.completed = true }
+        step(&row, token)
+        return (token, !forced)
+    }
+
     /// Streams (token per row, mask per row: 1 sampled, 0 forced) until `maxTokens` or every row completed.
     /// `onStep` returns false to stop early (a client went away, Ctrl-C).
     public func generate(_ tokens: [Int], numSamples: Int = 1, maxTokens: Int? = nil, temperature: Float = 1,
                          topK: Int? = nil, seed: UInt64 = 42, onStep: ([Int], [Int]) -> Bool) throws {
         guard !tokens.isEmpty else { return }
-        let positions = 10 * model.config.sequence_len  // the rotary tables' length, as upstream
-        guard tokens.count + (maxTokens ?? model.config.sequence_len) <= positions else {
-            throw NanoChatError("the prompt (\(tokens.count) tokens) plus \(maxTokens ?? model.config.sequence_len) new tokens exceeds the model's \(positions) positions; start a new conversation")
-        }
+        let limit = maxTokens ?? model.config.sequence_len
+        if let refusal = refusal(prompt: tokens, maxTokens: limit) { throw refusal }
         guard numSamples >= 1 else { throw NanoChatError("numSamples must be at least 1") }
-        if let bad = tokens.first(where: { $0 < 0 || $0 >= model.config.vocab_size }) {
-            throw NanoChatError("token id \(bad) is outside the model's vocabulary of \(model.config.vocab_size)")
-        }
         var rng = RNG(seed: seed)
         let prefillCache = KVCache(config: model.config, batch: 1, capacity: tokens.count)
         let prompt = tokens.map { Int32($0) }
-        let first = model.forward(prompt, batch: 1, time: prompt.count, cache: prefillCache)
-        let limit = maxTokens ?? model.config.sequence_len
+        // every row starts from the prompt's last logits; then row r reads row r of the step's output
+        var logits = model.forward(prompt, batch: 1, time: prompt.count, cache: prefillCache)
+        var rowStride = 0
         let cache = prefillCache.broadcast(batch: numSamples, capacity: tokens.count + limit)
-        var logits = (0..<numSamples).map { _ in first.array }
         var rows = [RowState](repeating: RowState(), count: numSamples)
+        var column = [Int](repeating: 0, count: numSamples), mask = column
+        let v = model.config.vocab_size
         var generated = 0
         while generated < limit && !rows.allSatisfy(\.completed) {
-            var column = [Int](repeating: 0, count: numSamples), mask = column
             for r in 0..<numSamples {
-                let sampled = sampleToken(logits[r], temperature: temperature, topK: topK, rng: &rng)
-                var token = sampled
-                if !rows[r].forced.isEmpty { token = rows[r].forced.removeFirst(); mask[r] = 0 } else { mask[r] = 1 }
-                column[r] = token
-                if token == assistantEnd || token == bos { rows[r].completed = true }
-                step(&rows[r], token)
+                let next = nextToken(&rows[r], logits: UnsafeBufferPointer(start: logits.data + r * rowStride, count: v),
+                                     temperature: temperature, topK: topK, rng: &rng)
+                column[r] = next.token
+                mask[r] = next.sampled ? 1 : 0
             }
             generated += 1
             if !onStep(column, mask) { return }
             if generated >= limit || rows.allSatisfy(\.completed) { break }
-            let out = model.forward(column.map { Int32($0) }, batch: numSamples, time: 1, cache: cache)
-            let v = model.config.vocab_size
-            logits = (0..<numSamples).map { Array(UnsafeBufferPointer(start: out.data + $0 * v, count: v)) }
+            logits = model.forward(column.map { Int32($0) }, batch: numSamples, time: 1, cache: cache)
+            rowStride = v
         }
     }
 

@@ -5,15 +5,13 @@ import NanoTensor
 /// attention streams them instead of striding across heads), plus the smear state (the last position's
 /// pre-smear normalised embedding per row). Each row has its own next position: the rows of one generation
 /// move together (`position`), while the continuous batcher (`Batcher`) keeps one conversation per row and
-/// steps only the rows in `activeRows`, each at its own position.
+/// steps only the rows it passes to `forward(rows:)`, each at its own position.
 public final class KVCache {
     public let layers: Int, batch: Int, kvHeads: Int, headDim: Int, width: Int
     public private(set) var capacity: Int
     var k: [UnsafeMutablePointer<Float>], v: [UnsafeMutablePointer<Float>]
     /// The next position of each row.
     public internal(set) var rowPositions: [Int]
-    /// The rows a forward pass works on, in the order of its batch (nil: all rows, 0..<batch).
-    public var activeRows: [Int]?
     var prevEmbedding: UnsafeMutablePointer<Float>?
 
     public convenience init(config: GPTConfig, batch: Int, capacity: Int) {
@@ -109,9 +107,10 @@ public final class KVCache {
 
 extension KVCache {
     /// The cache row and the first new position of each row of a forward pass.
-    func rowsAndStarts(batch b: Int) -> [(row: Int, start: Int)] {
-        let rows = activeRows ?? Array(0..<batch)
-        precondition(rows.count == b, "forward: batch \(b) but \(rows.count) active cache rows")
+    /// `rows`: the cache row of each batch row (nil: all rows, 0..<batch, in order).
+    func rowsAndStarts(_ rows: [Int]?, batch b: Int) -> [(row: Int, start: Int)] {
+        let rows = rows ?? Array(0..<batch)
+        precondition(rows.count == b, "forward: batch \(b) but \(rows.count) cache rows")
         return rows.map { ($0, rowPositions[$0]) }
     }
 
@@ -137,13 +136,15 @@ extension KVCache {
 }
 
 extension GPT {
-    /// Incremental forward for inference: `idx` is [B, T] new tokens at positions cache.position ..< +T.
+    /// Incremental forward for inference: `idx` is [B, T] new tokens at positions cache.position ..< +T, or,
+    /// with `rows`, batch row i continues cache row rows[i] from that row's own position.
     /// Writes their keys and values into the cache and returns the softcapped logits of every new position
     /// ([B*T, vocab]) or, with `lastOnly`, of the last one ([B, vocab]).
-    public func forward(_ idx: [Int32], batch b: Int, time t: Int, cache: KVCache, lastOnly: Bool = true) -> Tensor {
+    public func forward(_ idx: [Int32], batch b: Int, time t: Int, cache: KVCache, rows: [Int]? = nil,
+                        lastOnly: Bool = true) -> Tensor {
         Tensor.withoutGrad {
             let c = config.n_embd
-            var x = hidden(idx, batch: b, time: t, cache: cache)
+            var x = hidden(idx, batch: b, time: t, cache: cache, rows: rows)
             if lastOnly && t > 1 {
                 let last = Tensor(shape: [b, c], zeroed: false)
                 for bi in 0..<b { (last.data + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }

@@ -86,13 +86,13 @@ public final class GPT {
     }
 
     /// The final normalised hidden states [B, T, C] for token ids [B * T].
-    /// With a `cache`, row i's tokens sit at positions start ..< +T of its cache row (`KVCache.activeRows`, all rows
-    /// by default): their keys and values are appended,
+    /// With a `cache`, row i's tokens sit at positions start ..< +T of cache row `rows[i]` (row i by default):
+    /// their keys and values are appended,
     /// attention reads the cached ones and the smear continues from the cached previous embedding (inference).
-    public func hidden(_ idx: [Int32], batch b: Int, time t: Int, cache: KVCache? = nil) -> Tensor {
+    public func hidden(_ idx: [Int32], batch b: Int, time t: Int, cache: KVCache? = nil, rows cacheRows: [Int]? = nil) -> Tensor {
         precondition(idx.count == b * t, "forward: \(idx.count) ids for B=\(b) T=\(t)")
         // with a cache, each row of the batch continues its own cache row from that row's position
-        let rows = cache?.rowsAndStarts(batch: b) ?? []
+        let rows = cache?.rowsAndStarts(cacheRows, batch: b) ?? []
         let starts = cache == nil ? nil : rows.map(\.start)
         let last = (starts?.max() ?? 0) + t
         precondition(last <= cos.shape[0], "position \(last) is past the rotary tables")
