@@ -5,7 +5,9 @@ tokens/s of steady steps and the peak RSS as JSON. Benchmark tooling only.
 
 usage: NANOCHAT_DTYPE=float32 bench_upstream.py UPSTREAM_CHECKOUT --depth 4 [--steps 6] [--no-compile]
 """
-import argparse, json, os, resource, sys, time
+import argparse, json, resource, time
+
+from upstream_gpt import upstream_gpt
 
 
 def main():
@@ -22,20 +24,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true")
     a = ap.parse_args()
-    os.environ.setdefault("NANOCHAT_DTYPE", "float32")
-    sys.path.insert(0, a.checkout)
-    import torch
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(42)
-    from nanochat.gpt import GPT, GPTConfig
-
-    dim = -(-a.depth * 64 // a.head_dim) * a.head_dim
-    cfg = GPTConfig(sequence_len=a.seq, vocab_size=a.vocab, n_layer=a.depth, n_head=dim // a.head_dim,
-                    n_kv_head=dim // a.head_dim, n_embd=dim, window_pattern="L")
-    with torch.device("meta"):
-        model = GPT(cfg)
-    model.to_empty(device="cpu")
-    model.init_weights()
+    torch, model, cfg = upstream_gpt(a.checkout, a.depth, a.head_dim, a.seq, a.vocab, a.threads, seed=42)
     lr_scale = (a.total_batch / 2**19) ** 0.5
     opt = model.setup_optimizer(unembedding_lr=0.008 * lr_scale, embedding_lr=0.3 * lr_scale, matrix_lr=0.02 * lr_scale,
                                 weight_decay=0.28, scalar_lr=0.5 * lr_scale)

@@ -6,7 +6,9 @@ time, as upstream's Engine.generate runs them. Prints one JSON line. Benchmark t
 
 usage: bench_upstream_infer.py UPSTREAM_CHECKOUT --depth 4 [--tokens 64] [--prompt 128]
 """
-import argparse, json, os, sys, time
+import argparse, json, time
+
+from upstream_gpt import upstream_gpt
 
 
 def main():
@@ -19,21 +21,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    os.environ.setdefault("NANOCHAT_DTYPE", "float32")
-    sys.path.insert(0, a.checkout)
-    import torch
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(3)
-    from nanochat.gpt import GPT, GPTConfig
+    torch, model, cfg = upstream_gpt(a.checkout, a.depth, a.head_dim, 2048, a.vocab, a.threads, seed=3)
     from nanochat.engine import KVCache
-
-    dim = -(-a.depth * 64 // a.head_dim) * a.head_dim
-    cfg = GPTConfig(sequence_len=2048, vocab_size=a.vocab, n_layer=a.depth, n_head=dim // a.head_dim,
-                    n_kv_head=dim // a.head_dim, n_embd=dim, window_pattern="L")
-    with torch.device("meta"):
-        model = GPT(cfg)
-    model.to_empty(device="cpu")
-    model.init_weights()
     model.eval()
     ids = torch.randint(0, a.vocab, (1, a.prompt))
 

@@ -66,26 +66,17 @@ public struct ChatRequest {
         } catch {
             throw Invalid(message: "the body must be a JSON object")
         }
-        func number(_ key: String) throws -> Double? {
-            switch key {
-            case "temperature": return params.temperature
-            case "top_k": return params.top_k
-            case "max_tokens": return params.max_tokens
-            case "max_completion_tokens": return params.max_completion_tokens
-            default: return params.n
-            }
-        }
-        let temperature = try number("temperature") ?? Double(defaults.temperature)
+        let temperature = params.temperature ?? Double(defaults.temperature)
         guard temperature >= 0 && temperature <= 2 else { throw Invalid(message: "temperature: must be between 0 and 2, got \(temperature)") }
-        let topK = try number("top_k") ?? Double(defaults.topK)
+        let topK = params.top_k ?? Double(defaults.topK)
         guard topK >= 0 && topK <= 200 && topK == topK.rounded() else { throw Invalid(message: "top_k: must be an integer between 0 and 200, got \(topK)") }
-        let maxTokens = try number("max_tokens") ?? (try number("max_completion_tokens")) ?? Double(defaults.maxTokens)
+        let maxTokens = params.max_tokens ?? params.max_completion_tokens ?? Double(defaults.maxTokens)
         guard maxTokens >= 1 && maxTokens <= 4096 && maxTokens == maxTokens.rounded() else {
             throw Invalid(message: "max_tokens: must be an integer between 1 and 4096, got \(maxTokens)")
         }
         var stream = !openAI
         if openAI, let b = params.stream { stream = b }
-        if openAI, let n = try number("n"), n != 1 { throw Invalid(message: "n: only 1 is supported") }
+        if openAI, let n = params.n, n != 1 { throw Invalid(message: "n: only 1 is supported") }
         var seed: UInt64?
         if let s = params.seed {
             guard s >= 0 && s < 9.0e15 && s == s.rounded() else { throw Invalid(message: "seed: must be a non-negative integer, got \(s)") }

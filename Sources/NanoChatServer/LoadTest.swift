@@ -1,4 +1,5 @@
 import Foundation
+import NanoChat
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -65,20 +66,20 @@ public struct LoadTest: Sendable {
         return r
     }
 
-    /// One blocking request; the status and the body.
-    static func fetch(_ session: URLSession, _ req: URLRequest) -> (Int, Data) {
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var result = (0, Data())
-        session.dataTask(with: req) { data, resp, _ in
-            result = ((resp as? HTTPURLResponse)?.statusCode ?? 0, data ?? Data())
-            done.signal()
-        }.resume()
-        done.wait()
-        return result
+    /// Waits until /health answers 200; `alive` says whether the server process still runs (2 minutes at most).
+    public func waitUntilReady(alive: () -> Bool = { true }) throws {
+        var req = request("health")
+        req.timeoutInterval = 2
+        for _ in 0..<600 {
+            guard alive() else { throw LoadTestError("the server exited before it was ready") }
+            if blockingHTTP(req).status == 200 { return }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        throw LoadTestError("the server at \(baseURL) did not become ready within 2 minutes")
     }
 
     public func stats(_ session: URLSession) -> [String: Int] {
-        let (code, data) = Self.fetch(session, request("stats"))
+        let (code, data, _) = blockingHTTP(request("stats"), session: session)
         guard code == 200 else { return [:] }
         return (try? JSONSerialization.jsonObject(with: data)) as? [String: Int] ?? [:]
     }
@@ -92,7 +93,7 @@ public struct LoadTest: Sendable {
         // references, one at a time, not streamed: the OpenAI JSON answer
         var expected: [String] = []
         for p in 0..<prompts {
-            let (code, data) = Self.fetch(plain, request("v1/chat/completions", body: body(prompt: p, stream: false)))
+            let (code, data, _) = blockingHTTP(request("v1/chat/completions", body: body(prompt: p, stream: false)), session: plain)
             guard code == 200, let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
                   let choices = obj["choices"] as? [[String: Any]], let msg = choices.first?["message"] as? [String: Any],
                   let text = msg["content"] as? String else {

@@ -380,8 +380,12 @@ struct BenchServe: ParsableCommand {
             }
             defer { server?.terminate(); server?.waitUntilExit() }
             guard let baseURL = URL(string: base) else { throw NanoChatError("--url: not a URL: \(base)") }
-            try waitForHealth(baseURL, server: server)
             var test = LoadTest(baseURL: baseURL)
+            do {
+                try test.waitUntilReady { server?.isRunning ?? true }
+            } catch {
+                throw NanoChatError("\(error)")
+            }
             test.clients = clients; test.seconds = seconds; test.maxTokens = maxTokens
             test.prompts = max(1, min(prompts, LoadTest.promptTexts.count)); test.serverPID = server?.processIdentifier
             print("load: \(clients) streaming clients, \(url == nil ? "\(workers) workers" : base), \(Int(seconds)) s, max_tokens \(maxTokens), greedy, \(test.prompts) prompts")
@@ -402,21 +406,6 @@ struct BenchServe: ParsableCommand {
         }
     }
 
-    func waitForHealth(_ base: URL, server: Process?) throws {
-        let session = URLSession(configuration: .default)
-        for _ in 0..<600 {
-            if let s = server, !s.isRunning { throw NanoChatError("chat-web exited with status \(s.terminationStatus) before it was ready") }
-            var req = URLRequest(url: base.appendingPathComponent("health"))
-            req.timeoutInterval = 2
-            let done = DispatchSemaphore(value: 0)
-            nonisolated(unsafe) var ok = false
-            session.dataTask(with: req) { _, resp, _ in ok = (resp as? HTTPURLResponse)?.statusCode == 200; done.signal() }.resume()
-            done.wait()
-            if ok { return }
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-        throw NanoChatError("the server at \(base) did not become ready within 2 minutes")
-    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).

@@ -127,16 +127,10 @@ public enum HubTasks {
     }
 
     static func httpGet(_ url: URL) throws -> Data {
-        let sem = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var result: Result<Data, Error> = .failure(NanoChatError("no response"))  // written once before the signal
-        URLSession.shared.dataTask(with: url) { data, response, error in
-            if let error { result = .failure(NanoChatError("\(url.absoluteString): \(error.localizedDescription)")) }
-            else if let http = response as? HTTPURLResponse, http.statusCode != 200 { result = .failure(NanoChatError("\(url.absoluteString): HTTP \(http.statusCode)")) }
-            else { result = .success(data ?? Data()) }
-            sem.signal()
-        }.resume()
-        sem.wait()
-        return try result.get()
+        let r = blockingHTTP(URLRequest(url: url))
+        if let error = r.error { throw NanoChatError("\(url.absoluteString): \(error.localizedDescription)") }
+        guard r.status == 200 else { throw NanoChatError("\(url.absoluteString): HTTP \(r.status)") }
+        return r.body
     }
 
     /// Every row of the parquet files as groups of top-level columns, one row group at a time.
