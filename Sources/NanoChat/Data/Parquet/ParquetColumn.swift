@@ -233,32 +233,23 @@ extension ParquetFile {
             for i in 0..<n { v |= UInt64(raw[at + i]) << (8 * UInt64(i)) }
             return v
         }
+        // `count` values of `width` bytes each, decoded from their offsets
+        func fixed<T>(_ width: Int, _ value: (Int) -> T) throws -> [T] {
+            try need(width * count)
+            let v = (0..<count).map { value(p + width * $0) }
+            p += width * count
+            return v
+        }
         switch type {
         case 0:
             try need((count + 7) / 8)
             let v = (0..<count).map { raw[p + $0 >> 3] >> UInt8($0 & 7) & 1 == 1 }
             p += (count + 7) / 8
             return .bools(v)
-        case 1:
-            try need(4 * count)
-            let v = (0..<count).map { Int64(Int32(bitPattern: UInt32(le(p + 4 * $0, 4)))) }
-            p += 4 * count
-            return .ints(v)
-        case 2:
-            try need(8 * count)
-            let v = (0..<count).map { Int64(bitPattern: le(p + 8 * $0, 8)) }
-            p += 8 * count
-            return .ints(v)
-        case 4:
-            try need(4 * count)
-            let v = (0..<count).map { Double(Float(bitPattern: UInt32(le(p + 4 * $0, 4)))) }
-            p += 4 * count
-            return .doubles(v)
-        case 5:
-            try need(8 * count)
-            let v = (0..<count).map { Double(bitPattern: le(p + 8 * $0, 8)) }
-            p += 8 * count
-            return .doubles(v)
+        case 1: return .ints(try fixed(4) { Int64(Int32(bitPattern: UInt32(le($0, 4)))) })
+        case 2: return .ints(try fixed(8) { Int64(bitPattern: le($0, 8)) })
+        case 4: return .doubles(try fixed(4) { Double(Float(bitPattern: UInt32(le($0, 4)))) })
+        case 5: return .doubles(try fixed(8) { Double(bitPattern: le($0, 8)) })
         case 6:
             var offsets = [Int]()
             offsets.reserveCapacity(count + 1)
