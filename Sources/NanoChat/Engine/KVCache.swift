@@ -13,6 +13,8 @@ public final class KVCache {
     /// The next position of each row.
     public internal(set) var rowPositions: [Int]
     var prevEmbedding: UnsafeMutablePointer<Float>?
+    /// Attention scores, one run of `capacity` per thread: decoding allocates nothing per step.
+    var scores: UnsafeMutablePointer<Float>
 
     public convenience init(config: GPTConfig, batch: Int, capacity: Int) {
         self.init(layers: config.n_layer, batch: batch, capacity: capacity, kvHeads: config.n_kv_head,
@@ -30,11 +32,13 @@ public final class KVCache {
         let n = batch * self.capacity * kvHeads * headDim
         k = (0..<layers).map { _ in .allocate(capacity: n) }
         v = (0..<layers).map { _ in .allocate(capacity: n) }
+        scores = .allocate(capacity: Threading.workers * self.capacity)
     }
 
     deinit {
         for p in k + v { p.deallocate() }
         prevEmbedding?.deallocate()
+        scores.deallocate()
     }
 
     /// The next position when every row is at the same one (a single generation).
@@ -99,6 +103,8 @@ public final class KVCache {
             k[l] = nk; v[l] = nv
         }
         capacity = c
+        scores.deallocate()
+        scores = .allocate(capacity: Threading.workers * c)
     }
 
     /// Bytes held (for the benchmark's memory figures).
@@ -179,12 +185,12 @@ extension GPT {
         let kc = cache.k[layer], vc = cache.v[layer]
         let cap = cache.capacity
         // contiguous runs of (row, head) pairs per thread: one scratch buffer each, no per-pair dispatch
-        let span = min((rows.map(\.start).max() ?? 0) + t, window + 1)
+        let span = min(rows.reduce(0) { max($0, $1.start) } + t, window + 1)
+        precondition(span <= cap, "attention span \(span) past the cache's \(cap) positions")
         // a few short rows are cheaper on this thread than waking another
         let parts = Threading.ranges(b * h, parts: b * h * t * span * d >= 1 << 20 ? Threading.workers : 1)
         Threading.parallelFor(parts.count) { part in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: span)
-            defer { scores.deallocate() }
+            let scores = cache.scores + part * cap  // span <= capacity: hidden() grew the cache first
             for task in parts[part] {
                 let bi = task / h, hh = task % h, kh = hh / group
                 let slot = rows[bi].row
