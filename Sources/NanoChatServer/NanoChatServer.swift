@@ -100,10 +100,10 @@ public enum NanoChatServer {
         } catch let e as ChatRequest.Invalid {
             return NanoChatServer.error(.badRequest, e.message)
         }
-        guard pool.isReady, let engine = pool.engine, let batcher = pool.batcher else {
+        guard let batcher = pool.batcher else {
             return NanoChatServer.error(.serviceUnavailable, "the model is still loading", type: "unavailable", headers: [.retryAfter: "5"])
         }
-        let tok = engine.tokenizer
+        let engine = batcher.engine, tok = engine.tokenizer
         let prompt = req.promptTokens(tok)
         let request = Batcher.Request(prompt: prompt, maxTokens: req.maxTokens, temperature: req.temperature,
                                       topK: req.topK > 0 ? req.topK : nil, seed: req.seed ?? UInt64.random(in: 0..<(1 << 31)))

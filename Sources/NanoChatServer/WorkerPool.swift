@@ -13,9 +13,9 @@ public final class WorkerPool: @unchecked Sendable {
     private var waiting: [(Int) -> Void] = []
     private var tokensServed = 0
     private var requestsServed = 0
-    private(set) var engine: Engine?
-    /// Decodes every admitted request together, one row each (`size` rows).
-    private(set) var batcher: Batcher?
+    /// Decodes every admitted request together, one row each (`size` rows); nil until the model has loaded.
+    var batcher: Batcher? { lock.lock(); defer { lock.unlock() }; return loaded }
+    private var loaded: Batcher?
 
     public init(size: Int, queueLimit: Int) {
         self.size = max(1, size)
@@ -26,10 +26,10 @@ public final class WorkerPool: @unchecked Sendable {
     /// Installs the engine once the model has loaded (until then /health says 503).
     public func setEngine(_ e: Engine) {
         let b = Batcher(engine: e, slots: size)
-        lock.lock(); engine = e; batcher = b; lock.unlock()
+        lock.lock(); loaded = b; lock.unlock()
     }
 
-    public var isReady: Bool { lock.lock(); defer { lock.unlock() }; return engine != nil }
+    public var isReady: Bool { batcher != nil }
 
     public struct Busy: Error {}
 
