@@ -3,7 +3,7 @@
 torch.compile, float32 on CPU, 2 threads) on the same configuration and random tokens; prints the median
 tokens/s of steady steps and the peak RSS as JSON. Benchmark tooling only.
 
-usage: NANOCHAT_DTYPE=float32 bench_upstream.py UPSTREAM_CHECKOUT --depth 4 [--steps 6] [--no-compile]
+usage: bench_upstream.py UPSTREAM_CHECKOUT --depth 4 [--steps 6] [--no-compile]
 """
 import argparse, json, resource, time
 

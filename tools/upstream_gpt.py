@@ -6,7 +6,7 @@ import os, sys
 
 def upstream_gpt(checkout, depth, head_dim, seq, vocab, threads, seed):
     """Returns (torch, model, config) with `checkout` importable as `nanochat`."""
-    os.environ.setdefault("NANOCHAT_DTYPE", "float32")
+    os.environ["NANOCHAT_DTYPE"] = "float32"  # the same precision as ours, whatever the environment says
     sys.path.insert(0, checkout)
     import torch
     torch.set_num_threads(threads)

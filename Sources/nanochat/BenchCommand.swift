@@ -189,7 +189,6 @@ struct BenchTrain: ParsableCommand {
                              d, r.medianTokensPerSecond, r.tokensPerSecond.map { String(format: "%.0f", $0) }.joined(separator: " "),
                              r.modelGFLOPS, r.modelGFLOPS / r.sgemmGFLOPS, r.sgemmGFLOPS, r.peakRSSMB, r.freshAllocationsPerStep))
                 if let upstream {
-                    setenv("NANOCHAT_DTYPE", "float32", 1)
                     if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream.py",
                                                     args: [upstream, "--depth", "\(d)", "--head-dim", "\(headDim)", "--seq", "\(seqLen)",
                                                            "--device-batch", "\(deviceBatchSize)", "--total-batch", "\(totalBatchSize)",
@@ -329,7 +328,6 @@ struct BenchInfer: ParsableCommand {
                     print(String(format: "  d%d decode batch %d: %.1f tok/s (%.1f steps/s)", d, bs, r, r / Double(bs)))
                 }
                 if let upstream {
-                    setenv("NANOCHAT_DTYPE", "float32", 1)
                     if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream_infer.py",
                                                     args: [upstream, "--depth", "\(d)", "--tokens", "\(tokens)", "--prompt", "\(prompt)"]),
                        let u1 = ref["decode1"] as? Double, let u8 = ref["decode8"] as? Double, let up = ref["prefill"] as? Double {
