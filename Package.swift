@@ -33,25 +33,26 @@ let package = Package(
         ),
         .target(
             name: "NanoChat",
-            dependencies: ["NanoTensor", "CZstd", "CZlib"]
+            // ArgumentParser: each command's options struct is the one its library code reads (BaseTrainOptions)
+            dependencies: ["NanoTensor", "CZstd", "CZlib", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(
             name: "NanoChatServer",
-            dependencies: ["NanoChat", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["NanoChat", "NanoTensor", .product(name: "Hummingbird", package: "hummingbird")],
             resources: [.copy("ui.html")]
         ),
         .executableTarget(
             name: "nanochat",
             dependencies: [
-                "NanoChat", "NanoChatServer",
+                "NanoChat", "NanoChatServer", "NanoTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "NanoTensorTests", dependencies: ["NanoTensor"]),
-        .testTarget(name: "NanoChatTests", dependencies: ["NanoChat"]),
+        .testTarget(name: "NanoChatTests", dependencies: ["NanoChat", "NanoTensor"]),
         .testTarget(
             name: "NanoChatServerTests",
-            dependencies: ["NanoChatServer", .product(name: "HummingbirdTesting", package: "hummingbird")]
+            dependencies: ["NanoChatServer", "NanoChat", "NanoTensor", .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
     ],
     // Swift 5 mode: the kernels hand raw buffers to worker threads on purpose (one writer per range);

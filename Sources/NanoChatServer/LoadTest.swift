@@ -1,4 +1,5 @@
 import Foundation
+import NanoTensor
 import NanoChat
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -174,7 +175,7 @@ public struct LoadTest: Sendable {
 
 /// What the client threads share, behind one lock.
 final class Shared: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Mutex()
     var report = LoadTest.Report()
     var stopSampling = false
     func locked<T>(_ body: (Shared) -> T) -> T { lock.lock(); defer { lock.unlock() }; return body(self) }
@@ -203,7 +204,7 @@ final class StreamingSessions: NSObject, URLSessionDataDelegate, @unchecked Send
     }
     private var session: URLSession!
     private var pending: [Int: Pending] = [:]
-    private let lock = NSLock()
+    private let lock = Mutex()
 
     init(maxConnections: Int) {
         super.init()

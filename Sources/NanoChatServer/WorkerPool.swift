@@ -73,7 +73,7 @@ public final class WorkerPool: @unchecked Sendable {
 
 /// A flag the request side sets when the client disconnects; the generating thread checks it every token.
 public final class CancelFlag: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Mutex()
     private var cancelled = false
     public init() {}
     public func cancel() { lock.lock(); cancelled = true; lock.unlock() }

@@ -15,7 +15,7 @@ public final class Storage {
 /// Free lists keyed by element count. Guarded by a lock: tensors may be created on worker threads.
 public enum BufferPool {
     nonisolated(unsafe) static var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
-    nonisolated(unsafe) static var lock = SpinLock()
+    nonisolated(unsafe) static var lock = Mutex()
     /// Buffers handed out by malloc (not from the free lists): a steady state shows no growth here.
     nonisolated(unsafe) public private(set) static var freshAllocations = 0
     nonisolated(unsafe) public private(set) static var bytesHeld = 0
@@ -62,17 +62,6 @@ public enum BufferPool {
         bytesPooled = 0
         lock.unlock()
     }
-}
-
-/// A minimal lock (pthread mutex) usable from any thread.
-public struct SpinLock {
-    private let m: UnsafeMutablePointer<pthread_mutex_t>
-    public init() {
-        m = .allocate(capacity: 1)
-        pthread_mutex_init(m, nil)
-    }
-    @inline(__always) public func lock() { pthread_mutex_lock(m) }
-    @inline(__always) public func unlock() { pthread_mutex_unlock(m) }
 }
 
 #if canImport(Glibc)

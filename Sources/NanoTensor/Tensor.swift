@@ -57,11 +57,16 @@ public final class Tensor {
     /// Registers `out` as computed from `inputs`, with `backward` to run once `out.grad` is complete.
     /// Does nothing when recording is off or no input needs a gradient.
     @inline(__always)
-    public static func record(_ out: Tensor, _ inputs: [Tensor], op: String = "other", _ backward: @escaping (Tensor) -> Void) {
+    public static func record(_ out: Tensor, _ inputs: [Tensor], op: String = "view", _ backward: @escaping (Tensor) -> Void) {
         guard gradEnabled, inputs.contains(where: { $0.requiresGrad }) else { return }
         out.requiresGrad = true
         out.parents = inputs
-        out.backwardFn = Profiler.enabled ? { t in Profiler.measure(op + ".backward") { backward(t) } } : backward
+        if Profiler.enabled {
+            Profiler.opFinished(op)
+            out.backwardFn = { t in Profiler.measure(op + ".backward") { backward(t) } }
+        } else {
+            out.backwardFn = backward
+        }
     }
 
     /// This tensor's gradient buffer, created zero-filled on first use; ops accumulate into it.

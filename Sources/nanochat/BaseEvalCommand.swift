@@ -21,16 +21,10 @@ struct BaseEvalCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let dir = try checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) }
-                ?? Checkpoints.directory(phase: "base", tag: modelTag ?? Checkpoints.defaultTag())
-            guard let s = step ?? Checkpoints.latestStep(in: dir) else {
-                throw NanoChatError("no model_<step>.safetensors in \(dir.path)")
-            }
-            let (model, meta) = try Checkpoints.loadModel(directory: dir, step: s)
-            let tok = try Tokenizer.load(from: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.tokenizer)
-            guard tok.vocabSize == model.config.vocab_size else {
-                throw NanoChatError("the tokenizer has \(tok.vocabSize) ids but the model was trained with \(model.config.vocab_size)")
-            }
+            let loaded = try CheckpointManager.loadModel(source: "base", tag: modelTag, step: step,
+                                                         checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                                         tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
+            let (model, meta, tok, dir, s) = (loaded.model, loaded.meta, loaded.tokenizer, loaded.directory, loaded.step)
             print("model \(dir.lastPathComponent) step \(s): \(model.config)")
             let tasks = Set(eval.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             if tasks.contains("bpb") {

@@ -183,8 +183,11 @@ struct BenchTrain: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             for d in depth {
-                let r = try benchTrain(depth: d, headDim: headDim, seqLen: seqLen, deviceBatch: deviceBatchSize,
-                                       totalBatch: totalBatchSize, vocab: vocabSize, windowPattern: windowPattern, steps: steps)
+                // base-train's options at this size; its learning rates and schedule as they are
+                let o = try BaseTrainOptions.parse(["--depth", "\(d)", "--head-dim", "\(headDim)", "--max-seq-len", "\(seqLen)",
+                                                    "--device-batch-size", "\(deviceBatchSize)", "--total-batch-size", "\(totalBatchSize)",
+                                                    "--window-pattern", windowPattern, "--num-iterations", "1000"])
+                let r = try benchTrain(o, vocab: vocabSize, steps: steps)
                 print(String(format: "d%d: %.0f tok/s median (steps: %@); model %.1f GFLOP/s = %.2f of sgemm %.1f GFLOP/s; peak RSS %.0f MB; fresh buffers/step %d",
                              d, r.medianTokensPerSecond, r.tokensPerSecond.map { String(format: "%.0f", $0) }.joined(separator: " "),
                              r.modelGFLOPS, r.modelGFLOPS / r.sgemmGFLOPS, r.sgemmGFLOPS, r.peakRSSMB, r.freshAllocationsPerStep))
@@ -287,7 +290,8 @@ struct BenchInfer: ParsableCommand {
             let bw1 = measureReadBandwidth(threads: 1), bw = max(bw1, measureReadBandwidth(threads: Threading.workers))
             print(String(format: "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (all threads): the decode roofline", bw1, bw))
             for d in depth {
-                let plan = DepthPlan.make(depth: d, headDim: 64, maxSeqLen: 2048, vocabSize: 32768, windowPattern: "L")
+                let plan = DepthPlan(try BaseTrainOptions.parse(["--depth", "\(d)", "--head-dim", "64", "--window-pattern", "L"]),
+                                     vocabSize: 32768)
                 let model = try GPT(config: plan.config)
                 let weightBytes = Double(plan.params.transformerMatrices + plan.params.lmHead) * 4
                 // Weights that fit partly in the last-level cache stream faster than DRAM: the limit is the read
@@ -302,20 +306,20 @@ struct BenchInfer: ParsableCommand {
                 for _ in 0..<3 {
                     let cache = KVCache(config: plan.config, batch: 1, capacity: prompt + tokens)
                     let t0 = DispatchTime.now().uptimeNanoseconds
-                    _ = model.forward(ids, batch: 1, time: prompt, cache: cache)
+                    _ = Tensor.withoutGrad { model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true) }
                     best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
                 }
                 let prefill = Double(prompt) / best
                 func decode(batch: Int) -> Double {
                     let cache = KVCache(config: plan.config, batch: batch, capacity: prompt + tokens + 1)
-                    _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache)
+                    _ = Tensor.withoutGrad { model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true) }
                     let col = [Int32](repeating: 7, count: batch)
-                    _ = model.forward(col, batch: batch, time: 1, cache: cache)  // warm
+                    _ = Tensor.withoutGrad { model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }  // warm
                     var best = Double.infinity  // best of three runs: this machine's neighbours make single runs noisy
                     for _ in 0..<3 {
                         cache.rewind(to: prompt + 1)
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache) }
+                        for _ in 0..<tokens { _ = Tensor.withoutGrad { model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) } }
                         best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
                     }
                     return Double(tokens * batch) / best

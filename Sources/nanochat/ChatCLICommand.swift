@@ -15,19 +15,16 @@ struct ChatCLICommand: ParsableCommand {
         'quit' or 'exit' leaves. Ctrl-C stops the current answer (a second Ctrl-C at the prompt exits).
         """
     )
-    @Option(name: .customShort("i"), help: "Model source: base, sft or rl.") var source = "sft"
-    @Option(name: .customShort("g"), help: "Model tag (default: the largest d<N>).") var modelTag: String?
-    @Option(name: .customShort("s"), help: "Checkpoint step (default: the latest).") var step: Int?
+    @OptionGroup var model: ModelSource
     @Option(name: .customShort("p"), help: "One prompt: answer it and exit.") var prompt: String?
     @Option(name: .customShort("t"), help: "Temperature (0 = greedy).") var temperature: Float = 0.6
     @Option(name: .customShort("k"), help: "Top-k sampling (0 = off).") var topK = 50
-    @Option(help: "A checkpoint directory to load instead of <base>/<source>_checkpoints/<tag>.") var checkpoint: String?
     @Option(help: "Longest answer in tokens.") var maxTokens = 256
-    @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?
 
     func run() throws {
         try runReportingErrors {
-            let (engine, label) = try loadEngine(source: source, tag: modelTag, step: step, checkpoint: checkpoint, tokenizerDir: tokenizerDir)
+            let loaded = try model.load()
+            let engine = Engine(model: loaded.model, tokenizer: loaded.tokenizer), label = loaded.label
             let tok = engine.tokenizer
             signal(SIGINT) { _ in
                 if generating != 0 { interruptRequested = 1 } else { _exit(130) }
@@ -80,27 +77,4 @@ struct ChatCLICommand: ParsableCommand {
             }
         }
     }
-}
-
-/// Loads the newest (or the given) checkpoint of a phase with its tokenizer, as upstream's load_model.
-func loadEngine(source: String, tag: String?, step: Int?, checkpoint: String?, tokenizerDir: String?) throws -> (Engine, String) {
-    guard ["base", "sft", "rl"].contains(source) else { throw NanoChatError("-i must be base, sft or rl, got \(source)") }
-    var phase = source == "sft" ? "chatsft" : source == "rl" ? "chatrl" : "base"
-    let dir: URL
-    if let checkpoint {
-        dir = URL(fileURLWithPath: checkpoint, isDirectory: true)
-    } else {
-        if (try? Checkpoints.defaultTag(phase: phase)) == nil && phase != "base" {
-            FileHandle.standardError.write(Data("note: no \(phase)_checkpoints yet; using the base model\n".utf8))
-            phase = "base"
-        }
-        dir = Checkpoints.directory(phase: phase, tag: try tag ?? Checkpoints.defaultTag(phase: phase))
-    }
-    guard let s = step ?? Checkpoints.latestStep(in: dir) else { throw NanoChatError("no model_<step>.safetensors in \(dir.path)") }
-    let (model, _) = try Checkpoints.loadModel(directory: dir, step: s)
-    let tok = try Tokenizer.load(from: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.tokenizer)
-    guard tok.vocabSize == model.config.vocab_size else {
-        throw NanoChatError("the tokenizer has \(tok.vocabSize) ids but the model was trained with \(model.config.vocab_size)")
-    }
-    return (Engine(model: model, tokenizer: tok), "\(dir.lastPathComponent) step \(s)")
 }

@@ -17,22 +17,19 @@ struct ChatWebCommand: AsyncParsableCommand {
     @Option(name: [.customShort("p"), .long], help: "Port.") var port = NanoChatServer.defaultPort
     @Option(name: [.customShort("n"), .long], help: "Concurrent answers, decoded together in one batch per token (continuous batching).") var numWorkers = 4
     @Option(help: "Requests that may wait for a worker before new ones get 503.") var queueLimit = 64
-    @Option(name: .customShort("i"), help: "Model source: base, sft or rl.") var source = "sft"
-    @Option(name: .customShort("g"), help: "Model tag.") var modelTag: String?
-    @Option(name: .customShort("s"), help: "Checkpoint step.") var step: Int?
-    @Option(help: "A checkpoint directory instead of <base>/<source>_checkpoints/<tag>.") var checkpoint: String?
+    @OptionGroup var model: ModelSource
     @Option(name: [.customShort("t"), .long], help: "Default temperature.") var temperature: Float = 0.8
     @Option(name: [.customShort("k"), .long], help: "Default top-k.") var topK = 50
     @Option(name: [.customShort("m"), .long], help: "Default max tokens per answer.") var maxTokens = 512
-    @Option(help: "Tokenizer directory.") var tokenizerDir: String?
 
     func run() async throws {
-        let (source, modelTag, step, checkpoint, tokenizerDir) = (self.source, self.modelTag, self.step, self.checkpoint, self.tokenizerDir)
+        let model = self.model
         print("nanochat server on http://\(host):\(port)/ (loading the model...)")
         do {
             try await NanoChatServer.run(host: host, port: port, workers: numWorkers, queueLimit: queueLimit,
                                          defaults: .init(temperature: temperature, topK: topK, maxTokens: maxTokens)) {
-                try loadEngine(source: source, tag: modelTag, step: step, checkpoint: checkpoint, tokenizerDir: tokenizerDir).0
+                let loaded = try model.load()
+                return Engine(model: loaded.model, tokenizer: loaded.tokenizer)
             }
         } catch let e as NanoChatError {
             FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))

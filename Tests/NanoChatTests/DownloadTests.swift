@@ -82,7 +82,7 @@ extension Array where Element == UInt8 {
 
 final class DownloadTests: XCTestCase {
     func testDownloadsRetriesAndRefusesPartialFiles() throws {
-        let src = temporaryDirectory()
+        let src = try temporaryDirectory()
         var shards: [String: [UInt8]] = [:]
         for i in [0, 1, 6542] {
             let url = src.appendingPathComponent("s\(i).parquet")
@@ -101,7 +101,7 @@ final class DownloadTests: XCTestCase {
             return (200, body, nil)
         }
         defer { server.stop() }
-        let dest = temporaryDirectory().appendingPathComponent("base_data_climbmix")
+        let dest = try temporaryDirectory().appendingPathComponent("base_data_climbmix")
         var last = ShardDownloader.Progress()
         let failed = try ShardDownloader.download(indices: ShardDownloader.indices(4), baseURL: "http://127.0.0.1:\(server.port)",
                                                   directory: dest, workers: 3, attempts: 3, backoff: 0.05, timeout: 5) { p in

@@ -10,7 +10,7 @@ final class EngineTests: XCTestCase {
         let model = try GPT(config: GPTConfig(sequence_len: 64, vocab_size: 300, n_layer: 3, n_head: 2, n_kv_head: 1,
                                               n_embd: 64, window_pattern: "SL"))
         model.windows = [8, 64, 64]
-        try Checkpoints.loadParameters(model, from: file, prefix: "param.")
+        try CheckpointManager.loadParameters(model, from: file, prefix: "param.")
         return model
     }
 
@@ -19,14 +19,14 @@ final class EngineTests: XCTestCase {
         var rng = SplitMix(seed: 5)
         let t = 40
         let ids = (0..<t).map { _ in Int32(rng.next() % 300) }
-        let full = model.logits(ids, batch: 1, time: t)  // [1, T, V]
+        let full = Tensor.withoutGrad { model.forward(ids, batch: 1, time: t) }  // [1, T, V]
         let v = 300
         for prefill in [1, 10, 33] {
             let cache = KVCache(config: model.config, batch: 1, capacity: t)
             var rows: [[Float]] = []
-            let first = model.forward(Array(ids[0..<prefill]), batch: 1, time: prefill, cache: cache, lastOnly: false)
+            let first = Tensor.withoutGrad { model.forward(Array(ids[0..<prefill]), batch: 1, time: prefill, cache: cache) }
             for p in 0..<prefill { rows.append(Array(UnsafeBufferPointer(start: first.data + p * v, count: v))) }
-            for p in prefill..<t { rows.append(model.forward([ids[p]], batch: 1, time: 1, cache: cache).array) }
+            for p in prefill..<t { rows.append(Tensor.withoutGrad { model.forward([ids[p]], batch: 1, time: 1, cache: cache) }.array) }
             for p in 0..<t {
                 let ref = Array(UnsafeBufferPointer(start: full.data + p * v, count: v))
                 let err = Verify.relativeError(rows[p].withUnsafeBufferPointer { $0 }, ref)
@@ -48,7 +48,7 @@ final class EngineTests: XCTestCase {
         let slots = [2, 0]
         for (i, slot) in slots.enumerated() {
             let one = KVCache(config: model.config, batch: 1, capacity: prompts[i])
-            _ = model.forward(Array(seqs[i][0..<prompts[i]]), batch: 1, time: prompts[i], cache: one)
+            _ = Tensor.withoutGrad { model.forward(Array(seqs[i][0..<prompts[i]]), batch: 1, time: prompts[i], cache: one, lastOnly: true) }
             cache.load(row: slot, from: one)
         }
         XCTAssertGreaterThanOrEqual(cache.capacity, 14)
@@ -57,13 +57,13 @@ final class EngineTests: XCTestCase {
         for step in 0..<8 {
             let order = step % 2 == 0 ? [0, 1] : [1, 0]  // the batch order changes between steps
             let ids = order.map { seqs[$0][prompts[$0] + step] }
-            let out = model.forward(ids, batch: 2, time: 1, cache: cache, rows: order.map { slots[$0] })
+            let out = Tensor.withoutGrad { model.forward(ids, batch: 2, time: 1, cache: cache, rows: order.map { slots[$0] }) }
             for (bi, i) in order.enumerated() { got[i].append(Array(UnsafeBufferPointer(start: out.data + bi * v, count: v))) }
         }
         XCTAssertEqual(cache.rowPositions, [22, 0, 11])
         for i in 0..<2 {
             let n = prompts[i] + 8
-            let full = model.logits(Array(seqs[i][0..<n]), batch: 1, time: n)
+            let full = Tensor.withoutGrad { model.forward(Array(seqs[i][0..<n]), batch: 1, time: n) }
             for step in 0..<8 {
                 let ref = Array(UnsafeBufferPointer(start: full.data + (prompts[i] + step) * v, count: v))
                 let err = Verify.relativeError(got[i][step].withUnsafeBufferPointer { $0 }, ref)

@@ -5,7 +5,7 @@ import XCTest
 /// The online task path against a local stand-in for the HuggingFace parquet API.
 final class HubTasksTests: XCTestCase {
     func testFetchConvertAndManifest() throws {
-        let src = temporaryDirectory()
+        let src = try temporaryDirectory()
         let q = (0..<30).map { Array("Question \($0): what is \($0) + 1?".utf8) }
         let a = (0..<30).map { Array("It is <<\($0)+1=\($0 + 1)>>\($0 + 1).\n#### \($0 + 1)".utf8) }
         try ParquetWriter.writeStringTable([("question", Array(q[0..<20])), ("answer", Array(a[0..<20]))],
@@ -27,7 +27,7 @@ final class HubTasksTests: XCTestCase {
         }
         port = server.port
         defer { server.stop() }
-        let root = temporaryDirectory()
+        let root = try temporaryDirectory()
         let paths = try HubTasks.fetch(repo: "openai/gsm8k", subset: "main", split: "test", hub: "http://127.0.0.1:\(port)", root: root)
         XCTAssertEqual(paths.map(\.lastPathComponent), ["00000.parquet", "00001.parquet"])
         XCTAssertTrue(FileManager.default.fileExists(atPath: root.appendingPathComponent("openai--gsm8k/main/test/manifest.json").path))

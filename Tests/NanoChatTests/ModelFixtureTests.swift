@@ -12,6 +12,10 @@ final class ModelFixtureTests: XCTestCase {
 
     func testTinyGQAWindowModel() throws { try checkFixture("gpt_tiny_gqa_window.safetensors") }
     func testSmallMHAModel() throws { try checkFixture("gpt_small_mha.safetensors") }
+    /// One and two layers: the backout layer (n_layer // 2) is the last layer, where backout_lambda's true gradient
+    /// is zero (the final norm is scale-invariant): these fixtures carry float64 gradients to judge it by.
+    func testOneLayerModel() throws { try checkFixture("gpt_one_layer.safetensors") }
+    func testTwoLayerModel() throws { try checkFixture("gpt_two_layers.safetensors") }
     func testOptimizerTwoSteps() throws { try checkFixture("optim_two_steps.safetensors") }
 
     func testDepthScalingTable() throws {
@@ -20,7 +24,7 @@ final class ModelFixtureTests: XCTestCase {
         XCTAssertGreaterThan(rows.count, 10)
         for row in rows {
             let depth = row["depth"] as! Int
-            let plan = DepthPlan.make(depth: depth)
+            let plan = DepthPlan(try BaseTrainOptions.parse(["--depth", "\(depth)"]), vocabSize: 32768)
             XCTAssertEqual(plan.config.n_embd, row["model_dim"] as? Int, "d\(depth)")
             XCTAssertEqual(plan.config.n_head, row["n_head"] as? Int, "d\(depth)")
             XCTAssertEqual(plan.config.windowSizes, (row["window_sizes"] as! [[Int]]).map { $0[0] }, "d\(depth)")
@@ -41,8 +45,11 @@ final class ModelFixtureTests: XCTestCase {
     }
 
     func testWindowSizesUseFloorDivision() {
-        XCTAssertEqual(GPTConfig(sequence_len: 2048, n_layer: 4, window_pattern: "SSSL").windowSizes, [512, 512, 512, 2048])
-        XCTAssertEqual(GPTConfig(sequence_len: 2050, n_layer: 2, window_pattern: "S").windowSizes, [640, 2050])
-        XCTAssertEqual(GPTConfig(sequence_len: 512, n_layer: 3, window_pattern: "sl").windowSizes, [128, 512, 512])
+        func config(_ seq: Int, _ layers: Int, _ pattern: String) -> GPTConfig {
+            GPTConfig(sequence_len: seq, vocab_size: 256, n_layer: layers, n_head: 6, n_kv_head: 6, n_embd: 768, window_pattern: pattern)
+        }
+        XCTAssertEqual(config(2048, 4, "SSSL").windowSizes, [512, 512, 512, 2048])
+        XCTAssertEqual(config(2050, 2, "S").windowSizes, [640, 2050])
+        XCTAssertEqual(config(512, 3, "sl").windowSizes, [128, 512, 512])
     }
 }

@@ -9,7 +9,7 @@ final class ParquetTests: XCTestCase {
     }
 
     func testShardRoundTrip() throws {
-        let url = temporaryDirectory().appendingPathComponent("shard_00000.parquet")
+        let url = try temporaryDirectory().appendingPathComponent("shard_00000.parquet")
         let written = docs(2500)
         try ParquetWriter.writeTextShard(written, to: url)
         let pf = try ParquetFile(url: url)
@@ -40,7 +40,7 @@ final class ParquetTests: XCTestCase {
     }
 
     func testDamagedFilesGiveErrors() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let url = dir.appendingPathComponent("good.parquet")
         try ParquetWriter.writeTextShard(docs(300), to: url)
         let good = [UInt8](try Data(contentsOf: url))
@@ -69,7 +69,7 @@ final class ParquetTests: XCTestCase {
     }
 
     func testFuzzMutatedFiles() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let url = dir.appendingPathComponent("seed.parquet")
         try ParquetWriter.writeTextShard(docs(40), to: url, rowGroupSize: 16)
         let seed = [UInt8](try Data(contentsOf: url))

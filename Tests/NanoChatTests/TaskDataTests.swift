@@ -18,7 +18,7 @@ final class TaskDataTests: XCTestCase {
     }
 
     func testTaskFilesRoundTrip() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var mc = TaskExample(id: "q1", kind: "mc")
         mc.question = "2+2?"
         mc.choices = ["3", "4"]

@@ -26,7 +26,7 @@ final class TokenizerErrorTests: XCTestCase {
 
     func testMissingAndUnreadableInputs() throws {
         XCTAssertTrue(message { _ = try TextDocuments(paths: [URL(fileURLWithPath: "/nonexistent/x.txt")]) }.contains("/nonexistent/x.txt"))
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         XCTAssertTrue(message { _ = try TextDocuments(paths: [dir]) }.contains("has no .parquet, .txt or .jsonl files"))
         let pdf = dir.appendingPathComponent("a.pdf")
         try Data("x".utf8).write(to: pdf)
@@ -42,7 +42,7 @@ final class TokenizerErrorTests: XCTestCase {
         XCTAssertTrue(message { _ = try Tokenizer.load(from: URL(fileURLWithPath: "/nonexistent/tok")) }.contains("does not exist"))
         let (tok, _) = try TokTrain.train(documents: oneDoc("the cat sat on the mat, the cat sat."), vocabSize: 270,
                                           maxChars: 1000, docCap: 1000)
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         try tok.save(to: dir)
         XCTAssertEqual(try Tokenizer.load(from: dir).vocabSize, tok.vocabSize)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".") }

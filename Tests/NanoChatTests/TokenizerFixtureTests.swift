@@ -12,7 +12,7 @@ final class TokenizerFixtureTests: XCTestCase {
         let docs = try TextDocuments(paths: [Fixtures.url("corpus_austen_700k.txt")], splitBlankLines: true)
         let (tok, stats) = try TokTrain.train(documents: docs.forEach, vocabSize: 1024, maxChars: 2_000_000_000, docCap: 10_000)
         XCTAssertGreaterThan(stats.documents, 1000)
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         try tok.save(to: dir)
         Self.trained = (tok, dir)
         return (tok, dir)
@@ -39,7 +39,7 @@ final class TokenizerFixtureTests: XCTestCase {
 
     func testEncodeOrdinaryCases() throws {
         // Load the golden rank file itself, so encoding is checked independently of training.
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let (tok0, _) = try trainedTokenizer()
         try FileManager.default.copyItem(at: Fixtures.url("tokenizer_1024.tiktoken"), to: dir.appendingPathComponent("tokenizer.tiktoken"))
         try FileManager.default.copyItem(at: Self.trained!.1.appendingPathComponent("tokenizer.json"), to: dir.appendingPathComponent("tokenizer.json"))

@@ -4,13 +4,13 @@ import XCTest
 
 /// Split pattern semantics, round trips on hostile text, special tokens, long chunks.
 final class TokenizerPropertyTests: XCTestCase {
-    static let tok: Tokenizer = {
-        let text = try! String(contentsOf: Fixtures.url("corpus_austen_700k.txt"), encoding: .utf8)
+    static let sharedTokenizer = Shared<Tokenizer> {
+        let text = try Fixtures.text("corpus_austen_700k.txt")
         let docs = text.components(separatedBy: "\n\n").map { Array($0.utf8) }
-        let (tok, _) = try! TokTrain.train(documents: { body in for d in docs { if try !body(d) { return } } },
+        let (tok, _) = try TokTrain.train(documents: { body in for d in docs { if try !body(d) { return } } },
                                            vocabSize: 600, maxChars: 300_000, docCap: 10_000)
         return tok
-    }()
+    }
 
     func chunks(_ s: String, _ scanner: SplitScanner = SplitScanner()) -> [String] {
         let b = Array(s.utf8)
@@ -41,26 +41,29 @@ final class TokenizerPropertyTests: XCTestCase {
     }
 
     func testInvalidUTF8SplitsAndRoundTrips() throws {
+        let tok = try Self.sharedTokenizer.get()
         let bytes: [UInt8] = [0x66, 0xFF, 0xC3, 0x28, 0xE2, 0x82, 0x20, 0xF0, 0x9F, 0x98, 0x80, 0xED, 0xA0, 0x80, 0xC0, 0xAF]
         let ranges = SplitScanner().split(bytes)
         XCTAssertEqual(ranges.first?.lowerBound, 0)
         XCTAssertEqual(ranges.last?.upperBound, bytes.count)
         for (r, s) in zip(ranges, ranges.dropFirst()) { XCTAssertEqual(r.upperBound, s.lowerBound) }
-        XCTAssertEqual(try Self.tok.decodeBytes(Self.tok.encode(bytes: bytes)), bytes)
+        XCTAssertEqual(try tok.decodeBytes(tok.encode(bytes: bytes)), bytes)
     }
 
     func testRandomBytesRoundTrip() throws {
+        let tok = try Self.sharedTokenizer.get()
         var rng = SplitMix(seed: 1)
         for _ in 0..<300 {
             let n = Int(rng.next() % 200)
             let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            let ids = Self.tok.encode(bytes: bytes)
-            XCTAssertEqual(try Self.tok.decodeBytes(ids), bytes)
-            XCTAssertTrue(ids.allSatisfy { $0 >= 0 && $0 < Self.tok.mergeableCount })
+            let ids = tok.encode(bytes: bytes)
+            XCTAssertEqual(try tok.decodeBytes(ids), bytes)
+            XCTAssertTrue(ids.allSatisfy { $0 >= 0 && $0 < tok.mergeableCount })
         }
     }
 
     func testRandomUnicodeRoundTrip() throws {
+        let tok = try Self.sharedTokenizer.get()
         let pieces = ["👩🏽‍💻", "👍🏿", "🇫🇷", "e\u{301}", "a\u{308}\u{323}", "中文", "日本語", "한국어", "שלום", "مرحبا",
                       "\u{200F}", "\u{a0}", "\r\n", "\n", "\r", "\t", "    ", "          ", "0123456789", "12",
                       "'s", "'LL", "don't", "Hello", " world", "!!!", "...", "$", "£", "∑", "ǅ", "ſ", "\u{feff}",
@@ -69,7 +72,7 @@ final class TokenizerPropertyTests: XCTestCase {
         for _ in 0..<400 {
             let k = Int(rng.next() % 30)
             let s = (0..<k).map { _ in pieces[Int(rng.next() % UInt64(pieces.count))] }.joined()
-            XCTAssertEqual(try Self.tok.decode(Self.tok.encode(s)), s)
+            XCTAssertEqual(try tok.decode(tok.encode(s)), s)
             // chunking is a partition into valid pieces
             let b = Array(s.utf8)
             XCTAssertEqual(SplitScanner().split(b).reduce(0) { $0 + $1.count }, b.count)
@@ -77,6 +80,7 @@ final class TokenizerPropertyTests: XCTestCase {
     }
 
     func testLongChunksMergeLikeShortOnes() throws {
+        let tok = try Self.sharedTokenizer.get()
         // Chunks above the threshold go through the heap; the result must equal the linear scan.
         var rng = SplitMix(seed: 3)
         let saved = Tokenizer.heapMergeThreshold
@@ -86,19 +90,19 @@ final class TokenizerPropertyTests: XCTestCase {
             let alphabet: [UInt8] = Array("etaoinshr".utf8)
             let word = (0..<n).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }
             Tokenizer.heapMergeThreshold = 1_000_000
-            let linear = Self.tok.encode(bytes: word)
+            let linear = tok.encode(bytes: word)
             Tokenizer.heapMergeThreshold = 1
-            let heap = Self.tok.encode(bytes: word)
+            let heap = tok.encode(bytes: word)
             XCTAssertEqual(linear, heap, String(decoding: word, as: UTF8.self))
         }
         Tokenizer.heapMergeThreshold = saved
         let spaces = [UInt8](repeating: 0x20, count: 200_000) + Array("x".utf8)
-        let ids = Self.tok.encode(bytes: spaces)
-        XCTAssertEqual(try Self.tok.decodeBytes(ids), spaces)
+        let ids = tok.encode(bytes: spaces)
+        XCTAssertEqual(try tok.decodeBytes(ids), spaces)
     }
 
     func testSpecialTokensInsideOrdinaryText() throws {
-        let tok = Self.tok
+        let tok = try Self.sharedTokenizer.get()
         let text = "hi <|bos|> there<|assistant_end|><|unknown|>"
         let plain = tok.encode(text)
         XCTAssertFalse(plain.contains { $0 >= tok.mergeableCount }, "encode must treat special strings as text")
@@ -112,8 +116,9 @@ final class TokenizerPropertyTests: XCTestCase {
     }
 
     func testDecodeReplacesInvalidUTF8() throws {
-        let ids = Self.tok.encode(bytes: [0x61, 0xFF, 0x62])
-        XCTAssertEqual(try Self.tok.decode(ids), "a\u{FFFD}b")
+        let tok = try Self.sharedTokenizer.get()
+        let ids = tok.encode(bytes: [0x61, 0xFF, 0x62])
+        XCTAssertEqual(try tok.decode(ids), "a\u{FFFD}b")
     }
 }
 

@@ -7,61 +7,62 @@ import XCTest
 /// checkpoints round-trip and damaged ones are refused.
 final class TrainingTests: XCTestCase {
     /// A base directory with a small tokenizer and text shards (train + val).
-    static let workspace: URL = {
-        let dir = temporaryDirectory()
-        let text = try! String(contentsOf: Fixtures.url("corpus_austen_700k.txt"), encoding: .utf8)
+    static let sharedWorkspace = Shared<URL> {
+        let dir = try temporaryDirectory()
+        let text = try Fixtures.text("corpus_austen_700k.txt")
         let paragraphs = text.components(separatedBy: "\n\n").filter { !$0.isEmpty }
-        let (tok, _) = try! TokTrain.train(documents: { body in for p in paragraphs.prefix(600) { if try !body(Array(p.utf8)) { return } } },
+        let (tok, _) = try TokTrain.train(documents: { body in for p in paragraphs.prefix(600) { if try !body(Array(p.utf8)) { return } } },
                                            vocabSize: 300, maxChars: 1_000_000, docCap: 10_000)
-        try! tok.save(to: dir.appendingPathComponent("tokenizer"))
+        try tok.save(to: dir.appendingPathComponent("tokenizer"))
         let data = dir.appendingPathComponent("data")
-        try! FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
-        func shard(_ docs: ArraySlice<String>, _ name: String) {
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        func shard(_ docs: ArraySlice<String>, _ name: String) throws {
             var out: [UInt8] = []
             for d in docs { JSONText.appendString(Array(d.utf8), to: &out); out.append(0x0A) }
-            try! Data(out).write(to: data.appendingPathComponent(name))
+            try Data(out).write(to: data.appendingPathComponent(name))
         }
-        shard(paragraphs[0..<1500], "shard_00000.jsonl")
-        shard(paragraphs[1500..<1700], "shard_00001.jsonl")
+        try shard(paragraphs[0..<1500], "shard_00000.jsonl")
+        try shard(paragraphs[1500..<1700], "shard_00001.jsonl")
         return dir
-    }()
+    }
+    var workspace: URL { get throws { try Self.sharedWorkspace.get() } }
 
-    func options(tag: String, iterations: Int) -> BaseTrainOptions {
-        var o = BaseTrainOptions()
-        o.depth = 2; o.aspectRatio = 32; o.headDim = 32; o.maxSeqLen = 64; o.windowPattern = "SL"
-        o.deviceBatchSize = 4; o.totalBatchSize = 512; o.numIterations = iterations
-        o.warmupSteps = 2; o.evalEvery = -1; o.evalTokens = 1024; o.sampleEvery = -1
-        o.tokenizerDir = Self.workspace.appendingPathComponent("tokenizer")
-        o.dataDir = Self.workspace.appendingPathComponent("data")
-        o.checkpointDir = Self.workspace.appendingPathComponent("ckpt-\(tag)")
-        return o
+    /// base-train's flags for a tiny run, as a user would type them.
+    func options(tag: String, iterations: Int) throws -> BaseTrainOptions {
+        let ws = try workspace
+        return try BaseTrainOptions.parse([
+            "--depth", "2", "--aspect-ratio", "32", "--head-dim", "32", "--max-seq-len", "64", "--window-pattern", "SL",
+            "--device-batch-size", "4", "--total-batch-size", "512", "--num-iterations", "\(iterations)",
+            "--warmup-steps", "2", "--eval-every", "-1", "--eval-tokens", "1024", "--sample-every", "-1",
+            "--tokenizer-dir", ws.appendingPathComponent("tokenizer").path, "--data-dir", ws.appendingPathComponent("data").path,
+            "--checkpoint-dir", ws.appendingPathComponent("ckpt-\(tag)").path])
     }
 
     func testLossFallsOnRepeatedText() throws {
         // one short document repeated: a model that learns anything must drive the loss down
-        let dir = temporaryDirectory()
-        try FileManager.default.copyItem(at: Self.workspace.appendingPathComponent("tokenizer"), to: dir.appendingPathComponent("tokenizer"))
+        let dir = try temporaryDirectory()
+        try FileManager.default.copyItem(at: try workspace.appendingPathComponent("tokenizer"), to: dir.appendingPathComponent("tokenizer"))
         let data = dir.appendingPathComponent("data")
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         let line = Data((String(repeating: "\"the quick brown fox jumps over the lazy dog. \"\n", count: 400)).utf8)
         try line.write(to: data.appendingPathComponent("a.jsonl"))
         try line.write(to: data.appendingPathComponent("b.jsonl"))
-        var o = options(tag: "repeat", iterations: 60)
-        o.tokenizerDir = dir.appendingPathComponent("tokenizer")
-        o.dataDir = data
+        var o = try options(tag: "repeat", iterations: 60)
+        o.tokenizerDir = dir.appendingPathComponent("tokenizer").path
+        o.dataDir = data.path
         o.evalEvery = 60
-        o.checkpointDir = dir.appendingPathComponent("ckpt")
+        o.checkpointDir = dir.appendingPathComponent("ckpt").path
         let (final, bpb, losses) = try baseTrain(o) { _ in }
         XCTAssertEqual(losses.count, 60)
         XCTAssertLessThan(final, losses[0] * 0.6, "loss \(losses[0]) -> \(final)")
         XCTAssertNotNil(bpb)
         // the metrics log has a line per step plus the evaluation
-        let log = try String(contentsOf: o.checkpointDir!.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        let log = try String(contentsOf: URL(fileURLWithPath: o.checkpointDir!).appendingPathComponent("metrics.jsonl"), encoding: .utf8)
         XCTAssertEqual(log.split(separator: "\n").count, 60 + 2)
     }
 
     func testResumeContinuesTheSameTrajectory() throws {
-        var o = options(tag: "resume", iterations: 8)
+        var o = try options(tag: "resume", iterations: 8)
         o.saveEvery = 4
         let (_, _, full) = try baseTrain(o) { _ in }
         XCTAssertEqual(full.count, 8)
@@ -70,24 +71,25 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(resumed.count, 4)
         for (a, b) in zip(full.suffix(4), resumed) { XCTAssertEqual(a, b, accuracy: 1e-6 * abs(a)) }
         // the metrics log keeps one line per step after the resume rewrote its tail
-        let log = try String(contentsOf: o.checkpointDir!.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        let log = try String(contentsOf: URL(fileURLWithPath: o.checkpointDir!).appendingPathComponent("metrics.jsonl"), encoding: .utf8)
         XCTAssertEqual(log.split(separator: "\n").count, 8)
     }
 
     func testCheckpointRoundTripAndDamage() throws {
-        let o = options(tag: "roundtrip", iterations: 2)
+        let o = try options(tag: "roundtrip", iterations: 2)
         _ = try baseTrain(o) { _ in }
-        let dir = o.checkpointDir!
-        XCTAssertEqual(Checkpoints.latestStep(in: dir), 2)
-        let (model, meta) = try Checkpoints.loadModel(directory: dir, step: 2)
+        let dir = URL(fileURLWithPath: o.checkpointDir!)
+        XCTAssertEqual(CheckpointManager.latestStep(in: dir), 2)
+        let (model, meta) = try CheckpointManager.loadModel(directory: dir, step: 2)
         XCTAssertEqual(meta.step, 2)
         XCTAssertEqual(model.config.n_layer, 2)
         // same logits after a save/load cycle
-        let again = temporaryDirectory()
-        try Checkpoints.save(directory: again, step: 7, model: model, optimizer: nil, meta: meta)
-        let (model2, _) = try Checkpoints.loadModel(directory: again, step: 7)
+        let again = try temporaryDirectory()
+        try CheckpointManager.save(directory: again, step: 7, model: model, optimizer: nil, meta: meta)
+        let (model2, _) = try CheckpointManager.loadModel(directory: again, step: 7)
         let ids: [Int32] = [1, 2, 3, 4, 5, 6]
-        XCTAssertEqual(model.logits(ids, batch: 1, time: 6).array, model2.logits(ids, batch: 1, time: 6).array)
+        XCTAssertEqual(Tensor.withoutGrad { model.forward(ids, batch: 1, time: 6) }.array,
+                       Tensor.withoutGrad { model2.forward(ids, batch: 1, time: 6) }.array)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: again.path).filter { $0.hasPrefix(".") }
         XCTAssertEqual(leftovers, [])
 
@@ -99,13 +101,13 @@ final class TrainingTests: XCTestCase {
         let good = try Data(contentsOf: modelURL)
         // truncated (torn write)
         try good.prefix(good.count - 100).write(to: modelURL)
-        var m = message { _ = try Checkpoints.loadModel(directory: again, step: 7) }
+        var m = message { _ = try CheckpointManager.loadModel(directory: again, step: 7) }
         XCTAssertTrue(m.contains("model_000007.safetensors") && m.contains("not a valid safetensors"), m)
         // garbage header length
         var bad = good
         bad.replaceSubrange(0..<8, with: [UInt8](repeating: 0xFF, count: 8))
         try bad.write(to: modelURL)
-        m = message { _ = try Checkpoints.loadModel(directory: again, step: 7) }
+        m = message { _ = try CheckpointManager.loadModel(directory: again, step: 7) }
         XCTAssertTrue(m.contains("header length"), m)
         // a model file that belongs to another config
         try good.write(to: modelURL)
@@ -113,11 +115,11 @@ final class TrainingTests: XCTestCase {
         var metaText = try String(contentsOf: metaURL, encoding: .utf8)
         metaText = metaText.replacingOccurrences(of: "\"n_embd\" : 64", with: "\"n_embd\" : 128")
         try metaText.write(to: metaURL, atomically: true, encoding: .utf8)
-        m = message { _ = try Checkpoints.loadModel(directory: again, step: 7) }
+        m = message { _ = try CheckpointManager.loadModel(directory: again, step: 7) }
         XCTAssertTrue(m.contains("model_000007.safetensors") && m.contains("shape"), m)
         // corrupt meta
         try "{\"step\": ".write(to: metaURL, atomically: true, encoding: .utf8)
-        m = message { _ = try Checkpoints.loadModel(directory: again, step: 7) }
+        m = message { _ = try CheckpointManager.loadModel(directory: again, step: 7) }
         XCTAssertTrue(m.contains("meta_000007.json") && m.contains("corrupt"), m)
         // resuming without an optimizer file
         var r = o
@@ -129,9 +131,10 @@ final class TrainingTests: XCTestCase {
     }
 
     func testBitsPerByteCountsOnlyRealBytes() throws {
-        let tok = try Tokenizer.load(from: Self.workspace.appendingPathComponent("tokenizer"))
-        let model = try GPT(config: GPTConfig(sequence_len: 64, vocab_size: tok.vocabSize, n_layer: 1, n_head: 2, n_kv_head: 2, n_embd: 32))
-        let loader = try BestFitLoader(tokenizer: tok, shards: ShardSet(directory: Self.workspace.appendingPathComponent("data"), split: "val"),
+        let tok = try Tokenizer.load(from: try workspace.appendingPathComponent("tokenizer"))
+        let model = try GPT(config: GPTConfig(sequence_len: 64, vocab_size: tok.vocabSize, n_layer: 1, n_head: 2, n_kv_head: 2, n_embd: 32,
+                                              window_pattern: "L"))
+        let loader = try BestFitLoader(tokenizer: tok, shards: ShardSet(directory: try workspace.appendingPathComponent("data"), split: "val"),
                                        batch: 2, seqLen: 64)
         let bpb = try evaluateBPB(model: model, loader: loader, steps: 2, tokenBytes: tok.tokenByteCounts)
         // an untrained model spreads probability evenly-ish: about ln(V) nats per token, over a few bytes each
@@ -140,8 +143,8 @@ final class TrainingTests: XCTestCase {
     }
 
     func testLoaderRowsStartWithBOSAndExactResume() throws {
-        let tok = try Tokenizer.load(from: Self.workspace.appendingPathComponent("tokenizer"))
-        let shards = try ShardSet(directory: Self.workspace.appendingPathComponent("data"), split: "train")
+        let tok = try Tokenizer.load(from: try workspace.appendingPathComponent("tokenizer"))
+        let shards = try ShardSet(directory: try workspace.appendingPathComponent("data"), split: "train")
         let a = try BestFitLoader(tokenizer: tok, shards: shards, batch: 3, seqLen: 48, bufferSize: 50)
         for _ in 0..<3 { _ = try a.next() }
         let saved = a.exactState
@@ -160,5 +163,30 @@ final class TrainingTests: XCTestCase {
         _ = try r0.next(); _ = try r1.next()
         XCTAssertEqual(r0.state.rg_idx, 0)
         XCTAssertEqual(r1.state.rg_idx, 1)
+    }
+
+    /// Data kept elsewhere and linked in: a shard folder that is a symbolic link, and a link to a folder or a
+    /// file inside a folder, are read like the real thing (tok-train, base-train and the loaders list files
+    /// through the same code).
+    func testShardFolderThatIsASymbolicLinkIsRead() throws {
+        let ws = try workspace
+        let base = try temporaryDirectory()
+        let link = base.appendingPathComponent("base_data_climbmix")
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: ws.appendingPathComponent("data"))
+        let direct = try ShardSet(directory: ws.appendingPathComponent("data"), split: "train").files.map(\.lastPathComponent)
+        XCTAssertEqual(try ShardSet(directory: link, split: "train").files.map(\.lastPathComponent), direct)
+        XCTAssertEqual(try ShardSet(directory: link, split: "val").files.map(\.lastPathComponent), ["shard_00001.jsonl"])
+        // links inside a folder: to a folder of text, to a file, and a loop back to the folder itself
+        let mixed = base.appendingPathComponent("mixed")
+        try FileManager.default.createDirectory(at: mixed, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: mixed.appendingPathComponent("a_shards"), withDestinationURL: link)
+        try FileManager.default.createSymbolicLink(at: mixed.appendingPathComponent("b.jsonl"),
+                                                   withDestinationURL: ws.appendingPathComponent("data/shard_00001.jsonl"))
+        try FileManager.default.createSymbolicLink(at: mixed.appendingPathComponent("c_loop"), withDestinationURL: mixed)
+        let docs = try TextDocuments(paths: [mixed])
+        XCTAssertEqual(docs.files.map(\.lastPathComponent), ["shard_00000.jsonl", "shard_00001.jsonl", "b.jsonl"])
+        var count = 0
+        try docs.forEach { _ in count += 1; return true }
+        XCTAssertEqual(count, 1700 + 200)
     }
 }

@@ -29,7 +29,7 @@ public struct CheckpointMeta: Codable {
 /// Checkpoints under `<base>/<phase>_checkpoints/<tag>/`: `model_<step>.safetensors` (upstream parameter names,
 /// [out, in] layout, loadable by safetensors + PyTorch), `meta_<step>.json`, `optim_<step>_rank<r>.safetensors`.
 /// Files are written to temporary names and renamed; a torn, truncated or mismatched file is refused.
-public enum Checkpoints {
+public enum CheckpointManager {
     public static func directory(phase: String = "base", tag: String) -> URL {
         BaseDir.url.appendingPathComponent("\(phase)_checkpoints/\(tag)", isDirectory: true)
     }
@@ -128,5 +128,49 @@ public enum Checkpoints {
             throw NanoChatError("checkpoint meta for step \(step) has no optimizer step counts; it cannot be resumed")
         }
         try optimizer.loadState(from: file, adamSteps: steps)
+    }
+}
+
+/// A model loaded for a command: the GPT, its tokenizer, the checkpoint's meta, and where it came from.
+public struct LoadedModel {
+    public let model: GPT
+    public let tokenizer: Tokenizer
+    public let meta: CheckpointMeta
+    public let directory: URL
+    public let step: Int
+    /// "d4 step 60", for the console.
+    public var label: String { "\(directory.lastPathComponent) step \(step)" }
+}
+
+extension CheckpointManager {
+    /// The checkpoint folder of each model source (upstream's names).
+    public static let phases = ["base": "base", "mid": "mid", "sft": "chatsft", "rl": "chatrl"]
+
+    /// Upstream's load_model: the newest (or the given) checkpoint of `source` (base, mid, sft or rl) under the
+    /// largest (or the given) tag, or the folder `checkpoint`, with the tokenizer, refusing a tokenizer whose
+    /// vocabulary differs from the model's. A chat source with no checkpoints yet falls back to the base model,
+    /// saying so on stderr.
+    public static func loadModel(source: String, tag: String? = nil, step: Int? = nil, checkpoint: URL? = nil,
+                                 tokenizerDir: URL? = nil) throws -> LoadedModel {
+        guard var phase = phases[source] else {
+            throw NanoChatError("the model source must be one of \(phases.keys.sorted().joined(separator: ", ")), got \(source)")
+        }
+        let dir: URL
+        if let checkpoint {
+            dir = checkpoint
+        } else {
+            if phase != "base" && (try? defaultTag(phase: phase)) == nil {
+                FileHandle.standardError.write(Data("note: no \(phase)_checkpoints yet; using the base model\n".utf8))
+                phase = "base"
+            }
+            dir = directory(phase: phase, tag: try tag ?? defaultTag(phase: phase))
+        }
+        guard let s = step ?? latestStep(in: dir) else { throw NanoChatError("no model_<step>.safetensors in \(dir.path)") }
+        let (model, meta) = try loadModel(directory: dir, step: s)
+        let tokenizer = try Tokenizer.load(from: tokenizerDir ?? BaseDir.tokenizer)
+        guard tokenizer.vocabSize == model.config.vocab_size else {
+            throw NanoChatError("the tokenizer has \(tokenizer.vocabSize) ids but the model was trained with \(model.config.vocab_size); pass the tokenizer it was trained with (--tokenizer-dir)")
+        }
+        return LoadedModel(model: model, tokenizer: tokenizer, meta: meta, directory: dir, step: s)
     }
 }

@@ -35,6 +35,29 @@ public enum FileIO {
         try writeAtomically(Data(text.utf8), to: url)
     }
 
+    /// Every file under `folder` that `keep` accepts, recursively, sorted by path relative to the folder (so a
+    /// folder lists the same on every machine). Symbolic links are followed, to folders as well as files (data
+    /// kept on a bigger disk and linked in); a folder reached twice through links is listed once.
+    public static func files(under folder: URL, where keep: (URL) -> Bool) -> [URL] {
+        var found: [(relative: String, url: URL)] = []
+        var visited = Set<String>()
+        func walk(_ dir: URL, _ relative: String) {
+            guard let real = realpath(dir.path, nil) else { return }
+            defer { free(real) }
+            guard visited.insert(String(cString: real)).inserted else { return }
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).sorted()
+            for name in names {
+                let url = dir.appendingPathComponent(name)
+                let rel = relative.isEmpty ? name : relative + "/" + name
+                var isDir: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else { continue }  // a dangling link
+                if isDir.boolValue { walk(url, rel) } else if keep(url) { found.append((rel, url)) }
+            }
+        }
+        walk(folder, "")
+        return found.sorted { $0.relative < $1.relative }.map(\.url)
+    }
+
     /// Reads a whole file, with an error that names it.
     public static func read(_ url: URL, what: String = "file") throws -> Data {
         var isDir: ObjCBool = false

@@ -1,4 +1,5 @@
 import Foundation
+import NanoTensor
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -35,7 +36,7 @@ public enum ShardDownloader {
                                 backoff: Double = 1, timeout: Double = 30,
                                 report: @escaping (Progress) -> Void) throws -> [String] {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let lock = NSLock()
+        let lock = Mutex()
         nonisolated(unsafe) var progress = Progress(filesDone: 0, filesTotal: indices.count)  // guarded by `lock`
         nonisolated(unsafe) var failures: [String] = []  // guarded by `lock`
         let queue = OperationQueue()

@@ -1,4 +1,5 @@
 import Foundation
+import NanoTensor
 
 /// The offline default pretraining corpus (DATA.md §7): prose and documentation from Debian packages, cleaned of
 /// markup (RST, POD, dictionary notation) and Project Gutenberg boilerplate, de-duplicated by paragraph, cut into

@@ -3,7 +3,7 @@ import Foundation
 /// Documents from files: `.parquet` (the `text` column, one row group at a time), `.jsonl` (one JSON string per
 /// line, or an object with a "text" field) and `.txt` (the whole file is one document, or each
 /// blank-line-separated paragraph with `splitBlankLines`).
-/// Folders are read recursively in sorted path order; other files in them are skipped.
+/// Folders are read recursively in sorted path order, following symbolic links; other files in them are skipped.
 public struct TextDocuments {
     public let files: [URL]
     public var splitBlankLines = false
@@ -19,13 +19,8 @@ public struct TextDocuments {
                 throw NanoChatError("input \(path.path) does not exist")
             }
             if isDir.boolValue {
-                // recursive, in sorted relative-path order, so a folder reads the same on every machine
-                let base = path.standardizedFileURL.path
-                var found: [URL] = []
-                if let e = FileManager.default.enumerator(at: path, includingPropertiesForKeys: nil) {
-                    for case let u as URL in e where Self.extensions.contains(u.pathExtension) { found.append(u) }
-                }
-                found.sort { $0.standardizedFileURL.path.dropFirst(base.count) < $1.standardizedFileURL.path.dropFirst(base.count) }
+                // recursive, in sorted relative-path order, following symbolic links
+                let found = FileIO.files(under: path) { Self.extensions.contains($0.pathExtension) }
                 if found.isEmpty { throw NanoChatError("folder \(path.path) has no .parquet, .txt or .jsonl files") }
                 files += found
             } else {

@@ -1,188 +1,278 @@
 import Foundation
 import NanoTensor
 
-private typealias P = Profiler
+// Upstream's GPT: rotary embeddings (base 100000), QK-norm with gain 1.2, relu² MLP, untied embeddings,
+// parameter-free RMSNorm, value embeddings with gates on alternating layers (the last one included), a smear
+// gate (cheap bigram mixing), backout (the residual at layer n_layer // 2 subtracted before the final norm),
+// per-layer residual and x0 lambdas, logits softcapped at 15, GQA, sliding windows, the vocabulary padded to a
+// multiple of 64. Parameters carry upstream's names, so checkpoints load into PyTorch unchanged.
+//
+// The model is written once against NanoTensor's ops (`linear`, `rmsNorm`, `rotaryNorm`, `causalAttention`,
+// `smear`, ...); it never touches a buffer itself. A backend is an implementation of those ops for a device.
 
-/// Upstream's GPT (SPEC §3): rotary (base 100000), QK-norm with gain 1.2, relu^2 MLP, untied embeddings,
-/// parameter-free RMSNorm, value embeddings with gates on alternating layers, smear gate, backout,
-/// residual/x0 lambdas, logit softcap 15, GQA, sliding windows, vocabulary padded to 64.
-/// Parameters carry upstream's names, so checkpoints load into PyTorch unchanged.
+/// `norm(x)`: RMSNorm over the last dimension, no learnable weight.
+@inline(__always) func norm(_ x: Tensor) -> Tensor { rmsNorm(x) }
+
+/// Upstream's CausalSelfAttention: c_q, c_k, c_v, c_proj, and on value-embedding layers the 12-channel gate.
+public final class Attention {
+    public let layer: Int, nHead: Int, nKVHead: Int, headDim: Int
+    public let c_q: Tensor, c_k: Tensor, c_v: Tensor, c_proj: Tensor
+    public let ve_gate: Tensor?
+    public static let veGateChannels = 12
+    public static let qkGain: Float = 1.2
+
+    init(_ config: GPTConfig, layer: Int) {
+        self.layer = layer
+        nHead = config.n_head; nKVHead = config.n_kv_head; headDim = config.headDim
+        let c = config.n_embd
+        c_q = parameter([nHead * headDim, c])
+        c_k = parameter([nKVHead * headDim, c])
+        c_v = parameter([nKVHead * headDim, c])
+        c_proj = parameter([c, c])
+        ve_gate = config.hasValueEmbedding(layer) ? parameter([nKVHead, Self.veGateChannels]) : nil
+    }
+
+    var namedParameters: [(String, Tensor)] {
+        [("c_q.weight", c_q), ("c_k.weight", c_k), ("c_v.weight", c_v), ("c_proj.weight", c_proj)]
+            + (ve_gate.map { [("ve_gate.weight", $0)] } ?? [])
+    }
+
+    /// x: [B, T, C] (already normed); ve: this layer's value embedding [B, T, Hkv*D] or nil.
+    func callAsFunction(_ x: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?) -> Tensor {
+        let (B, T, C) = (x.shape[0], x.shape[1], x.shape[2])
+        let q = linear(x, c_q).reshaped([B, T, nHead, headDim])
+        let k = linear(x, c_k).reshaped([B, T, nKVHead, headDim])
+        var v = linear(x, c_v)
+        // value residual (ResFormer): v += 3 sigmoid(ve_gate . x[..., :12]) * ve, one gate per KV head
+        if let ve, let ve_gate { v = valueEmbeddingMix(v, ve, u: x, gate: ve_gate, kvHeads: nKVHead) }
+        v = v.reshaped([B, T, nKVHead, headDim])
+        // rotary embeddings then QK-norm, scaled by 1.2; each row starts at its own position in a cache
+        let qn = rotaryNorm(q, cos: rotary.cos, sin: rotary.sin, gain: Self.qkGain, rowOffsets: cache?.starts)
+        let kn = rotaryNorm(k, cos: rotary.cos, sin: rotary.sin, gain: Self.qkGain, rowOffsets: cache?.starts)
+        let y: Tensor
+        if let cache {
+            y = cache.attend(layer: layer, queries: qn, keys: kn, values: v, window: window)
+        } else {
+            y = causalAttention(qn, kn, v, window: window)
+        }
+        return linear(y.reshaped([B, T, C]), c_proj)
+    }
+}
+
+/// Upstream's MLP: c_fc, relu², c_proj.
+public final class MLP {
+    public let c_fc: Tensor, c_proj: Tensor
+
+    init(_ config: GPTConfig) {
+        c_fc = parameter([4 * config.n_embd, config.n_embd])
+        c_proj = parameter([config.n_embd, 4 * config.n_embd])
+    }
+
+    var namedParameters: [(String, Tensor)] { [("c_fc.weight", c_fc), ("c_proj.weight", c_proj)] }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { linear(reluSquared(linear(x, c_fc)), c_proj) }
+}
+
+/// Upstream's Block: pre-norm attention and MLP, each added to the residual stream.
+public final class Block {
+    public let attn: Attention, mlp: MLP
+
+    init(_ config: GPTConfig, layer: Int) {
+        attn = Attention(config, layer: layer)
+        mlp = MLP(config)
+    }
+
+    var namedParameters: [(String, Tensor)] {
+        attn.namedParameters.map { ("attn." + $0.0, $0.1) } + mlp.namedParameters.map { ("mlp." + $0.0, $0.1) }
+    }
+
+    func callAsFunction(_ x: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?) -> Tensor {
+        var x = add(x, attn(norm(x), ve: ve, rotary: rotary, window: window, cache: cache))
+        x = add(x, mlp(norm(x)))
+        return x
+    }
+}
+
+/// The rotary tables (cos, sin: [positions, headDim / 2]); upstream computes 10 x sequence_len positions.
+struct Rotary {
+    let cos: Tensor, sin: Tensor
+}
+
+/// How `forward` reduces the losses when it is given targets: their mean (training) or one per token (bits
+/// per byte).
+public enum LossReduction { case mean, none }
+
 public final class GPT {
     public let config: GPTConfig
-    /// Left window per layer; defaults to the pattern's, settable (fixtures set them by hand).
+    /// Left window per layer; the pattern's by default, settable (fixtures set them by hand).
     public var windows: [Int]
-    /// Every parameter by upstream name, and the names in upstream's order.
-    public private(set) var parameters: [String: Tensor] = [:]
-    public private(set) var parameterNames: [String] = []
-    let cos: Tensor, sin: Tensor
+    public let wte: Tensor
+    public let h: [Block]
+    public let lm_head: Tensor
+    /// Value embeddings by layer index (the layers `config.hasValueEmbedding` picks).
+    public let value_embeds: [Int: Tensor]
+    public let resid_lambdas: Tensor, x0_lambdas: Tensor
+    public let smear_gate: Tensor, smear_lambda: Tensor, backout_lambda: Tensor
+    let rotary: Rotary
 
     public static let softcap: Float = 15
-    public static let qkGain: Float = 1.2
     public static let smearChannels = 24
-    public static let veGateChannels = 12
+
+    /// Every parameter by upstream name, and the names in a fixed order (checkpoints, optimizer state).
+    public let parameters: [String: Tensor]
+    public let parameterNames: [String]
 
     public init(config: GPTConfig, seed: UInt64 = 42) throws {
         try config.validate()
         self.config = config
         windows = config.windowSizes
-        (cos, sin) = rotaryTables(length: 10 * config.sequence_len, headDim: config.headDim)
-        let c = config.n_embd, v = config.paddedVocab, hd = config.headDim
-        func add(_ name: String, _ shape: [Int]) {
-            parameters[name] = Tensor(shape: shape, requiresGrad: true)
-            parameters[name]!.name = name
-            parameterNames.append(name)
-        }
-        add("transformer.wte.weight", [v, c])
-        for i in 0..<config.n_layer {
-            let p = "transformer.h.\(i)."
-            add(p + "attn.c_q.weight", [config.n_head * hd, c])
-            add(p + "attn.c_k.weight", [config.n_kv_head * hd, c])
-            add(p + "attn.c_v.weight", [config.n_kv_head * hd, c])
-            add(p + "attn.c_proj.weight", [c, c])
-            if config.hasValueEmbedding(i) { add(p + "attn.ve_gate.weight", [config.n_kv_head, Self.veGateChannels]) }
-            add(p + "mlp.c_fc.weight", [4 * c, c])
-            add(p + "mlp.c_proj.weight", [c, 4 * c])
-        }
-        add("lm_head.weight", [v, c])
-        for i in 0..<config.n_layer where config.hasValueEmbedding(i) { add("value_embeds.\(i).weight", [v, config.n_kv_head * hd]) }
-        add("resid_lambdas", [config.n_layer])
-        add("x0_lambdas", [config.n_layer])
-        add("smear_gate.weight", [1, Self.smearChannels])
-        add("smear_lambda", [1])
-        add("backout_lambda", [1])
+        let (v, c) = (config.paddedVocab, config.n_embd)
+        wte = parameter([v, c])
+        h = (0..<config.n_layer).map { Block(config, layer: $0) }
+        lm_head = parameter([v, c])
+        var ve: [Int: Tensor] = [:]
+        for i in 0..<config.n_layer where config.hasValueEmbedding(i) { ve[i] = parameter([v, config.n_kv_head * config.headDim]) }
+        value_embeds = ve
+        resid_lambdas = parameter([config.n_layer])
+        x0_lambdas = parameter([config.n_layer])
+        smear_gate = parameter([1, Self.smearChannels])
+        smear_lambda = parameter([1])
+        backout_lambda = parameter([1])
+        let tables = rotaryTables(length: 10 * config.sequence_len, headDim: config.headDim)
+        rotary = Rotary(cos: tables.cos, sin: tables.sin)
+
+        var named: [(String, Tensor)] = [("transformer.wte.weight", wte)]
+        for (i, block) in h.enumerated() { named += block.namedParameters.map { ("transformer.h.\(i).\($0.0)", $0.1) } }
+        named.append(("lm_head.weight", lm_head))
+        named += ve.keys.sorted().map { ("value_embeds.\($0).weight", ve[$0]!) }
+        named += [("resid_lambdas", resid_lambdas), ("x0_lambdas", x0_lambdas), ("smear_gate.weight", smear_gate),
+                  ("smear_lambda", smear_lambda), ("backout_lambda", backout_lambda)]
+        for (name, t) in named { t.name = name }
+        parameterNames = named.map(\.0)
+        parameters = Dictionary(uniqueKeysWithValues: named)
         initWeights(seed: seed)
     }
 
     public func param(_ name: String) -> Tensor { parameters[name]! }
 
-    /// Upstream's init_weights (SPEC §3.3), from our own seeded generator.
+    /// Upstream's init_weights, drawn from our own seeded generator: wte ~ N(0, 0.8), lm_head ~ N(0, 0.001),
+    /// c_q/c_k/c_v and value embeddings ~ U(-s, s) with s = sqrt(3 / n_embd), c_fc ~ U(-0.4 s, 0.4 s), both
+    /// projections zero, gates ~ U(0, 0.02), resid_lambdas 1.15 -> 1.05 and x0_lambdas 0.20 -> 0.05 over the
+    /// layers, smear_lambda 0, backout_lambda 0.2.
     public func initWeights(seed: UInt64) {
         var rng = RNG(seed: seed)
-        let c = config.n_embd, l = config.n_layer
-        let s = Float(3).squareRoot() / Float(c).squareRoot()
-        func fill(_ name: String, _ f: (inout RNG) -> Float) {
-            let t = param(name)
-            for i in 0..<t.count { t.data[i] = f(&rng) }
-        }
-        fill("transformer.wte.weight") { $0.normal() * 0.8 }
-        fill("lm_head.weight") { $0.normal() * 0.001 }
-        for i in 0..<l {
-            let p = "transformer.h.\(i)."
-            for m in ["attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight"] { fill(p + m) { $0.uniform(-s, s) } }
-            fill(p + "attn.c_proj.weight") { _ in 0 }
-            fill(p + "mlp.c_fc.weight") { $0.uniform(-0.4 * s, 0.4 * s) }
-            fill(p + "mlp.c_proj.weight") { _ in 0 }
-            if config.hasValueEmbedding(i) {
-                fill(p + "attn.ve_gate.weight") { $0.uniform(0, 0.02) }
-                fill("value_embeds.\(i).weight") { $0.uniform(-s, s) }
+        let l = config.n_layer
+        let s = Float(3).squareRoot() / Float(config.n_embd).squareRoot()
+        func fill(_ t: Tensor, _ f: (inout RNG) -> Float) { for i in 0..<t.count { t.data[i] = f(&rng) } }
+        fill(wte) { $0.normal() * 0.8 }
+        fill(lm_head) { $0.normal() * 0.001 }
+        for (i, block) in h.enumerated() {
+            for w in [block.attn.c_q, block.attn.c_k, block.attn.c_v] { fill(w) { $0.uniform(-s, s) } }
+            fill(block.attn.c_proj) { _ in 0 }
+            fill(block.mlp.c_fc) { $0.uniform(-0.4 * s, 0.4 * s) }
+            fill(block.mlp.c_proj) { _ in 0 }
+            if let gate = block.attn.ve_gate, let ve = value_embeds[i] {
+                fill(gate) { $0.uniform(0, 0.02) }
+                fill(ve) { $0.uniform(-s, s) }
             }
             let frac = Float(i) / Float(max(l - 1, 1))
-            param("resid_lambdas").data[i] = 1.15 - 0.10 * frac
-            param("x0_lambdas").data[i] = 0.20 - 0.15 * frac
+            resid_lambdas.data[i] = 1.15 - 0.10 * frac
+            x0_lambdas.data[i] = 0.20 - 0.15 * frac
         }
-        param("smear_lambda").data[0] = 0
-        param("backout_lambda").data[0] = 0.2
-        fill("smear_gate.weight") { $0.uniform(0, 0.02) }
+        smear_lambda.data[0] = 0
+        backout_lambda.data[0] = 0.2
+        fill(smear_gate) { $0.uniform(0, 0.02) }
     }
 
-    /// The final normalised hidden states [B, T, C] for token ids [B * T].
-    /// With a `cache`, row i's tokens sit at positions start ..< +T of cache row `rows[i]` (row i by default):
-    /// their keys and values are appended,
-    /// attention reads the cached ones and the smear continues from the cached previous embedding (inference).
-    public func hidden(_ idx: [Int32], batch b: Int, time t: Int, cache: KVCache? = nil, rows cacheRows: [Int]? = nil) -> Tensor {
-        precondition(idx.count == b * t, "forward: \(idx.count) ids for B=\(b) T=\(t)")
-        // with a cache, each row of the batch continues its own cache row from that row's position
-        let rows = cache?.rowsAndStarts(cacheRows, batch: b) ?? []
-        let starts = cache == nil ? nil : rows.map(\.start)
-        let last = (starts?.max() ?? 0) + t
-        precondition(last <= cos.shape[0], "position \(last) is past the rotary tables")
-        cache?.ensureCapacity(last)
-        let c = config.n_embd, hd = config.headDim
-        var x = P.measure("embedding+norm") { rmsNorm(embedding(param("transformer.wte.weight"), idx, shape: [b, t])) }
-        x = P.measure("smear") {
-            let smeared = smear(x, gate: param("smear_gate.weight"), lambda: param("smear_lambda"))
-            if let cache { continueSmear(x, smeared, batch: b, time: t, cache: cache, rows: rows) }
-            return smeared
+    /// Upstream's forward. `idx` holds B rows of T token ids. With `targets` (-1 = ignored) it returns the
+    /// cross-entropy (a scalar mean, or one loss per token); without, the softcapped logits [B, T, vocab]
+    /// (or [B, vocab] for the last position of each row with `lastOnly`).
+    /// With a `cache` (inference), row i of the batch continues cache row `rows[i]` (row i by default) from that
+    /// row's position: its keys and values are appended there and attention reads the cached ones.
+    public func forward(_ idx: [Int32], batch B: Int, time T: Int, targets: [Int32]? = nil,
+                        reduction: LossReduction = .mean, cache: KVCache? = nil, rows: [Int]? = nil,
+                        lastOnly: Bool = false) -> Tensor {
+        precondition(idx.count == B * T, "forward: \(idx.count) ids for B=\(B) T=\(T)")
+        let pass = cache?.begin(rows: rows, batch: B, time: T, positions: rotary.cos.shape[0])
+
+        var x = norm(embedding(wte, idx, shape: [B, T]))
+        // smear: mix the previous position's embedding into each position (from the cache across chunks)
+        x = smear(x, gate: smear_gate, lambda: smear_lambda, previous: pass?.exchangeSmearState(x))
+        let x0 = x  // the normed embedding, blended back in at every layer
+        let backoutLayer = config.n_layer / 2
+        var xBackout: Tensor? = nil
+        for (i, block) in h.enumerated() {
+            x = scalarMix(resid_lambdas, i, x, x0_lambdas, i, x0)
+            let ve = value_embeds[i].map { embedding($0, idx, shape: [B, T]) }
+            x = block(x, ve: ve, rotary: rotary, window: windows[i], cache: pass)
+            if i == backoutLayer { xBackout = x }
         }
-        let x0 = x
-        var saved: Tensor? = nil
-        let resid = param("resid_lambdas"), x0l = param("x0_lambdas")
-        for i in 0..<config.n_layer {
-            let p = "transformer.h.\(i)."
-            x = P.measure("scalarMix") { scalarMix(resid, i, x, x0l, i, x0) }
-            // attention
-            let u = P.measure("rmsNorm") { rmsNorm(x) }
-            let q = P.measure("linear.qkv") { linear(u, param(p + "attn.c_q.weight")).reshaped([b, t, config.n_head, hd]) }
-            let k = P.measure("linear.qkv") { linear(u, param(p + "attn.c_k.weight")).reshaped([b, t, config.n_kv_head, hd]) }
-            var v = P.measure("linear.qkv") { linear(u, param(p + "attn.c_v.weight")) }
-            if config.hasValueEmbedding(i) {
-                v = P.measure("valueEmbedding") {
-                    let ve = embedding(param("value_embeds.\(i).weight"), idx, shape: [b, t])
-                    return valueEmbeddingMix(v, ve, u: u, gate: param(p + "attn.ve_gate.weight"), kvHeads: config.n_kv_head)
-                }
+        // backout: subtract the mid-layer residual to remove low-level features before the head
+        if let xBackout { x = subtractScaled(x, backout_lambda, xBackout) }
+        x = norm(x)
+        pass?.end()
+
+        if let targets {
+            if reduction == .none {
+                let losses = LMHead.lossPerRow(x, lm_head, targets: targets, vocab: config.vocab_size, softcap: Self.softcap)
+                return Tensor(shape: [B * T], values: losses)
             }
-            let qn = P.measure("rotaryNorm") { rotaryNorm(q, cos: cos, sin: sin, gain: Self.qkGain, rowOffsets: starts) }
-            let kn = P.measure("rotaryNorm") { rotaryNorm(k, cos: cos, sin: sin, gain: Self.qkGain, rowOffsets: starts) }
-            let y = P.measure("attention") { () -> Tensor in
-                guard let cache else { return causalAttention(qn, kn, v.reshaped([b, t, config.n_kv_head, hd]), window: windows[i]) }
-                cache.append(layer: i, keys: kn, values: v, time: t, rows: rows)
-                return cachedAttention(qn, cache: cache, layer: i, window: windows[i], rows: rows)
-            }
-            x = P.measure("linear.proj+add") { add(x, linear(y.reshaped([b, t, c]), param(p + "attn.c_proj.weight"))) }
-            // MLP
-            let h = P.measure("mlp.fc+relu2") { reluSquared(linear(rmsNorm(x), param(p + "mlp.c_fc.weight"))) }
-            x = P.measure("mlp.proj+add") { add(x, linear(h, param(p + "mlp.c_proj.weight"))) }
-            if i == config.n_layer / 2 { saved = x }
+            return LMHead.loss(x, lm_head, targets: targets, vocab: config.vocab_size, softcap: Self.softcap)
         }
-        if let saved { x = P.measure("backout") { subtractScaled(x, param("backout_lambda"), saved) } }
-        cache?.advance(rows, by: t)
-        return P.measure("rmsNorm") { rmsNorm(x) }
-    }
-
-    /// Mean cross-entropy over targets that are not -1 (upstream's forward with targets).
-    public func loss(_ idx: [Int32], targets: [Int32], batch b: Int, time t: Int) -> Tensor {
-        let h = hidden(idx, batch: b, time: t)
-        return P.measure("lmHeadLoss") {
-            LMHead.loss(h, param("lm_head.weight"), targets: targets, vocab: config.vocab_size, softcap: Self.softcap)
-        }
-    }
-
-    /// Per-token losses (0 where the target is -1), no gradient: bits per byte.
-    public func lossPerToken(_ idx: [Int32], targets: [Int32], batch b: Int, time t: Int) -> [Float] {
-        Tensor.withoutGrad {
-            LMHead.lossPerRow(hidden(idx, batch: b, time: t), param("lm_head.weight"), targets: targets,
-                              vocab: config.vocab_size, softcap: Self.softcap)
-        }
-    }
-
-    /// Softcapped logits [B, T, vocab], no gradient.
-    public func logits(_ idx: [Int32], batch b: Int, time t: Int) -> Tensor {
-        Tensor.withoutGrad {
-            LMHead.logits(hidden(idx, batch: b, time: t), param("lm_head.weight"), vocab: config.vocab_size,
-                          softcap: Self.softcap)
-        }
+        if lastOnly && T > 1 { x = lastPosition(x) }
+        return LMHead.logits(x, lm_head, vocab: config.vocab_size, softcap: Self.softcap)
     }
 
     public func zeroGrad() { for t in parameters.values { t.grad = nil } }
 }
 
-/// A small seeded generator (xoshiro-style mixing) for initialisation and sampling.
-public struct RNG {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+extension GPT {
+    /// Upstream's setup_optimizer: AdamW for lm_head, the embeddings, the value embeddings and the scalars
+    /// (their learning rates scaled by (n_embd / 768)^-0.5 where upstream scales them), and one Muon group per
+    /// distinct matrix shape of the blocks, sorted by shape. The learning rates arrive already multiplied by the
+    /// batch-size LR scale.
+    public func setupOptimizer(unembeddingLR: Double, embeddingLR: Double, matrixLR: Double, weightDecay: Double,
+                               scalarLR: Double) throws -> MuonAdamW {
+        try MuonAdamW(model: self, groups: optimizerGroups(unembeddingLR: unembeddingLR, embeddingLR: embeddingLR,
+                                                           matrixLR: matrixLR, weightDecay: weightDecay, scalarLR: scalarLR))
     }
-    /// Uniform in [0, 1).
-    public mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }
-    public mutating func uniform(_ a: Float, _ b: Float) -> Float { a + (b - a) * unit() }
-    /// Standard normal (Box-Muller).
-    public mutating func normal() -> Float {
-        let u1 = max(unit(), 1e-12), u2 = unit()
-        return (-2 * logf(u1)).squareRoot() * cosf(2 * .pi * u2)
+
+    /// The parameter groups of `setupOptimizer`.
+    public func optimizerGroups(unembeddingLR: Double, embeddingLR: Double, matrixLR: Double, weightDecay: Double,
+                                scalarLR: Double) -> [OptimizerGroupSpec] {
+        let dmodel = pow(Double(config.n_embd) / 768, -0.5)
+        func adam(_ params: [String], _ lr: Double, _ betas: (Double, Double), _ wd: Double) -> OptimizerGroupSpec {
+            var g = OptimizerGroupSpec(kind: .adamw, params: params, lr: lr, initialLR: lr)
+            g.betas = betas
+            g.eps = 1e-10
+            g.weightDecay = wd
+            return g
+        }
+        let ve = parameterNames.filter { $0.hasPrefix("value_embeds.") }
+        var groups = [
+            adam(["lm_head.weight"], unembeddingLR * dmodel, (0.8, 0.96), 0.01),
+            adam(["transformer.wte.weight"], embeddingLR * dmodel, (0.8, 0.995), 0.001),
+        ]
+        if !ve.isEmpty { groups.append(adam(ve, embeddingLR * dmodel * 0.5, (0.8, 0.995), 0.01)) }
+        groups += [
+            adam(["resid_lambdas"], scalarLR * 0.01, (0.8, 0.95), 0.05),
+            adam(["x0_lambdas"], scalarLR, (0.96, 0.95), 0),
+            adam(["smear_gate.weight", "smear_lambda", "backout_lambda"], 0.2, (0.8, 0.95), 0),
+        ]
+        let matrices = parameterNames.filter { $0.hasPrefix("transformer.h.") }
+        var byShape: [[Int]: [String]] = [:]
+        for name in matrices { byShape[param(name).shape, default: []].append(name) }
+        for shape in byShape.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            var g = OptimizerGroupSpec(kind: .muon, params: byShape[shape]!, lr: matrixLR, initialLR: matrixLR)
+            g.momentum = 0.95
+            g.nsSteps = 5
+            g.beta2 = 0.9
+            g.weightDecay = weightDecay
+            groups.append(g)
+        }
+        return groups
     }
 }
+
+/// A parameter: a tensor that wants a gradient (filled by `initWeights` or a checkpoint).
+private func parameter(_ shape: [Int]) -> Tensor { Tensor(shape: shape, requiresGrad: true) }

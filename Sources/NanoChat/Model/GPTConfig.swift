@@ -8,8 +8,8 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     public var n_embd: Int
     public var window_pattern: String
 
-    public init(sequence_len: Int = 2048, vocab_size: Int = 32768, n_layer: Int = 12, n_head: Int = 6,
-                n_kv_head: Int = 6, n_embd: Int = 768, window_pattern: String = "SSSL") {
+    public init(sequence_len: Int, vocab_size: Int, n_layer: Int, n_head: Int, n_kv_head: Int, n_embd: Int,
+                window_pattern: String) {
         self.sequence_len = sequence_len
         self.vocab_size = vocab_size
         self.n_layer = n_layer
@@ -26,7 +26,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     /// Layer i has a value embedding iff i and the last layer have the same parity (ceil(L/2) layers).
     public func hasValueEmbedding(_ layer: Int) -> Bool { layer % 2 == (n_layer - 1) % 2 }
 
-    /// Left window per layer (SPEC §3.5): pattern tiled over layers, last layer always long;
+    /// Left window per layer: the pattern tiled over the layers, the last layer always long;
     /// long = sequence_len, short = ceil_div(sequence_len / 4, 128) * 128 (Python's floor semantics).
     public var windowSizes: [Int] {
         let pattern = Array(window_pattern.uppercased())

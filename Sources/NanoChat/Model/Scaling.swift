@@ -1,6 +1,9 @@
 import Foundation
 
-/// Everything that follows from `--depth` (SPEC §3.1, §3.6, §4.2), in one place.
+/// Everything that follows from `--depth`, in one place (upstream's base_train): the model shape
+/// (model_dim = depth x aspect ratio rounded up to the head dim), the parameter counts, FLOPs per token, the
+/// training horizon (target tokens = ratio x scaling parameters), the batch size (from a power law around
+/// 2^19 tokens at d12), the batch LR scale sqrt(B / 2^19) and the weight decay scaled with batch and horizon.
 public struct DepthPlan: Equatable {
     public var depth: Int
     public var config: GPTConfig
@@ -24,8 +27,8 @@ public struct DepthPlan: Equatable {
     public static let referenceBatch = 1 << 19  // B_REF, tokens
 
     /// The model shape for a depth: model_dim = ceil(depth * aspect / head_dim) * head_dim, heads = dim / head_dim.
-    public static func config(depth: Int, aspectRatio: Int = 64, headDim: Int = 128, maxSeqLen: Int = 2048,
-                              vocabSize: Int = 32768, windowPattern: String = "SSSL") -> GPTConfig {
+    public static func config(depth: Int, aspectRatio: Int, headDim: Int, maxSeqLen: Int, vocabSize: Int,
+                              windowPattern: String) -> GPTConfig {
         let dim = (depth * aspectRatio + headDim - 1) / headDim * headDim
         return GPTConfig(sequence_len: maxSeqLen, vocab_size: vocabSize, n_layer: depth, n_head: dim / headDim,
                          n_kv_head: dim / headDim, n_embd: dim, window_pattern: windowPattern)
@@ -39,7 +42,7 @@ public struct DepthPlan: Equatable {
         for i in 0..<c.n_layer {
             p.transformerMatrices += c.n_head * hd * e + 2 * c.n_kv_head * hd * e + e * e + 8 * e * e
             if c.hasValueEmbedding(i) {
-                p.transformerMatrices += c.n_kv_head * GPT.veGateChannels
+                p.transformerMatrices += c.n_kv_head * Attention.veGateChannels
                 p.valueEmbeds += v * c.n_kv_head * hd
             }
         }
@@ -54,39 +57,39 @@ public struct DepthPlan: Equatable {
         let attn = (windows ?? c.windowSizes).reduce(0) { $0 + 12 * c.n_head * c.headDim * min($1, c.sequence_len) }
         return 6 * matmul + attn
     }
+}
 
-    /// The full plan, upstream's precedence: --num-iterations, else --target-flops, else the data:param ratio.
-    public static func make(depth: Int, aspectRatio: Int = 64, headDim: Int = 128, maxSeqLen: Int = 2048,
-                            vocabSize: Int = 32768, windowPattern: String = "SSSL", targetParamDataRatio: Double = 12,
-                            weightDecay: Double = 0.28, totalBatchSize: Int = -1, numIterations: Int = -1,
-                            targetFlops: Double = -1) -> DepthPlan {
-        func n(_ c: GPTConfig) -> Int { let p = counts(c); return p.transformerMatrices + p.lmHead }
-        let cfg = config(depth: depth, aspectRatio: aspectRatio, headDim: headDim, maxSeqLen: maxSeqLen,
-                         vocabSize: vocabSize, windowPattern: windowPattern)
-        let ref = config(depth: 12, aspectRatio: aspectRatio, headDim: headDim, maxSeqLen: maxSeqLen,
-                         vocabSize: vocabSize, windowPattern: windowPattern)
+extension DepthPlan {
+    /// The full plan for base-train's flags, upstream's precedence for the horizon: --num-iterations, else
+    /// --target-flops, else the data:param ratio.
+    public init(_ o: BaseTrainOptions, vocabSize: Int) {
+        func n(_ c: GPTConfig) -> Int { let p = Self.counts(c); return p.transformerMatrices + p.lmHead }
+        let cfg = Self.config(depth: o.depth, aspectRatio: o.aspectRatio, headDim: o.headDim, maxSeqLen: o.maxSeqLen,
+                              vocabSize: vocabSize, windowPattern: o.windowPattern)
+        let ref = Self.config(depth: 12, aspectRatio: o.aspectRatio, headDim: o.headDim, maxSeqLen: o.maxSeqLen,
+                              vocabSize: vocabSize, windowPattern: o.windowPattern)
         let scaling = n(cfg)
-        let targetTokens = Int(targetParamDataRatio * Double(scaling))
-        let dRef = targetParamDataRatio * Double(n(ref))
-        let bRef = Double(referenceBatch)
-        var batch = totalBatchSize
+        let targetTokens = Int(o.targetParamDataRatio * Double(scaling))
+        let dRef = o.targetParamDataRatio * Double(n(ref))
+        let bRef = Double(Self.referenceBatch)
+        var batch = o.totalBatchSize
         if batch <= 0 {
             let ideal = bRef * pow(Double(targetTokens) / dRef, 0.383)
             batch = 1 << Int(log2(ideal).rounded(.toNearestOrEven))
         }
-        let flops = flopsPerToken(cfg)
+        let flops = Self.flopsPerToken(cfg)
         let iterations: Int
-        if numIterations > 0 {
-            iterations = numIterations
-        } else if targetFlops > 0 {
-            iterations = Int((targetFlops / (Double(flops) * Double(batch))).rounded(.toNearestOrEven))
+        if o.numIterations > 0 {
+            iterations = o.numIterations
+        } else if o.targetFlops > 0 {
+            iterations = Int((o.targetFlops / (Double(flops) * Double(batch))).rounded(.toNearestOrEven))
         } else {
             iterations = targetTokens / batch
         }
-        return DepthPlan(
-            depth: depth, config: cfg, params: counts(cfg), scalingParams: scaling, flopsPerToken: flops,
+        self.init(
+            depth: o.depth, config: cfg, params: Self.counts(cfg), scalingParams: scaling, flopsPerToken: flops,
             targetTokens: targetTokens, totalBatchSize: batch, batchLRScale: (Double(batch) / bRef).squareRoot(),
-            weightDecay: weightDecay * (Double(batch) / bRef).squareRoot() * (dRef / Double(targetTokens)),
+            weightDecay: o.weightDecay * (Double(batch) / bRef).squareRoot() * (dRef / Double(targetTokens)),
             numIterations: iterations, adamwDModelLRScale: pow(Double(cfg.n_embd) / 768, -0.5))
     }
 }

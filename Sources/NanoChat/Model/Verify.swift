@@ -1,7 +1,7 @@
 import Foundation
 import NanoTensor
 
-/// Checks our implementation against a golden fixture from upstream's PyTorch code (../shared/fixtures format):
+/// Checks our implementation against a golden fixture from upstream's PyTorch code (the format of Tests/Fixtures):
 /// model fixtures (forward logits and loss, backward gradients) and optimizer fixtures (parameters after steps).
 public enum Verify {
     public struct Comparison {
@@ -9,6 +9,10 @@ public enum Verify {
         public var relativeError: Double
         public var tolerance: Double
         public var ok: Bool { relativeError <= tolerance }
+    }
+
+    public static func relativeError(_ ours: [Float], _ ref: [Float]) -> Double {
+        ours.withUnsafeBufferPointer { relativeError($0, ref) }
     }
 
     /// ||ours - ref|| / ||ref|| (norm of the difference over the norm of the reference).
@@ -44,28 +48,43 @@ public enum Verify {
     static func runModel(_ file: SafeTensorsFile, config: GPTConfig, windows: [Int]?) throws -> [Comparison] {
         let model = try GPT(config: config)
         if let windows { model.windows = windows }
-        try Checkpoints.loadParameters(model, from: file, prefix: "param.")
+        try CheckpointManager.loadParameters(model, from: file, prefix: "param.")
         let (ishape, idx) = try file.ints("input.idx")
         let (_, targets) = try file.ints("input.targets")
         let b = ishape[0], t = ishape[1]
         var out: [Comparison] = []
-        let logits = model.logits(idx, batch: b, time: t)
+        let logits = Tensor.withoutGrad { model.forward(idx, batch: b, time: t) }
         out.append(Comparison(name: "logits", relativeError: relativeError(UnsafeBufferPointer(logits.buffer), try file.floats("output.logits").values), tolerance: 1e-4))
-        let loss = model.loss(idx, targets: targets, batch: b, time: t)
+        let loss = model.forward(idx, batch: b, time: t, targets: targets)
         out.append(Comparison(name: "loss", relativeError: relativeError(UnsafeBufferPointer(loss.buffer), try file.floats("output.loss").values), tolerance: 1e-4))
         loss.backward()
         for name in model.parameterNames {
             let ref = try file.floats("grad." + name).values
             let g = model.param(name).grad
-            let err = g.map { relativeError(UnsafeBufferPointer($0.buffer), ref) } ?? (ref.allSatisfy { $0 == 0 } ? 0 : 1)
-            out.append(Comparison(name: "grad." + name, relativeError: err, tolerance: 1e-3))
+            let ours = g.map { Array($0.buffer) } ?? [Float](repeating: 0, count: ref.count)
+            guard file.entries["ref64.grad." + name] != nil else {
+                out.append(Comparison(name: "grad." + name, relativeError: relativeError(ours, ref), tolerance: 1e-3))
+                continue
+            }
+            // The fixture also holds the gradient in float64 (the true value). Where upstream's own float32
+            // gradient is accurate, ours must match it; where the true gradient is (near) zero, both float32
+            // values are rounding noise (backout on the last layer, before a scale-invariant norm, is such a
+            // case): then ours must be no further from the truth than ten times upstream's own float32 error.
+            let truth = try file.floats("ref64.grad." + name).values
+            let upstreamError = relativeError(ref, truth)
+            if upstreamError <= 1e-4 {
+                out.append(Comparison(name: "grad." + name, relativeError: relativeError(ours, ref), tolerance: 1e-3))
+            } else {
+                out.append(Comparison(name: "grad." + name + " (vs float64; upstream's float32 is off by \(String(format: "%.1e", upstreamError)))",
+                                      relativeError: relativeError(ours, truth), tolerance: 10 * upstreamError))
+            }
         }
         return out
     }
 
     static func runOptimizer(_ file: SafeTensorsFile, config: GPTConfig, metaText: String) throws -> [Comparison] {
         let model = try GPT(config: config)
-        try Checkpoints.loadParameters(model, from: file, prefix: "param_before.")
+        try CheckpointManager.loadParameters(model, from: file, prefix: "param_before.")
         let groups = try OptimizerGroupSpec.parse(fixtureMeta: metaText)
         let opt = try MuonAdamW(model: model, groups: groups)
         guard let obj = try JSONSerialization.jsonObject(with: Data(metaText.utf8)) as? [String: Any],

@@ -1,51 +1,44 @@
+import ArgumentParser
 import Foundation
 import NanoTensor
 
-/// `base-train` flags, with upstream's names and defaults (SPEC §4.1); the executable fills this from the
-/// command line and `userConfig` records it in every checkpoint.
-public struct BaseTrainOptions {
-    public var depth = 20
-    public var aspectRatio = 64
-    public var headDim = 128
-    public var maxSeqLen = 2048
-    public var windowPattern = "SSSL"
-    public var numIterations = -1
-    public var targetFlops = -1.0
-    public var targetParamDataRatio = 12.0
-    public var deviceBatchSize = 32
-    public var totalBatchSize = -1
-    public var embeddingLR = 0.3
-    public var unembeddingLR = 0.008
-    public var matrixLR = 0.02
-    public var scalarLR = 0.5
-    public var weightDecay = 0.28
-    public var warmupSteps = 40
-    public var warmdownRatio = 0.65
-    public var finalLRFrac = 0.05
-    public var resumeFromStep = -1
-    public var evalEvery = 250
-    public var evalTokens = 80 * 524_288
-    public var sampleEvery = 2000
-    public var saveEvery = -1
-    public var modelTag: String? = nil
-    public var dataDir: URL? = nil
-    public var tokenizerDir: URL? = nil
-    /// Where checkpoints and the metrics log go (default `<base>/base_checkpoints/<tag>`).
-    public var checkpointDir: URL? = nil
-    public var seed: UInt64 = 42
+/// `base-train`'s flags, with upstream's names and defaults, written once: the command line fills this struct
+/// (`nanochat base-train --help`), training reads it, and `userConfig` records it in every checkpoint.
+/// From Swift: `try BaseTrainOptions.parse(["--depth", "4"])`, then change fields as needed.
+public struct BaseTrainOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Depth of the Transformer: the one knob every other size follows from.") public var depth = 20
+    @Option(parsing: .unconditional, help: "model_dim = depth * aspect-ratio, rounded up to a multiple of head-dim.") public var aspectRatio = 64
+    @Option(parsing: .unconditional, help: "Target head dimension for attention.") public var headDim = 128
+    @Option(parsing: .unconditional, help: "Max context length (tokens per row).") public var maxSeqLen = 2048
+    @Option(help: "Sliding-window pattern tiled over layers: L = full context, S = quarter context (rounded up to 128); the last layer is always L.") public var windowPattern = "SSSL"
+    @Option(parsing: .unconditional, help: "Explicit number of optimization steps (-1 = derive).") public var numIterations = -1
+    @Option(parsing: .unconditional, help: "Compute budget in FLOPs to derive the number of steps from (-1 = off).") public var targetFlops = -1.0
+    @Option(parsing: .unconditional, help: "Tokens per scaling parameter for the horizon (Chinchilla-style ratio).") public var targetParamDataRatio = 12.0
+    @Option(parsing: .unconditional, help: "Rows per forward/backward pass.") public var deviceBatchSize = 32
+    @Option(parsing: .unconditional, help: "Tokens per optimizer step (-1 = derived from the depth).") public var totalBatchSize = -1
+    @Option(parsing: .unconditional, help: "AdamW learning rate of the embedding tables.") public var embeddingLR = 0.3
+    @Option(parsing: .unconditional, help: "AdamW learning rate of lm_head.") public var unembeddingLR = 0.008
+    @Option(parsing: .unconditional, help: "Muon learning rate of the matrices.") public var matrixLR = 0.02
+    @Option(parsing: .unconditional, help: "AdamW learning rate of the scalar parameters.") public var scalarLR = 0.5
+    @Option(parsing: .unconditional, help: "Muon weight decay at the reference size (scaled with batch and horizon, cosine to zero).") public var weightDecay = 0.28
+    @Option(parsing: .unconditional, help: "Linear LR warmup steps.") public var warmupSteps = 40
+    @Option(parsing: .unconditional, help: "Fraction of the run spent in the final linear LR decay.") public var warmdownRatio = 0.65
+    @Option(parsing: .unconditional, help: "Final LR as a fraction of the initial LR.") public var finalLRFrac = 0.05
+    @Option(parsing: .unconditional, help: "Resume from this step's checkpoint (-1 = start fresh).") public var resumeFromStep = -1
+    @Option(parsing: .unconditional, help: "Evaluate validation bits per byte every N steps and at the end (-1 = never).") public var evalEvery = 250
+    @Option(parsing: .unconditional, help: "Tokens of validation data per evaluation.") public var evalTokens = 80 * 524_288
+    @Option(parsing: .unconditional, help: "Print samples every N steps and at the end (-1 = never).") public var sampleEvery = 2000
+    @Option(parsing: .unconditional, help: "Save a checkpoint every N steps (-1 = only at the end).") public var saveEvery = -1
+    @Option(help: "Checkpoint directory name (default d<depth>).") public var modelTag: String?
+    @Option(help: "Shard directory (default $NANOCHAT_BASE_DIR/base_data_climbmix).") public var dataDir: String?
+    @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") public var tokenizerDir: String?
+    @Option(help: "Where checkpoints and the metrics log go (default $NANOCHAT_BASE_DIR/base_checkpoints/<model-tag>).") public var checkpointDir: String?
+    @Option(help: "Seed of the weight initialisation.") public var seed: UInt64 = 42
 
     public init() {}
 
-    public var userConfig: [String: String] {
-        ["depth": "\(depth)", "aspect_ratio": "\(aspectRatio)", "head_dim": "\(headDim)", "max_seq_len": "\(maxSeqLen)",
-         "window_pattern": windowPattern, "num_iterations": "\(numIterations)", "target_flops": "\(targetFlops)",
-         "target_param_data_ratio": "\(targetParamDataRatio)", "device_batch_size": "\(deviceBatchSize)",
-         "total_batch_size": "\(totalBatchSize)", "embedding_lr": "\(embeddingLR)", "unembedding_lr": "\(unembeddingLR)",
-         "matrix_lr": "\(matrixLR)", "scalar_lr": "\(scalarLR)", "weight_decay": "\(weightDecay)",
-         "warmup_steps": "\(warmupSteps)", "warmdown_ratio": "\(warmdownRatio)", "final_lr_frac": "\(finalLRFrac)",
-         "resume_from_step": "\(resumeFromStep)", "eval_every": "\(evalEvery)", "eval_tokens": "\(evalTokens)",
-         "sample_every": "\(sampleEvery)", "save_every": "\(saveEvery)", "model_tag": modelTag ?? "", "seed": "\(seed)"]
-    }
+    /// Every flag by upstream's snake_case name (as upstream's meta `user_config`), values as text.
+    public var userConfig: [String: String] { flagValues(self) }
 }
 
 /// Upstream's sampling prompts for base models.
@@ -63,19 +56,16 @@ public struct StepReport {
     public var epoch: Int
 }
 
-/// Pretraining (SPEC §4.5): the loop from flags to optimizer steps, with evaluation, sampling, checkpoints and
+/// Pretraining (upstream's base_train): the loop from flags to optimizer steps, with evaluation, sampling, checkpoints and
 /// a JSON Lines metrics log. `log` receives every console line.
 public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (finalLoss: Double, valBPB: Double?, losses: [Double]) {
-    let tokenizer = try Tokenizer.load(from: o.tokenizerDir ?? BaseDir.tokenizer)
+    let tokenizer = try Tokenizer.load(from: o.tokenizerDir.map(directoryURL) ?? BaseDir.tokenizer)
     let vocab = tokenizer.vocabSize
-    let dataDir = o.dataDir ?? BaseDir.pretrainData
+    let dataDir = o.dataDir.map(directoryURL) ?? BaseDir.pretrainData
     let trainShards = try ShardSet(directory: dataDir, split: "train")
     let valShards = try ShardSet(directory: dataDir, split: "val")
 
-    let plan = DepthPlan.make(depth: o.depth, aspectRatio: o.aspectRatio, headDim: o.headDim, maxSeqLen: o.maxSeqLen,
-                              vocabSize: vocab, windowPattern: o.windowPattern, targetParamDataRatio: o.targetParamDataRatio,
-                              weightDecay: o.weightDecay, totalBatchSize: o.totalBatchSize, numIterations: o.numIterations,
-                              targetFlops: o.targetFlops)
+    let plan = DepthPlan(o, vocabSize: vocab)
     let t = o.maxSeqLen
     let tokensPerMicro = o.deviceBatchSize * t
     guard plan.totalBatchSize % tokensPerMicro == 0 else {
@@ -85,24 +75,23 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
     let n = plan.numIterations
     guard n > 0 else { throw NanoChatError("the run has \(n) iterations; set --num-iterations or a larger --target-param-data-ratio") }
     let tag = o.modelTag ?? "d\(o.depth)"
-    let dir = o.checkpointDir ?? Checkpoints.directory(phase: "base", tag: tag)
+    let dir = o.checkpointDir.map(directoryURL) ?? CheckpointManager.directory(phase: "base", tag: tag)
 
     // model, optimizer, loader: fresh or resumed
     var model = try GPT(config: plan.config, seed: o.seed)
     var startStep = 0
     var meta: CheckpointMeta? = nil
     if o.resumeFromStep >= 0 {
-        (model, meta) = try Checkpoints.loadModel(directory: dir, step: o.resumeFromStep)
+        (model, meta) = try CheckpointManager.loadModel(directory: dir, step: o.resumeFromStep)
         guard model.config == plan.config else {
             throw NanoChatError("checkpoint \(dir.path) step \(o.resumeFromStep) has model config \(model.config), the flags give \(plan.config)")
         }
         startStep = o.resumeFromStep
     }
     let s = plan.batchLRScale
-    let groups = TrainingSchedule.parameterGroups(model: model, embeddingLR: o.embeddingLR * s, unembeddingLR: o.unembeddingLR * s,
-                                                  matrixLR: o.matrixLR * s, scalarLR: o.scalarLR * s, weightDecay: plan.weightDecay)
-    let optimizer = try MuonAdamW(model: model, groups: groups)
-    if let meta { try Checkpoints.loadOptimizer(optimizer, directory: dir, step: startStep, meta: meta) }
+    let optimizer = try model.setupOptimizer(unembeddingLR: o.unembeddingLR * s, embeddingLR: o.embeddingLR * s,
+                                             matrixLR: o.matrixLR * s, weightDecay: plan.weightDecay, scalarLR: o.scalarLR * s)
+    if let meta { try CheckpointManager.loadOptimizer(optimizer, directory: dir, step: startStep, meta: meta) }
     let loader = PrefetchingLoader(try BestFitLoader(tokenizer: tokenizer, shards: trainShards, batch: o.deviceBatchSize,
                                                      seqLen: t, resume: meta?.dataloader_state_dict, exact: meta?.loader_exact))
     defer { loader.stop() }
@@ -150,7 +139,7 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
                                    dataloader_state_dict: loader.consumedApproximate,
                                    loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime),
                                    loader_exact: loader.consumedState)
-            try Checkpoints.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m)
+            try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m)
             log("saved checkpoint \(dir.path) step \(step)")
         }
         if last { break }
@@ -162,7 +151,7 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
         for _ in 0..<gradAccum {
             let batch = try loader.next()
             dataWait += loader.lastWait
-            let loss = model.loss(batch.inputs, targets: batch.targets, batch: o.deviceBatchSize, time: t)
+            let loss = model.forward(batch.inputs, batch: o.deviceBatchSize, time: t, targets: batch.targets)
             stepLoss += Double(loss.scalar) / Double(gradAccum)
             loss.backward(seed: 1 / Float(gradAccum))
         }

@@ -16,14 +16,15 @@ public struct TrainBenchResult {
     public var freshAllocationsPerStep: Int
 }
 
-public func benchTrain(depth: Int, headDim: Int = 64, seqLen: Int = 512, deviceBatch: Int = 8, totalBatch: Int = 4096,
-                       vocab: Int = 32768, windowPattern: String = "L", steps: Int = 6, warmup: Int = 2) throws -> TrainBenchResult {
-    let plan = DepthPlan.make(depth: depth, headDim: headDim, maxSeqLen: seqLen, vocabSize: vocab, windowPattern: windowPattern,
-                              totalBatchSize: totalBatch, numIterations: 1000)
-    let model = try GPT(config: plan.config)
-    let groups = TrainingSchedule.parameterGroups(model: model, embeddingLR: 0.3, unembeddingLR: 0.008, matrixLR: 0.02,
-                                                  scalarLR: 0.5, weightDecay: plan.weightDecay)
-    let opt = try MuonAdamW(model: model, groups: groups)
+/// `o` is base-train's options for the configuration (the bench sets depth, sizes and window pattern; the
+/// learning rates and schedule are base-train's own defaults); `vocab` replaces a tokenizer.
+public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: Int = 2) throws -> TrainBenchResult {
+    let plan = DepthPlan(o, vocabSize: vocab)
+    let (deviceBatch, seqLen, totalBatch) = (o.deviceBatchSize, o.maxSeqLen, plan.totalBatchSize)
+    let model = try GPT(config: plan.config, seed: o.seed)
+    let s = plan.batchLRScale
+    let opt = try model.setupOptimizer(unembeddingLR: o.unembeddingLR * s, embeddingLR: o.embeddingLR * s,
+                                       matrixLR: o.matrixLR * s, weightDecay: plan.weightDecay, scalarLR: o.scalarLR * s)
     let accum = totalBatch / (deviceBatch * seqLen)
     var rng = RNG(seed: 1)
     let batches = (0..<accum).map { _ in (0..<(deviceBatch * (seqLen + 1))).map { _ in Int32(rng.next() % UInt64(vocab)) } }
@@ -35,10 +36,12 @@ public func benchTrain(depth: Int, headDim: Int = 64, seqLen: Int = 512, deviceB
                 x += b[(r * (seqLen + 1))..<(r * (seqLen + 1) + seqLen)]
                 y += b[(r * (seqLen + 1) + 1)..<((r + 1) * (seqLen + 1))]
             }
-            let loss = model.loss(x, targets: y, batch: deviceBatch, time: seqLen)
+            Profiler.mark()
+            let loss = model.forward(x, batch: deviceBatch, time: seqLen, targets: y)
             Profiler.measure("backward (total)") { loss.backward(seed: 1 / Float(accum)) }
         }
-        _ = opt.applySchedule(step: it, total: 1000, warmup: 40, warmdownRatio: 0.65, finalFrac: 0.05, muonWeightDecay: plan.weightDecay)
+        _ = opt.applySchedule(step: it, total: plan.numIterations, warmup: o.warmupSteps, warmdownRatio: o.warmdownRatio,
+                              finalFrac: o.finalLRFrac, muonWeightDecay: plan.weightDecay)
         Profiler.measure("optimizer") { opt.step() }
         model.zeroGrad()
     }
@@ -59,7 +62,7 @@ public func benchTrain(depth: Int, headDim: Int = 64, seqLen: Int = 512, deviceB
     Profiler.enabled = false
     let breakdown = Profiler.report
     let median = rates.sorted()[rates.count / 2]
-    return TrainBenchResult(depth: depth, tokensPerSecond: rates, medianTokensPerSecond: median,
+    return TrainBenchResult(depth: o.depth, tokensPerSecond: rates, medianTokensPerSecond: median,
                             modelGFLOPS: median * Double(plan.flopsPerToken) / 1e9, sgemmGFLOPS: measureSgemmGFLOPS(),
                             breakdown: breakdown, stepSeconds: stepSeconds, peakRSSMB: peakRSSMegabytes(),
                             freshAllocationsPerStep: fresh)

@@ -108,3 +108,61 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
     }
     return out
 }
+
+/// The same attention for inference against a KV cache: each row's new queries (q: [B, T, H, D], row i at
+/// positions starts[i] ..< +T) over the keys and values cached for them (already appended), those the window
+/// allows. The cache is head-major, [rows, Hkv, capacity, D] per layer, so each head's positions are contiguous
+/// and stream; `cacheRows[i]` is the cache row of batch row i. `scratch` holds `capacity` floats per thread.
+public func cachedAttention(_ q: Tensor, keys kc: UnsafePointer<Float>, values vc: UnsafePointer<Float>,
+                            capacity cap: Int, kvHeads hkv: Int, cacheRows: [Int], starts: [Int], window: Int,
+                            scratch: UnsafeMutablePointer<Float>) -> Tensor {
+    let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+    let group = h / hkv
+    let out = Tensor(shape: q.shape, zeroed: false)
+    let scale = 1 / Float(d).squareRoot()
+    // contiguous runs of (row, head) pairs per thread: one scratch buffer each, no per-pair dispatch
+    let span = min((starts.max() ?? 0) + t, window + 1)
+    precondition(span <= cap, "attention span \(span) past the cache's \(cap) positions")
+    // a few short rows are cheaper on this thread than waking another
+    let parts = Threading.ranges(b * h, parts: b * h * t * span * d >= 1 << 20 ? Threading.workers : 1)
+    Threading.parallelFor(parts.count) { part in
+        let scores = scratch + part * cap
+        for task in parts[part] {
+            let bi = task / h, hh = task % h, kh = hh / group
+            let slot = cacheRows[bi]
+            for i in 0..<t {
+                let p = starts[bi] + i
+                let lo = max(0, p - window)
+                let qrow = q.data + ((bi * t + i) * h + hh) * d
+                var m = -Float.infinity
+                for j in lo...p {
+                    let s = dot(qrow, kc + ((slot * hkv + kh) * cap + j) * d, d) * scale
+                    scores[j - lo] = s
+                    m = max(m, s)
+                }
+                var sum: Float = 0
+                for j in 0...(p - lo) { scores[j] = expf(scores[j] - m); sum += scores[j] }
+                let orow = out.data + ((bi * t + i) * h + hh) * d
+                orow.update(repeating: 0, count: d)
+                let inv = 1 / sum
+                for j in lo...p {
+                    addScaled(orow, vc + ((slot * hkv + kh) * cap + j) * d, scores[j - lo] * inv, d)
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// y += w * x over n floats (eight at a time).
+@inline(__always)
+func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Float, _ n: Int) {
+    var i = 0
+    let wv = SIMD8<Float>(repeating: w)
+    while i + 8 <= n {
+        let r = UnsafeMutableRawPointer(y + i)
+        r.storeBytes(of: r.loadUnaligned(as: SIMD8<Float>.self) + wv * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { y[i] += w * x[i]; i += 1 }
+}

@@ -131,3 +131,12 @@ public func embedding(_ table: Tensor, _ ids: [Int32], shape: [Int]? = nil) -> T
     }
     return out
 }
+
+/// The last position of each row: [B, T, C] -> [B, C] (inference: no gradient).
+public func lastPosition(_ x: Tensor) -> Tensor {
+    let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
+    precondition(!Tensor.gradEnabled || !x.requiresGrad, "lastPosition is for inference (no gradient)")
+    let out = Tensor(shape: [b, c], zeroed: false)
+    for bi in 0..<b { (out.data + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
+    return out
+}

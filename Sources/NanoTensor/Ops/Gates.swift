@@ -1,14 +1,16 @@
 import Foundation
-import NanoTensor
 
-// The model's own small fused ops (NanoTensor knows nothing of language models): the smear gate, the
-// value-embedding gate and the backout subtraction, each with its gradient.
+// Small fused gates of nanochat's GPT, each with its gradient: the smear gate, the value-embedding gate and
+// the backout subtraction. They live beside the other kernels so that a backend provides every op the model
+// calls, and the model itself touches no buffer.
 
 @inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 
 /// Smear (cheap bigram mixing): for t >= 1, out[t] = x[t] + lambda * sigmoid(gate . x[t][0..<24]) * x[t-1],
-/// using the pre-smear x[t-1]; position 0 is unchanged. x is [B, T, C], gate [1, 24], lambda [1].
-public func smear(_ x: Tensor, gate: Tensor, lambda: Tensor) -> Tensor {
+/// using the pre-smear x[t-1]. x is [B, T, C], gate [1, 24], lambda [1].
+/// Position 0 is unchanged, or, with `previous` ([B, C], inference only: a chunk that continues a cached
+/// sequence), mixes in row b's previous pre-smear embedding the same way (a zero row leaves it unchanged).
+public func smear(_ x: Tensor, gate: Tensor, lambda: Tensor, previous: Tensor? = nil) -> Tensor {
     let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
     let k = gate.count
     let out = Tensor(shape: x.shape, zeroed: false)
@@ -17,7 +19,12 @@ public func smear(_ x: Tensor, gate: Tensor, lambda: Tensor) -> Tensor {
     let lam = lambda.data[0]
     for bi in 0..<b {
         let row0 = px + bi * t * c
-        (po + bi * t * c).update(from: row0, count: c)
+        if let previous {
+            let f = lam * sigmoid(dot(pg, row0, k)), prev = previous.data + bi * c, dst = po + bi * t * c
+            for j in 0..<c { dst[j] = row0[j] + f * prev[j] }
+        } else {
+            (po + bi * t * c).update(from: row0, count: c)
+        }
         for ti in 1..<max(t, 1) {
             let cur = row0 + ti * c, prev = cur - c, dst = po + (bi * t + ti) * c
             let s = sigmoid(dot(pg, cur, k))
@@ -25,6 +32,10 @@ public func smear(_ x: Tensor, gate: Tensor, lambda: Tensor) -> Tensor {
             let f = lam * s
             for j in 0..<c { dst[j] = cur[j] + f * prev[j] }
         }
+    }
+    if previous != nil {
+        precondition(!Tensor.gradEnabled || !(x.requiresGrad || gate.requiresGrad), "smear with a previous embedding is for inference (no gradient)")
+        return out
     }
     Tensor.record(out, [x, gate, lambda], op: "smear") { out in
         let g = out.grad!.data

@@ -1,9 +1,8 @@
-import NanoChat
 import NanoTensor
 import XCTest
 
-/// Gradient checks for the model's own fused ops.
-final class ModelOpsGradTests: XCTestCase {
+/// Gradient checks for the fused gates of the GPT (smear, value-embedding gate, backout).
+final class GateGradTests: XCTestCase {
     func rand(_ shape: [Int], _ seed: inout UInt64, scale: Float = 1) -> Tensor {
         let t = Tensor(shape: shape, requiresGrad: true)
         for i in 0..<t.count {

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+
+/// A flag's parsed value, whatever its type (ArgumentParser's property wrappers).
+protocol ParsedFlag { var parsedValue: Any { get } }
+extension Option: ParsedFlag { var parsedValue: Any { wrappedValue } }
+extension Flag: ParsedFlag { var parsedValue: Any { wrappedValue } }
+
+/// Every flag of a parsed options struct by its snake_case name (`aspectRatio` -> `aspect_ratio`, the names
+/// upstream's argparse gives), values as text, nil ones as "". Derived from the struct itself, so a new flag
+/// is recorded without another line anywhere.
+func flagValues<T: ParsableArguments>(_ options: T) -> [String: String] {
+    var out: [String: String] = [:]
+    for child in Mirror(reflecting: options).children {
+        guard let label = child.label, let flag = child.value as? ParsedFlag else { continue }
+        out[snakeCase(label.hasPrefix("_") ? String(label.dropFirst()) : label)] = describeFlag(flag.parsedValue)
+    }
+    return out
+}
+
+private func describeFlag(_ value: Any) -> String {
+    let m = Mirror(reflecting: value)
+    if m.displayStyle == .optional { return m.children.first.map { describeFlag($0.value) } ?? "" }
+    return "\(value)"
+}
+
+/// `embeddingLR` -> `embedding_lr`, `finalLRFrac` -> `final_lr_frac`: an underscore before each capital that
+/// starts a word (a run of capitals is one word).
+func snakeCase(_ s: String) -> String {
+    let chars = Array(s)
+    var out = ""
+    for (i, ch) in chars.enumerated() {
+        if ch.isUppercase && i > 0 {
+            let prevLower = chars[i - 1].isLowercase || chars[i - 1].isNumber
+            let nextLower = i + 1 < chars.count && chars[i + 1].isLowercase
+            if prevLower || (chars[i - 1].isUppercase && nextLower) { out.append("_") }
+        }
+        out.append(Character(ch.lowercased()))
+    }
+    return out
+}
+
+/// A folder given on the command line.
+func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirectory: true) }

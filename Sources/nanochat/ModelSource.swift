@@ -1,0 +1,18 @@
+import ArgumentParser
+import Foundation
+import NanoChat
+
+/// The flags that pick a checkpoint, shared by every command that loads a model (upstream's -i/-g/-s).
+struct ModelSource: ParsableArguments {
+    @Option(name: .customShort("i"), help: "Model source: base, mid, sft or rl.") var source = "sft"
+    @Option(name: [.customShort("g"), .customLong("model-tag")], help: "Model tag (default: the largest d<N>).") var modelTag: String?
+    @Option(name: [.customShort("s"), .customLong("step")], help: "Checkpoint step (default: the latest).") var step: Int?
+    @Option(help: "A checkpoint directory to load instead of <base>/<source>_checkpoints/<tag>.") var checkpoint: String?
+    @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?
+
+    func load() throws -> LoadedModel {
+        try CheckpointManager.loadModel(source: source, tag: modelTag, step: step,
+                                        checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                        tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
+    }
+}
