@@ -1,7 +1,10 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layers, one import direction only: nanochat (executable) -> NanoChatServer -> NanoChat -> NanoTensor -> CBLAS, CKernels.
+// Layers, one import direction only: nanochat (executable) -> NanoChatServer, NanoChatBench -> NanoChat -> NanoTensor
+// -> CBLAS, CKernels. NanoTensor: tensors, autograd and every kernel (the fused ones the model needs included), plus
+// in Support/ the one threading policy, Mutex and RNG. NanoChat: the language-model pipeline (tokenizer, model,
+// optimizer, data, checkpoints, engine, training). NanoChatServer: HTTP. NanoChatBench: what `nanochat bench` runs.
 let package = Package(
     name: "nanochat",
     platforms: [.macOS(.v14)],
@@ -41,10 +44,12 @@ let package = Package(
             dependencies: ["NanoChat", "NanoTensor", .product(name: "Hummingbird", package: "hummingbird")],
             resources: [.copy("ui.html")]
         ),
+        // What `nanochat bench` measures with: the training throughput bench and the server load test.
+        .target(name: "NanoChatBench", dependencies: ["NanoChat", "NanoTensor"]),
         .executableTarget(
             name: "nanochat",
             dependencies: [
-                "NanoChat", "NanoChatServer", "NanoTensor",
+                "NanoChat", "NanoChatServer", "NanoChatBench", "NanoTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -52,7 +57,7 @@ let package = Package(
         .testTarget(name: "NanoChatTests", dependencies: ["NanoChat", "NanoTensor"]),
         .testTarget(
             name: "NanoChatServerTests",
-            dependencies: ["NanoChatServer", "NanoChat", "NanoTensor", .product(name: "HummingbirdTesting", package: "hummingbird")]
+            dependencies: ["NanoChatServer", "NanoChatBench", "NanoChat", "NanoTensor", .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
     ],
     // Swift 5 mode: the kernels hand raw buffers to worker threads on purpose (one writer per range);

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch reference of upstream's GPT, written from SPEC.md §3, to check that a checkpoint we write loads into
+"""PyTorch reference of upstream's GPT, written independently from upstream's code, to check that a checkpoint we write loads into
 upstream's model layout (safetensors + load_state_dict(strict=True)) and gives our logits and gradients.
 
 It loads <checkpoint_dir>/model_<step>.safetensors with meta_<step>.json, runs a forward and backward pass on
-random tokens, and writes a fixture in ../shared/fixtures' format; `nanochat verify FIXTURE` then compares our
+random tokens, and writes a fixture in Tests/Fixtures' format; `nanochat verify FIXTURE` then compares our
 Swift implementation against it. Needs torch, numpy, safetensors (pip); never needed by users.
 
 usage: torch_reference.py CHECKPOINT_DIR STEP OUT.safetensors [--batch 2] [--time 64] [--seed 0]

@@ -3,8 +3,9 @@ import Hummingbird
 import NanoChat
 import NanoTensor
 
-/// The web layer: the chat page, upstream's streaming route and the OpenAI-compatible API, over a pool of
-/// engine workers. It knows nothing about training.
+/// The web layer: the chat page, upstream's streaming route and the OpenAI-compatible API. Requests pass the
+/// `AdmissionQueue` (HTTP admission: at most one request per batcher row in flight, a bounded wait, 503 past it)
+/// and are then decoded by the engine's `Batcher` (compute). It knows nothing about training.
 public enum NanoChatServer {
     public static let defaultHost = "127.0.0.1"
     public static let defaultPort = 8000
@@ -36,28 +37,28 @@ public enum NanoChatServer {
         json(status, ["error": ["message": message, "type": type, "code": Int(status.code)], "detail": message], headers: headers)
     }
 
-    /// Routes. `pool` holds the engine once the model has loaded.
-    public static func router(pool: WorkerPool, defaults: Defaults, log: @escaping @Sendable (String) -> Void = { _ in }) -> Router<BasicRequestContext> {
+    /// Routes. `admission` holds the engine once the model has loaded.
+    public static func router(admission: AdmissionQueue, defaults: Defaults, log: @escaping @Sendable (String) -> Void = { _ in }) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
         }
         router.get("/health") { _, _ -> Response in
-            let s = pool.stats
-            guard pool.isReady else {
+            let s = admission.stats
+            guard admission.isReady else {
                 return json(.serviceUnavailable, ["status": "loading", "ready": false, "num_workers": s["total_workers"]!], headers: [.retryAfter: "5"])
             }
             return json(.ok, ["status": "ok", "ready": true, "num_workers": s["total_workers"]!, "available_workers": s["available_workers"]!])
         }
-        router.get("/stats") { _, _ in json(.ok, pool.stats) }
+        router.get("/stats") { _, _ in json(.ok, admission.stats) }
         router.get("/v1/models") { _, _ in
             json(.ok, ["object": "list", "data": [["id": modelName, "object": "model", "created": 0, "owned_by": "nanochat"]]])
         }
         router.post("/chat/completions") { request, _ in
-            try await complete(request, openAI: false, pool: pool, defaults: defaults, log: log)
+            try await complete(request, openAI: false, admission: admission, defaults: defaults, log: log)
         }
         router.post("/v1/chat/completions") { request, _ in
-            try await complete(request, openAI: true, pool: pool, defaults: defaults, log: log)
+            try await complete(request, openAI: true, admission: admission, defaults: defaults, log: log)
         }
         // a known path with the wrong method: 405, not 404
         let known: [(String, HTTPRequest.Method)] = [("/", .get), ("/health", .get), ("/stats", .get), ("/v1/models", .get),
@@ -85,7 +86,7 @@ public enum NanoChatServer {
         }
     }
 
-    static func complete(_ request: Request, openAI: Bool, pool: WorkerPool, defaults: Defaults,
+    static func complete(_ request: Request, openAI: Bool, admission: AdmissionQueue, defaults: Defaults,
                          log: @escaping @Sendable (String) -> Void) async throws -> Response {
         let buffer: ByteBuffer
         do {
@@ -100,7 +101,7 @@ public enum NanoChatServer {
         } catch let e as ChatRequest.Invalid {
             return NanoChatServer.error(.badRequest, e.message)
         }
-        guard let batcher = pool.batcher else {
+        guard let batcher = admission.batcher else {
             return NanoChatServer.error(.serviceUnavailable, "the model is still loading", type: "unavailable", headers: [.retryAfter: "5"])
         }
         let engine = batcher.engine, tok = engine.tokenizer
@@ -112,7 +113,7 @@ public enum NanoChatServer {
         }
         let worker: Int
         do {
-            worker = try await pool.acquire()
+            worker = try await admission.acquire()
         } catch {
             return NanoChatServer.error(.serviceUnavailable, "all workers are busy and the queue is full; retry shortly", type: "overloaded", headers: [.retryAfter: "2"])
         }
@@ -169,7 +170,7 @@ public enum NanoChatServer {
                 continuation.yield(ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()))
             }
             continuation.finish()
-            pool.release(worker, tokens: answer.count)
+            admission.release(worker, tokens: answer.count)
             log("\(openAI ? "/v1/chat/completions" : "/chat/completions"): \(req.messages.count) messages, \(prompt.count) prompt tokens, \(answer.count) generated, worker \(worker)\(cancel.isCancelled ? " (client went away)" : "")")
         })
         let headers: HTTPFields = req.stream
@@ -190,13 +191,13 @@ public enum NanoChatServer {
     public static func run(host: String, port: Int, workers: Int, queueLimit: Int = 64, defaults: Defaults,
                            loadEngine: @escaping @Sendable () throws -> Engine) async throws {
         Tensor.gradEnabled = false  // inference only: no op records a graph, on any thread
-        let pool = WorkerPool(size: workers, queueLimit: queueLimit)
-        let router = Self.router(pool: pool, defaults: defaults) { print($0) }
+        let admission = AdmissionQueue(size: workers, queueLimit: queueLimit)
+        let router = Self.router(admission: admission, defaults: defaults) { print($0) }
         router.middlewares.add(NotFoundMiddleware())
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "nanochat"))
         Thread {
             do {
-                pool.setEngine(try loadEngine())
+                admission.setEngine(try loadEngine())
                 print("model loaded; chat at http://\(host):\(port)/ (OpenAI API at http://\(host):\(port)/v1)")
             } catch {
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))

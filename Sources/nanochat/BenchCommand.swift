@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NanoChat
+import NanoChatBench
 import NanoChatServer
 import NanoTensor
 #if canImport(FoundationNetworking)

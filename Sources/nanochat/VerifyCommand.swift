@@ -12,7 +12,7 @@ struct VerifyCommand: ParsableCommand {
         """
     )
 
-    @Argument(help: "A fixture .safetensors file (see ../shared/fixtures/README.md for the format).")
+    @Argument(help: "A fixture .safetensors file (the format of Tests/Fixtures; its README describes it).")
     var file: String
     @Option(help: "How many of the largest errors to print.")
     var top: Int = 8

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NanoChat
+import NanoChatBench
 import NanoChatServer
 import NanoTensor
 import XCTest
@@ -29,12 +30,12 @@ final class ServerTests: XCTestCase {
     }
 
     func withServer(workers: Int = 1, queueLimit: Int = 4, ready: Bool = true, long: Bool = false, varied: Bool = false,
-                    _ body: (Int, WorkerPool) async throws -> Void) async throws {
+                    _ body: (Int, AdmissionQueue) async throws -> Void) async throws {
         Tensor.gradEnabled = false
         defer { Tensor.gradEnabled = true }
-        let pool = WorkerPool(size: workers, queueLimit: queueLimit)
-        if ready { pool.setEngine(try Self.engine(long: long, varied: varied)) }
-        let router = NanoChatServer.router(pool: pool, defaults: .init(temperature: 0, topK: 50, maxTokens: 16))
+        let admission = AdmissionQueue(size: workers, queueLimit: queueLimit)
+        if ready { admission.setEngine(try Self.engine(long: long, varied: varied)) }
+        let router = NanoChatServer.router(admission: admission, defaults: .init(temperature: 0, topK: 50, maxTokens: 16))
         router.middlewares.add(NanoChatServer.NotFoundMiddleware())
         let portBox = PortBox()
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
@@ -44,7 +45,7 @@ final class ServerTests: XCTestCase {
         var port = 0
         for _ in 0..<200 where port == 0 { try await Task.sleep(nanoseconds: 10_000_000); port = portBox.get() }
         XCTAssertGreaterThan(port, 0)
-        try await body(port, pool)
+        try await body(port, admission)
     }
 
     final class PortBox: @unchecked Sendable {
@@ -64,7 +65,7 @@ final class ServerTests: XCTestCase {
     }
 
     func testRoutesAndErrors() async throws {
-        try await withServer { port, pool in
+        try await withServer { port, admission in
             var (code, text, _) = try await request(port, "/health")
             XCTAssertEqual(code, 200); XCTAssertTrue(text.contains("\"ready\":true"))
             (code, text, _) = try await request(port, "/")
@@ -103,7 +104,7 @@ final class ServerTests: XCTestCase {
             XCTAssertEqual(code, 404); XCTAssertTrue(text.contains("/nowhere"))
             (code, text, _) = try await request(port, "/stats")
             XCTAssertEqual(code, 200); XCTAssertTrue(text.contains("\"requests_served\":3"), text)
-            XCTAssertEqual(pool.stats["available_workers"], 1)
+            XCTAssertEqual(admission.stats["available_workers"], 1)
         }
     }
 
@@ -116,16 +117,16 @@ final class ServerTests: XCTestCase {
     }
 
     func testQueueFullIs503AndDisconnectFreesTheWorker() async throws {
-        try await withServer(workers: 1, queueLimit: 1, long: true) { port, pool in
+        try await withServer(workers: 1, queueLimit: 1, long: true) { port, admission in
             let long = #"{"messages":[{"role":"user","content":"hi"}],"max_tokens":4000,"temperature":0}"#
             // a client that gives up after 1 s while a long answer streams
             let first = Task { try? await self.request(port, "/chat/completions", method: "POST", body: long, timeout: 1) }
             try await Task.sleep(nanoseconds: 300_000_000)
-            XCTAssertEqual(pool.stats["busy_workers"], 1)
+            XCTAssertEqual(admission.stats["busy_workers"], 1)
             let second = Task { try await self.request(port, "/chat/completions", method: "POST",
                                                        body: #"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#) }
             try await Task.sleep(nanoseconds: 200_000_000)
-            XCTAssertEqual(pool.stats["queued"], 1)
+            XCTAssertEqual(admission.stats["queued"], 1)
             let (code, _, headers) = try await request(port, "/chat/completions", method: "POST", body: #"{"messages":[{"role":"user","content":"x"}]}"#)
             XCTAssertEqual(code, 503, "queue full")
             XCTAssertNotNil(headers["Retry-After"])
@@ -134,14 +135,14 @@ final class ServerTests: XCTestCase {
             XCTAssertEqual(code2, 200, "the queued request runs once the disconnected client's worker is freed")
             XCTAssertTrue(text2.contains("\"done\":true"))
             try await Task.sleep(nanoseconds: 200_000_000)
-            XCTAssertEqual(pool.stats["available_workers"], 1)
+            XCTAssertEqual(admission.stats["available_workers"], 1)
         }
     }
 
     /// Concurrent streaming clients against 2 workers: every streamed answer equals the same prompt's answer
     /// fetched alone (no lost or mixed-up token), and the server counts exactly the requests the clients saw.
     func testConcurrentStreamsKeepTheirOwnTokens() async throws {
-        try await withServer(workers: 2, queueLimit: 16, varied: true) { port, pool in
+        try await withServer(workers: 2, queueLimit: 16, varied: true) { port, admission in
             var test = LoadTest(baseURL: URL(string: "http://127.0.0.1:\(port)/")!)
             test.clients = 6; test.seconds = 3; test.maxTokens = 24; test.prompts = 6
             let report = try await Task.detached { try test.run() }.value
@@ -151,7 +152,7 @@ final class ServerTests: XCTestCase {
             XCTAssertGreaterThan(report.distinctAnswers, 1, "the prompts must give different answers for mix-ups to show")
             XCTAssertEqual(report.serverRequestsServed, report.requests)
             XCTAssertEqual(report.ttft.count, report.requests)
-            XCTAssertEqual(pool.stats["available_workers"], 2)
+            XCTAssertEqual(admission.stats["available_workers"], 2)
         }
     }
 }

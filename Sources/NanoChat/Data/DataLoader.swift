@@ -69,7 +69,7 @@ public struct ExactLoaderState: Codable, Equatable, Sendable {
     public var approximate: LoaderState
 }
 
-/// Upstream's BOS-aligned best-fit loader (SPEC §2.3): every row starts with a document's BOS; rows are filled
+/// Upstream's BOS-aligned best-fit loader: every row starts with a document's BOS; rows are filled
 /// with the largest buffered document that fits, and when none fits, the shortest is cropped to fill the row.
 /// Rank r of W reads row groups r, r+W, ... so ranks see disjoint data.
 public final class BestFitLoader {

@@ -4,7 +4,7 @@ import NanoTensor
 import FoundationNetworking
 #endif
 
-/// Upstream's pretraining shards (SPEC §2.1): shard_00000 .. shard_06542.parquet; the last is the validation shard
+/// Upstream's pretraining shards: shard_00000 .. shard_06542.parquet; the last is the validation shard
 /// and is always fetched. Downloads run in parallel with retries and exponential backoff; each goes to a
 /// temporary name, is checked (size against Content-Length, parquet magic at both ends) and only then renamed,
 /// so a partial file is never taken for a whole one. Existing complete files are skipped.

@@ -1,7 +1,7 @@
 import Foundation
 import NanoTensor
 
-/// The offline default pretraining corpus (DATA.md §7): prose and documentation from Debian packages, cleaned of
+/// The offline default pretraining corpus (the README's Data section lists the packages): prose and documentation from Debian packages, cleaned of
 /// markup (RST, POD, dictionary notation) and Project Gutenberg boilerplate, de-duplicated by paragraph, cut into
 /// documents of about `docChars` characters (never across source files), shuffled with a fixed seed and written as
 /// parquet shards in upstream's layout (the last shard is the validation split).

@@ -32,7 +32,7 @@ public final class Batcher: @unchecked Sendable {
 
     struct Pending { var request: Request; var onToken: OnToken; var finished: OnFinish }
     /// A request whose prompt is going into its own batch-1 cache, a chunk per loop turn.
-    struct Prefilling { var pending: Pending; var slot: Int; var cache: KVCache; var done = 0 }
+    struct Prefilling { var arrival: Pending; var slot: Int; var cache: KVCache; var done = 0 }
     struct Running {
         var slot: Int
         var request: Request
@@ -44,7 +44,8 @@ public final class Batcher: @unchecked Sendable {
     }
 
     private let lock = NSCondition()
-    private var pending: [Pending] = []
+    /// Requests handed in that wait for a free row (behind the server's AdmissionQueue, at most one per free row).
+    private var arrivals: [Pending] = []
     private var freeSlots: [Int]
     private var thread: Thread?
 
@@ -58,7 +59,7 @@ public final class Batcher: @unchecked Sendable {
 
     public func submit(_ request: Request, onToken: @escaping OnToken, finished: @escaping OnFinish) {
         lock.lock()
-        pending.append(Pending(request: request, onToken: onToken, finished: finished))
+        arrivals.append(Pending(request: request, onToken: onToken, finished: finished))
         if thread == nil {
             let t = Thread { self.loop() }  // lives as long as the process: the batcher serves until exit
             t.name = "nanochat-batcher"
@@ -82,9 +83,9 @@ public final class Batcher: @unchecked Sendable {
         while true {
             // admit waiting requests into free rows
             lock.lock()
-            while pending.isEmpty && running.isEmpty && prefilling.isEmpty { lock.wait() }
+            while arrivals.isEmpty && running.isEmpty && prefilling.isEmpty { lock.wait() }
             var admitted: [(Pending, Int)] = []
-            while !pending.isEmpty && !freeSlots.isEmpty { admitted.append((pending.removeFirst(), freeSlots.removeLast())) }
+            while !arrivals.isEmpty && !freeSlots.isEmpty { admitted.append((arrivals.removeFirst(), freeSlots.removeLast())) }
             lock.unlock()
             for (p, slot) in admitted {
                 if let error = engine.refusal(prompt: p.request.prompt, maxTokens: p.request.maxTokens) {
@@ -92,20 +93,20 @@ public final class Batcher: @unchecked Sendable {
                     release(slot)
                     continue
                 }
-                prefilling.append(Prefilling(pending: p, slot: slot,
+                prefilling.append(Prefilling(arrival: p, slot: slot,
                                              cache: KVCache(config: model.config, batch: 1, capacity: p.request.prompt.count)))
             }
             // one chunk of the oldest prompt being prefilled; when it is complete the request joins the batch
             if var f = prefilling.first {
-                let prompt = f.pending.request.prompt
+                let prompt = f.arrival.request.prompt
                 let n = min(prefillChunk, prompt.count - f.done)
                 let out = Tensor.withoutGrad { model.forward(prompt[f.done..<(f.done + n)].map { Int32($0) }, batch: 1, time: n, cache: f.cache, lastOnly: true) }
                 f.done += n
                 if f.done == prompt.count {
                     (logits + f.slot * vocab).update(from: out.data, count: vocab)
                     cache.load(row: f.slot, from: f.cache)
-                    running.append(Running(slot: f.slot, request: f.pending.request, onToken: f.pending.onToken,
-                                           finished: f.pending.finished, rng: RNG(seed: f.pending.request.seed)))
+                    running.append(Running(slot: f.slot, request: f.arrival.request, onToken: f.arrival.onToken,
+                                           finished: f.arrival.finished, rng: RNG(seed: f.arrival.request.seed)))
                     prefilling.removeFirst()
                 } else {
                     prefilling[0] = f

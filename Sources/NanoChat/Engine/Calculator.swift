@@ -1,6 +1,6 @@
 import Foundation
 
-/// Upstream's calculator tool (SPEC §10.1 use_calculator): commas are removed; then either plain arithmetic
+/// Upstream's calculator tool (use_calculator): commas are removed; then either plain arithmetic
 /// over `0123456789*+-/.() ` (no `**`) with Python's semantics — integers exact, `/` gives a float, `//`
 /// floors, floats printed in Python's shortest repr — or the one string method it allows,
 /// `'<text>'.count('<sub>')`. Anything else, or any error, is nil (no output is injected).
@@ -175,37 +175,5 @@ public enum Calculator {
             default: return y == 0 ? nil : .float(x / y)
             }
         }
-    }
-}
-
-/// Turns a stream of token ids into text without ever emitting half a UTF-8 character: complete characters
-/// are returned as soon as their last byte arrives; an incomplete tail waits for the next token.
-public struct StreamingDecoder {
-    let tokenizer: Tokenizer
-    var pending: [UInt8] = []
-    public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
-
-    public mutating func push(_ id: Int) -> String {
-        pending += tokenizer.tokenBytes(id) ?? []
-        // find the end of the longest prefix that is complete UTF-8 (an invalid byte is emitted as U+FFFD)
-        var cut = pending.count
-        var k = pending.count - 1
-        var seen = 0
-        while k >= 0 && seen < 4 {
-            let b = pending[k]
-            if b & 0xC0 == 0x80 { seen += 1; k -= 1; continue }
-            let need = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1
-            if need > pending.count - k && b >= 0xC0 && b <= 0xF4 { cut = k }
-            break
-        }
-        let out = String(decoding: pending[..<cut], as: UTF8.self)
-        pending.removeFirst(cut)
-        return out
-    }
-
-    /// Whatever is left (an incomplete character becomes U+FFFD).
-    public mutating func flush() -> String {
-        defer { pending = [] }
-        return String(decoding: pending, as: UTF8.self)
     }
 }

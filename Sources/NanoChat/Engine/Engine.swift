@@ -1,7 +1,7 @@
 import Foundation
 import NanoTensor
 
-/// Upstream's Engine (SPEC §10.1): prefill the prompt once (batch 1), share that cache across `numSamples`
+/// Upstream's Engine: prefill the prompt once (batch 1), share that cache across `numSamples`
 /// rows, then decode step by step with per-row sampling, forced tool tokens and stop detection.
 public final class Engine {
     public let model: GPT

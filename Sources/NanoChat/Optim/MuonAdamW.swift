@@ -1,7 +1,7 @@
 import Foundation
 import NanoTensor
 
-/// One parameter group of the combined optimizer (SPEC §4.3): AdamW for embeddings, lm_head and scalars;
+/// One parameter group of the combined optimizer (upstream's setup_optimizer): AdamW for embeddings, lm_head and scalars;
 /// Muon for the matrices under transformer.h, one group per shape.
 public struct OptimizerGroupSpec: Equatable {
     public enum Kind: String { case adamw, muon }
@@ -43,7 +43,7 @@ public struct OptimizerGroupSpec: Equatable {
     }
 }
 
-/// Upstream's MuonAdamW (SPEC §5) on one rank. Later the distributed step shards the Muon stacks and the large
+/// Upstream's MuonAdamW on one rank. Later the distributed step shards the Muon stacks and the large
 /// AdamW tensors across ranks; the per-group math below is the part every rank runs on its slice.
 public final class MuonAdamW {
     public var groups: [OptimizerGroupSpec]

@@ -3,7 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 
-/// The online path for task data (SPEC §8.1): ask the HuggingFace datasets API for a split's parquet files,
+/// The online path for task data (upstream's sources): ask the HuggingFace datasets API for a split's parquet files,
 /// download them to `task_data/<owner>--<name>/<subset>/<split>/NNNNN.parquet` (verified, renamed into place,
 /// `manifest.json` written last), then convert the rows into the same task format the offline path writes.
 public enum HubTasks {

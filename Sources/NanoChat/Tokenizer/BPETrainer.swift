@@ -1,6 +1,6 @@
 import NanoTensor
 
-/// BPE training with rustbpe's algorithm (SPEC §1.4): count the distinct chunks of the split text, then
+/// BPE training with rustbpe's algorithm: count the distinct chunks of the split text, then
 /// repeatedly merge the most frequent adjacent pair (ties to the smallest pair), updating pair counts
 /// incrementally through an index from each pair to the words that contain it.
 public enum BPETrainer {

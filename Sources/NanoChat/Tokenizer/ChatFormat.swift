@@ -40,7 +40,7 @@ public struct Conversation: Codable, Equatable, Sendable {
     public init(messages: [ChatMessage]) { self.messages = messages }
 }
 
-/// Chat rendering (SPEC §1.5): conversation -> token ids and a training mask (1 = the assistant's tokens
+/// Chat rendering (upstream's render_conversation): conversation -> token ids and a training mask (1 = the assistant's tokens
 /// that training supervises).
 extension Tokenizer {
     public func renderConversation(_ conversation: Conversation, maxTokens: Int = 2048) throws -> (ids: [Int], mask: [Int]) {

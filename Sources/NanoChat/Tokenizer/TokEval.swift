@@ -1,6 +1,6 @@
 import Foundation
 
-/// Upstream's tok_eval compression report (SPEC §1.6): bytes per token of our tokenizer against baselines,
+/// Upstream's tok_eval compression report: bytes per token of our tokenizer against baselines,
 /// on fixed sample texts of different kinds plus the first documents of the train and val shards.
 public enum TokEval {
     /// Fixed samples of different kinds of text (our own, in the spirit of upstream's five).

@@ -73,7 +73,7 @@ public final class Tokenizer: @unchecked Sendable {
         return nil
     }
 
-    /// Raw byte length of every token, 0 for special tokens: the denominator of bits per byte (SPEC §1.3).
+    /// Raw byte length of every token, 0 for special tokens: the denominator of bits per byte.
     public var tokenByteCounts: [Int32] {
         (0..<vocabSize).map { $0 < ranks.count ? Int32(ranks.key($0).count) : 0 }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import NanoChat
 import NanoTensor
 
 /// Steady-state training throughput of one configuration on random tokens (the data does not change the

@@ -2,10 +2,12 @@ import Foundation
 import NanoChat
 import NanoTensor
 
-/// Engine workers: each is one row of the continuous batcher, so `size` answers are decoded together in one
-/// forward pass per token. A request waits in a bounded FIFO queue for a free worker (503 when the queue is
-/// full), holds it for its whole stream and gives it back when the stream ends, fails, or the client goes away.
-public final class WorkerPool: @unchecked Sendable {
+/// HTTP admission in front of the batcher: `size` slots, one per row of the continuous batcher (which decodes
+/// every admitted answer together, one forward pass per token). A request waits in a bounded FIFO for a free
+/// slot (503 when `queueLimit` are already waiting), holds it for its whole stream and gives it back when the
+/// stream ends, fails, or the client goes away. The batcher's own list (`Batcher.arrivals`) then only holds
+/// admitted requests between their arrival and their prefill, never more than there are free rows.
+public final class AdmissionQueue: @unchecked Sendable {
     public let size: Int
     public let queueLimit: Int
     private let lock = NSCondition()
