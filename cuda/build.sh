@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds libnanochat_cuda.so from cuda/*.cu (one object per kernel family) and, with --check, the op checks.
+#   cuda/build.sh [--out DIR] [--nvcc PATH] [--arch sm_90a] [--check] [--compile-only]
+# --compile-only compiles every source to an object without linking (what scripts/test does on machines with no
+# GPU and no CUDA libraries: it keeps the kernels from rotting). nvcc comes from PATH, /usr/local/cuda, or --nvcc.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=$here/../.build/cuda; nvcc=""; arch=sm_90a; check=0; compile_only=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --out) out=$2; shift ;;
+    --nvcc) nvcc=$2; shift ;;
+    --arch) arch=$2; shift ;;
+    --check) check=1 ;;
+    --compile-only) compile_only=1 ;;
+    *) echo "cuda/build.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ -z $nvcc ]]; then
+  nvcc=$(command -v nvcc || true)
+  [[ -z $nvcc && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
+fi
+[[ -x $nvcc ]] || { echo "cuda/build.sh: no nvcc (put it on PATH or pass --nvcc)" >&2; exit 1; }
+# the sm_90a target (wgmma, setmaxnreg) needs the -gencode form; the shorthand also runs a plain sm_90 pass
+gencode="-gencode=arch=compute_${arch#sm_},code=${arch}"
+flags=(-O3 -std=c++17 "$gencode" -Xcompiler -fPIC -lineinfo --expt-relaxed-constexpr)
+# nvcc from PyPI (nvidia-cuda-nvcc) keeps the headers beside its bin/ and does not look there by itself
+inc=$(dirname "$(dirname "$nvcc")")/include
+[[ -f $inc/cuda_runtime.h && $inc != /usr/local/cuda*/include ]] && flags+=(-I"$inc")
+mkdir -p "$out"
+objs=()
+for src in "$here"/*.cu; do
+  name=$(basename "$src" .cu)
+  [[ $name == op_check ]] && continue
+  "$nvcc" "${flags[@]}" -c "$src" -o "$out/$name.o"
+  objs+=("$out/$name.o")
+done
+if [[ $compile_only -eq 1 ]]; then
+  "$nvcc" "${flags[@]}" -c "$here/op_check.cu" -o "$out/op_check.o"
+  echo "compiled ${#objs[@]} kernel families and the op checks for $arch with $("$nvcc" --version | tail -2 | head -1)"
+  exit 0
+fi
+"$nvcc" "${flags[@]}" -shared "${objs[@]}" -o "$out/libnanochat_cuda.so" -lcublasLt -lcublas
+echo "built $out/libnanochat_cuda.so"
+if [[ $check -eq 1 ]]; then
+  "$nvcc" "${flags[@]}" "$here/op_check.cu" -o "$out/op_check" -L"$out" -lnanochat_cuda -Xlinker -rpath="$out"
+  echo "built $out/op_check"
+fi

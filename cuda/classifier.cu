@@ -1,0 +1,34 @@
+// The logit softcap and cross-entropy, fused, with the gradient written over the logits (llm.c's fused
+// classifier): c = cap * tanh(z / cap) lies in [-cap, cap], so exp(c - cap) cannot overflow and no max pass is
+// needed. loss = log(sum exp c) - c[target]; dz = (softmax(c) - onehot) * (1 - tanh^2) * grad_scale.
+#include "common.cuh"
+
+__global__ void softcap_ce_kernel(float *logits, float *losses, const int32_t *targets, int64_t vocab, int64_t ld,
+                                  float cap, float grad_scale) {
+    __shared__ float s32[32];
+    float *z = logits + blockIdx.x * ld;
+    int target = targets[blockIdx.x];
+    float inv = 1.f / cap, sum = 0.f;
+    for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) sum += __expf(cap * tanhf(z[j] * inv) - cap);
+    sum = block_sum(sum, s32);
+    float lse = cap + logf(sum);
+    if (threadIdx.x == 0) losses[blockIdx.x] = target < 0 ? 0.f : lse - cap * tanhf(z[target] * inv);
+    if (grad_scale == 0.f) return;
+    __syncthreads();  // thread 0 read z[target] above; it is overwritten below
+    for (int64_t j = threadIdx.x; j < ld; j += blockDim.x) {
+        float g = 0.f;
+        if (target >= 0 && j < vocab) {
+            float t = tanhf(z[j] * inv);
+            g = (__expf(cap * t - lse) - (j == target ? 1.f : 0.f)) * (1.f - t * t) * grad_scale;
+        }
+        z[j] = g;
+    }
+}
+
+int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, int64_t rows,
+                             int64_t vocab, int64_t ld, float softcap, float grad_scale) {
+    if (vocab > ld) return nc_fail(ctx, "nc_softcap_cross_entropy", "vocab is larger than the row stride");
+    softcap_ce_kernel<<<(unsigned)rows, 1024, 0, ctx->stream>>>(logits, losses, targets, vocab, ld, softcap, grad_scale);
+    NC_LAUNCHED(ctx, "softcap_cross_entropy");
+    return 0;
+}

@@ -1,0 +1,64 @@
+// Shared by every kernel family: the context, error reporting, launch helpers, warp reductions.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "nanochat_cuda.h"
+
+struct nc_context {
+    int device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *workspace;  // cuBLASLt workspace
+    size_t workspace_bytes;
+    float *bf16_scratch;  // room for A and B rounded to bf16 (grown on demand)
+    size_t bf16_scratch_bytes;
+    char error[512];
+};
+
+// Records the failure in ctx->error and returns 1; the op returns that status.
+int nc_fail(nc_context *ctx, const char *what, const char *detail);
+
+#define NC_CUDA(ctx, call)                                                      \
+    do {                                                                        \
+        cudaError_t err_ = (call);                                              \
+        if (err_ != cudaSuccess) return nc_fail(ctx, #call, cudaGetErrorString(err_)); \
+    } while (0)
+
+// After a launch: a bad configuration shows up here, not at the next call.
+#define NC_LAUNCHED(ctx, name) NC_CUDA(ctx, cudaGetLastError())
+
+static inline unsigned int nc_blocks(int64_t n, int threads) { return (unsigned int)((n + threads - 1) / threads); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over a block of up to 1024 threads (blockDim.x a multiple of 32); every thread gets the total.
+__device__ __forceinline__ float block_sum(float v, float *shared32) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // shared32 may still be read by a previous call
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    v = lane < warps ? shared32[lane] : 0.f;
+    return warp_sum(v);
+}
+
+__device__ __forceinline__ float block_max(float v, float *shared32) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared32[warp] = v;
+    __syncthreads();
+    v = lane < warps ? shared32[lane] : -INFINITY;
+    return warp_max(v);
+}

@@ -1,0 +1,70 @@
+// The context: device, stream, cuBLASLt handle and workspace; memory and errors.
+#include "common.cuh"
+
+int nc_fail(nc_context *ctx, const char *what, const char *detail) {
+    if (ctx) snprintf(ctx->error, sizeof(ctx->error), "%s: %s", what, detail);
+    return 1;
+}
+
+int nc_create(nc_context **out, int device) {
+    *out = nullptr;
+    nc_context *ctx = (nc_context *)calloc(1, sizeof(nc_context));
+    if (!ctx) return 1;
+    *out = ctx;  // even on failure, so nc_error_string can say why
+    ctx->device = device;
+    NC_CUDA(ctx, cudaSetDevice(device));
+    NC_CUDA(ctx, cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+    cublasStatus_t s = cublasLtCreate(&ctx->lt);
+    if (s != CUBLAS_STATUS_SUCCESS) return nc_fail(ctx, "cublasLtCreate", cublasGetStatusString(s));
+    ctx->workspace_bytes = 32u << 20;  // what cuBLASLt's heuristics want for large products on Hopper
+    NC_CUDA(ctx, cudaMalloc(&ctx->workspace, ctx->workspace_bytes));
+    return 0;
+}
+
+void nc_destroy(nc_context *ctx) {
+    if (!ctx) return;
+    if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    if (ctx->workspace) cudaFree(ctx->workspace);
+    if (ctx->bf16_scratch) cudaFree(ctx->bf16_scratch);
+    if (ctx->lt) cublasLtDestroy(ctx->lt);
+    if (ctx->stream) cudaStreamDestroy(ctx->stream);
+    free(ctx);
+}
+
+const char *nc_error_string(nc_context *ctx) { return ctx ? ctx->error : "no context (out of host memory)"; }
+
+int nc_device_info(nc_context *ctx, char *name, int name_len, int *sm_count, int64_t *memory_bytes) {
+    cudaDeviceProp p;
+    NC_CUDA(ctx, cudaGetDeviceProperties(&p, ctx->device));
+    if (name && name_len > 0) snprintf(name, name_len, "%s", p.name);
+    if (sm_count) *sm_count = p.multiProcessorCount;
+    if (memory_bytes) *memory_bytes = (int64_t)p.totalGlobalMem;
+    return 0;
+}
+
+int nc_malloc(nc_context *ctx, void **ptr, int64_t bytes) {
+    NC_CUDA(ctx, cudaMalloc(ptr, (size_t)bytes));
+    return 0;
+}
+
+int nc_free(nc_context *ctx, void *ptr) {
+    NC_CUDA(ctx, cudaFree(ptr));
+    return 0;
+}
+
+int nc_copy_to_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) {
+    NC_CUDA(ctx, cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyHostToDevice, ctx->stream));
+    NC_CUDA(ctx, cudaStreamSynchronize(ctx->stream));  // the host buffer may be reused at once
+    return 0;
+}
+
+int nc_copy_to_host(nc_context *ctx, void *dst, const void *src, int64_t bytes) {
+    NC_CUDA(ctx, cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToHost, ctx->stream));
+    NC_CUDA(ctx, cudaStreamSynchronize(ctx->stream));
+    return 0;
+}
+
+int nc_synchronize(nc_context *ctx) {
+    NC_CUDA(ctx, cudaStreamSynchronize(ctx->stream));
+    return 0;
+}

@@ -1,0 +1,64 @@
+// nanochat's CUDA library: the C ABI that Swift (through dlopen) and the op checks call.
+//
+// Plain pointers to device memory, int64_t sizes, row-major tensors, and an int status (0 = ok; otherwise
+// nc_error_string says what failed). No function allocates device memory except nc_malloc; every op runs on the
+// context's stream and returns without synchronising. Precision: fp32 tensors everywhere; matrix products may run
+// their inputs in bf16 (upstream's policy: fp32 master weights, bf16 products with fp32 accumulation).
+#pragma once
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nc_context nc_context;
+
+// --- context, memory, errors (context.cu)
+int nc_create(nc_context **ctx, int device);
+void nc_destroy(nc_context *ctx);
+const char *nc_error_string(nc_context *ctx);  // the last failure, with the call that failed
+int nc_device_info(nc_context *ctx, char *name, int name_len, int *sm_count, int64_t *memory_bytes);
+int nc_malloc(nc_context *ctx, void **ptr, int64_t bytes);
+int nc_free(nc_context *ctx, void *ptr);
+int nc_copy_to_device(nc_context *ctx, void *dst, const void *src, int64_t bytes);
+int nc_copy_to_host(nc_context *ctx, void *dst, const void *src, int64_t bytes);
+int nc_synchronize(nc_context *ctx);
+
+// --- matrix products (matmul.cu): C[m,n] = alpha * op(A) op(B) + beta * C, row-major fp32 A [m,k] (or [k,m]
+// when trans_a), B [k,n] (or [n,k] when trans_b). bf16 != 0 rounds A and B to bf16 for the product (fp32
+// accumulation, fp32 C); bf16 == 0 is exact fp32 (no TF32), the mode the fixtures check.
+int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
+              int trans_a, int trans_b, float alpha, float beta, int bf16);
+
+// --- RMSNorm over the last dimension, eps = FLT_EPSILON (norm.cu): y = x * rstd, rstd = 1/sqrt(mean(x^2)+eps)
+int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols);
+// dx (+)= rstd * (dy - y * mean(dy * y)); accumulate != 0 adds into dx
+int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
+                        int64_t rows, int64_t cols, int accumulate);
+
+// --- rotary (half-split, base tables cos/sin [positions, d/2]) then RMSNorm over d, times gain (rotary.cu).
+// x, y: [b, t, h, d]; row (b, t, h) uses position offset + t.
+int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *x, const float *cos_t,
+                           const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain);
+int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
+                            const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
+                            int64_t offset, float gain, int accumulate);
+
+// --- element-wise (elementwise.cu)
+int nc_relu2_forward(nc_context *ctx, float *y, const float *x, int64_t n);
+int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *x, int64_t n, int accumulate);
+
+// --- softcap + cross-entropy, fused (classifier.cu). logits [rows, ld] (the first `vocab` columns are real),
+// targets [rows] (-1 = ignored). Writes each row's loss (0 when ignored) and, when grad_scale != 0, overwrites the
+// logits with d(mean loss)/d(logits) * grad_scale (padding columns 0): the logits are never kept.
+int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, int64_t rows,
+                             int64_t vocab, int64_t ld, float softcap, float grad_scale);
+
+// --- AdamW, upstream's form (adamw.cu): p *= 1 - lr*wd; m += (1-b1)(g-m); v += (1-b2)(g^2-v);
+// p -= lr/(1-b1^step) * m / (sqrt(v/(1-b2^step)) + eps)
+int nc_adamw_step(nc_context *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int step);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,46 @@
+// RMSNorm over the last dimension (no weight), forward and backward: one block per row.
+#include <float.h>
+
+#include "common.cuh"
+
+__global__ void rmsnorm_forward_kernel(float *y, float *rstd, const float *x, int64_t cols) {
+    __shared__ float s32[32];
+    const float *xr = x + blockIdx.x * cols;
+    float *yr = y + blockIdx.x * cols;
+    float ss = 0.f;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) ss += xr[j] * xr[j];
+    ss = block_sum(ss, s32);
+    float r = rsqrtf(ss / (float)cols + FLT_EPSILON);
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) yr[j] = xr[j] * r;
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+}
+
+__global__ void rmsnorm_backward_kernel(float *dx, const float *dy, const float *y, const float *rstd, int64_t cols,
+                                        int accumulate) {
+    __shared__ float s32[32];
+    const float *gr = dy + blockIdx.x * cols, *yr = y + blockIdx.x * cols;
+    float *dr = dx + blockIdx.x * cols;
+    float dot = 0.f;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) dot += gr[j] * yr[j];
+    float mean = block_sum(dot, s32) / (float)cols;
+    float r = rstd[blockIdx.x];
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+        float g = r * (gr[j] - yr[j] * mean);
+        dr[j] = accumulate ? dr[j] + g : g;
+    }
+}
+
+static int row_threads(int64_t cols) { return cols >= 1024 ? 1024 : cols >= 256 ? 256 : 128; }
+
+int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols) {
+    rmsnorm_forward_kernel<<<(unsigned)rows, row_threads(cols), 0, ctx->stream>>>(y, rstd, x, cols);
+    NC_LAUNCHED(ctx, "rmsnorm_forward");
+    return 0;
+}
+
+int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd, int64_t rows,
+                        int64_t cols, int accumulate) {
+    rmsnorm_backward_kernel<<<(unsigned)rows, row_threads(cols), 0, ctx->stream>>>(dx, dy, y, rstd, cols, accumulate);
+    NC_LAUNCHED(ctx, "rmsnorm_backward");
+    return 0;
+}

@@ -1,0 +1,299 @@
+// Checks every op of libnanochat_cuda against a float64 reference on the host, on fresh random inputs, with
+// NaN-poisoned outputs (an unwritten element fails), then times the matrix products at the model's shapes.
+// Prints one line per check and ends with "N passed, N failed". Run by scripts/gpu-check on the GPU machine.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "nanochat_cuda.h"
+
+static nc_context *ctx;
+static int passed = 0, failed = 0;
+static unsigned long long rng_state = 0x9E3779B97F4A7C15ull;
+
+static double urand() {  // [0, 1)
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(rng_state >> 11) * (1.0 / 9007199254740992.0);
+}
+static std::vector<float> randn(size_t n, double scale = 1) {
+    std::vector<float> v(n);
+    for (auto &x : v) x = (float)(scale * sqrt(-2 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()));
+    return v;
+}
+
+#define NC(call)                                                                          \
+    do {                                                                                  \
+        if ((call) != 0) { fprintf(stderr, "%s failed: %s\n", #call, nc_error_string(ctx)); exit(1); } \
+    } while (0)
+
+struct Dev {  // a device buffer filled from (or poisoned like) a host vector
+    void *p = nullptr;
+    size_t bytes = 0;
+    template <class T> Dev(const std::vector<T> &h) : bytes(h.size() * sizeof(T)) {
+        NC(nc_malloc(ctx, &p, bytes));
+        NC(nc_copy_to_device(ctx, p, h.data(), bytes));
+    }
+    ~Dev() { nc_free(ctx, p); }
+    float *f() { return (float *)p; }
+    template <class T> std::vector<T> get() {
+        std::vector<T> h(bytes / sizeof(T));
+        NC(nc_copy_to_host(ctx, h.data(), p, bytes));
+        return h;
+    }
+};
+static std::vector<float> nans(size_t n) { return std::vector<float>(n, NAN); }
+
+// ||got - ref|| / ||ref||; NaN (an unwritten or poisoned element) fails.
+static void check(const char *name, const std::vector<float> &got, const std::vector<double> &ref, double tol) {
+    double num = 0, den = 0;
+    bool nan = false;
+    for (size_t i = 0; i < ref.size(); i++) {
+        if (!isfinite(got[i])) nan = true;
+        num += (got[i] - ref[i]) * (got[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    double err = den > 0 ? sqrt(num / den) : sqrt(num);
+    bool ok = !nan && err <= tol;
+    printf("%-46s rel err %.2e (tol %.0e) %s\n", name, err, tol, ok ? "ok" : (nan ? "FAIL (NaN)" : "FAIL"));
+    ok ? passed++ : failed++;
+}
+
+static void check_matmul(int64_t m, int64_t n, int64_t k, int ta, int tb, float alpha, float beta, int bf16) {
+    auto a = randn(m * k), b = randn(k * n), c0 = randn(m * n);
+    auto round_bf16 = [](float x) {  // round to nearest even, as __float2bfloat16_rn
+        unsigned u;
+        memcpy(&u, &x, 4);
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+        memcpy(&x, &u, 4);
+        return x;
+    };
+    std::vector<double> ref(m * n);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0;
+            for (int64_t l = 0; l < k; l++) {
+                float av = ta ? a[l * m + i] : a[i * k + l], bv = tb ? b[j * k + l] : b[l * n + j];
+                if (bf16) { av = round_bf16(av); bv = round_bf16(bv); }
+                s += (double)av * bv;
+            }
+            ref[i * n + j] = alpha * s + beta * (double)c0[i * n + j];
+        }
+    Dev da(a), db(b), dc(beta == 0 ? nans(m * n) : c0);
+    NC(nc_matmul(ctx, dc.f(), da.f(), db.f(), m, n, k, ta, tb, alpha, beta, bf16));
+    char name[128];
+    snprintf(name, sizeof name, "matmul %s %lldx%lldx%lld%s%s a%.1f b%.1f", bf16 ? "bf16" : "fp32", (long long)m,
+             (long long)n, (long long)k, ta ? " tA" : "", tb ? " tB" : "", alpha, beta);
+    check(name, dc.get<float>(), ref, bf16 ? 1e-5 : 1e-5);  // bf16: the reference rounds the same inputs
+}
+
+static void check_rmsnorm(int64_t rows, int64_t cols) {
+    auto x = randn(rows * cols, 3), dy = randn(rows * cols), acc = randn(rows * cols);
+    std::vector<double> y(rows * cols), dx(rows * cols), dxa(rows * cols);
+    std::vector<double> rstd(rows);
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int64_t j = 0; j < cols; j++) ss += (double)x[r * cols + j] * x[r * cols + j];
+        double rs = 1 / sqrt(ss / cols + 1.1920928955078125e-07);
+        rstd[r] = rs;
+        double dot = 0;
+        for (int64_t j = 0; j < cols; j++) { y[r * cols + j] = x[r * cols + j] * rs; dot += dy[r * cols + j] * y[r * cols + j]; }
+        for (int64_t j = 0; j < cols; j++) {
+            dx[r * cols + j] = rs * (dy[r * cols + j] - y[r * cols + j] * dot / cols);
+            dxa[r * cols + j] = acc[r * cols + j] + dx[r * cols + j];
+        }
+    }
+    Dev dxin(x), dyv(nans(rows * cols)), drs(nans(rows)), dg(dy), ddx(nans(rows * cols)), dacc(acc);
+    NC(nc_rmsnorm_forward(ctx, dyv.f(), drs.f(), dxin.f(), rows, cols));
+    char name[96];
+    snprintf(name, sizeof name, "rmsnorm forward %lldx%lld", (long long)rows, (long long)cols);
+    check(name, dyv.get<float>(), y, 1e-6);
+    NC(nc_rmsnorm_backward(ctx, ddx.f(), dg.f(), dyv.f(), drs.f(), rows, cols, 0));
+    snprintf(name, sizeof name, "rmsnorm backward %lldx%lld", (long long)rows, (long long)cols);
+    check(name, ddx.get<float>(), dx, 1e-5);
+    NC(nc_rmsnorm_backward(ctx, dacc.f(), dg.f(), dyv.f(), drs.f(), rows, cols, 1));
+    check("rmsnorm backward, accumulating", dacc.get<float>(), dxa, 1e-5);
+}
+
+static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset) {
+    int64_t half = d / 2, positions = offset + t + 3, n = b * t * h * d;
+    std::vector<float> cs(positions * half), sn(positions * half);
+    for (int64_t p = 0; p < positions; p++)
+        for (int64_t j = 0; j < half; j++) {
+            double f = p / pow(100000.0, 2.0 * j / d);
+            cs[p * half + j] = (float)cos(f);
+            sn[p * half + j] = (float)sin(f);
+        }
+    const float gain = 1.2f;
+    auto x = randn(n), dy = randn(n);
+    std::vector<double> y(n), dx(n);
+    for (int64_t r = 0; r < b * t * h; r++) {
+        int64_t pos = offset + (r / h) % t;
+        std::vector<double> yy(d);
+        double ss = 0;
+        for (int64_t j = 0; j < half; j++) {
+            double x1 = x[r * d + j], x2 = x[r * d + j + half], c = cs[pos * half + j], s = sn[pos * half + j];
+            yy[j] = x1 * c + x2 * s;
+            yy[j + half] = -x1 * s + x2 * c;
+            ss += yy[j] * yy[j] + yy[j + half] * yy[j + half];
+        }
+        double inv = 1 / sqrt(ss / d + 1.1920928955078125e-07), dot = 0;
+        for (int64_t j = 0; j < d; j++) { y[r * d + j] = yy[j] * inv * gain; dot += dy[r * d + j] * yy[j] * inv; }
+        // out = gain * yhat: d yhat = gain * dy; d y = inv * (gain dy - yhat * mean(gain dy . yhat))
+        std::vector<double> dyy(d);
+        for (int64_t j = 0; j < d; j++) dyy[j] = inv * (gain * dy[r * d + j] - yy[j] * inv * gain * dot / d);
+        for (int64_t j = 0; j < half; j++) {
+            double c = cs[pos * half + j], s = sn[pos * half + j];
+            dx[r * d + j] = dyy[j] * c - dyy[j + half] * s;
+            dx[r * d + j + half] = dyy[j] * s + dyy[j + half] * c;
+        }
+    }
+    Dev dxin(x), dc(cs), ds(sn), dout(nans(n)), drs(nans(b * t * h)), dg(dy), ddx(nans(n));
+    NC(nc_rotary_norm_forward(ctx, dout.f(), drs.f(), dxin.f(), dc.f(), ds.f(), b, t, h, d, offset, gain));
+    char name[96];
+    snprintf(name, sizeof name, "rotary+norm forward b%lld t%lld h%lld d%lld +%lld", (long long)b, (long long)t,
+             (long long)h, (long long)d, (long long)offset);
+    check(name, dout.get<float>(), y, 1e-5);
+    NC(nc_rotary_norm_backward(ctx, ddx.f(), dg.f(), dout.f(), drs.f(), dc.f(), ds.f(), b, t, h, d, offset, gain, 0));
+    snprintf(name, sizeof name, "rotary+norm backward b%lld t%lld h%lld d%lld", (long long)b, (long long)t,
+             (long long)h, (long long)d);
+    check(name, ddx.get<float>(), dx, 1e-5);
+}
+
+static void check_relu2(int64_t n) {
+    auto x = randn(n), dy = randn(n);
+    std::vector<double> y(n), dx(n);
+    for (int64_t i = 0; i < n; i++) {
+        double r = x[i] > 0 ? x[i] : 0;
+        y[i] = r * r;
+        dx[i] = 2 * r * dy[i];
+    }
+    Dev dxin(x), dout(nans(n)), dg(dy), ddx(nans(n));
+    NC(nc_relu2_forward(ctx, dout.f(), dxin.f(), n));
+    check("relu2 forward", dout.get<float>(), y, 1e-7);
+    NC(nc_relu2_backward(ctx, ddx.f(), dg.f(), dxin.f(), n, 0));
+    check("relu2 backward", ddx.get<float>(), dx, 1e-7);
+}
+
+static void check_classifier(int64_t rows, int64_t vocab, int64_t ld) {
+    const float cap = 15;
+    auto z = randn(rows * ld, 8);
+    std::vector<int32_t> targets(rows);
+    int valid = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        targets[r] = urand() < 0.15 ? -1 : (int32_t)(urand() * vocab);
+        valid += targets[r] >= 0;
+    }
+    const float scale = 1.f / valid;
+    std::vector<double> loss(rows), grad(rows * ld, 0.0);
+    for (int64_t r = 0; r < rows; r++) {
+        double sum = 0;
+        for (int64_t j = 0; j < vocab; j++) sum += exp(cap * tanh(z[r * ld + j] / cap));
+        double lse = log(sum);
+        int t = targets[r];
+        loss[r] = t < 0 ? 0 : lse - cap * tanh(z[r * ld + t] / cap);
+        if (t < 0) continue;
+        for (int64_t j = 0; j < vocab; j++) {
+            double th = tanh(z[r * ld + j] / cap);
+            grad[r * ld + j] = (exp(cap * th - lse) - (j == t)) * (1 - th * th) * scale;
+        }
+    }
+    Dev dz(z), dl(nans(rows)), dt(targets);
+    NC(nc_softcap_cross_entropy(ctx, dz.f(), dl.f(), (const int32_t *)dt.p, rows, vocab, ld, cap, 0));
+    check("softcap+CE losses (no gradient)", dl.get<float>(), loss, 1e-5);
+    std::vector<double> zd(z.begin(), z.end());
+    check("softcap+CE leaves the logits without gradient", dz.get<float>(), zd, 0);
+    NC(nc_softcap_cross_entropy(ctx, dz.f(), dl.f(), (const int32_t *)dt.p, rows, vocab, ld, cap, scale));
+    check("softcap+CE losses", dl.get<float>(), loss, 1e-5);
+    check("softcap+CE gradient over the logits (padded rows)", dz.get<float>(), grad, 1e-5);
+}
+
+static void check_adamw(int64_t n) {
+    auto p = randn(n), m = randn(n, 0.1), v = randn(n, 0.1);
+    for (auto &x : v) x = x * x;
+    std::vector<double> pr(p.begin(), p.end()), mr(m.begin(), m.end()), vr(v.begin(), v.end());
+    Dev dp(p), dm(m), dv(v);
+    const float lr = 0.01f, b1 = 0.8f, b2 = 0.95f, eps = 1e-10f, wd = 0.01f;
+    for (int step = 1; step <= 2; step++) {
+        auto g = randn(n);
+        Dev dg(g);
+        NC(nc_adamw_step(ctx, dp.f(), dg.f(), dm.f(), dv.f(), n, lr, b1, b2, eps, wd, step));
+        for (int64_t i = 0; i < n; i++) {
+            pr[i] *= 1 - (double)lr * wd;
+            mr[i] += (1 - (double)b1) * (g[i] - mr[i]);
+            vr[i] += (1 - (double)b2) * ((double)g[i] * g[i] - vr[i]);
+            pr[i] -= lr / (1 - pow(b1, step)) * mr[i] / (sqrt(vr[i] / (1 - pow(b2, step))) + eps);
+        }
+    }
+    check("adamw two steps: parameters", dp.get<float>(), pr, 1e-6);
+    check("adamw two steps: first moment", dm.get<float>(), mr, 1e-6);
+}
+
+// Median time of `reps` products (events around each), TFLOP/s.
+static void time_matmul(const char *what, int64_t m, int64_t n, int64_t k, int ta, int tb, int bf16) {
+    auto a = randn(m * k), b = randn(k * n);
+    Dev da(a), db(b), dc(nans(m * n));
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    for (int i = 0; i < 3; i++) NC(nc_matmul(ctx, dc.f(), da.f(), db.f(), m, n, k, ta, tb, 1, 0, bf16));
+    NC(nc_synchronize(ctx));
+    std::vector<float> ms;
+    for (int i = 0; i < 20; i++) {
+        cudaEventRecord(e0, 0);
+        NC(nc_matmul(ctx, dc.f(), da.f(), db.f(), m, n, k, ta, tb, 1, 0, bf16));
+        NC(nc_synchronize(ctx));
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float t;
+        cudaEventElapsedTime(&t, e0, e1);
+        ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    double t = ms[ms.size() / 2] / 1e3;
+    printf("time %-34s %6lldx%5lldx%5lld %s: %8.3f ms  %6.1f TFLOP/s\n", what, (long long)m, (long long)n, (long long)k,
+           bf16 ? "bf16 (incl. rounding)" : "fp32", t * 1e3, 2.0 * m * n * k / t / 1e12);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+}
+
+int main(int argc, char **argv) {
+    bool timing = !(argc > 1 && strcmp(argv[1], "--no-timing") == 0);
+    if (nc_create(&ctx, 0) != 0) {
+        fprintf(stderr, "no CUDA device: %s\n", nc_error_string(ctx));
+        return 1;
+    }
+    char name[128];
+    int sms = 0;
+    int64_t mem = 0;
+    NC(nc_device_info(ctx, name, sizeof name, &sms, &mem));
+    printf("device: %s, %d SMs, %.1f GiB\n", name, sms, mem / 1073741824.0);
+    for (int bf16 = 0; bf16 <= 1; bf16++)
+        for (int ta = 0; ta <= 1; ta++)
+            for (int tb = 0; tb <= 1; tb++) check_matmul(67, 45, 33, ta, tb, bf16 ? 1.f : 0.5f, tb ? 1.f : 0.f, bf16);
+    check_matmul(256, 768, 192, 0, 1, 1, 0, 0);
+    check_rmsnorm(37, 768);
+    check_rmsnorm(5, 100);
+    check_rotary(2, 17, 3, 64, 0);
+    check_rotary(1, 9, 2, 128, 40);
+    check_relu2(100003);
+    check_classifier(19, 300, 320);
+    check_classifier(7, 1000, 1024);
+    check_adamw(10007);
+    if (timing) {
+        // d12 / d20 at device batch 32 x 2048 tokens: c_fc forward, its weight gradient, lm_head forward
+        time_matmul("d12 c_fc forward (x W^T)", 65536, 3072, 768, 0, 1, 1);
+        time_matmul("d12 c_fc weight grad (dY^T X)", 3072, 768, 65536, 1, 0, 1);
+        time_matmul("d20 c_fc forward (x W^T)", 65536, 5120, 1280, 0, 1, 1);
+        time_matmul("d20 lm_head forward (x W^T)", 65536, 32768, 1280, 0, 1, 1);
+        time_matmul("d12 c_fc forward (x W^T)", 65536, 3072, 768, 0, 1, 0);
+    }
+    nc_destroy(ctx);
+    printf("\n%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
