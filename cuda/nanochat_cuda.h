@@ -44,6 +44,15 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const f
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate);
 
+// --- causal attention with a sliding window and GQA, exact fp32 (attention.cu). q, o: [B, T, H, D]; k, v:
+// [B, T, Hkv, D]; query i sees keys i - window ..i; lse: [B, H, T] saved for the backward; D is 32, 64 or 128.
+int nc_attention_forward(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
+                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
+// Adds the gradients into dq, dk, dv (zero them first for a fresh gradient); delta: [B, H, T] scratch.
+int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
+                          const float *k, const float *v, const float *o, const float *dout, const float *lse, int64_t B,
+                          int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
+
 // --- element-wise (elementwise.cu)
 int nc_relu2_forward(nc_context *ctx, float *y, const float *x, int64_t n);
 int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *x, int64_t n, int accumulate);

@@ -234,6 +234,94 @@ static void check_adamw(int64_t n) {
     check("adamw two steps: first moment", dm.get<float>(), mr, 1e-6);
 }
 
+static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
+    auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+    std::vector<double> o(nq, 0), dq(nq, 0), dk(nk, 0), dv(nk, 0);
+    double scale = 1 / sqrt((double)D);
+    int64_t w = window < T ? window : T;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t kh = h / (H / Hkv);
+            for (int64_t i = 0; i < T; i++) {
+                const float *qi = &q[((b * T + i) * H + h) * D], *gi = &dout[((b * T + i) * H + h) * D];
+                int64_t lo = i - w > 0 ? i - w : 0;
+                std::vector<double> p(i - lo + 1), dp(i - lo + 1);
+                double mx = -1e300, sum = 0;
+                for (int64_t j = lo; j <= i; j++) {
+                    const float *kj = &k[((b * T + j) * Hkv + kh) * D];
+                    double s = 0;
+                    for (int64_t d = 0; d < D; d++) s += (double)qi[d] * kj[d];
+                    p[j - lo] = s * scale;
+                    mx = p[j - lo] > mx ? p[j - lo] : mx;
+                }
+                for (auto &x : p) { x = exp(x - mx); sum += x; }
+                for (auto &x : p) x /= sum;
+                double *oi = &o[((b * T + i) * H + h) * D];
+                for (int64_t j = lo; j <= i; j++)
+                    for (int64_t d = 0; d < D; d++) oi[d] += p[j - lo] * v[((b * T + j) * Hkv + kh) * D + d];
+                double delta = 0;
+                for (int64_t d = 0; d < D; d++) delta += gi[d] * oi[d];
+                for (int64_t j = lo; j <= i; j++) {
+                    const float *vj = &v[((b * T + j) * Hkv + kh) * D], *kj = &k[((b * T + j) * Hkv + kh) * D];
+                    double g = 0;
+                    for (int64_t d = 0; d < D; d++) g += (double)gi[d] * vj[d];
+                    double ds = p[j - lo] * (g - delta) * scale, pj = p[j - lo];
+                    for (int64_t d = 0; d < D; d++) {
+                        dv[((b * T + j) * Hkv + kh) * D + d] += pj * gi[d];
+                        dk[((b * T + j) * Hkv + kh) * D + d] += ds * qi[d];
+                        dq[((b * T + i) * H + h) * D + d] += ds * kj[d];
+                    }
+                }
+            }
+        }
+    std::vector<float> zq(nq, 0.f), zk(nk, 0.f);
+    Dev dqv(q), dkv(k), dvv(v), dov(nans(nq)), dl(nans(B * H * T)), dg(dout), gq(zq), gk(zk), gv(zk), delta(nans(B * H * T));
+    NC(nc_attention_forward(ctx, dov.f(), dl.f(), dqv.f(), dkv.f(), dvv.f(), B, T, H, Hkv, D, window));
+    char name[128];
+    snprintf(name, sizeof name, "attention forward B%lld T%lld H%lld/%lld D%lld w%lld", (long long)B, (long long)T,
+             (long long)H, (long long)Hkv, (long long)D, (long long)window);
+    check(name, dov.get<float>(), o, 1e-5);
+    NC(nc_attention_backward(ctx, gq.f(), gk.f(), gv.f(), delta.f(), dqv.f(), dkv.f(), dvv.f(), dov.f(), dg.f(), dl.f(),
+                             B, T, H, Hkv, D, window));
+    snprintf(name, sizeof name, "attention backward dq (w%lld D%lld)", (long long)window, (long long)D);
+    check(name, gq.get<float>(), dq, 1e-4);
+    snprintf(name, sizeof name, "attention backward dk (w%lld D%lld)", (long long)window, (long long)D);
+    check(name, gk.get<float>(), dk, 1e-4);
+    snprintf(name, sizeof name, "attention backward dv (w%lld D%lld)", (long long)window, (long long)D);
+    check(name, gv.get<float>(), dv, 1e-4);
+}
+
+// fp32 attention at d12's shape, forward and backward, median of 5 (the exact path; bf16 tensor cores come next)
+static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t window) {
+    int64_t n = B * T * H * D;
+    auto x = randn(n);
+    std::vector<float> z(n, 0.f);
+    Dev q(x), k(x), v(x), o(nans(n)), l(nans(B * H * T)), g(x), dq(z), dk(z), dv(z), delta(nans(B * H * T));
+    cudaEvent_t e0, e1, e2;
+    cudaEventCreate(&e0); cudaEventCreate(&e1); cudaEventCreate(&e2);
+    std::vector<float> fwd, bwd;
+    for (int r = 0; r < 6; r++) {
+        cudaEventRecord(e0, 0);
+        NC(nc_attention_forward(ctx, o.f(), l.f(), q.f(), k.f(), v.f(), B, T, H, H, D, window));
+        NC(nc_synchronize(ctx));
+        cudaEventRecord(e1, 0);
+        NC(nc_attention_backward(ctx, dq.f(), dk.f(), dv.f(), delta.f(), q.f(), k.f(), v.f(), o.f(), g.f(), l.f(), B, T, H,
+                                 H, D, window));
+        NC(nc_synchronize(ctx));
+        cudaEventRecord(e2, 0);
+        cudaEventSynchronize(e2);
+        float a, b2;
+        cudaEventElapsedTime(&a, e0, e1);
+        cudaEventElapsedTime(&b2, e1, e2);
+        if (r > 0) { fwd.push_back(a); bwd.push_back(b2); }
+    }
+    std::sort(fwd.begin(), fwd.end());
+    std::sort(bwd.begin(), bwd.end());
+    printf("time attention fp32 B%lld T%lld H%lld D%lld window %lld: forward %.3f ms, backward %.3f ms\n", (long long)B,
+           (long long)T, (long long)H, (long long)D, (long long)window, fwd[fwd.size() / 2], bwd[bwd.size() / 2]);
+}
+
 // Median time of `reps` products (events around each), TFLOP/s.
 static void time_matmul(const char *what, int64_t m, int64_t n, int64_t k, int ta, int tb, int bf16) {
     auto a = randn(m * k), b = randn(k * n);
@@ -285,6 +373,10 @@ int main(int argc, char **argv) {
     check_classifier(19, 300, 320);
     check_classifier(7, 1000, 1024);
     check_adamw(10007);
+    check_attention(2, 37, 4, 2, 32, 5);    // GQA, a window shorter than a tile
+    check_attention(2, 70, 2, 1, 64, 100);  // window past T: plain causal
+    check_attention(1, 150, 2, 2, 128, 40);
+    check_attention(1, 33, 6, 3, 128, 7);
     if (timing) {
         // d12 / d20 at device batch 32 x 2048 tokens: c_fc forward, its weight gradient, lm_head forward
         time_matmul("d12 c_fc forward (x W^T)", 65536, 3072, 768, 0, 1, 1);
@@ -292,6 +384,8 @@ int main(int argc, char **argv) {
         time_matmul("d20 c_fc forward (x W^T)", 65536, 5120, 1280, 0, 1, 1);
         time_matmul("d20 lm_head forward (x W^T)", 65536, 32768, 1280, 0, 1, 1);
         time_matmul("d12 c_fc forward (x W^T)", 65536, 3072, 768, 0, 1, 0);
+        time_attention(32, 2048, 6, 128, 2048);
+        time_attention(32, 2048, 6, 128, 768);
     }
     nc_destroy(ctx);
     printf("\n%d passed, %d failed\n", passed, failed);
