@@ -53,6 +53,29 @@ int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, floa
                           const float *k, const float *v, const float *o, const float *dout, const float *lse, int64_t B,
                           int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
 
+// --- the GPT's gates (gates.cu); gradients are added into their outputs (zero them for a fresh gradient)
+// embedding: out[i] = table[ids[i]] ([n, c]); backward scatter-adds into dtable (atomics: the summation order of
+// repeated ids is not fixed)
+int nc_embedding_forward(nc_context *ctx, float *out, const float *table, const int32_t *ids, int64_t n, int64_t c);
+int nc_embedding_backward(nc_context *ctx, float *dtable, const float *dout, const int32_t *ids, int64_t n, int64_t c);
+// smear over x [b, t, c] with a k-channel gate [k] and lambda [1]; gates [b*t] saved for the backward
+int nc_smear_forward(nc_context *ctx, float *out, float *gates, const float *x, const float *gate, const float *lambda,
+                     int64_t b, int64_t t, int64_t c, int k);
+int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, const float *dout, const float *x,
+                      const float *gates, const float *gate, const float *lambda, int64_t b, int64_t t, int64_t c, int k);
+// value embedding: v, ve, out [n, hkv*d]; u [n, c] (its first k channels feed the gate [hkv, k]); sig [n*hkv]
+int nc_value_embedding_forward(nc_context *ctx, float *out, float *sig, const float *v, const float *ve, const float *u,
+                               const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k);
+int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
+                                const float *ve, const float *u, const float *gate, const float *sig, int64_t n,
+                                int64_t hkv, int64_t d, int64_t c, int k);
+// out = alpha[ia] a + beta[ib] b (the residual/x0 lambdas); any gradient pointer may be null
+int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const float *b, const float *alpha, int64_t ia,
+                          const float *beta, int64_t ib, int64_t n);
+int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha, float *dbeta, const float *g,
+                           const float *a, const float *b, const float *alpha, int64_t ia, const float *beta, int64_t ib,
+                           int64_t n);
+
 // --- element-wise (elementwise.cu)
 int nc_relu2_forward(nc_context *ctx, float *y, const float *x, int64_t n);
 int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *x, int64_t n, int accumulate);

@@ -292,6 +292,112 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_
     check(name, gv.get<float>(), dv, 1e-4);
 }
 
+static double sig(double x) { return 1 / (1 + exp(-x)); }
+
+static void check_gates() {
+    const int64_t B = 2, T = 9, C = 40, K = 24, V = 50, HKV = 2, D = 16, KG = 12;
+    // embedding, with repeated ids
+    std::vector<int32_t> ids(B * T);
+    for (auto &i : ids) i = (int32_t)(urand() * 7);  // only 7 distinct rows: repeats scatter-add
+    auto table = randn(V * C), g = randn(B * T * C);
+    std::vector<double> emb(B * T * C), dtab(V * C, 0);
+    for (int64_t i = 0; i < B * T; i++)
+        for (int64_t j = 0; j < C; j++) { emb[i * C + j] = table[ids[i] * C + j]; dtab[ids[i] * C + j] += g[i * C + j]; }
+    {
+        Dev dt(table), di(ids), dout(nans(B * T * C)), dg(g), dd(std::vector<float>(V * C, 0.f));
+        NC(nc_embedding_forward(ctx, dout.f(), dt.f(), (const int32_t *)di.p, B * T, C));
+        check("embedding forward", dout.get<float>(), emb, 0);
+        NC(nc_embedding_backward(ctx, dd.f(), dg.f(), (const int32_t *)di.p, B * T, C));
+        check("embedding backward (scatter-add of repeated ids)", dd.get<float>(), dtab, 1e-6);
+    }
+    // smear
+    auto x = randn(B * T * C), gate = randn(K, 0.3), dout = randn(B * T * C);
+    std::vector<float> lam = {0.7f};
+    std::vector<double> out(B * T * C), dx(B * T * C, 0), dgate(K, 0), dlam(1, 0);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int64_t r = b * T + t;
+            if (t == 0) { for (int64_t j = 0; j < C; j++) out[r * C + j] = x[r * C + j]; }
+            else {
+                double a = 0;
+                for (int64_t j = 0; j < K; j++) a += (double)gate[j] * x[r * C + j];
+                double s = sig(a), gp = 0;
+                for (int64_t j = 0; j < C; j++) { out[r * C + j] = x[r * C + j] + lam[0] * s * x[(r - 1) * C + j]; gp += dout[r * C + j] * x[(r - 1) * C + j]; }
+                for (int64_t j = 0; j < C; j++) dx[(r - 1) * C + j] += lam[0] * s * dout[r * C + j];
+                dlam[0] += s * gp;
+                double da = lam[0] * gp * s * (1 - s);
+                for (int64_t j = 0; j < K; j++) { dgate[j] += da * x[r * C + j]; dx[r * C + j] += da * gate[j]; }
+            }
+            for (int64_t j = 0; j < C; j++) dx[r * C + j] += dout[r * C + j];
+        }
+    {
+        Dev dxv(x), dgt(gate), dl(lam), dout2(nans(B * T * C)), gs(nans(B * T)), dgo(dout);
+        Dev ddx(std::vector<float>(B * T * C, 0.f)), ddg(std::vector<float>(K, 0.f)), ddl(std::vector<float>(1, 0.f));
+        NC(nc_smear_forward(ctx, dout2.f(), gs.f(), dxv.f(), dgt.f(), dl.f(), B, T, C, (int)K));
+        check("smear forward", dout2.get<float>(), out, 1e-6);
+        NC(nc_smear_backward(ctx, ddx.f(), ddg.f(), ddl.f(), dgo.f(), dxv.f(), gs.f(), dgt.f(), dl.f(), B, T, C, (int)K));
+        check("smear backward dx", ddx.get<float>(), dx, 1e-6);
+        check("smear backward dgate", ddg.get<float>(), dgate, 1e-5);
+        check("smear backward dlambda", ddl.get<float>(), dlam, 1e-5);
+    }
+    // value-embedding gate: n = B*T rows of HKV heads of D; u is [n, C]
+    int64_t n = B * T;
+    auto v = randn(n * HKV * D), ve = randn(n * HKV * D), u = randn(n * C), vg = randn(HKV * KG, 0.3), go = randn(n * HKV * D);
+    std::vector<double> vo(n * HKV * D), dv(n * HKV * D), dve(n * HKV * D), du(n * C, 0), dvg(HKV * KG, 0);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t h = 0; h < HKV; h++) {
+            double a = 0;
+            for (int64_t j = 0; j < KG; j++) a += (double)vg[h * KG + j] * u[i * C + j];
+            double s = sig(a), dot = 0;
+            for (int64_t j = 0; j < D; j++) {
+                int64_t e = (i * HKV + h) * D + j;
+                vo[e] = v[e] + 3 * s * ve[e];
+                dv[e] = go[e];
+                dve[e] = 3 * s * go[e];
+                dot += go[e] * ve[e];
+            }
+            double da = dot * 3 * s * (1 - s);
+            for (int64_t j = 0; j < KG; j++) { dvg[h * KG + j] += da * u[i * C + j]; du[i * C + j] += da * vg[h * KG + j]; }
+        }
+    {
+        std::vector<float> z(n * HKV * D, 0.f);
+        Dev dvv(v), dvev(ve), duv(u), dvgv(vg), dout3(nans(n * HKV * D)), sg(nans(n * HKV)), dgo(go);
+        Dev gdv(z), gdve(z), gdu(std::vector<float>(n * C, 0.f)), gdvg(std::vector<float>(HKV * KG, 0.f));
+        NC(nc_value_embedding_forward(ctx, dout3.f(), sg.f(), dvv.f(), dvev.f(), duv.f(), dvgv.f(), n, HKV, D, C, (int)KG));
+        check("value-embedding gate forward", dout3.get<float>(), vo, 1e-6);
+        NC(nc_value_embedding_backward(ctx, gdv.f(), gdve.f(), gdu.f(), gdvg.f(), dgo.f(), dvev.f(), duv.f(), dvgv.f(),
+                                       sg.f(), n, HKV, D, C, (int)KG));
+        check("value-embedding gate backward dv", gdv.get<float>(), dv, 1e-6);
+        check("value-embedding gate backward dve", gdve.get<float>(), dve, 1e-6);
+        check("value-embedding gate backward du", gdu.get<float>(), du, 1e-5);
+        check("value-embedding gate backward dgate", gdvg.get<float>(), dvg, 1e-5);
+    }
+    // scalar mix: alpha[1] a + beta[2] b over a long vector (several blocks reduce the scalar gradients)
+    int64_t m = 300001;
+    auto a = randn(m), bb = randn(m), gm = randn(m);
+    std::vector<float> alpha = {0.3f, 1.1f}, beta = {0.5f, 0.2f, -0.4f};
+    std::vector<double> mo(m), ga(m), gb(m), galpha(2, 0), gbeta(3, 0);
+    for (int64_t i = 0; i < m; i++) {
+        mo[i] = alpha[1] * (double)a[i] + beta[2] * (double)bb[i];
+        ga[i] = alpha[1] * (double)gm[i];
+        gb[i] = beta[2] * (double)gm[i];
+        galpha[1] += (double)gm[i] * a[i];
+        gbeta[2] += (double)gm[i] * bb[i];
+    }
+    {
+        std::vector<float> z(m, 0.f);
+        Dev da(a), db(bb), dal(alpha), dbe(beta), dout4(nans(m)), dgm(gm), gav(z), gbv(z);
+        Dev gal(std::vector<float>(2, 0.f)), gbe(std::vector<float>(3, 0.f));
+        NC(nc_scalar_mix_forward(ctx, dout4.f(), da.f(), db.f(), dal.f(), 1, dbe.f(), 2, m));
+        check("scalar mix forward", dout4.get<float>(), mo, 1e-6);
+        NC(nc_scalar_mix_backward(ctx, gav.f(), gbv.f(), gal.f(), gbe.f(), dgm.f(), da.f(), db.f(), dal.f(), 1, dbe.f(), 2, m));
+        check("scalar mix backward da", gav.get<float>(), ga, 1e-6);
+        check("scalar mix backward db", gbv.get<float>(), gb, 1e-6);
+        check("scalar mix backward dalpha (only its own index)", gal.get<float>(), galpha, 1e-5);
+        check("scalar mix backward dbeta (only its own index)", gbe.get<float>(), gbeta, 1e-5);
+    }
+}
+
 // fp32 attention at d12's shape, forward and backward, median of 5 (the exact path; bf16 tensor cores come next)
 static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t window) {
     int64_t n = B * T * H * D;
@@ -373,6 +479,7 @@ int main(int argc, char **argv) {
     check_classifier(19, 300, 320);
     check_classifier(7, 1000, 1024);
     check_adamw(10007);
+    check_gates();
     check_attention(2, 37, 4, 2, 32, 5);    // GQA, a window shorter than a tile
     check_attention(2, 70, 2, 1, 64, 100);  // window past T: plain causal
     check_attention(1, 150, 2, 2, 128, 40);
