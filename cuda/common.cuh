@@ -15,6 +15,8 @@ struct nc_context {
     size_t workspace_bytes;
     float *bf16_scratch;  // room for A and B rounded to bf16 (grown on demand)
     size_t bf16_scratch_bytes;
+    float *muon_scratch;  // Muon's working matrices (grown on demand)
+    size_t muon_scratch_bytes;
     char error[512];
 };
 

@@ -26,6 +26,7 @@ void nc_destroy(nc_context *ctx) {
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     if (ctx->workspace) cudaFree(ctx->workspace);
     if (ctx->bf16_scratch) cudaFree(ctx->bf16_scratch);
+    if (ctx->muon_scratch) cudaFree(ctx->muon_scratch);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     free(ctx);

@@ -15,13 +15,14 @@ __global__ void round_to_bf16(__nv_bfloat16 *out, const float *in, int64_t n) {
         if (st_ != CUBLAS_STATUS_SUCCESS) { status = nc_fail(ctx, #call, cublasGetStatusString(st_)); goto done; } \
     } while (0)
 
-int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
-              int trans_a, int trans_b, float alpha, float beta, int bf16) {
+// `batch` products at strides m*k, k*n and m*n (Muon's stacks of same-shape matrices).
+static int matmul_strided(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
+                          int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
     int status = 0;
     const void *x = b, *y = a;  // D = op(X) op(Y): X is B, Y is A
     cudaDataType_t in_type = CUDA_R_32F;
     if (bf16) {
-        size_t need = (size_t)(m * k + k * n) * sizeof(__nv_bfloat16);
+        size_t need = (size_t)(batch * (m * k + k * n)) * sizeof(__nv_bfloat16);
         if (need > ctx->bf16_scratch_bytes) {
             if (ctx->bf16_scratch) cudaFree(ctx->bf16_scratch);
             ctx->bf16_scratch = nullptr;
@@ -29,10 +30,10 @@ int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t
             NC_CUDA(ctx, cudaMalloc(&ctx->bf16_scratch, need));
             ctx->bf16_scratch_bytes = need;
         }
-        __nv_bfloat16 *ab = (__nv_bfloat16 *)ctx->bf16_scratch, *bb = ab + m * k;
-        round_to_bf16<<<nc_blocks(m * k, 256), 256, 0, ctx->stream>>>(ab, a, m * k);
+        __nv_bfloat16 *ab = (__nv_bfloat16 *)ctx->bf16_scratch, *bb = ab + batch * m * k;
+        round_to_bf16<<<nc_blocks(batch * m * k, 256), 256, 0, ctx->stream>>>(ab, a, batch * m * k);
         NC_LAUNCHED(ctx, "round_to_bf16");
-        round_to_bf16<<<nc_blocks(k * n, 256), 256, 0, ctx->stream>>>(bb, b, k * n);
+        round_to_bf16<<<nc_blocks(batch * k * n, 256), 256, 0, ctx->stream>>>(bb, b, batch * k * n);
         NC_LAUNCHED(ctx, "round_to_bf16");
         x = bb;
         y = ab;
@@ -53,6 +54,16 @@ int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t
         NC_LT(ctx, cublasLtMatrixLayoutCreate(&lx, in_type, trans_b ? k : n, trans_b ? n : k, trans_b ? k : n));
         NC_LT(ctx, cublasLtMatrixLayoutCreate(&ly, in_type, trans_a ? m : k, trans_a ? k : m, trans_a ? m : k));
         NC_LT(ctx, cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, n, m, n));
+        if (batch > 1) {
+            int32_t count = (int32_t)batch;
+            int64_t sx = k * n, sy = m * k, sc = m * n;
+            NC_LT(ctx, cublasLtMatrixLayoutSetAttribute(lx, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+            NC_LT(ctx, cublasLtMatrixLayoutSetAttribute(ly, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+            NC_LT(ctx, cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+            NC_LT(ctx, cublasLtMatrixLayoutSetAttribute(lx, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sx, sizeof(sx)));
+            NC_LT(ctx, cublasLtMatrixLayoutSetAttribute(ly, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sy, sizeof(sy)));
+            NC_LT(ctx, cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof(sc)));
+        }
         NC_LT(ctx, cublasLtMatmulPreferenceCreate(&pref));
         NC_LT(ctx, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                         &ctx->workspace_bytes, sizeof(ctx->workspace_bytes)));
@@ -68,4 +79,14 @@ int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t
         if (desc) cublasLtMatmulDescDestroy(desc);
     }
     return status;
+}
+
+int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k, int trans_a,
+              int trans_b, float alpha, float beta, int bf16) {
+    return matmul_strided(ctx, c, a, b, 1, m, n, k, trans_a, trans_b, alpha, beta, bf16);
+}
+
+int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
+                      int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
+    return matmul_strided(ctx, c, a, b, batch, m, n, k, trans_a, trans_b, alpha, beta, bf16);
 }

@@ -30,6 +30,10 @@ int nc_synchronize(nc_context *ctx);
 int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
               int trans_a, int trans_b, float alpha, float beta, int bf16);
 
+// the same for `batch` products, the matrices of each operand `m*k`, `k*n` and `m*n` floats apart
+int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
+                      int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16);
+
 // --- RMSNorm over the last dimension, eps = FLT_EPSILON (norm.cu): y = x * rstd, rstd = 1/sqrt(mean(x^2)+eps)
 int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols);
 // dx (+)= rstd * (dy - y * mean(dy * y)); accumulate != 0 adds into dx
@@ -90,6 +94,13 @@ int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, cons
 // p -= lr/(1-b1^step) * m / (sqrt(v/(1-b2^step)) + eps)
 int nc_adamw_step(nc_context *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int step);
+
+// --- Muon on a stack of K same-shape matrices [K, rows, cols] (muon.cu), upstream's step: Nesterov momentum,
+// MuonEq row equilibration, normalisation, `ns_steps` Polar Express iterations (products in bf16 when bf16 != 0,
+// else exact fp32), Muon+ renormalisation, NorMuon variance reduction (second: [K, rows] when rows >= cols, else
+// [K, cols]), cautious weight decay with lr * sqrt(max(1, rows/cols)). A null grads pointer means zero gradients.
+int nc_muon_step(nc_context *ctx, float *params, const float *grads, float *momentum, float *second, int64_t K,
+                 int64_t rows, int64_t cols, float lr, float weight_decay, float mu, float beta2, int ns_steps, int bf16);
 
 #ifdef __cplusplus
 }

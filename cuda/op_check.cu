@@ -398,6 +398,130 @@ static void check_gates() {
     }
 }
 
+// Upstream's Muon step for one matrix, in double (the Swift CPU optimizer's order of operations)
+static double bf16_round(double v) {  // float, then round to nearest even bf16, as the device does
+    float x = (float)v;
+    unsigned u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+// bf16: the operands of each Polar Express product are rounded to bf16 first (products accumulate exactly), as
+// the device's bf16 mode does; the rest of the step stays in full precision.
+static void muon_reference(std::vector<double> &p, const std::vector<float> &g, std::vector<double> &mbuf,
+                           std::vector<double> &sbuf, int64_t rows, int64_t cols, double lr, double wd, double mu,
+                           double beta2, bool bf16) {
+    auto rd = [bf16](double v) { return bf16 ? bf16_round(v) : v; };
+    static const double pe[5][3] = {{8.156554524902461, -22.48329292557795, 15.878769915207462},
+                                    {4.042929935166739, -2.808917465908714, 0.5000178451051316},
+                                    {3.8916678022926607, -2.772484153217685, 0.5060648178503393},
+                                    {3.285753657755655, -2.3681294933425376, 0.46449024233003106},
+                                    {2.3465413258596377, -1.7097828382687081, 0.42323551169305323}};
+    int64_t size = rows * cols, small = rows < cols ? rows : cols;
+    std::vector<double> u(size);
+    for (int64_t i = 0; i < size; i++) { mbuf[i] += (1 - mu) * (g[i] - mbuf[i]); u[i] = g[i] + mu * (mbuf[i] - g[i]); }
+    auto fro = [&](const std::vector<double> &x) { double s = 0; for (double v : x) s += v * v; return sqrt(s); };
+    double target = fro(u) / sqrt((double)rows);
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0;
+        for (int64_t j = 0; j < cols; j++) s += u[r * cols + j] * u[r * cols + j];
+        double f = target / std::max(sqrt(s), 1e-6);
+        for (int64_t j = 0; j < cols; j++) u[r * cols + j] *= f;
+    }
+    double inv = 1 / (fro(u) * 1.01 + 1e-6);
+    for (auto &v : u) v *= inv;
+    for (int it = 0; it < 5; it++) {
+        std::vector<double> A(small * small, 0), B(small * small, 0), X2(size, 0), ur(size), Ar(small * small),
+            Br(small * small);
+        for (int64_t i = 0; i < size; i++) ur[i] = rd((float)u[i]);
+        for (int64_t i = 0; i < small; i++)
+            for (int64_t j = 0; j < small; j++) {
+                double s = 0;
+                if (rows > cols) for (int64_t l = 0; l < rows; l++) s += ur[l * cols + i] * ur[l * cols + j];
+                else for (int64_t l = 0; l < cols; l++) s += ur[i * cols + l] * ur[j * cols + l];
+                A[i * small + j] = (float)s;
+            }
+        for (int64_t i = 0; i < small * small; i++) Ar[i] = rd(A[i]);
+        for (int64_t i = 0; i < small; i++)
+            for (int64_t j = 0; j < small; j++) {
+                double s = 0;
+                for (int64_t l = 0; l < small; l++) s += Ar[i * small + l] * Ar[l * small + j];
+                B[i * small + j] = (float)(pe[it][2] * s) + pe[it][1] * A[i * small + j];
+            }
+        for (int64_t i = 0; i < small * small; i++) Br[i] = rd((float)B[i]);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                double s = 0;
+                if (rows > cols) for (int64_t l = 0; l < cols; l++) s += ur[r * cols + l] * Br[l * small + c];
+                else for (int64_t l = 0; l < rows; l++) s += Br[r * small + l] * ur[l * cols + c];
+                X2[r * cols + c] = (float)(pe[it][0] * u[r * cols + c] + s);
+            }
+        u = X2;
+    }
+    double plus = sqrt((double)small) / std::max(fro(u), 1e-6);
+    for (auto &v : u) v *= plus;
+    bool per_row = rows >= cols;
+    int64_t m = per_row ? rows : cols;
+    double n = per_row ? cols : rows;
+    std::vector<double> st(m, 0);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) st[per_row ? r : c] += u[r * cols + c] * u[r * cols + c] / n;
+    double vn = 0, vnew = 0;
+    for (int64_t i = 0; i < m; i++) {
+        vn += st[i] * n;
+        sbuf[i] += (1 - beta2) * (st[i] - sbuf[i]);
+        double step = 1 / sqrt(std::max(sbuf[i], 1e-10));
+        vnew += st[i] * n * step * step;
+        st[i] = step;
+    }
+    double ratio = sqrt(vn) / std::max(sqrt(vnew), 1e-10), lr_eff = lr * sqrt(std::max(1.0, (double)rows / cols));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t i = r * cols + c;
+            double x = u[i] * st[per_row ? r : c] * ratio, decay = x * p[i] >= 0 ? lr_eff * wd * p[i] : 0;
+            p[i] -= lr_eff * x + decay;
+        }
+}
+
+static void check_muon(int64_t K, int64_t rows, int64_t cols, int bf16) {
+    int64_t size = rows * cols, m = rows >= cols ? rows : cols;
+    auto p = randn(K * size, 0.1);
+    std::vector<float> zeros(K * size, 0.f), zs(K * m, 0.f);
+    std::vector<double> pr(p.begin(), p.end()), mr(K * size, 0), sr(K * m, 0), p0(p.begin(), p.end());
+    Dev dp(p), dm(zeros), ds(zs);
+    const float lr = 0.02f, wd = 0.2f, mu = 0.95f, beta2 = 0.9f;
+    for (int step = 0; step < 2; step++) {
+        auto g = randn(K * size);
+        Dev dg(g);
+        NC(nc_muon_step(ctx, dp.f(), dg.f(), dm.f(), ds.f(), K, rows, cols, lr, wd, mu, beta2, 5, bf16));
+        for (int64_t k = 0; k < K; k++) {
+            std::vector<double> pk(pr.begin() + k * size, pr.begin() + (k + 1) * size), mk(mr.begin() + k * size, mr.begin() + (k + 1) * size);
+            std::vector<double> sk(sr.begin() + k * m, sr.begin() + (k + 1) * m);
+            std::vector<float> gk(g.begin() + k * size, g.begin() + (k + 1) * size);
+            muon_reference(pk, gk, mk, sk, rows, cols, lr, wd, mu, beta2, bf16 != 0);
+            std::copy(pk.begin(), pk.end(), pr.begin() + k * size);
+            std::copy(mk.begin(), mk.end(), mr.begin() + k * size);
+            std::copy(sk.begin(), sk.end(), sr.begin() + k * m);
+        }
+    }
+    auto got = dp.get<float>();
+    std::vector<float> delta(K * size);
+    std::vector<double> ref(K * size);
+    for (int64_t i = 0; i < K * size; i++) { delta[i] = (float)(got[i] - p0[i]); ref[i] = pr[i] - p0[i]; }
+    char name[96];
+    snprintf(name, sizeof name, "muon %s two steps K%lld %lldx%lld: the update", bf16 ? "bf16" : "fp32", (long long)K,
+             (long long)rows, (long long)cols);
+    // bf16: the reference rounds the same operands, but where the device's fp32 and the reference's double differ
+    // by a rounding, a bf16 rounding can flip (4e-3 of that element) and five polynomial iterations amplify it:
+    // measured 5e-3 to 7e-3 on an H100, inside the 1e-2 that bf16 operands allow
+    check(name, delta, ref, bf16 ? 1e-2 : 1e-4);
+    snprintf(name, sizeof name, "muon %s K%lld %lldx%lld: second moment", bf16 ? "bf16" : "fp32", (long long)K,
+             (long long)rows, (long long)cols);
+    check(name, ds.get<float>(), sr, bf16 ? 1e-2 : 1e-4);
+}
+
 // fp32 attention at d12's shape, forward and backward, median of 5 (the exact path; bf16 tensor cores come next)
 static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t window) {
     int64_t n = B * T * H * D;
@@ -480,6 +604,11 @@ int main(int argc, char **argv) {
     check_classifier(7, 1000, 1024);
     check_adamw(10007);
     check_gates();
+    check_muon(3, 48, 16, 0);  // tall: per-row statistics, lr x 1.73
+    check_muon(2, 16, 40, 0);  // wide: per-column statistics
+    check_muon(2, 32, 32, 0);
+    check_muon(3, 48, 16, 1);  // bf16 Polar Express products
+    check_muon(2, 16, 40, 1);
     check_attention(2, 37, 4, 2, 32, 5);    // GQA, a window shorter than a tile
     check_attention(2, 70, 2, 1, 64, 100);  // window past T: plain causal
     check_attention(1, 150, 2, 2, 128, 40);
