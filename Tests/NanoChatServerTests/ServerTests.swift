@@ -54,14 +54,16 @@ final class ServerTests: XCTestCase {
         func get() -> Int { lock.lock(); defer { lock.unlock() }; return port }
     }
 
-    func request(_ port: Int, _ path: String, method: String = "GET", body: String? = nil, timeout: Double = 30) async throws -> (Int, String, [AnyHashable: Any]) {
+    func request(_ port: Int, _ path: String, method: String = "GET", body: String? = nil, timeout: Double = 30) async throws -> (Int, String, [String: String]) {
         var r = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         r.httpMethod = method
         r.timeoutInterval = timeout
         if let body { r.httpBody = Data(body.utf8); r.setValue("application/json", forHTTPHeaderField: "Content-Type") }
         let (data, resp) = try await URLSession.shared.data(for: r)
-        let http = resp as! HTTPURLResponse
-        return (http.statusCode, String(decoding: data, as: UTF8.self), http.allHeaderFields)
+        guard let http = resp as? HTTPURLResponse else { throw URLError(.badServerResponse) }
+        var headers: [String: String] = [:]  // Sendable, so tasks can hand it back
+        for (k, v) in http.allHeaderFields { headers["\(k)"] = "\(v)" }
+        return (http.statusCode, String(decoding: data, as: UTF8.self), headers)
     }
 
     func testRoutesAndErrors() async throws {
