@@ -44,16 +44,18 @@ let package = Package(
             dependencies: ["NanoChat", "NanoTensor", .product(name: "Hummingbird", package: "hummingbird")],
             resources: [.copy("ui.html")]
         ),
+        // The CUDA library (cuda/), loaded with dlopen at run time: nothing here links CUDA.
+        .target(name: "NanoCUDA"),
         // What `nanochat bench` measures with: the training throughput bench and the server load test.
         .target(name: "NanoChatBench", dependencies: ["NanoChat", "NanoTensor"]),
         .executableTarget(
             name: "nanochat",
             dependencies: [
-                "NanoChat", "NanoChatServer", "NanoChatBench", "NanoTensor",
+                "NanoChat", "NanoChatServer", "NanoChatBench", "NanoCUDA", "NanoTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "NanoTensorTests", dependencies: ["NanoTensor"]),
+        .testTarget(name: "NanoTensorTests", dependencies: ["NanoTensor", "NanoCUDA"]),
         .testTarget(name: "NanoChatTests", dependencies: ["NanoChat", "NanoTensor"]),
         .testTarget(
             name: "NanoChatServerTests",

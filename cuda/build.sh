@@ -25,9 +25,14 @@ fi
 # the sm_90a target (wgmma, setmaxnreg) needs the -gencode form; the shorthand also runs a plain sm_90 pass
 gencode="-gencode=arch=compute_${arch#sm_},code=${arch}"
 flags=(-O3 -std=c++17 "$gencode" -Xcompiler -fPIC -lineinfo --expt-relaxed-constexpr)
-# nvcc from PyPI (nvidia-cuda-nvcc) keeps the headers beside its bin/ and does not look there by itself
-inc=$(dirname "$(dirname "$nvcc")")/include
-[[ -f $inc/cuda_runtime.h && $inc != /usr/local/cuda*/include ]] && flags+=(-I"$inc")
+# nvcc from PyPI (nvidia-cuda-nvcc) keeps the headers and libraries beside its bin/ and does not look there by
+# itself; its libraries carry only versioned names (libcublasLt.so.13), so they are linked by file name
+root=$(dirname "$(dirname "$nvcc")")
+libs=(-lcublasLt -lcublas)
+if [[ -f $root/include/cuda_runtime.h && $root != /usr/local/cuda* ]]; then
+  flags+=(-I"$root/include")
+  libs=(-L"$root/lib" -l:libcublasLt.so.13 -l:libcublas.so.13 -Xlinker -rpath="$root/lib")
+fi
 mkdir -p "$out"
 objs=()
 for src in "$here"/*.cu; do
@@ -41,7 +46,7 @@ if [[ $compile_only -eq 1 ]]; then
   echo "compiled ${#objs[@]} kernel families and the op checks for $arch with $("$nvcc" --version | tail -2 | head -1)"
   exit 0
 fi
-"$nvcc" "${flags[@]}" -shared "${objs[@]}" -o "$out/libnanochat_cuda.so" -lcublasLt -lcublas
+"$nvcc" "${flags[@]}" -shared "${objs[@]}" -o "$out/libnanochat_cuda.so" "${libs[@]}"
 echo "built $out/libnanochat_cuda.so"
 if [[ $check -eq 1 ]]; then
   "$nvcc" "${flags[@]}" "$here/op_check.cu" -o "$out/op_check" -L"$out" -lnanochat_cuda -Xlinker -rpath="$out"

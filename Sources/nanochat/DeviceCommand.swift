@@ -1,0 +1,36 @@
+import ArgumentParser
+import Foundation
+import NanoCUDA
+import NanoTensor
+
+struct DeviceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "device",
+        abstract: "The compute devices this machine offers: the CPU (threads, BLAS) and, when its library loads, the GPU.",
+        discussion: """
+        The CUDA library (cuda/build.sh builds .build/cuda/libnanochat_cuda.so) is loaded at run time; this says \
+        where it was found and which GPU it opened, or why it cannot be used. Exits 1 with --require-cuda when the \
+        GPU is unavailable.
+        """
+    )
+    @Option(help: "Path of libnanochat_cuda.so (default: $NANOCHAT_CUDA_LIB, beside the executable, .build/cuda/).") var cudaLib: String?
+    @Flag(help: "Fail unless the CUDA backend loads and finds a GPU.") var requireCuda = false
+
+    func run() throws {
+        #if canImport(Accelerate)
+        let blas = "Accelerate"
+        #else
+        let blas = "OpenBLAS"
+        #endif
+        print("cpu: \(Threading.workers) threads for our kernels, \(blas) for the products")
+        do {
+            let lib = try CUDALibrary.load(path: cudaLib)
+            let d = try lib.device()
+            print(String(format: "cuda: %@, %d multiprocessors, %.1f GiB (%@)", d.name, d.multiprocessors,
+                         Double(d.memoryBytes) / 1_073_741_824, lib.path))
+        } catch {
+            print("cuda: \(error)")
+            if requireCuda { throw ExitCode(1) }
+        }
+    }
+}
