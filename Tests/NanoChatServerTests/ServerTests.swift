@@ -48,6 +48,33 @@ final class ServerTests: XCTestCase {
         try await body(port, admission)
     }
 
+    /// A raw HTTP client: sends a POST, reads at least `bytes` bytes of the answer, waits `hold` seconds without
+    /// reading, then closes the socket (a browser's Stop does the same). Returns what it read.
+    static func readThenHangUp(port: Int, path: String, body: String, bytes: Int, hold: Double) throws -> String {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw URLError(.cannotConnectToHost) }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard ok == 0 else { throw URLError(.cannotConnectToHost) }
+        let request = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var got: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while got.count < bytes {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            got += buffer[0..<n]
+        }
+        Thread.sleep(forTimeInterval: hold)
+        return String(decoding: got, as: UTF8.self)
+    }
+
     final class PortBox: @unchecked Sendable {
         let lock = NSLock(); var port = 0
         func set(_ p: Int) { lock.lock(); port = p; lock.unlock() }
@@ -121,8 +148,9 @@ final class ServerTests: XCTestCase {
     func testQueueFullIs503AndDisconnectFreesTheWorker() async throws {
         try await withServer(workers: 1, queueLimit: 1, long: true) { port, admission in
             let long = #"{"messages":[{"role":"user","content":"hi"}],"max_tokens":4000,"temperature":0}"#
-            // a client that gives up after 1 s while a long answer streams
-            let first = Task { try? await self.request(port, "/chat/completions", method: "POST", body: long, timeout: 1) }
+            // a client that reads the start of a long streamed answer, stays 1 s, then closes its connection
+            let started = Date()
+            let first = Task.detached { try Self.readThenHangUp(port: port, path: "/chat/completions", body: long, bytes: 200, hold: 1) }
             try await Task.sleep(nanoseconds: 300_000_000)
             XCTAssertEqual(admission.stats["busy_workers"], 1)
             let second = Task { try await self.request(port, "/chat/completions", method: "POST",
@@ -132,8 +160,11 @@ final class ServerTests: XCTestCase {
             let (code, _, headers) = try await request(port, "/chat/completions", method: "POST", body: #"{"messages":[{"role":"user","content":"x"}]}"#)
             XCTAssertEqual(code, 503, "queue full")
             XCTAssertNotNil(headers["Retry-After"])
-            _ = await first.value
+            let received = try await first.value
+            XCTAssertTrue(received.contains("200 OK"), received)
             let (code2, text2, _) = try await second.value
+            // freed at the hang-up (1 s), long before the 4000-token answer could have finished (about 10 s here)
+            XCTAssertLessThan(Date().timeIntervalSince(started), 4, "the worker was not freed when its client went away")
             XCTAssertEqual(code2, 200, "the queued request runs once the disconnected client's worker is freed")
             XCTAssertTrue(text2.contains("\"done\":true"))
             try await Task.sleep(nanoseconds: 200_000_000)
