@@ -307,20 +307,20 @@ struct BenchInfer: ParsableCommand {
                 for _ in 0..<3 {
                     let cache = KVCache(config: plan.config, batch: 1, capacity: prompt + tokens)
                     let t0 = DispatchTime.now().uptimeNanoseconds
-                    _ = Tensor.withoutGrad { model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true) }
+                    _ = model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true)
                     best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
                 }
                 let prefill = Double(prompt) / best
                 func decode(batch: Int) -> Double {
                     let cache = KVCache(config: plan.config, batch: batch, capacity: prompt + tokens + 1)
-                    _ = Tensor.withoutGrad { model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true) }
+                    _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true)
                     let col = [Int32](repeating: 7, count: batch)
-                    _ = Tensor.withoutGrad { model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }  // warm
+                    _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true)  // warm
                     var best = Double.infinity  // best of three runs: this machine's neighbours make single runs noisy
                     for _ in 0..<3 {
                         cache.rewind(to: prompt + 1)
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        for _ in 0..<tokens { _ = Tensor.withoutGrad { model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) } }
+                        for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }
                         best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
                     }
                     return Double(tokens * batch) / best

@@ -24,9 +24,9 @@ final class EngineTests: XCTestCase {
         for prefill in [1, 10, 33] {
             let cache = KVCache(config: model.config, batch: 1, capacity: t)
             var rows: [[Float]] = []
-            let first = Tensor.withoutGrad { model.forward(Array(ids[0..<prefill]), batch: 1, time: prefill, cache: cache) }
+            let first = model.forward(Array(ids[0..<prefill]), batch: 1, time: prefill, cache: cache)
             for p in 0..<prefill { rows.append(Array(UnsafeBufferPointer(start: first.data + p * v, count: v))) }
-            for p in prefill..<t { rows.append(Tensor.withoutGrad { model.forward([ids[p]], batch: 1, time: 1, cache: cache) }.array) }
+            for p in prefill..<t { rows.append(model.forward([ids[p]], batch: 1, time: 1, cache: cache).array) }
             for p in 0..<t {
                 let ref = Array(UnsafeBufferPointer(start: full.data + p * v, count: v))
                 let err = Verify.relativeError(rows[p].withUnsafeBufferPointer { $0 }, ref)
@@ -48,7 +48,7 @@ final class EngineTests: XCTestCase {
         let slots = [2, 0]
         for (i, slot) in slots.enumerated() {
             let one = KVCache(config: model.config, batch: 1, capacity: prompts[i])
-            _ = Tensor.withoutGrad { model.forward(Array(seqs[i][0..<prompts[i]]), batch: 1, time: prompts[i], cache: one, lastOnly: true) }
+            _ = model.forward(Array(seqs[i][0..<prompts[i]]), batch: 1, time: prompts[i], cache: one, lastOnly: true)
             cache.load(row: slot, from: one)
         }
         XCTAssertGreaterThanOrEqual(cache.capacity, 14)
@@ -57,7 +57,7 @@ final class EngineTests: XCTestCase {
         for step in 0..<8 {
             let order = step % 2 == 0 ? [0, 1] : [1, 0]  // the batch order changes between steps
             let ids = order.map { seqs[$0][prompts[$0] + step] }
-            let out = Tensor.withoutGrad { model.forward(ids, batch: 2, time: 1, cache: cache, rows: order.map { slots[$0] }) }
+            let out = model.forward(ids, batch: 2, time: 1, cache: cache, rows: order.map { slots[$0] })
             for (bi, i) in order.enumerated() { got[i].append(Array(UnsafeBufferPointer(start: out.data + bi * v, count: v))) }
         }
         XCTAssertEqual(cache.rowPositions, [22, 0, 11])

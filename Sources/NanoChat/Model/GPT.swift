@@ -187,12 +187,16 @@ public final class GPT {
     /// Upstream's forward. `idx` holds B rows of T token ids. With `targets` (-1 = ignored) it returns the
     /// cross-entropy (a scalar mean, or one loss per token); without, the softcapped logits [B, T, vocab]
     /// (or [B, vocab] for the last position of each row with `lastOnly`).
-    /// With a `cache` (inference), row i of the batch continues cache row `rows[i]` (row i by default) from that
-    /// row's position: its keys and values are appended there and attention reads the cached ones.
+    /// With a `cache` (inference, no gradient), row i of the batch continues cache row `rows[i]` (row i by default)
+    /// from that row's position: its keys and values are appended there and attention reads the cached ones.
     public func forward(_ idx: [Int32], batch B: Int, time T: Int, targets: [Int32]? = nil,
                         reduction: LossReduction = .mean, cache: KVCache? = nil, rows: [Int]? = nil,
                         lastOnly: Bool = false) -> Tensor {
         precondition(idx.count == B * T, "forward: \(idx.count) ids for B=\(B) T=\(T)")
+        // a pass over a KV cache is inference: it records no graph (upstream runs it under inference_mode)
+        let recording = Tensor.gradEnabled
+        if cache != nil { Tensor.gradEnabled = false }
+        defer { Tensor.gradEnabled = recording }
         let pass = cache?.begin(rows: rows, batch: B, time: T, positions: rotary.cos.shape[0])
 
         var x = norm(embedding(wte, idx, shape: [B, T]))
