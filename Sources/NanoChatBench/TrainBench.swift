@@ -23,26 +23,26 @@ public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: In
     let plan = DepthPlan(o, vocabSize: vocab)
     let (deviceBatch, seqLen, totalBatch) = (o.deviceBatchSize, o.maxSeqLen, plan.totalBatchSize)
     let model = try GPT(config: plan.config, seed: o.seed)
-    let s = plan.batchLRScale
-    let opt = try model.setupOptimizer(unembeddingLR: o.unembeddingLR * s, embeddingLR: o.embeddingLR * s,
-                                       matrixLR: o.matrixLR * s, weightDecay: plan.weightDecay, scalarLR: o.scalarLR * s)
+    let opt = try o.optimizer(for: model, plan: plan)
     let accum = totalBatch / (deviceBatch * seqLen)
     var rng = RNG(seed: 1)
-    let batches = (0..<accum).map { _ in (0..<(deviceBatch * (seqLen + 1))).map { _ in Int32(rng.next() % UInt64(vocab)) } }
+    // inputs and targets of each micro-batch, made once: the timed steps do only the training work
+    let batches = (0..<accum).map { _ -> (x: [Int32], y: [Int32]) in
+        let b = (0..<(deviceBatch * (seqLen + 1))).map { _ in Int32(rng.next() % UInt64(vocab)) }
+        var x = [Int32](), y = [Int32]()
+        for r in 0..<deviceBatch {
+            x += b[(r * (seqLen + 1))..<(r * (seqLen + 1) + seqLen)]
+            y += b[(r * (seqLen + 1) + 1)..<((r + 1) * (seqLen + 1))]
+        }
+        return (x, y)
+    }
     func step(_ it: Int) {
-        for b in batches {
-            var x = [Int32](), y = [Int32]()
-            x.reserveCapacity(deviceBatch * seqLen); y.reserveCapacity(deviceBatch * seqLen)
-            for r in 0..<deviceBatch {
-                x += b[(r * (seqLen + 1))..<(r * (seqLen + 1) + seqLen)]
-                y += b[(r * (seqLen + 1) + 1)..<((r + 1) * (seqLen + 1))]
-            }
+        for (x, y) in batches {
             Profiler.mark()
             let loss = model.forward(x, batch: deviceBatch, time: seqLen, targets: y)
             Profiler.measure("backward (total)") { loss.backward(seed: 1 / Float(accum)) }
         }
-        _ = opt.applySchedule(step: it, total: plan.numIterations, warmup: o.warmupSteps, warmdownRatio: o.warmdownRatio,
-                              finalFrac: o.finalLRFrac, muonWeightDecay: plan.weightDecay)
+        _ = o.applySchedule(to: opt, step: it, plan: plan)
         Profiler.measure("optimizer") { opt.step() }
         model.zeroGrad()
     }

@@ -39,6 +39,21 @@ public struct BaseTrainOptions: ParsableArguments {
 
     /// Every flag by upstream's snake_case name (as upstream's meta `user_config`), values as text.
     public var userConfig: [String: String] { flagValues(self) }
+
+    /// Upstream's optimizer for these flags: `setupOptimizer` with each learning rate times the plan's batch LR
+    /// scale, and the plan's weight decay.
+    public func optimizer(for model: GPT, plan: DepthPlan) throws -> MuonAdamW {
+        let s = plan.batchLRScale
+        return try model.setupOptimizer(unembeddingLR: unembeddingLR * s, embeddingLR: embeddingLR * s,
+                                        matrixLR: matrixLR * s, weightDecay: plan.weightDecay, scalarLR: scalarLR * s)
+    }
+
+    /// Sets the optimizer's hyperparameters for `step` of the plan's run (warmup, warmdown, Muon momentum and
+    /// weight decay); returns the learning-rate multiplier.
+    public func applySchedule(to optimizer: MuonAdamW, step: Int, plan: DepthPlan) -> Double {
+        optimizer.applySchedule(step: step, total: plan.numIterations, warmup: warmupSteps, warmdownRatio: warmdownRatio,
+                                finalFrac: finalLRFrac, muonWeightDecay: plan.weightDecay)
+    }
 }
 
 /// Upstream's sampling prompts for base models.
@@ -88,9 +103,7 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
         }
         startStep = o.resumeFromStep
     }
-    let s = plan.batchLRScale
-    let optimizer = try model.setupOptimizer(unembeddingLR: o.unembeddingLR * s, embeddingLR: o.embeddingLR * s,
-                                             matrixLR: o.matrixLR * s, weightDecay: plan.weightDecay, scalarLR: o.scalarLR * s)
+    let optimizer = try o.optimizer(for: model, plan: plan)
     if let meta { try CheckpointManager.loadOptimizer(optimizer, directory: dir, step: startStep, meta: meta) }
     let loader = PrefetchingLoader(try BestFitLoader(tokenizer: tokenizer, shards: trainShards, batch: o.deviceBatchSize,
                                                      seqLen: t, resume: meta?.dataloader_state_dict, exact: meta?.loader_exact))
@@ -155,8 +168,7 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
             stepLoss += Double(loss.scalar) / Double(gradAccum)
             loss.backward(seed: 1 / Float(gradAccum))
         }
-        let lrm = optimizer.applySchedule(step: step, total: n, warmup: o.warmupSteps, warmdownRatio: o.warmdownRatio,
-                                          finalFrac: o.finalLRFrac, muonWeightDecay: plan.weightDecay)
+        let lrm = o.applySchedule(to: optimizer, step: step, plan: plan)
         optimizer.step()
         model.zeroGrad()
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
