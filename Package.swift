@@ -55,7 +55,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "NanoTensorTests", dependencies: ["NanoTensor", "NanoCUDA"]),
+        .testTarget(name: "NanoTensorTests", dependencies: ["NanoTensor"]),
+        .testTarget(name: "NanoCUDATests", dependencies: ["NanoCUDA"]),
         .testTarget(name: "NanoChatTests", dependencies: ["NanoChat", "NanoTensor"]),
         .testTarget(
             name: "NanoChatServerTests",
