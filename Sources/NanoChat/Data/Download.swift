@@ -69,7 +69,9 @@ public enum ShardDownloader {
     }
 
     /// One attempt: GET into `<dest>.tmp`, verify, rename. Throws on HTTP errors, short bodies, bad magic.
-    static func fetch(_ url: URL, to dest: URL, timeout: Double, onBytes: @escaping (Int64) -> Void) throws -> Int {
+    /// `verify(tmp, size)` checks the body (default: a whole parquet file, PAR1 at both ends).
+    static func fetch(_ url: URL, to dest: URL, timeout: Double, onBytes: @escaping (Int64) -> Void,
+                      verify: ((URL, Int) throws -> Void)? = nil) throws -> Int {
         let tmp = dest.appendingPathExtension("tmp")
         try? FileManager.default.removeItem(at: tmp)
         defer { try? FileManager.default.removeItem(at: tmp) }
@@ -91,13 +93,15 @@ public enum ShardDownloader {
         if http.expectedContentLength >= 0 && Int64(size) != http.expectedContentLength {
             throw NanoChatError("\(url.absoluteString): got \(size) of \(http.expectedContentLength) bytes (connection dropped?)")
         }
-        let h = try FileHandle(forReadingFrom: tmp)
-        let head = try h.read(upToCount: 4) ?? Data()
-        try h.seek(toOffset: UInt64(max(0, size - 4)))
-        let tail = try h.read(upToCount: 4) ?? Data()
-        try h.close()
-        guard size >= 12, head == Data("PAR1".utf8), tail == Data("PAR1".utf8) else {
-            throw NanoChatError("\(url.absoluteString): the body (\(size) bytes) is not a whole parquet file")
+        if let verify { try verify(tmp, size) } else {
+            let h = try FileHandle(forReadingFrom: tmp)
+            let head = try h.read(upToCount: 4) ?? Data()
+            try h.seek(toOffset: UInt64(max(0, size - 4)))
+            let tail = try h.read(upToCount: 4) ?? Data()
+            try h.close()
+            guard size >= 12, head == Data("PAR1".utf8), tail == Data("PAR1".utf8) else {
+                throw NanoChatError("\(url.absoluteString): the body (\(size) bytes) is not a whole parquet file")
+            }
         }
         guard rename(tmp.path, dest.path) == 0 else { throw NanoChatError("cannot rename \(tmp.path) to \(dest.path)") }
         return size

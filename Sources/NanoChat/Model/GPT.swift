@@ -192,11 +192,27 @@ public final class GPT {
     public func forward(_ idx: [Int32], batch B: Int, time T: Int, targets: [Int32]? = nil,
                         reduction: LossReduction = .mean, cache: KVCache? = nil, rows: [Int]? = nil,
                         lastOnly: Bool = false) -> Tensor {
-        precondition(idx.count == B * T, "forward: \(idx.count) ids for B=\(B) T=\(T)")
         // a pass over a KV cache is inference: it records no graph (upstream runs it under inference_mode)
         let recording = Tensor.gradEnabled
         if cache != nil { Tensor.gradEnabled = false }
         defer { Tensor.gradEnabled = recording }
+        var x = hiddenStates(idx, batch: B, time: T, cache: cache, rows: rows)
+
+        if let targets {
+            if reduction == .none {
+                let losses = LMHead.lossPerRow(x, lm_head, targets: targets, vocab: config.vocab_size, softcap: Self.softcap)
+                return Tensor(shape: [B * T], values: losses)
+            }
+            return LMHead.loss(x, lm_head, targets: targets, vocab: config.vocab_size, softcap: Self.softcap)
+        }
+        if lastOnly && T > 1 { x = lastPosition(x) }
+        return LMHead.logits(x, lm_head, vocab: config.vocab_size, softcap: Self.softcap)
+    }
+
+    /// The transformer without its head: the final normed hidden state [B, T, n_embd] that the LM head reads.
+    /// Evaluation calls it directly to run the head only at the positions it scores.
+    public func hiddenStates(_ idx: [Int32], batch B: Int, time T: Int, cache: KVCache? = nil, rows: [Int]? = nil) -> Tensor {
+        precondition(idx.count == B * T, "forward: \(idx.count) ids for B=\(B) T=\(T)")
         let pass = cache?.begin(rows: rows, batch: B, time: T, positions: rotary.cos.shape[0])
 
         var x = norm(embedding(wte, idx, shape: [B, T]))
@@ -215,17 +231,11 @@ public final class GPT {
         if let xBackout { x = subtractScaled(x, backout_lambda, xBackout) }
         x = norm(x)
         pass?.end()
-
-        if let targets {
-            if reduction == .none {
-                let losses = LMHead.lossPerRow(x, lm_head, targets: targets, vocab: config.vocab_size, softcap: Self.softcap)
-                return Tensor(shape: [B * T], values: losses)
-            }
-            return LMHead.loss(x, lm_head, targets: targets, vocab: config.vocab_size, softcap: Self.softcap)
-        }
-        if lastOnly && T > 1 { x = lastPosition(x) }
-        return LMHead.logits(x, lm_head, vocab: config.vocab_size, softcap: Self.softcap)
+        return x
     }
+
+    /// The longest sequence a forward accepts: the rotary tables cover 10 x sequence_len positions, as upstream's.
+    public var maxPositions: Int { rotary.cos.shape[0] }
 
     public func zeroGrad() { for t in parameters.values { t.grad = nil } }
 }
