@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import NanoChat
+
+struct ChatEvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat-eval",
+        abstract: "Evaluate a chat model on ARC-Easy, ARC-Challenge, MMLU, GSM8K, HumanEval and SpellingBee.",
+        discussion: """
+        Task data comes from `nanochat dataset tasks`. HumanEval's generated code runs in the sandbox (a separate \
+        python3 with time, memory, process and output limits and no network). Results go to \
+        $NANOCHAT_BASE_DIR/chat_eval/<source>_<tag>_<step>.json; ChatCORE is printed when ARC-Easy, ARC-Challenge, \
+        MMLU, GSM8K and HumanEval all ran.
+        """
+    )
+    @OptionGroup var model: ModelSource
+    @Option(name: .customShort("a"), help: "Tasks separated by | (default: all).") var tasks = ChatTasks.all.joined(separator: "|")
+    @Option(name: .customShort("t"), help: "Sampling temperature (generative tasks).") var temperature: Float = 0
+    @Option(name: .customShort("m"), help: "Max new tokens (generative tasks).") var maxNewTokens = 512
+    @Option(name: .customShort("n"), help: "Samples per problem (generative tasks).") var numSamples = 1
+    @Option(name: .customShort("k"), help: "Top-k for sampling.") var topK = 50
+    @Option(name: .customShort("b"), help: "Problems per forward (categorical tasks).") var batchSize = 8
+    @Option(name: .customShort("x"), help: "At most this many problems per task (-1: all).") var maxProblems = -1
+    @Option(help: "Task data directory (default $NANOCHAT_BASE_DIR/task_data).") var taskData: String?
+
+    func run() throws {
+        try runReportingErrors {
+            let names = tasks.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            // read every task before loading the model, so that missing data fails fast
+            let root = taskData.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? TaskData.directory
+            var problems: [String: [ChatProblem]] = [:]
+            for name in names {
+                let all = try ChatTasks.load(name, root: root)
+                problems[name] = maxProblems > 0 ? Array(all.prefix(maxProblems)) : all
+            }
+            let loaded = try model.load()
+            print("model \(loaded.label) (\(model.source)): \(loaded.model.config)")
+            let engine = Engine(model: loaded.model, tokenizer: loaded.tokenizer)
+            let tty = isatty(1) != 0
+            var results: [ChatEval.TaskResult] = []
+            for name in names {
+                let list = problems[name]!
+                let started = Date()
+                let report: (Int, Int, Int) -> Void = { done, total, passed in
+                    guard tty else { return }
+                    print(String(format: "\r\u{1B}[K%@: %d/%d (%.2f%%)", name, done, total, 100 * Double(passed) / Double(max(done, 1))),
+                          terminator: ""); fflush(stdout)
+                }
+                let r = ChatTasks.categorical.contains(name)
+                    ? try ChatEval.categorical(model: loaded.model, tokenizer: loaded.tokenizer, problems: list, batch: batchSize, progress: report)
+                    : try ChatEval.generative(engine: engine, tokenizer: loaded.tokenizer, task: name, problems: list, samples: numSamples,
+                                              maxTokens: maxNewTokens, temperature: temperature, topK: topK, progress: report)
+                if tty { print("\r\u{1B}[K", terminator: "") }
+                let result = ChatEval.TaskResult(task: name, passed: r.passed, total: r.total,
+                                                 accuracy: Double(r.passed) / Double(max(r.total, 1)), seconds: Date().timeIntervalSince(started))
+                print(String(format: "%@ accuracy: %.2f%% (%d/%d) in %.1fs", name, 100 * result.accuracy, r.passed, r.total, result.seconds))
+                results.append(result)
+            }
+            var summary: [String: Any] = ["source": model.source, "model": loaded.label,
+                                          "results": results.map { ["task": $0.task, "passed": $0.passed, "total": $0.total,
+                                                                    "accuracy": $0.accuracy, "seconds": $0.seconds] }]
+            let core = ["ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval"]
+            if core.allSatisfy({ n in results.contains { $0.task == n } }) {
+                let chatCORE = ChatEval.chatCORE(results.filter { core.contains($0.task) })
+                summary["ChatCORE"] = chatCORE
+                print(String(format: "ChatCORE metric: %.4f", chatCORE))
+            }
+            let out = BaseDir.url.appendingPathComponent("chat_eval", isDirectory: true)
+                .appendingPathComponent("\(model.source)_\(loaded.directory.lastPathComponent)_\(String(format: "%06d", loaded.step)).json")
+            try FileIO.writeAtomically(try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys]), to: out)
+            print("Results written to: \(out.path)")
+        }
+    }
+}
