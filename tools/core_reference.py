@@ -12,7 +12,8 @@ Upstream's logic, written out here independently:
 - every prompt is BOS-prefixed; MC spans start at the options' common token prefix, schema spans are the common suffix,
   LM spans are [len(without), len(with));
 - one forward per example over its options, right-padded with BOS; cross-entropy against the inputs shifted left;
-  MC/schema pick the lowest mean loss over [s-1, e-1) (first minimum); LM is correct iff the argmax matches [s, e).
+  MC/schema pick the lowest mean loss over [s-1, e-1) (first minimum); LM is correct iff the argmax matches [s, e)
+  (compared here by the count of matching positions as well, a finer check than the verdict).
 
 usage: core_reference.py CHECKPOINT_DIR STEP TOKENIZER_DIR BUNDLE_DIR --max-per-task N [--tasks a,b] [--compare OURS.json]
 Needs torch, safetensors, tiktoken, pyyaml (pip); never needed by users.
@@ -78,8 +79,8 @@ def evaluate_task(model, enc, bos, items, kind, shots_k, delim):
         preds = logits.argmax(dim=-1)
         if kind == "language_modeling":
             s, e = sp[0]
-            correct = bool(torch.all(preds[0, s - 1:e - 1] == ids[0, s:e]).item())
-            details.append({"index": i, "correct": correct})
+            hits = preds[0, s - 1:e - 1] == ids[0, s:e]
+            details.append({"index": i, "correct": bool(torch.all(hits).item()), "matched": int(hits.sum().item())})
         else:
             means = [losses[r, s - 1:e - 1].mean().item() for r, (s, e) in enumerate(sp)]
             chosen = means.index(min(means))
@@ -98,7 +99,7 @@ def compare(ours, ref, kinds, tie=1e-5):
         agree = ties = bad = 0
         for a, b in zip(mine["details"], ref_details):
             if kinds[label] == "language_modeling":
-                ok = a["correct"] == b["correct"]
+                ok = a["correct"] == b["correct"] and a.get("matched") == b["matched"]
             else:
                 ok = a["chosen"] == b["chosen"]
                 if not ok:

@@ -18,6 +18,7 @@ struct BaseEvalCommand: ParsableCommand {
     @Option(help: "What to run: core, bpb, sample (comma-separated).") var eval = "core,bpb,sample"
     @Option(help: "CORE: examples per task after upstream's shuffle (-1: all).") var maxPerTask = -1
     @Option(help: "CORE: the task bundle directory (default $NANOCHAT_BASE_DIR/eval_bundle).") var evalBundle: String?
+    @Option(help: "CORE: only these task labels (comma-separated; default: all that core.yaml lists).") var coreTasks: String?
     @Option(help: "CORE: tokens per forward pass (rows of similar length are packed together).") var coreTokens = 16384
     @Option(help: "CORE: also write every example's result (chosen option, mean losses) to this JSON file.") var dumpExamples: String?
     @Option(help: "Rows per batch for bits per byte.") var deviceBatchSize = 32
@@ -67,12 +68,20 @@ struct BaseEvalCommand: ParsableCommand {
     }
 
     func runCore(bundle: EvalBundle, model: GPT, tokenizer: Tokenizer, step: Int) throws {
-        print("== CORE: \(bundle.tasks.count) tasks from \(bundle.directory.path)" + (bundle.source.map { " (\($0))" } ?? ""))
+        var tasks = bundle.tasks
+        if let coreTasks {
+            let wanted = coreTasks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if let unknown = wanted.first(where: { w in !bundle.tasks.contains { $0.label == w } }) {
+                throw NanoChatError("--core-tasks: \(unknown) is not in \(bundle.directory.path)/core.yaml; it lists \(bundle.tasks.map(\.label).joined(separator: ", "))")
+            }
+            tasks = bundle.tasks.filter { wanted.contains($0.label) }
+        }
+        print("== CORE: \(tasks.count) tasks from \(bundle.directory.path)" + (bundle.source.map { " (\($0))" } ?? ""))
         let tty = isatty(1) != 0
         var results: [CoreEval.TaskResult] = []
         let started = Date()
         var examples = 0
-        for task in bundle.tasks {
+        for task in tasks {
             let items = try bundle.items(for: task)
             let head = "\(task.label) (\(task.fewShot)-shot, \(task.type.rawValue))"
             let r = try CoreEval.evaluate(model: model, tokenizer: tokenizer, task: task, items: items, maxPerTask: maxPerTask,
@@ -102,7 +111,7 @@ struct BaseEvalCommand: ParsableCommand {
         print("Results written to: \(csvURL.path)")
         print(String(format: "%d examples in %.1fs: %.1f examples/s", examples, seconds, Double(examples) / max(seconds, 1e-9)))
         let total = bundle.tasks.count + bundle.missing.count
-        let label = bundle.missing.isEmpty ? "CORE metric" : "CORE (\(bundle.tasks.count) of \(total) tasks)"
+        let label = tasks.count == total ? "CORE metric" : "CORE (\(tasks.count) of \(total) tasks)"
         print(String(format: "%@: %.4f", label, core))
         if !bundle.missing.isEmpty { print("not scored (no offline source): \(bundle.missing.joined(separator: ", "))") }
     }

@@ -19,6 +19,7 @@ public enum CoreEval {
         public var correct: Bool
         public var chosen: Int?        // MC / schema: the option with the lowest mean loss
         public var meanLosses: [Double]? // MC / schema: per option
+        public var matched: Int?       // LM: how many of the continuation's tokens the argmax got right
     }
 
     public struct TaskResult: Codable {
@@ -134,10 +135,12 @@ public enum CoreEval {
         // per example: MC / schema take the option with the lowest mean loss, LM needs every argmax to match
         var details: [ExampleResult] = []
         var losses = [[Double]](repeating: [], count: items.count)
+        var lmMatched = [Int](repeating: 0, count: items.count)
         var lmCorrect = [Bool](repeating: true, count: items.count)
         for (r, row) in rows.enumerated() {
             losses[row.example].append(scores[r].meanLoss)
-            if !scores[r].allArgmaxMatch { lmCorrect[row.example] = false }
+            lmMatched[row.example] += scores[r].matched
+            if scores[r].matched != row.end - row.start { lmCorrect[row.example] = false }
         }
         var correctCount = 0
         for (i, item) in items.enumerated() {
@@ -146,9 +149,9 @@ public enum CoreEval {
             case .multipleChoice(_, _, let gold), .schema(_, _, let gold):
                 var best = 0
                 for o in losses[i].indices where losses[i][o] < losses[i][best] { best = o }
-                result = ExampleResult(index: i, correct: best == gold, chosen: best, meanLosses: losses[i])
+                result = ExampleResult(index: i, correct: best == gold, chosen: best, meanLosses: losses[i], matched: nil)
             case .languageModeling:
-                result = ExampleResult(index: i, correct: lmCorrect[i], chosen: nil, meanLosses: nil)
+                result = ExampleResult(index: i, correct: lmCorrect[i], chosen: nil, meanLosses: nil, matched: lmMatched[i])
             }
             if result.correct { correctCount += 1 }
             details.append(result)
@@ -159,12 +162,12 @@ public enum CoreEval {
                           seconds: Date().timeIntervalSince(started), cropped: cropped, details: details)
     }
 
-    struct RowScore { var meanLoss: Double; var allArgmaxMatch: Bool }
+    struct RowScore { var meanLoss: Double; var matched: Int }
 
     /// Forward passes over length-sorted groups of rows; the head runs only at each row's scored positions.
     static func score(model: GPT, rows: [Row], tokensPerForward: Int, progress: (Int, Int) -> Void) -> [RowScore] {
         let order = rows.indices.sorted { rows[$0].tokens.count < rows[$1].tokens.count }
-        var out = [RowScore](repeating: RowScore(meanLoss: 0, allArgmaxMatch: false), count: rows.count)
+        var out = [RowScore](repeating: RowScore(meanLoss: 0, matched: 0), count: rows.count)
         let vocab = model.config.vocab_size, C = model.config.n_embd
         let bos = Int32(rows.first?.tokens.first ?? 0)
         var g = 0
@@ -195,14 +198,14 @@ public enum CoreEval {
             for r in group {
                 let n = rows[r].end - rows[r].start
                 var sum = 0.0
-                var match = true
+                var matched = 0
                 for _ in 0..<n {
                     let (loss, argmax) = crossEntropyAndArgmax(logits.data + k * vocab, vocab, Int(targets[k]))
                     sum += loss
-                    if argmax != Int(targets[k]) { match = false }
+                    if argmax == Int(targets[k]) { matched += 1 }
                     k += 1
                 }
-                out[r] = RowScore(meanLoss: n > 0 ? sum / Double(n) : .nan, allArgmaxMatch: match)
+                out[r] = RowScore(meanLoss: n > 0 ? sum / Double(n) : .nan, matched: matched)
             }
             done += group.count
             progress(done, rows.count)
