@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print the figures the issues ask for, beside the reference where one exists.",
-        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self, BenchInfer.self, BenchServe.self]
+        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self, BenchInfer.self, BenchServe.self, BenchSandbox.self]
     )
 }
 
@@ -426,4 +426,37 @@ func freePort() throws -> Int {
     }
     guard ok else { throw NanoChatError("could not bind a free port") }
     return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// HumanEval's canonical solutions through the sandbox: every one must pass (the guard must not break honest code),
+/// and the time per program is what a HumanEval evaluation pays on top of generation.
+struct BenchSandbox: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandbox",
+        abstract: "Run HumanEval's canonical solutions in the sandbox: pass count and seconds per program."
+    )
+    @Option(help: "Task data directory (default $NANOCHAT_BASE_DIR/task_data).") var taskData: String?
+    @Option(help: "At most this many problems (-1: all 164).") var maxProblems = -1
+
+    func run() throws {
+        try runReportingErrors {
+            let root = taskData.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? TaskData.directory
+            var problems = try ChatTasks.load("HumanEval", root: root)
+            if maxProblems > 0 { problems = Array(problems.prefix(maxProblems)) }
+            print("sandbox: \(Sandbox.networkIsolation); python \(try Sandbox.python())")
+            let start = Date()
+            var passed = 0
+            for (i, p) in problems.enumerated() {
+                guard let he = p.humanEval, case .text(let answer)? = p.conversation.messages.last?.content else { continue }
+                // the canonical answer is prompt + "\n" + solution: run it as the completion, as a perfect model would
+                let program = ChatTasks.humanEvalProgram(prompt: he.prompt, completion: answer, test: he.test, entryPoint: he.entryPoint)
+                let r = try Sandbox.execute(program)
+                if r.success { passed += 1 } else { print("problem \(i) failed: \(r.error ?? "")") }
+            }
+            let dt = Date().timeIntervalSince(start)
+            print(String(format: "HumanEval canonical solutions: %d/%d passed in %.1fs (%.0f ms per program)",
+                         passed, problems.count, dt, 1000 * dt / Double(max(problems.count, 1))))
+            if passed != problems.count { throw NanoChatError("\(problems.count - passed) canonical solutions failed in the sandbox") }
+        }
+    }
 }

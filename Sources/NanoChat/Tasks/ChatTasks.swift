@@ -97,21 +97,22 @@ public enum ChatTasks {
         return String(text[r].dropFirst(5)).trimmingCharacters(in: .whitespaces).replacingOccurrences(of: ",", with: "")
     }
 
-    /// HumanEval's program: the prompt's import lines, the completion's first fenced code block (or all of it),
-    /// the tests, and `check(<entry point>)`.
+    /// HumanEval's program: the import lines at the top of the prompt, the completion's first fenced code block
+    /// (```` ```python ```` or ```` ``` ````, else the whole completion), the tests, and `check(<entry point>)`.
     public static func humanEvalProgram(prompt: String, completion: String, test: String, entryPoint: String) -> String {
-        let imports = prompt.split(separator: "\n", omittingEmptySubsequences: false)
-            .filter { $0.hasPrefix("from ") || $0.hasPrefix("import ") }.joined(separator: "\n")
-        var code = completion
-        for fence in ["```python\n", "```\n"] {
-            if let open = completion.range(of: fence) {
-                let body = completion[open.upperBound...]
-                code = String(body.range(of: "```").map { body[..<$0.lowerBound] } ?? body)
-                break
-            }
+        var imports: [String] = []
+        for line in prompt.components(separatedBy: "\n") {
+            let stripped = line.trimmingCharacters(in: .whitespaces)
+            if stripped.hasPrefix("import ") || stripped.hasPrefix("from ") { imports.append(stripped) }
+            else if !stripped.isEmpty && !stripped.hasPrefix("#") { break }
         }
-        code = code.trimmingCharacters(in: .whitespacesAndNewlines)
-        return imports + "\n\n" + code + "\n\n" + test + "\n" + "check(\(entryPoint))"
+        var code = completion.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let re = try? NSRegularExpression(pattern: "```(?:python)?\\s*\n(.*?)\n```", options: [.dotMatchesLineSeparators]),
+           let m = re.firstMatch(in: completion, range: NSRange(completion.startIndex..., in: completion)),
+           let r = Range(m.range(at: 1), in: completion) {
+            code = completion[r].trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return imports.joined(separator: "\n") + "\n\n" + code + "\n\n" + test + "\n" + "check(\(entryPoint))"
     }
 }
 
