@@ -130,7 +130,7 @@ public enum CoreEval {
             rows[r].end -= cut
             cropped += 1
         }
-        let scores = score(model: model, rows: rows, tokensPerForward: tokensPerForward, progress: progress)
+        let scores = scoreSharingPrefixes(model: model, rows: rows, tokensPerForward: tokensPerForward, progress: progress)
 
         // per example: MC / schema take the option with the lowest mean loss, LM needs every argmax to match
         var details: [ExampleResult] = []
@@ -164,11 +164,86 @@ public enum CoreEval {
 
     struct RowScore { var meanLoss: Double; var matched: Int }
 
+    /// The options of one example share everything up to where they differ (the few-shot examples, the question):
+    /// that prefix runs once into a KV cache, and only each option's remaining tokens run per option. Examples
+    /// with one row (language modelling) or a short shared prefix go through the packed path below.
+    static func scoreSharingPrefixes(model: GPT, rows: [Row], tokensPerForward: Int, minimumShared: Int = 16,
+                                     progress: (Int, Int) -> Void) -> [RowScore] {
+        var byExample: [Int: [Int]] = [:]
+        for (r, row) in rows.enumerated() { byExample[row.example, default: []].append(r) }
+        var out = [RowScore](repeating: RowScore(meanLoss: 0, matched: 0), count: rows.count)
+        var packed: [Int] = []
+        var done = 0
+        let limit = model.maxPositions
+        for example in byExample.keys.sorted() {
+            let members = byExample[example]!
+            // shared = tokens every option has in common, stopping before the first scored prediction
+            var shared = members.map { rows[$0].start - 1 }.min()!
+            for r in members.dropFirst() {
+                var i = 0
+                while i < shared && rows[r].tokens[i] == rows[members[0]].tokens[i] { i += 1 }
+                shared = i
+            }
+            let longest = members.map { rows[$0].tokens.count }.max()!
+            guard members.count > 1, shared >= minimumShared, longest <= limit else { packed += members; continue }
+            let prefix = rows[members[0]].tokens[..<shared].map { Int32($0) }
+            let one = KVCache(config: model.config, batch: 1, capacity: shared)
+            _ = Tensor.withoutGrad { model.hiddenStates(prefix, batch: 1, time: shared, cache: one) }
+            let S = longest - shared
+            let cache = one.broadcast(batch: members.count, capacity: longest)
+            var sub: [Row] = []
+            var idx = [Int32](repeating: Int32(rows[members[0]].tokens[0]), count: members.count * S)
+            for (b, r) in members.enumerated() {
+                var row = rows[r]
+                for (t, v) in row.tokens[shared...].enumerated() { idx[b * S + t] = Int32(v) }
+                row.tokens = Array(row.tokens[shared...]); row.start -= shared; row.end -= shared
+                sub.append(row)
+            }
+            let hidden = Tensor.withoutGrad { model.hiddenStates(idx, batch: members.count, time: S, cache: cache) }
+            // scored positions are >= start - 1 >= shared, so every one of them is in this pass
+            let scores = scoreHidden(model: model, hidden: hidden, rows: sub, time: S, targetsFrom: { b, p in sub[b].tokens[p + 1] })
+            for (b, r) in members.enumerated() { out[r] = scores[b] }
+            done += members.count
+            progress(done, rows.count)
+        }
+        if !packed.isEmpty {
+            let sub = packed.map { rows[$0] }
+            let scores = score(model: model, rows: sub, tokensPerForward: tokensPerForward) { d, _ in progress(done + d, rows.count) }
+            for (i, r) in packed.enumerated() { out[r] = scores[i] }
+        }
+        return out
+    }
+
+    /// Mean loss and argmax matches of each row from the final hidden states [rows, time, C] of one forward.
+    static func scoreHidden(model: GPT, hidden: Tensor, rows: [Row], time T: Int, targetsFrom: (Int, Int) -> Int) -> [RowScore] {
+        let vocab = model.config.vocab_size, C = model.config.n_embd
+        var positions: [Int] = [], targets: [Int32] = []
+        for (b, row) in rows.enumerated() {
+            for p in (row.start - 1)..<(row.end - 1) { positions.append(b * T + p); targets.append(Int32(targetsFrom(b, p))) }
+        }
+        let picked = Tensor(shape: [positions.count, C], zeroed: false)
+        for (k, p) in positions.enumerated() { (picked.data + k * C).update(from: hidden.data + p * C, count: C) }
+        let logits = LMHead.logits(picked, model.lm_head, vocab: vocab, softcap: GPT.softcap)
+        var out: [RowScore] = []
+        var k = 0
+        for row in rows {
+            let n = row.end - row.start
+            var sum = 0.0, matched = 0
+            for _ in 0..<n {
+                let (loss, argmax) = crossEntropyAndArgmax(logits.data + k * vocab, vocab, Int(targets[k]))
+                sum += loss
+                if argmax == Int(targets[k]) { matched += 1 }
+                k += 1
+            }
+            out.append(RowScore(meanLoss: n > 0 ? sum / Double(n) : .nan, matched: matched))
+        }
+        return out
+    }
+
     /// Forward passes over length-sorted groups of rows; the head runs only at each row's scored positions.
     static func score(model: GPT, rows: [Row], tokensPerForward: Int, progress: (Int, Int) -> Void) -> [RowScore] {
         let order = rows.indices.sorted { rows[$0].tokens.count < rows[$1].tokens.count }
         var out = [RowScore](repeating: RowScore(meanLoss: 0, matched: 0), count: rows.count)
-        let vocab = model.config.vocab_size, C = model.config.n_embd
         let bos = Int32(rows.first?.tokens.first ?? 0)
         var g = 0
         var done = 0
@@ -183,30 +258,14 @@ public enum CoreEval {
             }
             g += group.count
             var idx = [Int32](repeating: bos, count: group.count * T)  // right-padded with BOS, as upstream
-            var positions: [Int] = [], targets: [Int32] = []
             for (b, r) in group.enumerated() {
-                let toks = rows[r].tokens
-                for (t, v) in toks.enumerated() { idx[b * T + t] = Int32(v) }
-                // position p predicts token p + 1: the span [start, end) is scored at [start - 1, end - 1)
-                for p in (rows[r].start - 1)..<(rows[r].end - 1) { positions.append(b * T + p); targets.append(Int32(toks[p + 1])) }
+                for (t, v) in rows[r].tokens.enumerated() { idx[b * T + t] = Int32(v) }
             }
             let hidden = Tensor.withoutGrad { model.hiddenStates(idx, batch: group.count, time: T) }
-            let picked = Tensor(shape: [positions.count, C], zeroed: false)
-            for (k, p) in positions.enumerated() { (picked.data + k * C).update(from: hidden.data + p * C, count: C) }
-            let logits = LMHead.logits(picked, model.lm_head, vocab: vocab, softcap: GPT.softcap)
-            var k = 0
-            for r in group {
-                let n = rows[r].end - rows[r].start
-                var sum = 0.0
-                var matched = 0
-                for _ in 0..<n {
-                    let (loss, argmax) = crossEntropyAndArgmax(logits.data + k * vocab, vocab, Int(targets[k]))
-                    sum += loss
-                    if argmax == Int(targets[k]) { matched += 1 }
-                    k += 1
-                }
-                out[r] = RowScore(meanLoss: n > 0 ? sum / Double(n) : .nan, matched: matched)
-            }
+            // position p predicts token p + 1: the span [start, end) is scored at [start - 1, end - 1)
+            let scores = scoreHidden(model: model, hidden: hidden, rows: group.map { rows[$0] }, time: T,
+                                     targetsFrom: { b, p in rows[group[b]].tokens[p + 1] })
+            for (b, r) in group.enumerated() { out[r] = scores[b] }
             done += group.count
             progress(done, rows.count)
         }
@@ -218,9 +277,9 @@ public enum CoreEval {
     static func crossEntropyAndArgmax(_ row: UnsafeMutablePointer<Float>, _ n: Int, _ target: Int) -> (Double, Int) {
         var maxValue = row[0], argmax = 0
         for j in 1..<n where row[j] > maxValue { maxValue = row[j]; argmax = j }
-        var s: Float = 0
-        for j in 0..<n { s += expf(row[j] - maxValue) }
-        return (Double(logf(s)) + Double(maxValue) - Double(row[target]), argmax)
+        var s = 0.0  // summed in Double: 32k Float terms would lose ~1e-5 of the loss
+        for j in 0..<n { s += Double(expf(row[j] - maxValue)) }
+        return (log(s) + Double(maxValue) - Double(row[target]), argmax)
     }
 
     /// CORE: the mean of the centred accuracies.

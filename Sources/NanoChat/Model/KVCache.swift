@@ -152,6 +152,9 @@ extension KVCache {
                     }
                 }
             }
+            // a prefill (every row starts empty) attends only within the chunk: the blocked causal kernel that
+            // training uses is much faster there than the per-query cache kernel
+            if starts.allSatisfy({ $0 == 0 }) && time > 1 { return causalAttention(q, keys, values, window: window) }
             return cachedAttention(q, keys: cache.k[layer], values: cache.v[layer], capacity: cap, kvHeads: hkv,
                                    cacheRows: rows, starts: starts, window: window, scratch: cache.scores)
         }
