@@ -15,7 +15,7 @@ struct BaseEvalCommand: ParsableCommand {
     @Option(name: [.customShort("g"), .long], help: "Model tag (default: the largest d<N> under base_checkpoints).") var modelTag: String?
     @Option(name: [.customShort("s"), .long], help: "Checkpoint step (default: the latest).") var step: Int?
     @Option(help: "A checkpoint directory to load from instead of base_checkpoints/<tag>.") var checkpoint: String?
-    @Option(help: "What to run: core, bpb, sample (comma-separated).") var eval = "core,bpb,sample"
+    @Option(help: "What to run: core, bpb, sample (comma-separated; default all three, CORE only when a bundle exists).") var eval: String?
     @Option(help: "CORE: examples per task after upstream's shuffle (-1: all).") var maxPerTask = -1
     @Option(help: "CORE: the task bundle directory (default $NANOCHAT_BASE_DIR/eval_bundle).") var evalBundle: String?
     @Option(help: "CORE: only these task labels (comma-separated; default: all that core.yaml lists).") var coreTasks: String?
@@ -29,14 +29,21 @@ struct BaseEvalCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let modes = eval.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let modes = (eval ?? "core,bpb,sample").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             if let unknown = modes.first(where: { !["core", "bpb", "sample"].contains($0) }) {
                 throw NanoChatError("--eval: unknown mode \(unknown); expected a comma list of core, bpb, sample")
             }
-            // read the bundle before the model, so that a missing or broken bundle fails fast
-            let bundle = modes.contains("core")
-                ? try EvalBundle(directory: evalBundle.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? EvalBundle.defaultDirectory)
-                : nil
+            // read the bundle before the model, so that a missing or broken bundle fails fast; by default (no --eval)
+            // a missing bundle only skips CORE, with the command that makes one
+            let bundleDir = evalBundle.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? EvalBundle.defaultDirectory
+            var bundle: EvalBundle? = nil
+            if modes.contains("core") {
+                if eval == nil && evalBundle == nil && !FileManager.default.fileExists(atPath: bundleDir.appendingPathComponent("core.yaml").path) {
+                    print("CORE skipped: no task bundle at \(bundleDir.path) (make one with `nanochat dataset tasks`)")
+                } else {
+                    bundle = try EvalBundle(directory: bundleDir)
+                }
+            }
             let loaded = try CheckpointManager.loadModel(source: "base", tag: modelTag, step: step,
                                                          checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                                          tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
