@@ -28,3 +28,17 @@ final class PythonRandomTests: XCTestCase {
         XCTAssertEqual(r.getrandbits(32), 943978446)
     }
 }
+
+/// Expected values printed by NumPy 2 (`np.random.default_rng(42)`), the shuffle behind HuggingFace's `ds.shuffle(seed=42)`.
+final class NumpyRandomTests: XCTestCase {
+    func testDefaultRngMatchesNumPy() {
+        var g = NumpyRandom(seed: 42)
+        XCTAssertEqual([g.next64(), g.next64()], [14276969152011380360, 8095878257575067585])  // bit_generator.random_raw(2)
+        g = NumpyRandom(seed: 42)
+        XCTAssertEqual(g.permutation(20), [15, 9, 14, 7, 12, 10, 6, 19, 3, 0, 16, 5, 11, 18, 2, 4, 17, 1, 13, 8])
+        g = NumpyRandom(seed: 42)
+        XCTAssertEqual(Array(g.permutation(2376).prefix(8)), [658, 1619, 1811, 47, 1494, 1273, 1203, 2293])  // ARC-Easy test
+        g = NumpyRandom(seed: 42)
+        XCTAssertEqual(Array(g.permutation(14042).prefix(8)), [1469, 122, 5555, 7550, 10165, 13363, 1796, 7277])  // MMLU test
+    }
+}

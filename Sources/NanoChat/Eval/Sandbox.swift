@@ -81,8 +81,8 @@ public enum Sandbox {
         let nobody: UInt32 = 65534
         if geteuid() == 0 { _ = chown(work.path, nobody, nobody) }  // the child runs as nobody and works here
         let outURL = root.appendingPathComponent("stdout"), errURL = root.appendingPathComponent("stderr")
-        fm.createFile(atPath: outURL.path, contents: nil)
-        fm.createFile(atPath: errURL.path, contents: nil)
+        _ = fm.createFile(atPath: outURL.path, contents: nil)
+        _ = fm.createFile(atPath: errURL.path, contents: nil)
         let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
 
         let p = Process()

@@ -28,8 +28,17 @@ public enum ChatTasks {
         return s + "\nRespond only with the letter of the correct answer."
     }
 
-    /// The problems of one task, from task_data (SpellingBee from the word list), in file order.
+    /// The problems of one task, from task_data (SpellingBee from the word list), in upstream's order: its tasks
+    /// shuffle the HuggingFace rows with `ds.shuffle(seed=42)`, NumPy's `default_rng(42).permutation(n)`, so that
+    /// `-x N` takes the same N problems (our offline files keep the HuggingFace row order).
     public static func load(_ name: String, root: URL = TaskData.directory) throws -> [ChatProblem] {
+        let problems = try loadInFileOrder(name, root: root)
+        if name == "SpellingBee" { return problems }  // generated per index, no dataset to shuffle
+        var rng = NumpyRandom(seed: 42)
+        return rng.permutation(problems.count).map { problems[$0] }
+    }
+
+    static func loadInFileOrder(_ name: String, root: URL) throws -> [ChatProblem] {
         func mc(_ task: String) throws -> [ChatProblem] {
             try TaskData.read(task: task, split: "test", root: root).enumerated().map { i, e in
                 guard let q = e.question, let c = e.choices, let a = e.answer, c.indices.contains(a), c.count <= 26 else {
