@@ -95,4 +95,17 @@ final class CoreEvalTests: XCTestCase {
                                                              attempts: 2, backoff: 0.01) { _ in })
         XCTAssertEqual(try EvalBundle(directory: dest).tasks.count, 2)
     }
+
+    /// Upstream's templates: shots separated by a blank line; for language modelling the context is stripped and the
+    /// prompt without the continuation loses the delimiter's trailing space.
+    func testPromptTemplates() {
+        let lm = CoreEval.prompts(.languageModeling(context: "Once upon a time  ", continuation: " there"),
+                                  shots: [.languageModeling(context: " Shot ", continuation: "one")], delimiter: " ")
+        XCTAssertEqual(lm, ["Shot one\n\nOnce upon a time", "Shot one\n\nOnce upon a time  there"])
+        let mc = CoreEval.prompts(.multipleChoice(query: "Q", choices: ["x", "y"], gold: 0),
+                                  shots: [.multipleChoice(query: "S", choices: ["a", "b"], gold: 1)], delimiter: "\nAnswer: ")
+        XCTAssertEqual(mc, ["S\nAnswer: b\n\nQ\nAnswer: x", "S\nAnswer: b\n\nQ\nAnswer: y"])
+        let schema = CoreEval.prompts(.schema(contextOptions: ["A went", "B went"], continuation: "home.", gold: 1), shots: [], delimiter: " ")
+        XCTAssertEqual(schema, ["A went home.", "B went home."])
+    }
 }

@@ -47,7 +47,7 @@ public enum CoreEval {
     }
 
     /// The prompts of one item given its few-shot examples: one per option (MC, schema), or [without, with] (LM).
-    static func prompts(_ item: EvalBundle.Item, shots: [EvalBundle.Item], delimiter d: String) -> [String] {
+    public static func prompts(_ item: EvalBundle.Item, shots: [EvalBundle.Item], delimiter d: String) -> [String] {
         switch item {
         case .multipleChoice(let query, let choices, _):
             var prefix = ""
