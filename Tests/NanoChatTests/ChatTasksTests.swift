@@ -41,3 +41,30 @@ final class ChatTasksTests: XCTestCase {
                        "Multiple Choice question: 2+2?\n- 4=A\n- 5=B\n\nRespond only with the letter of the correct answer.")
     }
 }
+
+final class ArithmeticProblemsTests: XCTestCase {
+    /// Every calculator span computes what it claims (checked with the engine's own calculator), the `####` answer is
+    /// the last result, and the same seed gives the same problems.
+    func testWorkedAnswersAreRightAndDeterministic() {
+        for level in 1...3 {
+            for i in 0..<300 {
+                let p = ArithmeticProblems.problem(index: i, level: level, seed: 7)
+                XCTAssertEqual(p, ArithmeticProblems.problem(index: i, level: level, seed: 7))
+                let parts = ChatTasks.gsm8kParts(p.solution)
+                let calls = parts.filter { $0.type == "python" }
+                let outputs = parts.filter { $0.type == "python_output" }
+                XCTAssertEqual(calls.count, level, "level \(level) problem \(i) should take \(level) steps: \(p.solution)")
+                for (c, o) in zip(calls, outputs) {
+                    XCTAssertEqual(Calculator.evaluate(c.text), o.text, "\(c.text) in \(p.solution)")
+                }
+                XCTAssertEqual(ChatTasks.extractAnswer(p.solution), String(p.answer))
+                XCTAssertEqual(outputs.last?.text, String(p.answer))
+                XCTAssertGreaterThanOrEqual(p.answer, 0)
+            }
+        }
+        let a = ArithmeticProblems.examples(count: 9, seed: 1, idPrefix: "arith")
+        let b = ArithmeticProblems.examples(count: 9, seed: 2, idPrefix: "arith")
+        XCTAssertNotEqual(a.map(\.question), b.map(\.question))
+        XCTAssertEqual(Set(a.map(\.question)).count, 9)
+    }
+}
