@@ -48,7 +48,7 @@ struct ChatEvalCommand: ParsableCommand {
                 }
                 let r = ChatTasks.categorical.contains(name)
                     ? try ChatEval.categorical(model: loaded.model, tokenizer: loaded.tokenizer, problems: list, batch: batchSize, progress: report)
-                    : try ChatEval.generative(engine: engine, tokenizer: loaded.tokenizer, task: name, problems: list, samples: numSamples,
+                    : try ChatEval.generative(engine: engine, tokenizer: loaded.tokenizer, problems: list, samples: numSamples,
                                               maxTokens: maxNewTokens, temperature: temperature, topK: topK, progress: report)
                 if tty { print("\r\u{1B}[K", terminator: "") }
                 let result = ChatEval.TaskResult(task: name, passed: r.passed, total: r.total,

@@ -78,19 +78,10 @@ final class SandboxTests: XCTestCase {
     }
 
     func testNoNetwork() throws {
-        // a real listener on this machine: the sandboxed code must not reach it
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        XCTAssertGreaterThanOrEqual(listener, 0)
-        defer { close(listener) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } }
-        XCTAssertEqual(listen(listener, 4), 0)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
-        let port = Int(UInt16(bigEndian: addr.sin_port))
+        // a real listener on this machine (the download tests' server): the sandboxed code must not reach it
+        let server = try LocalHTTPServer { _ in (200, Array("reached".utf8), nil) }
+        defer { server.stop() }
+        let port = server.port
         let viaSocket = try run("import socket\nsocket.create_connection(('127.0.0.1', \(port)), timeout=1)")
         XCTAssertFalse(viaSocket.success)
         let viaModule = try run("""

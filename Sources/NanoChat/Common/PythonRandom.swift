@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Python's `random.Random` (MT19937), reproduced exactly, because upstream's evaluation draws with it: CORE shuffles each
 /// task with `Random(1337)` and picks few-shot examples with `Random(1234 + i).sample(...)`, and SpellingBee seeds
 /// `Random(index)` per example. Same seed, same draws, so we score the same examples with the same prompts.
@@ -115,9 +121,3 @@ public struct PythonRandom {
         return result
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

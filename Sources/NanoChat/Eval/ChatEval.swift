@@ -51,7 +51,7 @@ public enum ChatEval {
     }
 
     /// Generative: `samples` completions per problem; passes if any passes its task's judge.
-    public static func generative(engine: Engine, tokenizer: Tokenizer, task: String, problems: [ChatProblem], samples: Int,
+    public static func generative(engine: Engine, tokenizer: Tokenizer, problems: [ChatProblem], samples: Int,
                                   maxTokens: Int, temperature: Float, topK: Int, sandbox: Sandbox.Limits = Sandbox.Limits(),
                                   progress: (Int, Int, Int) -> Void) throws -> (passed: Int, total: Int) {
         var passed = 0

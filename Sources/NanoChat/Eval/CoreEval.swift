@@ -12,7 +12,7 @@ import NanoTensor
 /// forwards of about `tokensPerForward` tokens, and the LM head runs only at the positions that are scored.
 public enum CoreEval {
     /// One tokenized option: the sequence, and the span [start, end) whose tokens are scored.
-    struct Row { var tokens: [Int]; var start: Int; var end: Int; var example: Int; var option: Int }
+    struct Row { var tokens: [Int]; var start: Int; var end: Int; var example: Int }
 
     public struct ExampleResult: Codable, Equatable {
         public var index: Int          // position in the shuffled, truncated task
@@ -77,7 +77,7 @@ public enum CoreEval {
                 while i < common && s[i] == seqs[0][i] { i += 1 }
                 common = i
             }
-            return seqs.enumerated().map { Row(tokens: $1, start: common, end: $1.count, example: example, option: $0) }
+            return seqs.map { Row(tokens: $0, start: common, end: $0.count, example: example) }
         case .schema:
             // the span is the tokens all options end with (the shared continuation)
             var common = seqs.map(\.count).min()!
@@ -86,13 +86,13 @@ public enum CoreEval {
                 while i < common && s[s.count - 1 - i] == seqs[0][seqs[0].count - 1 - i] { i += 1 }
                 common = i
             }
-            return seqs.enumerated().map { Row(tokens: $1, start: $1.count - common, end: $1.count, example: example, option: $0) }
+            return seqs.map { Row(tokens: $0, start: $0.count - common, end: $0.count, example: example) }
         case .languageModeling:
             let (without, with) = (seqs[0], seqs[1])
             guard without.count <= with.count, Array(with.prefix(without.count)) == without else {
                 throw NanoChatError("language-modelling item \(example): the context's tokens are not a prefix of context + continuation")
             }
-            return [Row(tokens: with, start: without.count, end: with.count, example: example, option: 0)]
+            return [Row(tokens: with, start: without.count, end: with.count, example: example)]
         }
     }
 
@@ -130,7 +130,8 @@ public enum CoreEval {
             rows[r].end -= cut
             cropped += 1
         }
-        let scores = scoreSharingPrefixes(model: model, rows: rows, tokensPerForward: tokensPerForward, progress: progress)
+        let scores = scoreSharingPrefixes(model: model, rows: rows, pad: Int32(tokenizer.bosID), tokensPerForward: tokensPerForward,
+                                          progress: progress)
 
         // per example: MC / schema take the option with the lowest mean loss, LM needs every argmax to match
         var details: [ExampleResult] = []
@@ -167,14 +168,14 @@ public enum CoreEval {
     /// The options of one example share everything up to where they differ (the few-shot examples, the question):
     /// that prefix runs once into a KV cache, and only each option's remaining tokens run per option. Examples
     /// with one row (language modelling) or a short shared prefix go through the packed path below.
-    static func scoreSharingPrefixes(model: GPT, rows: [Row], tokensPerForward: Int, minimumShared: Int = 16,
+    /// Rows are right-padded with `pad` (BOS, as upstream); under causal attention padding never reaches a scored position.
+    static func scoreSharingPrefixes(model: GPT, rows: [Row], pad: Int32, tokensPerForward: Int, minimumShared: Int = 16,
                                      progress: (Int, Int) -> Void) -> [RowScore] {
         var byExample: [Int: [Int]] = [:]
         for (r, row) in rows.enumerated() { byExample[row.example, default: []].append(r) }
         var out = [RowScore](repeating: RowScore(meanLoss: 0, matched: 0), count: rows.count)
         var packed: [Int] = []
         var done = 0
-        let limit = model.maxPositions
         for example in byExample.keys.sorted() {
             let members = byExample[example]!
             // shared = tokens every option has in common, stopping before the first scored prediction
@@ -185,14 +186,14 @@ public enum CoreEval {
                 shared = i
             }
             let longest = members.map { rows[$0].tokens.count }.max()!
-            guard members.count > 1, shared >= minimumShared, longest <= limit else { packed += members; continue }
+            guard members.count > 1, shared >= minimumShared else { packed += members; continue }
             let prefix = rows[members[0]].tokens[..<shared].map { Int32($0) }
             let one = KVCache(config: model.config, batch: 1, capacity: shared)
             _ = Tensor.withoutGrad { model.hiddenStates(prefix, batch: 1, time: shared, cache: one) }
             let S = longest - shared
             let cache = one.broadcast(batch: members.count, capacity: longest)
             var sub: [Row] = []
-            var idx = [Int32](repeating: Int32(rows[members[0]].tokens[0]), count: members.count * S)
+            var idx = [Int32](repeating: pad, count: members.count * S)
             for (b, r) in members.enumerated() {
                 var row = rows[r]
                 for (t, v) in row.tokens[shared...].enumerated() { idx[b * S + t] = Int32(v) }
@@ -201,25 +202,25 @@ public enum CoreEval {
             }
             let hidden = Tensor.withoutGrad { model.hiddenStates(idx, batch: members.count, time: S, cache: cache) }
             // scored positions are >= start - 1 >= shared, so every one of them is in this pass
-            let scores = scoreHidden(model: model, hidden: hidden, rows: sub, time: S, targetsFrom: { b, p in sub[b].tokens[p + 1] })
+            let scores = scoreHidden(model: model, hidden: hidden, rows: sub, time: S)
             for (b, r) in members.enumerated() { out[r] = scores[b] }
             done += members.count
             progress(done, rows.count)
         }
         if !packed.isEmpty {
             let sub = packed.map { rows[$0] }
-            let scores = score(model: model, rows: sub, tokensPerForward: tokensPerForward) { d, _ in progress(done + d, rows.count) }
+            let scores = score(model: model, rows: sub, pad: pad, tokensPerForward: tokensPerForward) { d, _ in progress(done + d, rows.count) }
             for (i, r) in packed.enumerated() { out[r] = scores[i] }
         }
         return out
     }
 
     /// Mean loss and argmax matches of each row from the final hidden states [rows, time, C] of one forward.
-    static func scoreHidden(model: GPT, hidden: Tensor, rows: [Row], time T: Int, targetsFrom: (Int, Int) -> Int) -> [RowScore] {
+    static func scoreHidden(model: GPT, hidden: Tensor, rows: [Row], time T: Int) -> [RowScore] {
         let vocab = model.config.vocab_size, C = model.config.n_embd
         var positions: [Int] = [], targets: [Int32] = []
         for (b, row) in rows.enumerated() {
-            for p in (row.start - 1)..<(row.end - 1) { positions.append(b * T + p); targets.append(Int32(targetsFrom(b, p))) }
+            for p in (row.start - 1)..<(row.end - 1) { positions.append(b * T + p); targets.append(Int32(row.tokens[p + 1])) }
         }
         let picked = Tensor(shape: [positions.count, C], zeroed: false)
         for (k, p) in positions.enumerated() { (picked.data + k * C).update(from: hidden.data + p * C, count: C) }
@@ -241,10 +242,9 @@ public enum CoreEval {
     }
 
     /// Forward passes over length-sorted groups of rows; the head runs only at each row's scored positions.
-    static func score(model: GPT, rows: [Row], tokensPerForward: Int, progress: (Int, Int) -> Void) -> [RowScore] {
+    static func score(model: GPT, rows: [Row], pad: Int32, tokensPerForward: Int, progress: (Int, Int) -> Void) -> [RowScore] {
         let order = rows.indices.sorted { rows[$0].tokens.count < rows[$1].tokens.count }
         var out = [RowScore](repeating: RowScore(meanLoss: 0, matched: 0), count: rows.count)
-        let bos = Int32(rows.first?.tokens.first ?? 0)
         var g = 0
         var done = 0
         while g < order.count {
@@ -257,14 +257,13 @@ public enum CoreEval {
                 group.append(order[g + group.count]); T = nextT
             }
             g += group.count
-            var idx = [Int32](repeating: bos, count: group.count * T)  // right-padded with BOS, as upstream
+            var idx = [Int32](repeating: pad, count: group.count * T)
             for (b, r) in group.enumerated() {
                 for (t, v) in rows[r].tokens.enumerated() { idx[b * T + t] = Int32(v) }
             }
             let hidden = Tensor.withoutGrad { model.hiddenStates(idx, batch: group.count, time: T) }
             // position p predicts token p + 1: the span [start, end) is scored at [start - 1, end - 1)
-            let scores = scoreHidden(model: model, hidden: hidden, rows: group.map { rows[$0] }, time: T,
-                                     targetsFrom: { b, p in rows[group[b]].tokens[p + 1] })
+            let scores = scoreHidden(model: model, hidden: hidden, rows: group.map { rows[$0] }, time: T)
             for (b, r) in group.enumerated() { out[r] = scores[b] }
             done += group.count
             progress(done, rows.count)

@@ -201,11 +201,10 @@ enum MiniYAML {
                 if rest.isEmpty {
                     pos += 1
                     items.append(pos < lines.count && lines[pos].indent > indent ? try parseBlock(indent: lines[pos].indent) : .scalar(""))
-                } else if let colon = keyColon(rest) {
+                } else if keyColon(rest) != nil {
                     // "- key: value" starts a mapping whose other keys sit at the key's column
                     let keyIndent = indent + (lines[pos].text.count - rest.count)
                     lines[pos] = (keyIndent, rest, lines[pos].number)
-                    _ = colon
                     items.append(try parseMap(indent: keyIndent))
                 } else {
                     items.append(try scalarOrFlow(rest))

