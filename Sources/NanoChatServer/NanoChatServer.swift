@@ -169,8 +169,10 @@ public enum NanoChatServer {
                 ]
                 continuation.yield(ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()))
             }
-            continuation.finish()
+            // Count and free the worker before the response ends, so a client that reads /stats right after
+            // its answer already sees this request counted.
             admission.release(worker, tokens: answer.count)
+            continuation.finish()
             log("\(openAI ? "/v1/chat/completions" : "/chat/completions"): \(req.messages.count) messages, \(prompt.count) prompt tokens, \(answer.count) generated, worker \(worker)\(cancel.isCancelled ? " (client went away)" : "")")
         })
         let headers: HTTPFields = req.stream
