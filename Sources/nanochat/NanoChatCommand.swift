@@ -8,7 +8,7 @@ struct NanoChatCommand: AsyncParsableCommand {
         commandName: "nanochat",
         abstract: "nanochat in Swift: tokenizer, GPT pretraining, fine-tuning, evaluation and chat.",
         discussion: "Data, tokenizers and checkpoints live under NANOCHAT_BASE_DIR (default ~/.cache/nanochat).",
-        subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, ChatEvalCommand.self, ChatCLICommand.self, ChatWebCommand.self, DeviceCommand.self, BenchCommand.self]
+        subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, MidTrainCommand.self, ChatSFTCommand.self, ChatRLCommand.self, ChatEvalCommand.self, ReportCommand.self, ChatCLICommand.self, ChatWebCommand.self, DeviceCommand.self, BenchCommand.self]
     )
 }
 

@@ -24,6 +24,10 @@ public struct CheckpointMeta: Codable {
     public var loop_state: LoopState?
     public var loader_exact: ExactLoaderState?
     public var optimizer_adam_steps: [Int]?
+    /// Which stage wrote it: base, mid, sft or rl (absent in base checkpoints from before the chat stages).
+    public var stage: String?
+    /// The conversation loader's position (mid-training and SFT), for an exact resume.
+    public var conversation_loader: ConversationLoaderState?
 }
 
 /// Checkpoints under `<base>/<phase>_checkpoints/<tag>/`: `model_<step>.safetensors` (upstream parameter names,
@@ -151,7 +155,7 @@ extension CheckpointManager {
     /// vocabulary differs from the model's. A chat source with no checkpoints yet falls back to the base model,
     /// saying so on stderr.
     public static func loadModel(source: String, tag: String? = nil, step: Int? = nil, checkpoint: URL? = nil,
-                                 tokenizerDir: URL? = nil) throws -> LoadedModel {
+                                 fallbackToBase: Bool = true, tokenizerDir: URL? = nil) throws -> LoadedModel {
         guard var phase = phases[source] else {
             throw NanoChatError("the model source must be one of \(phases.keys.sorted().joined(separator: ", ")), got \(source)")
         }
@@ -160,6 +164,9 @@ extension CheckpointManager {
             dir = checkpoint
         } else {
             if phase != "base" && (try? defaultTag(phase: phase)) == nil {
+                guard fallbackToBase else {
+                    throw NanoChatError("no \(phase)_checkpoints in \(BaseDir.url.path); train that stage first (source \(source))")
+                }
                 FileHandle.standardError.write(Data("note: no \(phase)_checkpoints yet; using the base model\n".utf8))
                 phase = "base"
             }
@@ -167,6 +174,11 @@ extension CheckpointManager {
         }
         guard let s = step ?? latestStep(in: dir) else { throw NanoChatError("no model_<step>.safetensors in \(dir.path)") }
         let (model, meta) = try loadModel(directory: dir, step: s)
+        // a checkpoint says which stage wrote it; one found under another stage's folder is refused
+        let expected = phases.first { $0.value == phase }!.key
+        if checkpoint == nil, let written = meta.stage, written != expected {
+            throw NanoChatError("\(dir.path) step \(s) holds a \(written) checkpoint, not a \(expected) one; move it to \(written)'s folder")
+        }
         let tokenizer = try Tokenizer.load(from: tokenizerDir ?? BaseDir.tokenizer)
         guard tokenizer.vocabSize == model.config.vocab_size else {
             throw NanoChatError("the tokenizer has \(tokenizer.vocabSize) ids but the model was trained with \(model.config.vocab_size); pass the tokenizer it was trained with (--tokenizer-dir)")

@@ -75,6 +75,30 @@ public enum ChatEval {
         return (passed, problems.count)
     }
 
+    /// Evaluates `problems` per task in `names` order (categorical by forward, generative by sampling) and returns one
+    /// result per task; `progress(task, done, total, passed)` follows each task.
+    public static func run(model: GPT, tokenizer: Tokenizer, names: [String], problems: [String: [ChatProblem]], batch: Int,
+                           samples: Int = 1, maxTokens: Int = 512, temperature: Float = 0, topK: Int = 50,
+                           progress: (String, Int, Int, Int) -> Void = { _, _, _, _ in }) throws -> [TaskResult] {
+        let engine = Engine(model: model, tokenizer: tokenizer)
+        var results: [TaskResult] = []
+        for name in names {
+            let list = problems[name] ?? []
+            let started = Date()
+            let report: (Int, Int, Int) -> Void = { progress(name, $0, $1, $2) }
+            let r = ChatTasks.categorical.contains(name)
+                ? try categorical(model: model, tokenizer: tokenizer, problems: list, batch: batch, progress: report)
+                : try generative(engine: engine, tokenizer: tokenizer, problems: list, samples: samples, maxTokens: maxTokens,
+                                 temperature: temperature, topK: topK, progress: report)
+            results.append(TaskResult(task: name, passed: r.passed, total: r.total, accuracy: Double(r.passed) / Double(max(r.total, 1)),
+                                      seconds: Date().timeIntervalSince(started)))
+        }
+        return results
+    }
+
+    /// The five tasks ChatCORE averages (SpellingBee is reported but not part of it, as upstream).
+    public static let chatCORETasks = ["ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval"]
+
     /// ChatCORE: the mean over tasks of (accuracy − chance) / (1 − chance).
     public static func chatCORE(_ results: [TaskResult]) -> Double {
         results.map { r in let b = ChatTasks.baseline[r.task] ?? 0; return (r.accuracy - b) / (1 - b) }.reduce(0, +) / Double(results.count)

@@ -5,12 +5,22 @@ import NanoTensor
 /// whose token has bytes (special tokens and ignored targets never count), divided by ln 2 * total bytes.
 /// Independent of the tokenizer's vocabulary size, so models with different tokenizers compare.
 public func evaluateBPB(model: GPT, loader: BestFitLoader, steps: Int, tokenBytes: [Int32]) throws -> Double {
+    try evaluateBPB(model: model, batch: loader.batch, seqLen: loader.seqLen, steps: steps, tokenBytes: tokenBytes) {
+        let (x, y, _) = try loader.next()
+        return (x, y)
+    }
+}
+
+/// The same over any source of (inputs, targets) batches: SFT's conversation loader, whose targets are -1 outside
+/// the assistant's tokens, so only what training supervises counts.
+public func evaluateBPB(model: GPT, batch: Int, seqLen: Int, steps: Int, tokenBytes: [Int32],
+                        next: () throws -> (inputs: [Int32], targets: [Int32])) throws -> Double {
     var nats = 0.0
     var bytes = 0
     for _ in 0..<steps {
-        let (x, y, _) = try loader.next()
+        let (x, y) = try next()
         let losses = Tensor.withoutGrad {
-            model.forward(x, batch: loader.batch, time: loader.seqLen, targets: y, reduction: .none).array
+            model.forward(x, batch: batch, time: seqLen, targets: y, reduction: .none).array
         }
         for (i, t) in y.enumerated() where t >= 0 {
             let b = Int(tokenBytes[Int(t)])

@@ -151,7 +151,7 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
                                    device_batch_size: o.deviceBatchSize, max_seq_len: t, total_batch_size: plan.totalBatchSize,
                                    dataloader_state_dict: loader.consumedApproximate,
                                    loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime),
-                                   loader_exact: loader.consumedState)
+                                   loader_exact: loader.consumedState, stage: "base")
             try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m)
             log("saved checkpoint \(dir.path) step \(step)")
         }

@@ -9,18 +9,22 @@ public enum LMHead {
     static let chunkRows = 256
 
     /// Mean cross-entropy over targets that are not -1 (a scalar tensor), with its gradient into x and W.
-    public static func loss(_ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float) -> Tensor {
+    /// With `weights` and `divisor` it is the weighted sum `sum_i weights[i] * CE_i / divisor` instead (RL's
+    /// token-level policy-gradient objective: each token's weight is its sequence's advantage).
+    public static func loss(_ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float,
+                            weights: [Float]? = nil, divisor: Float? = nil) -> Tensor {
         let c = w.shape[1]
         let n = x.count / c
         precondition(targets.count == n, "loss: \(targets.count) targets for \(n) rows")
+        precondition(weights == nil || weights!.count == n, "loss: \(weights?.count ?? 0) weights for \(n) rows")
         let valid = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
         let wantGrad = Tensor.gradEnabled && (x.requiresGrad || w.requiresGrad)
-        let invCount: Float = valid > 0 ? 1 / Float(valid) : .nan
+        let invCount: Float = divisor.map { 1 / $0 } ?? (valid > 0 ? 1 / Float(valid) : .nan)
         let dx = wantGrad ? Tensor(shape: x.shape, zeroed: false) : nil
         let dw = wantGrad ? Tensor(shape: [vocab, c], zeroed: true) : nil
         var total: Double = 0
-        forEachChunk(x, w, targets: targets, vocab: vocab, softcap: softcap, gradScale: wantGrad ? invCount : nil) { r0, rows, chunk, losses in
-            for i in 0..<rows where targets[r0 + i] >= 0 { total += Double(losses[i]) }
+        forEachChunk(x, w, targets: targets, vocab: vocab, softcap: softcap, gradScale: wantGrad ? invCount : nil, weights: weights) { r0, rows, chunk, losses in
+            for i in 0..<rows where targets[r0 + i] >= 0 { total += Double(losses[i]) * Double(weights?[r0 + i] ?? 1) }
             if let dx, let dw {
                 // dX rows = G W ; dW += G^T X   (G is the chunk's logit gradient, already scaled)
                 Profiler.measure("lmHead.dx sgemm") {
@@ -62,7 +66,7 @@ public enum LMHead {
     /// Walks the rows in chunks: `body(firstRow, rows, chunk, losses)` sees each chunk's per-row losses and
     /// its logits (or, with `gradScale`, its logit gradient) while they are in cache.
     static func forEachChunk(_ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float, gradScale: Float?,
-                             _ body: (Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
+                             weights: [Float]? = nil, _ body: (Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
         let c = w.shape[1]
         let n = x.count / c
         precondition(targets.count == n, "lm head: \(targets.count) targets for \(n) rows")
@@ -72,7 +76,8 @@ public enum LMHead {
         while r0 < n {
             let rows = min(chunkRows, n - r0)
             forwardChunk(x.data + r0 * c, rows: rows, w: w.data, c: c, vocab: vocab, softcap: softcap,
-                         targets: Array(targets[r0..<(r0 + rows)]), logits: chunk.data, losses: losses.data, gradScale: gradScale)
+                         targets: Array(targets[r0..<(r0 + rows)]), logits: chunk.data, losses: losses.data, gradScale: gradScale,
+                         weights: weights.map { Array($0[r0..<(r0 + rows)]) })
             body(r0, rows, chunk.data, losses.data)
             r0 += rows
         }
@@ -104,7 +109,7 @@ public enum LMHead {
     /// `gradScale` is set, the logit gradient (softmax - onehot) * (1 - tanh^2) * gradScale in place.
     static func forwardChunk(_ x: UnsafePointer<Float>, rows: Int, w: UnsafePointer<Float>, c: Int, vocab: Int,
                              softcap: Float, targets: [Int32], logits: UnsafeMutablePointer<Float>,
-                             losses: UnsafeMutablePointer<Float>, gradScale: Float?) {
+                             losses: UnsafeMutablePointer<Float>, gradScale: Float?, weights: [Float]? = nil) {
         Profiler.measure("lmHead.logits sgemm") {
             sgemm(transA: false, transB: true, m: rows, n: vocab, k: c, a: x, lda: c, b: w, ldb: c, c: logits, ldc: vocab)
         }
@@ -137,7 +142,8 @@ public enum LMHead {
                 let t = Int(targets[i])
                 let targetLogit = t >= 0 ? row[t] : 0
                 losses[i] = t >= 0 ? lse - targetLogit : 0
-                guard let gs = gradScale else { continue }
+                guard let scaleAll = gradScale else { continue }
+                let gs = scaleAll * (weights?[i] ?? 1)
                 if t < 0 {
                     row.update(repeating: 0, count: vocab)
                     continue
