@@ -49,11 +49,14 @@ struct BaseEvalCommand: ParsableCommand {
                                                          tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
             let (model, meta, tok, s) = (loaded.model, loaded.meta, loaded.tokenizer, loaded.step)
             print("model \(loaded.label): \(model.config)")
+            var section: [(String, String)] = [("Model", loaded.label)]
             if modes.contains("sample") {
                 print("== samples")
                 for prompt in baseSamplePrompts {
                     let out = model.generate([tok.bosID] + tok.encode(prompt), maxTokens: maxTokens)
-                    print("\(prompt)\(try tok.decode(out))".replacingOccurrences(of: "\n", with: "⏎"))
+                    let text = "\(prompt)\(try tok.decode(out))".replacingOccurrences(of: "\n", with: "⏎")
+                    print(text)
+                    section.append(("sample", text))
                 }
             }
             if modes.contains("bpb") {
@@ -66,15 +69,19 @@ struct BaseEvalCommand: ParsableCommand {
                                                    batch: deviceBatchSize, seqLen: seq)
                     let bpb = try evaluateBPB(model: model, loader: loader, steps: steps, tokenBytes: tok.tokenByteCounts)
                     print(String(format: "%@ bpb: %.4f", split, bpb))
+                    section.append(("\(split) bpb", String(format: "%.4f", bpb)))
                 }
             }
             if let bundle {
-                try runCore(bundle: bundle, model: model, tokenizer: tok, step: s)
+                let (core, results) = try runCore(bundle: bundle, model: model, tokenizer: tok, step: s)
+                section.insert(("CORE", String(format: "%.4f", core)), at: 1)
+                section += results.map { ($0.label, String(format: "%.4f (centered %.4f, %d examples)", $0.accuracy, $0.centered, $0.examples)) }
             }
+            try Report.log(section: "Base model evaluation", data: section)
         }
     }
 
-    func runCore(bundle: EvalBundle, model: GPT, tokenizer: Tokenizer, step: Int) throws {
+    func runCore(bundle: EvalBundle, model: GPT, tokenizer: Tokenizer, step: Int) throws -> (Double, [CoreEval.TaskResult]) {
         var tasks = bundle.tasks
         if let coreTasks {
             let wanted = coreTasks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -121,5 +128,6 @@ struct BaseEvalCommand: ParsableCommand {
         let label = tasks.count == total ? "CORE metric" : "CORE (\(tasks.count) of \(total) tasks)"
         print(String(format: "%@: %.4f", label, core))
         if !bundle.missing.isEmpty { print("not scored (no offline source): \(bundle.missing.joined(separator: ", "))") }
+        return (core, results)
     }
 }

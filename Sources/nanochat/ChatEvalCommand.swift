@@ -60,6 +60,10 @@ struct ChatEvalCommand: ParsableCommand {
                 .appendingPathComponent("\(model.source)_\(loaded.directory.lastPathComponent)_\(String(format: "%06d", loaded.step)).json")
             try FileIO.writeAtomically(try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys]), to: out)
             print("Results written to: \(out.path)")
+            var section: [(String, String)] = [("Model", "\(model.source) \(loaded.label)")]
+            section += results.map { ($0.task, String(format: "%.4f", $0.accuracy)) }
+            if let c = summary["ChatCORE"] as? Double { section.append(("ChatCORE", String(format: "%.4f", c))) }
+            try Report.log(section: "Chat evaluation \(model.source)", arguments: ["tasks": tasks, "max_problems": "\(maxProblems)", "num_samples": "\(numSamples)", "temperature": "\(temperature)"], data: section)
         }
     }
 }

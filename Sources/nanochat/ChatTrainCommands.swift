@@ -52,8 +52,7 @@ struct ReportCommand: ParsableCommand {
         abstract: "The report card: `reset` starts a run's report, `generate` writes report/report.md and report.html.",
         discussion: """
         Each stage appends its own section to $NANOCHAT_BASE_DIR/report/ as it finishes; `generate` joins them with \
-        the training curves (SVG) and a table of every metric per stage (base, mid, sft, rl), and copies report.md \
-        to the current directory.
+        the training curves (SVG) and a table of every metric per stage (base, mid, sft, rl).
         """
     )
     @Argument(help: "reset or generate") var action = "generate"
@@ -68,9 +67,7 @@ struct ReportCommand: ParsableCommand {
                 print("report reset: \(Report.directory.path)/header.md")
             case "generate":
                 let url = try Report.generate(tag: modelTag, hourlyRate: hourlyRate)
-                let copy = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("report.md")
-                try? FileIO.writeAtomically(try Data(contentsOf: url), to: copy)
-                print("report: \(url.path) (and report.html beside it; a copy in \(copy.path))")
+                print("report: \(url.path) (open report.html beside it in a browser for the charts)")
             default:
                 throw NanoChatError("report takes reset or generate, got \(action)")
             }

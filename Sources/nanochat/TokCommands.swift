@@ -50,6 +50,15 @@ struct TokTrainCommand: ParsableCommand {
             print(String(format: "trained in %.2f s (count %.2f s, merges %.2f s): %d documents, %d characters, %d distinct chunks",
                          dt, stats.countSeconds, stats.mergeSeconds, stats.documents, stats.characters, stats.uniqueChunks))
             print("vocab size \(tok.vocabSize); saved \(outDir.appendingPathComponent(Tokenizer.rankFileName).path) and \(Tokenizer.configFileName)")
+            let bytes = tok.tokenByteCounts.filter { $0 > 0 }.map(Double.init)
+            let mean = bytes.reduce(0, +) / Double(max(bytes.count, 1))
+            let std = (bytes.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(bytes.count, 1))).squareRoot()
+            try Report.log(section: "Tokenizer training", data: [
+                ("vocab_size", "\(tok.vocabSize)"), ("max_chars", "\(maxChars)"), ("documents", "\(stats.documents)"),
+                ("characters", "\(stats.characters)"), ("train_time", String(format: "%.2fs", dt)),
+                ("num_special_tokens", "\(tok.vocabSize - bytes.count)"),
+                ("token_bytes_min", "\(Int(bytes.min() ?? 0))"), ("token_bytes_max", "\(Int(bytes.max() ?? 0))"),
+                ("token_bytes_mean", String(format: "%.4f", mean)), ("token_bytes_std", String(format: "%.4f", std))])
         }
     }
 }

@@ -50,6 +50,9 @@ struct TokEvalCommand: ParsableCommand {
                                    Double(r.bytes) / Double(max(r.tokens[0], 1))))
                 }
             }
+            try Report.log(section: "Tokenizer evaluation", data: rows.map { r in
+                (r.text, String(format: "%d bytes, %d tokens, %.2f bytes per token", r.bytes, r.tokens[0], Double(r.bytes) / Double(max(r.tokens[0], 1))))
+            })
             for b in 1..<toks.count {
                 print()
                 print(TokEval.table(rows: rows, baseline: b, baselineName: toks[b].0, color: !noColor && isatty(1) != 0), terminator: "")

@@ -28,6 +28,16 @@ public struct CheckpointMeta: Codable {
     public var stage: String?
     /// The conversation loader's position (mid-training and SFT), for an exact resume.
     public var conversation_loader: ConversationLoaderState?
+
+    public init(step: Int, val_bpb: Double? = nil, model_config: GPTConfig, user_config: [String: String] = [:],
+                device_batch_size: Int? = nil, max_seq_len: Int? = nil, total_batch_size: Int? = nil,
+                dataloader_state_dict: LoaderState? = nil, loop_state: LoopState? = nil, loader_exact: ExactLoaderState? = nil,
+                stage: String? = nil, conversation_loader: ConversationLoaderState? = nil) {
+        self.step = step; self.val_bpb = val_bpb; self.model_config = model_config; self.user_config = user_config
+        self.device_batch_size = device_batch_size; self.max_seq_len = max_seq_len; self.total_batch_size = total_batch_size
+        self.dataloader_state_dict = dataloader_state_dict; self.loop_state = loop_state; self.loader_exact = loader_exact
+        self.stage = stage; self.conversation_loader = conversation_loader
+    }
 }
 
 /// Checkpoints under `<base>/<phase>_checkpoints/<tag>/`: `model_<step>.safetensors` (upstream parameter names,

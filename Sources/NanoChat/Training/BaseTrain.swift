@@ -192,6 +192,16 @@ public func baseTrain(_ o: BaseTrainOptions, log: (String) -> Void) throws -> (f
                        "mfu": 100 * flops / peak, "flops_per_sec": flops, "data_wait": dataWait,
                        "epoch": loader.consumedApproximate.epoch])
     }
+    try Report.log(section: "Base model training", arguments: o.userConfig, data: [
+        ("Number of parameters", formatThousands(plan.params.total)), ("Scaling parameters", formatThousands(plan.scalingParams)),
+        ("FLOPs per token", String(format: "%.3e", Double(plan.flopsPerToken))), ("Iterations", "\(n)"),
+        ("Training tokens", formatThousands(n * plan.totalBatchSize)),
+        ("Tokens : scaling params ratio", String(format: "%.2f", Double(n * plan.totalBatchSize) / Double(max(plan.scalingParams, 1)))),
+        ("Minimum validation bpb", minVal.map { String(format: "%.4f", $0) } ?? "-"),
+        ("Final validation bpb", valBPB.map { String(format: "%.4f", $0) } ?? "-"),
+        ("Final training loss", String(format: "%.4f", lastLoss)),
+        ("Training time", String(format: "%.2fm", totalTime / 60)),
+        ("Total FLOPs", String(format: "%.3e", Double(plan.flopsPerToken) * Double(n * plan.totalBatchSize)))])
     return (lastLoss, valBPB, losses)
 }
 

@@ -113,9 +113,13 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
     func inherited(_ flag: Double?, _ key: String, mid midDefault: Double, fallback: Double) -> Double {
         flag ?? (mid ? midDefault : user[key].flatMap(Double.init) ?? fallback)
     }
-    let embeddingLR = inherited(o.embeddingLR, "embedding_lr", mid: 0.2, fallback: 0.3)
-    let unembeddingLR = inherited(o.unembeddingLR, "unembedding_lr", mid: 0.004, fallback: 0.004)
-    let matrixLR = inherited(o.matrixLR, "matrix_lr", mid: 0.02, fallback: 0.02)
+    // Learning rates are scaled by sqrt(total batch / 524288) as base-train scales them. Upstream reuses the raw
+    // values, which is the same at its 524288-token batch; at a CPU run's few thousand tokens the raw values
+    // are 10x too large and the loss diverges.
+    let batchLRScale = (Double(totalBatch) / Double(DepthPlan.referenceBatch)).squareRoot()
+    let embeddingLR = inherited(o.embeddingLR, "embedding_lr", mid: 0.2, fallback: 0.3) * batchLRScale
+    let unembeddingLR = inherited(o.unembeddingLR, "unembedding_lr", mid: 0.004, fallback: 0.004) * batchLRScale
+    let matrixLR = inherited(o.matrixLR, "matrix_lr", mid: 0.02, fallback: 0.02) * batchLRScale
     let initLRFrac = o.initLRFrac ?? (mid ? 1.0 : 0.8)
     let warmdownRatio = o.warmdownRatio ?? (mid ? 0.2 : 0.5)
     let evalEvery = o.evalEvery ?? (mid ? 150 : 200)
@@ -139,7 +143,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
         startStep = o.resumeFromStep
     }
     let optimizer = try model.setupOptimizer(unembeddingLR: unembeddingLR, embeddingLR: embeddingLR, matrixLR: matrixLR,
-                                             weightDecay: 0, scalarLR: o.scalarLR)
+                                             weightDecay: 0, scalarLR: o.scalarLR * batchLRScale)
     if let resumeMeta {
         try CheckpointManager.loadOptimizer(optimizer, directory: dir, step: startStep, meta: resumeMeta)
     } else if o.loadOptimizer ?? (mid ? 0 : 1) == 1 {
@@ -162,8 +166,8 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
     log("\(stage.title) from \(source) \(start.label): \(model.config)")
     log("train mixture: \(mixtures.train.summary)")
     log("val mixture: \(mixtures.val.summary)")
-    log(String(format: "batch %d tokens = %d x %d x %d accumulation steps; LRs embedding %.4g, unembedding %.4g, matrix %.4g, x %.2f; %@",
-               totalBatch, batch, t, gradAccum, embeddingLR, unembeddingLR, matrixLR, initLRFrac,
+    log(String(format: "batch %d tokens = %d x %d x %d accumulation steps; LRs (batch scale %.3f) embedding %.4g, unembedding %.4g, matrix %.4g, x %.2f; %@",
+               totalBatch, batch, t, gradAccum, batchLRScale, embeddingLR, unembeddingLR, matrixLR, initLRFrac,
                numIterations > 0 ? "\(numIterations) iterations" : "one epoch (about \(epochSteps) steps)"))
 
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
