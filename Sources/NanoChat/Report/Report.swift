@@ -174,10 +174,12 @@ public enum Report {
             md += header[bloat.upperBound...].split(separator: "\n").prefix(4).joined(separator: "\n") + "\n\n"
         }
         let columns = stages.filter { values[$0.1] != nil }
+        if columns.isEmpty { md += "No evaluations yet (base-eval and chat-eval add their results).\n" } else {
         md += "| Metric | " + columns.map(\.0).joined(separator: " | ") + " |\n"
         md += "|---|" + columns.map { _ in "---|" }.joined() + "\n"
         for m in metrics where columns.contains(where: { values[$0.1]?[m] != nil }) {
             md += "| \(m) | " + columns.map { values[$0.1]?[m] ?? "-" }.joined(separator: " | ") + " |\n"
+        }
         }
         if let startLine = header.split(separator: "\n").first(where: { $0.hasPrefix("Run started: ") }),
            let start = sectionTime("timestamp: " + startLine.dropFirst(13)), let end = lastTime {

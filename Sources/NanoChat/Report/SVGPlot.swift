@@ -75,6 +75,7 @@ public struct SVGPlot {
         s += "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(pw)\" height=\"\(ph)\" fill=\"none\" stroke=\"#333\"/>\n"
         s += "<text x=\"\(left + pw / 2)\" y=\"\(height - 8)\" text-anchor=\"middle\">\(Self.escape(xLabel))</text>\n"
         s += "<text x=\"14\" y=\"\(top + ph / 2)\" text-anchor=\"middle\" transform=\"rotate(-90 14 \(top + ph / 2))\">\(Self.escape(yLabel))</text>\n"
+        var legend = ""
         for (i, serie) in series.enumerated() {
             let color = Self.colors[i % Self.colors.count]
             let pts = serie.points.filter { $0.0.isFinite && $0.1.isFinite }
@@ -86,10 +87,13 @@ public struct SVGPlot {
             }
             if series.count > 1 {
                 let ly = top + 14 + Double(i) * 16
-                s += "<line x1=\"\(width - right - 150)\" y1=\"\(ly - 4)\" x2=\"\(width - right - 130)\" y2=\"\(ly - 4)\" stroke=\"\(color)\" stroke-width=\"3\"/>"
-                s += "<text x=\"\(width - right - 125)\" y=\"\(ly)\">\(Self.escape(serie.name))</text>\n"
+                legend += "<line x1=\"\(width - right - 150)\" y1=\"\(ly - 4)\" x2=\"\(width - right - 130)\" y2=\"\(ly - 4)\" stroke=\"\(color)\" stroke-width=\"3\"/>"
+                legend += "<text x=\"\(width - right - 125)\" y=\"\(ly)\">\(Self.escape(serie.name))</text>\n"
             }
         }
-        return s + "</svg>\n"
+        if series.count > 1 {  // the legend sits on a white card so that curves under it do not hide it
+            s += "<rect x=\"\(width - right - 156)\" y=\"\(top + 2)\" width=\"152\" height=\"\(Double(series.count) * 16 + 6)\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n"
+        }
+        return s + legend + "</svg>\n"
     }
 }
