@@ -185,7 +185,8 @@ public enum Report {
            let start = sectionTime("timestamp: " + startLine.dropFirst(13)), let end = lastTime {
             let minutes = Int(end.timeIntervalSince(start) / 60)
             md += "\nTotal wall clock time: \(minutes / 60)h\(minutes % 60)m"
-            if hourlyRate > 0 { md += String(format: " (about $%.2f at $%.2f/hour)", Double(minutes) / 60 * hourlyRate, hourlyRate) }
+            md += hourlyRate > 0 ? String(format: "\n\nEstimated cost: $%.2f (at $%.2f/hour)", Double(minutes) / 60 * hourlyRate, hourlyRate)
+                : "\n\nEstimated cost: the machine's own time (pass --hourly-rate to price it)"
             md += "\n"
         }
         let url = directory.appendingPathComponent("report.md")

@@ -44,7 +44,7 @@ public struct ChatTrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Times the identity conversations are in the mixture.") public var identityEpochs = 2
     @Option(parsing: .unconditional, help: "SpellingBee rows (default: chat-sft 300, mid-train 80000).") public var spellingBeeSize: Int?
     @Option(parsing: .unconditional, help: "SimpleSpelling rows (default: chat-sft 300, mid-train 200000).") public var simpleSpellingSize: Int?
-    @Option(parsing: .unconditional, help: "At most this many rows of each general-chat and multiple-choice source (-1: all); CPU runs use it to keep the identity and math rows a visible share.") public var rowsPerTask = -1
+    @Option(parsing: .unconditional, help: "At most this many rows of each general-chat, multiple-choice and math source (-1: all); a short CPU run uses it to keep the identity rows a visible share.") public var rowsPerTask = -1
     @Option(parsing: .unconditional, help: "Save a checkpoint every N steps (-1: only at the end).") public var saveEvery = -1
     @Option(parsing: .unconditional, help: "Resume this stage from its own checkpoint at this step (-1: start fresh).") public var resumeFromStep = -1
     @Option(help: "Task data directory (default $NANOCHAT_BASE_DIR/task_data).") public var taskData: String?
@@ -72,7 +72,7 @@ public func chatMixtures(stage: ChatStage, options o: ChatTrainOptions, root: UR
     let mid = stage == .mid
     var train: [ConversationTask] = general.map { $0.prefix(cap) }
     for t in mc { train += t.prefix(cap).repeated(o.mmluEpochs ?? (mid ? 1 : 3)) }
-    train += math.repeated(o.gsm8kEpochs ?? (mid ? 1 : 4))
+    train += math.prefix(cap).repeated(o.gsm8kEpochs ?? (mid ? 1 : 4))
     train += identity.repeated(o.identityEpochs)
     train.append(ConversationTasks.simpleSpelling(size: o.simpleSpellingSize ?? (mid ? 200_000 : 300), words: words))
     train.append(ConversationTasks.spellingBee(size: o.spellingBeeSize ?? (mid ? 80_000 : 300), words: words))
@@ -181,7 +181,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
             try valLoader.next()
         }
     }
-    func chatCORE(step: Int) throws -> (Double, [ChatEval.TaskResult])? {
+    func chatCORE() throws -> (Double, [ChatEval.TaskResult])? {
         var problems: [String: [ChatProblem]] = [:]
         for name in ChatEval.chatCORETasks {
             guard let all = try? ChatTasks.load(name, root: root) else { return nil }
@@ -200,21 +200,20 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
     var lastChatCORE: Double? = nil
     var step = startStep
     var progress = numIterations > 0 ? Double(step) / Double(numIterations) : loader.progress
-    var lastStep = false
-    var results: [String: Any] = [:]
+    var valBPBBefore: Double? = nil  // the starting model's, the stage's baseline
     let started = Date()
     while true {
-        lastStep = numIterations > 0 ? step >= numIterations : loader.progress >= 1
+        let lastStep = numIterations > 0 ? step >= numIterations : loader.progress >= 1
         if evalEvery > 0 && (lastStep || step % evalEvery == 0) {
             let bpb = try validationBPB()
             valBPB = bpb
             minVal = min(minVal ?? bpb, bpb)
-            if step == 0 { results["val_bpb_before"] = bpb }
+            if step == 0 { valBPBBefore = bpb }
             log(String(format: "step %05d | validation bpb: %.4f", step, bpb))
             metrics.write(["step": step, "val_bpb": bpb])
         }
         if chatcoreEvery != -2 && (lastStep || (chatcoreEvery > 0 && step > 0 && step % chatcoreEvery == 0)) {
-            if let (score, per) = try chatCORE(step: step) {
+            if let (score, per) = try chatCORE() {
                 lastChatCORE = score
                 log(String(format: "step %05d | ChatCORE: %.4f | ", step, score) + per.map { String(format: "%@ %.4f", $0.task, $0.accuracy) }.joined(separator: " | "))
                 var m: [String: Any] = ["step": step, "chatcore": score]
@@ -254,7 +253,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         guard stepLoss.isFinite else { throw NanoChatError("the loss became \(stepLoss) at step \(step); lower the learning rates") }
         smooth = 0.9 * smooth + 0.1 * stepLoss
-        let debiased = smooth / (1 - pow(0.9, Double(step - startStep + 1)))
+        let debiased = smooth / (1 - pow(0.9, Double(step + 1)))
         if step > 10 { totalTime += dt }
         let tps = Double(totalBatch) / dt
         let mfu = 100 * Double(flopsPerToken) * Double(totalBatch) / dt / peak
@@ -268,7 +267,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
     var section: [(String, String)] = [("Source", "\(source) \(start.label)"), ("Train mixture", mixtures.train.summary),
                                        ("Iterations", "\(step - startStep)"), ("Tokens per step", formatThousands(totalBatch)),
                                        ("Training time", String(format: "%.2fm", Date().timeIntervalSince(started) / 60))]
-    if let b = results["val_bpb_before"] as? Double { section.append(("Validation bpb before", String(format: "%.4f", b))) }
+    if let b = valBPBBefore { section.append(("Validation bpb before", String(format: "%.4f", b))) }
     if let valBPB { section.append(("Validation bpb", String(format: "%.4f", valBPB))) }
     if let minVal { section.append(("Minimum validation bpb", String(format: "%.4f", minVal))) }
     if let lastChatCORE { section.append(("ChatCORE", String(format: "%.4f", lastChatCORE))) }
