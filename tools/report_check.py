@@ -23,21 +23,13 @@ def check(name, ok, detail=""):
 
 def main():
     html, png = sys.argv[1], sys.argv[2]
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    find = lambda paths: next((p for p in paths if os.path.exists(p)), None)
-    chromium = find(["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"])
-    driver_bin = find(["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
-    if not chromium or not driver_bin:
-        print("!! SKIP report browser check: chromium or chromedriver is missing")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from headless import chromium
+    driver, why = chromium(1000, 900, ["--allow-file-access-from-files"])
+    if driver is None:
+        print(f"!! SKIP report browser check: {why}")
         return
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,900",
-              "--allow-file-access-from-files"]:
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
     try:
         driver.get("file://" + os.path.abspath(html))
         images = driver.find_elements(By.TAG_NAME, "img")

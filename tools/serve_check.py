@@ -128,30 +128,20 @@ def openai_checks(port):
         check("openai: empty messages refused with 400", e.status_code == 400 and "messages" in str(e), e)
 
 
-def find(paths):
-    return next((p for p in paths if os.path.exists(p)), None)
-
-
 def browser_checks(port):
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
         from selenium.webdriver.common.by import By
         from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support.ui import WebDriverWait
     except ImportError:
         print("!! SKIP browser checks: selenium is not installed")
         return
-    chromium = find(["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"])
-    driver_bin = find(["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
-    if not chromium or not driver_bin:
-        print("!! SKIP browser checks: chromium or chromedriver is missing (apt-get install chromium chromium-driver)")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from headless import chromium
+    driver, why = chromium(1000, 800)
+    if driver is None:
+        print(f"!! SKIP browser checks: {why}")
         return
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,800"]:
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait = WebDriverWait(driver, 60)
