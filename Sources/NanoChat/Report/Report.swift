@@ -137,8 +137,8 @@ public enum Report {
         try write("rl-reward.svg", "RL: mean reward of the sampled answers per step", SVGPlot(title: "RL: reward", xLabel: "step", yLabel: "mean reward",
             series: [series(rl, "reward", "mean reward")].compactMap { $0 }))
         let ks = Set(rl.flatMap { $0.keys.filter { $0.hasPrefix("pass@") } }).sorted { Int($0.dropFirst(5))! < Int($1.dropFirst(5))! }
-        try write("rl-passk.svg", "RL: pass@k on held-out problems at each evaluation", SVGPlot(title: "RL: pass@k", xLabel: "step", yLabel: "pass@k",
-            series: ks.compactMap { series(rl, $0, $0) }))
+        try write("rl-passk.svg", "RL: pass@k and the fraction of right samples on held-out problems at each evaluation", SVGPlot(title: "RL: pass@k", xLabel: "step", yLabel: "pass@k",
+            series: ks.compactMap { series(rl, $0, $0) } + [series(rl, "sample_accuracy", "right samples")].compactMap { $0 }))
         return out
     }
 

@@ -105,18 +105,21 @@ public enum ChatRL {
         }
     }
 
-    /// pass@k for k = 1...samples over `problems`: the fraction with a right answer among their first k samples.
+    /// pass@k for k = 1...samples over `problems` (the fraction with a right answer among their first k samples,
+    /// as upstream), and the fraction of all samples that are right (the same expectation as pass@1, with
+    /// `samples` times the draws, so a small held-out set still shows a change).
     public static func passAtK(engine: Engine, problems: [(Conversation, String)], samples: Int, maxTokens: Int,
-                               temperature: Float, topK: Int, seed: UInt64) throws -> [Double] {
-        var hits = [Int](repeating: 0, count: samples)
+                               temperature: Float, topK: Int, seed: UInt64) throws -> (passAtK: [Double], sampleAccuracy: Double) {
+        var hits = [Int](repeating: 0, count: samples), right = 0
         for (i, (conv, answer)) in problems.enumerated() {
             let prompt = try engine.tokenizer.renderForCompletion(conv)
             let out = try engine.generateBatch(prompt, numSamples: samples, maxTokens: maxTokens, temperature: temperature,
                                                topK: topK > 0 ? topK : nil, seed: seed &+ UInt64(i))
-            let right = try out.sequences.map { ChatTasks.extractAnswer(try engine.tokenizer.decode(Array($0[prompt.count...]))) == answer }
-            if let first = right.firstIndex(of: true) { for k in first..<samples { hits[k] += 1 } }
+            let ok = try out.sequences.map { ChatTasks.extractAnswer(try engine.tokenizer.decode(Array($0[prompt.count...]))) == answer }
+            if let first = ok.firstIndex(of: true) { for k in first..<samples { hits[k] += 1 } }
+            right += ok.filter { $0 }.count
         }
-        return hits.map { Double($0) / Double(max(1, problems.count)) }
+        return (hits.map { Double($0) / Double(max(1, problems.count)) }, Double(right) / Double(max(1, problems.count * samples)))
     }
 }
 
@@ -163,20 +166,20 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
     try trimMetrics(metricsURL, keepBelow: startStep)
     let metrics = try MetricsLog(url: metricsURL)
-    var passHistory: [[Double]] = []
+    var passHistory: [(passAtK: [Double], sampleAccuracy: Double)] = []
     let started = Date()
     var lastReward = 0.0
     for step in startStep...numSteps {
         let last = step == numSteps
         if o.evalEvery > 0 && (last || step % o.evalEvery == 0) && !evalSet.isEmpty {
             let t0 = Date()
-            let pass = try ChatRL.passAtK(engine: engine, problems: evalSet, samples: o.deviceBatchSize, maxTokens: o.maxNewTokens,
+            let eval = try ChatRL.passAtK(engine: engine, problems: evalSet, samples: o.deviceBatchSize, maxTokens: o.maxNewTokens,
                                           temperature: o.temperature, topK: o.topK, seed: 1_000_000)
-            passHistory.append(pass)
-            log(String(format: "step %05d | ", step) + pass.enumerated().map { String(format: "pass@%d: %.4f", $0 + 1, $1) }.joined(separator: ", ")
-                + String(format: " (%.1fs)", Date().timeIntervalSince(t0)))
-            var m: [String: Any] = ["step": step]
-            for (k, v) in pass.enumerated() { m["pass@\(k + 1)"] = v }
+            passHistory.append(eval)
+            log(String(format: "step %05d | ", step) + eval.passAtK.enumerated().map { String(format: "pass@%d: %.4f", $0 + 1, $1) }.joined(separator: ", ")
+                + String(format: " | all samples: %.4f (%.1fs)", eval.sampleAccuracy, Date().timeIntervalSince(t0)))
+            var m: [String: Any] = ["step": step, "sample_accuracy": eval.sampleAccuracy]
+            for (k, v) in eval.passAtK.enumerated() { m["pass@\(k + 1)"] = v }
             metrics.write(m)
         }
         if step > startStep && (last || (o.saveEvery > 0 && step % o.saveEvery == 0)) {
@@ -221,11 +224,13 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
     var data: [(String, String)] = [("Source", "\(o.source) \(start.label)"), ("Task", task), ("Steps", "\(numSteps - startStep)"),
                                     ("Final mean reward", String(format: "%.4f", lastReward)),
                                     ("Training time", String(format: "%.2fm", Date().timeIntervalSince(started) / 60))]
-    if let first = passHistory.first, let end = passHistory.last {
-        data.append(("pass@1 before", String(format: "%.4f", first[0])))
-        data.append(("pass@1 after", String(format: "%.4f", end[0])))
-        data.append(("pass@\(end.count) after", String(format: "%.4f", end[end.count - 1])))
+    if let first = passHistory.first, let end = passHistory.last, passHistory.count > 1 {
+        let k = end.passAtK.count
+        data += [("Held-out problems", "\(evalSet.count) x \(k) samples"),
+                 ("Right samples before", String(format: "%.4f", first.sampleAccuracy)), ("Right samples after", String(format: "%.4f", end.sampleAccuracy)),
+                 ("pass@1 before", String(format: "%.4f", first.passAtK[0])), ("pass@1 after", String(format: "%.4f", end.passAtK[0])),
+                 ("pass@\(k) before", String(format: "%.4f", first.passAtK[k - 1])), ("pass@\(k) after", String(format: "%.4f", end.passAtK[k - 1]))]
     }
     try Report.log(section: "Chat RL", arguments: o.userConfig, data: data)
-    return passHistory.last ?? []
+    return passHistory.last?.passAtK ?? []
 }
