@@ -26,10 +26,10 @@ public struct ChatTrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Tokens per row (default: the checkpoint's).") public var maxSeqLen: Int?
     @Option(parsing: .unconditional, help: "Rows per forward/backward pass (default: the checkpoint's).") public var deviceBatchSize: Int?
     @Option(parsing: .unconditional, help: "Tokens per optimizer step (default: the checkpoint's).") public var totalBatchSize: Int?
-    @Option(parsing: .unconditional, help: "AdamW LR of the embeddings (default: chat-sft the checkpoint's, mid-train 0.2).") public var embeddingLR: Double?
-    @Option(parsing: .unconditional, help: "AdamW LR of lm_head (default: chat-sft the checkpoint's, mid-train 0.004).") public var unembeddingLR: Double?
-    @Option(parsing: .unconditional, help: "Muon LR of the matrices (default: chat-sft the checkpoint's, mid-train 0.02).") public var matrixLR: Double?
-    @Option(parsing: .unconditional, help: "AdamW LR of the scalars.") public var scalarLR = 0.5
+    @Option(parsing: .unconditional, help: "AdamW LR of the embeddings (default: chat-sft the checkpoint's, mid-train 0.2), times sqrt(total batch / 524288) as in base-train.") public var embeddingLR: Double?
+    @Option(parsing: .unconditional, help: "AdamW LR of lm_head (default: chat-sft the checkpoint's, mid-train 0.004), times sqrt(total batch / 524288) as in base-train.") public var unembeddingLR: Double?
+    @Option(parsing: .unconditional, help: "Muon LR of the matrices (default: chat-sft the checkpoint's, mid-train 0.02), times sqrt(total batch / 524288) as in base-train.") public var matrixLR: Double?
+    @Option(parsing: .unconditional, help: "AdamW LR of the scalars, times sqrt(total batch / 524288) as in base-train.") public var scalarLR = 0.5
     @Option(parsing: .unconditional, help: "Every LR times this at the start (default: chat-sft 0.8, mid-train 1.0).") public var initLRFrac: Double?
     @Option(parsing: .unconditional, help: "Fraction of progress spent warming up.") public var warmupRatio = 0.0
     @Option(parsing: .unconditional, help: "Fraction of progress spent in the final linear decay (default: chat-sft 0.5, mid-train 0.2).") public var warmdownRatio: Double?
