@@ -168,7 +168,7 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
     let metrics = try MetricsLog(url: metricsURL)
     var passHistory: [(passAtK: [Double], sampleAccuracy: Double)] = []
     let started = Date()
-    var lastReward = 0.0
+    var rewardHistory: [Double] = []
     for step in startStep...numSteps {
         let last = step == numSteps
         if o.evalEvery > 0 && (last || step % o.evalEvery == 0) && !evalSet.isEmpty {
@@ -216,13 +216,14 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
         optimizer.step()
         model.zeroGrad()
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        lastReward = Double(rewards.reduce(0, +)) / Double(max(1, rewards.count))
+        let reward = Double(rewards.reduce(0, +)) / Double(max(1, rewards.count))
+        rewardHistory.append(reward)
         let meanLength = lengths.reduce(0, +) / Double(max(1, lengths.count))
-        log(String(format: "step %05d/%05d | reward: %.4f | sequence length: %.1f | lrm: %.3f | dt: %.2fs", step + 1, numSteps, lastReward, meanLength, lrm, dt))
-        metrics.write(["step": step + 1, "reward": lastReward, "sequence_length": meanLength, "lrm": lrm, "dt": dt])
+        log(String(format: "step %05d/%05d | reward: %.4f | sequence length: %.1f | lrm: %.3f | dt: %.2fs", step + 1, numSteps, reward, meanLength, lrm, dt))
+        metrics.write(["step": step + 1, "reward": reward, "sequence_length": meanLength, "lrm": lrm, "dt": dt])
     }
     var data: [(String, String)] = [("Source", "\(o.source) \(start.label)"), ("Task", task), ("Steps", "\(numSteps - startStep)"),
-                                    ("Final mean reward", String(format: "%.4f", lastReward)),
+                                    ("Mean reward over the steps", String(format: "%.4f", rewardHistory.reduce(0, +) / Double(max(1, rewardHistory.count)))),
                                     ("Training time", String(format: "%.2fm", Date().timeIntervalSince(started) / 60))]
     if let first = passHistory.first, let end = passHistory.last, passHistory.count > 1 {
         let k = end.passAtK.count

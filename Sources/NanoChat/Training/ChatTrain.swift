@@ -84,13 +84,19 @@ public func chatMixtures(stage: ChatStage, options o: ChatTrainOptions, root: UR
     return (try TaskMixture(train), try TaskMixture(val.filter { $0.count > 0 }))
 }
 
-/// Loads the model a conversation stage starts from, refusing a checkpoint of the wrong kind.
-public func loadStartingModel(stage: ChatStage, options o: ChatTrainOptions) throws -> (LoadedModel, source: String) {
+/// The model source a conversation stage starts from (-i, or its default), refusing one of the wrong kind.
+public func startingSource(stage: ChatStage, options o: ChatTrainOptions) throws -> String {
     let allowed = stage == .mid ? ["base"] : ["base", "mid"]
     let source = o.source ?? (stage == .mid ? "base" : ((try? CheckpointManager.defaultTag(phase: "mid")) != nil ? "mid" : "base"))
     guard allowed.contains(source) else {
         throw NanoChatError("\(stage == .mid ? "mid-train" : "chat-sft") starts from \(allowed.joined(separator: " or ")), not \(source) (-i)")
     }
+    return source
+}
+
+/// Loads the model a conversation stage starts from.
+public func loadStartingModel(stage: ChatStage, options o: ChatTrainOptions) throws -> (LoadedModel, source: String) {
+    let source = try startingSource(stage: stage, options: o)
     let loaded = try CheckpointManager.loadModel(source: source, tag: o.modelTag, step: o.modelStep, fallbackToBase: false,
                                                  tokenizerDir: o.tokenizerDir.map(directoryURL))
     return (loaded, source)
@@ -100,6 +106,7 @@ public func loadStartingModel(stage: ChatStage, options o: ChatTrainOptions) thr
 /// only), ChatCORE, checkpoints, a metrics log and a report section.
 public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> Void) throws -> (valBPB: Double?, chatCORE: Double?) {
     let root = o.taskData.map(directoryURL) ?? TaskData.directory
+    _ = try startingSource(stage: stage, options: o)  // a wrong -i fails before anything is read
     let (mixtures, (start, source)) = (try chatMixtures(stage: stage, options: o, root: root), try loadStartingModel(stage: stage, options: o))
     var model = start.model
     let tokenizer = start.tokenizer
