@@ -19,12 +19,15 @@ public enum Report {
         section.lowercased().map { $0.isLetter || $0.isNumber ? String($0) : "-" }.joined()
     }
 
-    static func timestamp(_ d: Date = Date()) -> String {
+    /// The report's one time format, written by `timestamp` and read back by `sectionTime`.
+    static let timeFormat: DateFormatter = {
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        return f.string(from: d)
-    }
+        return f
+    }()
+
+    static func timestamp(_ d: Date = Date()) -> String { timeFormat.string(from: d) }
 
     /// Writes `<slug>.md`: the section title, the time, the flags, then one `- key: value` line per item.
     public static func log(section: String, arguments: [String: String] = [:], data: [(String, String)]) throws {
@@ -95,10 +98,7 @@ public enum Report {
 
     static func sectionTime(_ text: String) -> Date? {
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("timestamp: ") }) else { return nil }
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        return f.date(from: String(line.dropFirst(11)))
+        return timeFormat.date(from: String(line.dropFirst(11)))
     }
 
     /// The training curves as SVG files next to the report; returns their file names with captions.

@@ -169,13 +169,12 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
     let flopsPerToken = DepthPlan.flopsPerToken(model.config)
     let peak = measureSgemmGFLOPS() * 1e9
     let numIterations = o.numIterations
-    let epochSteps = Int((Double(mixtures.train.count) / Double(max(1, loader.rowsPerBatchEstimate(gradAccum)))).rounded(.up))
     log("\(stage.title) from \(source) \(start.label): \(model.config)")
     log("train mixture: \(mixtures.train.summary)")
     log("val mixture: \(mixtures.val.summary)")
     log(String(format: "batch %d tokens = %d x %d x %d accumulation steps; LRs (batch scale %.3f) embedding %.4g, unembedding %.4g, matrix %.4g, x %.2f; %@",
                totalBatch, batch, t, gradAccum, batchLRScale, embeddingLR, unembeddingLR, matrixLR, initLRFrac,
-               numIterations > 0 ? "\(numIterations) iterations" : "one epoch (about \(epochSteps) steps)"))
+               numIterations > 0 ? "\(numIterations) iterations" : "one epoch of \(mixtures.train.count) conversations"))
 
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
@@ -297,15 +296,5 @@ public enum ChatSchedule {
     public static func muonMomentum(step: Int) -> Double {
         let f = min(Double(step) / 300, 1)
         return (1 - f) * 0.85 + f * 0.95
-    }
-}
-
-extension ConversationLoader {
-    /// Roughly how many conversations one optimizer step consumes (for the console's epoch estimate): measured on
-    /// the first batches without disturbing the loader.
-    func rowsPerBatchEstimate(_ gradAccum: Int) -> Int {
-        let probe = ConversationLoader(mixture: mixture, tokenizer: tokenizer, batch: batch, seqLen: seqLen, supervision: supervision)
-        _ = try? probe.next()
-        return max(1, (probe.consumed - probe.rank) * gradAccum)
     }
 }
