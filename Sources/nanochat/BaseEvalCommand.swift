@@ -28,18 +28,23 @@ struct BaseEvalCommand: ParsableCommand {
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?
 
     func run() throws {
-        try runReportingErrors {
+        try runDistributed { comm in
             let modes = (eval ?? "core,bpb,sample").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             if let unknown = modes.first(where: { !["core", "bpb", "sample"].contains($0) }) {
                 throw NanoChatError("--eval: unknown mode \(unknown); expected a comma list of core, bpb, sample")
             }
             // read the bundle before the model, so that a missing or broken bundle fails fast; by default (no --eval)
             // a missing bundle only skips CORE, with the command that makes one
+            if comm.worldSize > 1 && dumpExamples != nil {
+                throw NanoChatError("--dump-examples writes every example's result, which only a single process holds; run without mpirun")
+            }
+            // only rank 0 prints and writes files
+            func say(_ line: String) { if comm.isMain { print(line) } }
             let bundleDir = evalBundle.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? EvalBundle.defaultDirectory
             var bundle: EvalBundle? = nil
             if modes.contains("core") {
                 if eval == nil && evalBundle == nil && !FileManager.default.fileExists(atPath: bundleDir.appendingPathComponent("core.yaml").path) {
-                    print("CORE skipped: no task bundle at \(bundleDir.path) (make one with `nanochat dataset tasks`)")
+                    say("CORE skipped: no task bundle at \(bundleDir.path) (make one with `nanochat dataset tasks`)")
                 } else {
                     bundle = try EvalBundle(directory: bundleDir)
                 }
@@ -48,9 +53,9 @@ struct BaseEvalCommand: ParsableCommand {
                                                          checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                                          tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
             let (model, meta, tok, s) = (loaded.model, loaded.meta, loaded.tokenizer, loaded.step)
-            print("model \(loaded.label): \(model.config)")
+            say("model \(loaded.label): \(model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : ""))
             var section: [(String, String)] = [("Model", loaded.label)]
-            if modes.contains("sample") {
+            if modes.contains("sample") && comm.isMain {
                 print("== samples")
                 for prompt in baseSamplePrompts {
                     let out = model.generate([tok.bosID] + tok.encode(prompt), maxTokens: maxTokens)
@@ -60,28 +65,29 @@ struct BaseEvalCommand: ParsableCommand {
                 }
             }
             if modes.contains("bpb") {
-                print("== bits per byte")
+                say("== bits per byte")
                 let seq = meta.max_seq_len ?? model.config.sequence_len
                 let data = dataDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
-                let steps = max(1, splitTokens / (deviceBatchSize * seq))
+                let steps = max(1, splitTokens / (deviceBatchSize * seq * comm.worldSize))
                 for split in ["train", "val"] {
                     let loader = try BestFitLoader(tokenizer: tok, shards: ShardSet(directory: data, split: split),
-                                                   batch: deviceBatchSize, seqLen: seq)
-                    let bpb = try evaluateBPB(model: model, loader: loader, steps: steps, tokenBytes: tok.tokenByteCounts)
-                    print(String(format: "%@ bpb: %.4f", split, bpb))
+                                                   batch: deviceBatchSize, seqLen: seq, rank: comm.rank, worldSize: comm.worldSize)
+                    let bpb = try evaluateBPB(model: model, loader: loader, steps: steps, tokenBytes: tok.tokenByteCounts, comm: comm)
+                    say(String(format: "%@ bpb: %.4f", split, bpb))
                     section.append(("\(split) bpb", String(format: "%.4f", bpb)))
                 }
             }
             if let bundle {
-                let (core, results) = try runCore(bundle: bundle, model: model, tokenizer: tok, step: s)
+                let (core, results) = try runCore(bundle: bundle, model: model, tokenizer: tok, step: s, comm: comm)
                 section.insert(("CORE", String(format: "%.4f", core)), at: 1)
                 section += results.map { ($0.label, String(format: "%.4f (centered %.4f, %d examples)", $0.accuracy, $0.centered, $0.examples)) }
             }
-            try Report.log(section: "Base model evaluation", data: section)
+            if comm.isMain { try Report.log(section: "Base model evaluation", data: section) }
         }
     }
 
-    func runCore(bundle: EvalBundle, model: GPT, tokenizer: Tokenizer, step: Int) throws -> (Double, [CoreEval.TaskResult]) {
+    func runCore(bundle: EvalBundle, model: GPT, tokenizer: Tokenizer, step: Int, comm: Communicator) throws -> (Double, [CoreEval.TaskResult]) {
+        func print(_ line: String, terminator: String = "\n") { if comm.isMain { Swift.print(line, terminator: terminator) } }
         var tasks = bundle.tasks
         if let coreTasks {
             let wanted = coreTasks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -91,7 +97,7 @@ struct BaseEvalCommand: ParsableCommand {
             tasks = bundle.tasks.filter { wanted.contains($0.label) }
         }
         print("== CORE: \(tasks.count) tasks from \(bundle.directory.path)" + (bundle.source.map { " (\($0))" } ?? ""))
-        let tty = isatty(1) != 0
+        let tty = isatty(1) != 0 && comm.isMain
         var results: [CoreEval.TaskResult] = []
         let started = Date()
         var examples = 0
@@ -99,7 +105,7 @@ struct BaseEvalCommand: ParsableCommand {
             let items = try bundle.items(for: task)
             let head = "\(task.label) (\(task.fewShot)-shot, \(task.type.rawValue))"
             let r = try CoreEval.evaluate(model: model, tokenizer: tokenizer, task: task, items: items, maxPerTask: maxPerTask,
-                                          tokensPerForward: coreTokens) { done, total in
+                                          tokensPerForward: coreTokens, comm: comm) { done, total in
                 guard tty else { return }
                 let width = 24, filled = width * done / max(total, 1)
                 print("\r\(head) [" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
@@ -116,7 +122,7 @@ struct BaseEvalCommand: ParsableCommand {
         let seconds = Date().timeIntervalSince(started)
         let dir = BaseDir.url.appendingPathComponent("base_eval", isDirectory: true)
         let csvURL = dir.appendingPathComponent(String(format: "base_model_%06d.csv", step))
-        try FileIO.writeAtomically(CoreEval.csv(results, core: core), to: csvURL)
+        if comm.isMain { try FileIO.writeAtomically(CoreEval.csv(results, core: core), to: csvURL) }
         if let dumpExamples {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]

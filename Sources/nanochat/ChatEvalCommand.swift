@@ -24,7 +24,7 @@ struct ChatEvalCommand: ParsableCommand {
     @Option(help: "Task data directory (default $NANOCHAT_BASE_DIR/task_data).") var taskData: String?
 
     func run() throws {
-        try runReportingErrors {
+        try runDistributed { comm in
             let names = tasks.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
             // read every task before loading the model, so that missing data fails fast
             let root = taskData.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? TaskData.directory
@@ -34,16 +34,17 @@ struct ChatEvalCommand: ParsableCommand {
                 problems[name] = maxProblems > 0 ? Array(all.prefix(maxProblems)) : all
             }
             let loaded = try model.load()
-            print("model \(loaded.label) (\(model.source)): \(loaded.model.config)")
-            let tty = isatty(1) != 0
+            if comm.isMain { print("model \(loaded.label) (\(model.source)): \(loaded.model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : "")) }
+            let tty = isatty(1) != 0 && comm.isMain
             let results = try ChatEval.run(model: loaded.model, tokenizer: loaded.tokenizer, names: names, problems: problems,
                                            batch: batchSize, samples: numSamples, maxTokens: maxNewTokens, temperature: temperature,
-                                           topK: topK) { name, done, total, passed in
+                                           topK: topK, comm: comm) { name, done, total, passed in
                 guard tty else { return }
                 print(String(format: "\r\u{1B}[K%@: %d/%d (%.2f%%)", name, done, total, 100 * Double(passed) / Double(max(done, 1))),
                       terminator: ""); fflush(stdout)
                 if done == total { print("\r\u{1B}[K", terminator: "") }
             }
+            guard comm.isMain else { return }
             for r in results {
                 print(String(format: "%@ accuracy: %.2f%% (%d/%d) in %.1fs", r.task, 100 * r.accuracy, r.passed, r.total, r.seconds))
             }

@@ -13,7 +13,7 @@ struct MidTrainCommand: ParsableCommand {
         """
     )
     @OptionGroup var options: ChatTrainOptions
-    func run() throws { try runReportingErrors { _ = try chatTrain(stage: .mid, options) { print($0); fflush(stdout) } } }
+    func run() throws { try runDistributed { comm in _ = try chatTrain(stage: .mid, options, comm: comm) { print($0); fflush(stdout) } } }
 }
 
 struct ChatSFTCommand: ParsableCommand {
@@ -28,7 +28,7 @@ struct ChatSFTCommand: ParsableCommand {
         """
     )
     @OptionGroup var options: ChatTrainOptions
-    func run() throws { try runReportingErrors { _ = try chatTrain(stage: .sft, options) { print($0); fflush(stdout) } } }
+    func run() throws { try runDistributed { comm in _ = try chatTrain(stage: .sft, options, comm: comm) { print($0); fflush(stdout) } } }
 }
 
 struct ChatRLCommand: ParsableCommand {
@@ -43,7 +43,7 @@ struct ChatRLCommand: ParsableCommand {
         """
     )
     @OptionGroup var options: ChatRLOptions
-    func run() throws { try runReportingErrors { _ = try chatRL(options) { print($0); fflush(stdout) } } }
+    func run() throws { try runDistributed { comm in _ = try chatRL(options, comm: comm) { print($0); fflush(stdout) } } }
 }
 
 struct ReportCommand: ParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NanoChat
+import NanoTensor
 
 @main
 struct NanoChatCommand: AsyncParsableCommand {
@@ -20,6 +21,30 @@ func runReportingErrors(_ body: () throws -> Void) throws {
         FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
         throw ExitCode(1)
     }
+}
+
+/// Runs a command that may be one rank of an MPI job (`mpirun -np N nanochat ...`): joins the job, runs the body
+/// with the communicator, and leaves the job cleanly. An error on any rank is reported with the rank's number and
+/// ends the whole job at once, since the other ranks would otherwise wait for it in their next collective.
+func runDistributed(_ body: (Communicator) throws -> Void) throws {
+    _ = Threading.workers  // the threading policy (and BLAS's thread count) before any product runs
+    let comm: Communicator
+    do {
+        comm = try Distributed.start()
+    } catch let e as NanoChatError {
+        printErr("error: \(e.description)")
+        throw ExitCode(1)
+    }
+    do {
+        try body(comm)
+    } catch {
+        let who = comm.worldSize > 1 ? "rank \(comm.rank) of \(comm.worldSize): " : ""
+        let text = (error as? NanoChatError)?.description ?? "\(error)"
+        printErr("error: \(who)\(text)")
+        if comm.worldSize > 1 { comm.abort(code: 1) }
+        throw ExitCode(1)
+    }
+    comm.finish()
 }
 
 func printErr(_ s: String) {

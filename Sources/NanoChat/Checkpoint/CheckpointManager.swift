@@ -28,6 +28,12 @@ public struct CheckpointMeta: Codable {
     public var stage: String?
     /// The conversation loader's position (mid-training and SFT), for an exact resume.
     public var conversation_loader: ConversationLoaderState?
+    /// How many ranks trained it (absent = 1): each wrote its own optimizer shard, so a resume needs as many.
+    public var world_size: Int?
+    /// Every data lane's exact position, in lane order (base training: lane = micro-step · ranks + rank).
+    public var loader_lanes: [ExactLoaderState]?
+    /// Every lane's conversation loader position, in lane order (mid-training and SFT).
+    public var conversation_lanes: [ConversationLoaderState]?
 
     public init(step: Int, val_bpb: Double? = nil, model_config: GPTConfig, user_config: [String: String] = [:],
                 device_batch_size: Int? = nil, max_seq_len: Int? = nil, total_batch_size: Int? = nil,
@@ -50,25 +56,43 @@ public enum CheckpointManager {
 
     static func stepName(_ step: Int) -> String { String(format: "%06d", step) }
 
+    /// Writes a checkpoint from every rank of `comm`: each rank its optimizer shard, then (once all shards are on
+    /// disk) rank 0 the model and, last, the meta, whose presence marks the checkpoint complete. Every file goes to
+    /// a temporary name first and is renamed, so a job that dies mid-save leaves the previous checkpoint intact.
     public static func save(directory: URL, step: Int, model: GPT, optimizer: MuonAdamW?, meta: CheckpointMeta,
-                            rank: Int = 0) throws {
+                            comm: Communicator = SingleProcess()) throws {
         var meta = meta
+        meta.world_size = comm.worldSize
         let s = stepName(step)
         if let optimizer {
             let (tensors, steps) = optimizer.stateTensors()
             meta.optimizer_adam_steps = steps
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             try SafeTensorsFile.write(tensors.map { ($0.0, $0.1.shape, UnsafeBufferPointer($0.1.buffer)) }, metadata: [:],
-                                      to: directory.appendingPathComponent("optim_\(s)_rank\(rank).safetensors"))
+                                      to: directory.appendingPathComponent("optim_\(s)_rank\(comm.rank).safetensors"))
         }
-        guard rank == 0 else { return }
+        comm.barrier()
+        guard comm.rank == 0 else { return }
         let cfg = String(decoding: try JSONEncoder().encode(model.config), as: UTF8.self)
         try SafeTensorsFile.write(model.parameterNames.map { ($0, model.param($0).shape, UnsafeBufferPointer(model.param($0).buffer)) },
                                   metadata: ["format": "pt", "model_config": cfg],
                                   to: directory.appendingPathComponent("model_\(s).safetensors"))
+        // meta last: its presence marks the checkpoint complete
+        try FileIO.writeAtomically(try encodeMeta(meta), to: directory.appendingPathComponent("meta_\(s).json"))
+    }
+
+    public static func encodeMeta(_ meta: CheckpointMeta) throws -> Data {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        // meta last: its presence marks the checkpoint complete
-        try FileIO.writeAtomically(try enc.encode(meta), to: directory.appendingPathComponent("meta_\(s).json"))
+        return try enc.encode(meta)
+    }
+
+    /// A resume with another number of ranks than the checkpoint's is refused: the optimizer state is sharded.
+    public static func checkWorldSize(_ meta: CheckpointMeta, directory: URL, comm: Communicator) throws {
+        let written = meta.world_size ?? 1
+        guard written == comm.worldSize else {
+            throw NanoChatError("\(directory.path) step \(meta.step) was written by \(written) rank(s), this run has \(comm.worldSize); the optimizer state is split across ranks (optim_<step>_rank<r>), so resume with the same number: \(written == 1 ? "without mpirun" : "mpirun -np \(written) ...")")
+        }
     }
 
     /// The newest step with a model file, or nil.
@@ -135,8 +159,10 @@ public enum CheckpointManager {
         }
     }
 
-    public static func loadOptimizer(_ optimizer: MuonAdamW, directory: URL, step: Int, meta: CheckpointMeta, rank: Int = 0) throws {
-        let url = directory.appendingPathComponent("optim_\(stepName(step))_rank\(rank).safetensors")
+    /// Loads this rank's optimizer shard (`optim_<step>_rank<r>`), refusing one written by another number of ranks.
+    public static func loadOptimizer(_ optimizer: MuonAdamW, directory: URL, step: Int, meta: CheckpointMeta) throws {
+        try checkWorldSize(meta, directory: directory, comm: optimizer.comm)
+        let url = directory.appendingPathComponent("optim_\(stepName(step))_rank\(optimizer.comm.rank).safetensors")
         let file = try SafeTensorsFile(url: url)
         guard let steps = meta.optimizer_adam_steps else {
             throw NanoChatError("checkpoint meta for step \(step) has no optimizer step counts; it cannot be resumed")

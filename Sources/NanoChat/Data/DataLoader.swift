@@ -170,7 +170,7 @@ public final class BestFitLoader {
 
     /// Tokenizes the next batch of up to 128 documents into the buffer, advancing files, row groups and epochs.
     func fetchDocBatch() throws {
-        var emptyFiles = 0
+        var emptyFiles = 0, filesWithoutMyGroups = 0
         while group == nil {
             let count = try groupCount(pq)
             if rg < count {
@@ -181,6 +181,12 @@ public final class BestFitLoader {
             } else {
                 if count == 0 { emptyFiles += 1 }
                 if emptyFiles > shards.files.count { throw NanoChatError("the shards hold no documents") }
+                // a whole pass over the files without one row group for this rank: it would spin forever
+                if rg == rank { filesWithoutMyGroups += 1 } else { filesWithoutMyGroups = 0 }
+                if filesWithoutMyGroups > shards.files.count {
+                    let most = try (0..<shards.files.count).map(groupCount).max() ?? 0
+                    throw NanoChatError("data lane \(rank) of \(worldSize) has nothing to read: it takes row groups \(rank), \(rank + worldSize), ... of each shard, and no shard has more than \(most); use fewer lanes (ranks x accumulation steps: a larger --device-batch-size) or shards with more row groups")
+                }
                 pq += 1
                 rg = rank
                 if pq >= shards.files.count { pq = 0; epoch += 1 }

@@ -79,19 +79,24 @@ public enum ChatEval {
     /// result per task; `progress(task, done, total, passed)` follows each task.
     public static func run(model: GPT, tokenizer: Tokenizer, names: [String], problems: [String: [ChatProblem]], batch: Int,
                            samples: Int = 1, maxTokens: Int = 512, temperature: Float = 0, topK: Int = 50,
+                           comm: Communicator = SingleProcess(),
                            progress: (String, Int, Int, Int) -> Void = { _, _, _, _ in }) throws -> [TaskResult] {
         let engine = Engine(model: model, tokenizer: tokenizer)
         var results: [TaskResult] = []
         for name in names {
-            let list = problems[name] ?? []
+            // rank r of W takes problems r, r+W, ... (as upstream); the counts are summed across ranks
+            let all = problems[name] ?? []
+            let list = stride(from: comm.rank, to: all.count, by: comm.worldSize).map { all[$0] }
             let started = Date()
             let report: (Int, Int, Int) -> Void = { progress(name, $0, $1, $2) }
             let r = ChatTasks.categorical.contains(name)
                 ? try categorical(model: model, tokenizer: tokenizer, problems: list, batch: batch, progress: report)
                 : try generative(engine: engine, tokenizer: tokenizer, problems: list, samples: samples, maxTokens: maxTokens,
                                  temperature: temperature, topK: topK, progress: report)
-            results.append(TaskResult(task: name, passed: r.passed, total: r.total, accuracy: Double(r.passed) / Double(max(r.total, 1)),
-                                      seconds: Date().timeIntervalSince(started)))
+            let counts = comm.sum([Double(r.passed), Double(r.total)])
+            let (passed, total) = (Int(counts[0]), Int(counts[1]))
+            results.append(TaskResult(task: name, passed: passed, total: total, accuracy: Double(passed) / Double(max(total, 1)),
+                                      seconds: comm.max(Date().timeIntervalSince(started))))
         }
         return results
     }

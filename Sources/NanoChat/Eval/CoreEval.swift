@@ -106,12 +106,15 @@ public enum CoreEval {
 
     /// Evaluates one task. `progress(done, total)` is called as rows are scored.
     public static func evaluate(model: GPT, tokenizer: Tokenizer, task: EvalBundle.Task, items allItems: [EvalBundle.Item],
-                                maxPerTask: Int, tokensPerForward: Int = 16384,
+                                maxPerTask: Int, tokensPerForward: Int = 16384, comm: Communicator = SingleProcess(),
                                 progress: (Int, Int) -> Void = { _, _ in }) throws -> TaskResult {
         let started = Date()
         let items = selectExamples(allItems, maxPerTask: maxPerTask)
+        // rank r of W scores examples r, r+W, ... (as upstream); the right answers are summed across ranks
+        let mine = Array(stride(from: comm.rank, to: items.count, by: comm.worldSize))
         var rows: [Row] = []
-        for (i, item) in items.enumerated() {
+        for i in mine {
+            let item = items[i]
             var shots: [EvalBundle.Item] = []
             if task.fewShot > 0 {
                 var rng = PythonRandom(seed: 1234 + i)
@@ -144,7 +147,8 @@ public enum CoreEval {
             if scores[r].matched != row.end - row.start { lmCorrect[row.example] = false }
         }
         var correctCount = 0
-        for (i, item) in items.enumerated() {
+        for i in mine {
+            let item = items[i]
             let result: ExampleResult
             switch item {
             case .multipleChoice(_, _, let gold), .schema(_, _, let gold):
@@ -157,10 +161,11 @@ public enum CoreEval {
             if result.correct { correctCount += 1 }
             details.append(result)
         }
-        let accuracy = Double(correctCount) / Double(items.count)
+        let totals = comm.sum([Double(correctCount), Double(cropped)])
+        let accuracy = totals[0] / Double(items.count)
         let rb = 0.01 * task.randomBaseline
         return TaskResult(label: task.label, accuracy: accuracy, centered: (accuracy - rb) / (1 - rb), examples: items.count,
-                          seconds: Date().timeIntervalSince(started), cropped: cropped, details: details)
+                          seconds: comm.max(Date().timeIntervalSince(started)), cropped: Int(totals[1]), details: details)
     }
 
     struct RowScore { var meanLoss: Double; var matched: Int }

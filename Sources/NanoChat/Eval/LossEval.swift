@@ -4,8 +4,10 @@ import NanoTensor
 /// Bits per byte (upstream's evaluate_bpb): per-token cross-entropy in nats over `steps` batches, counting only targets
 /// whose token has bytes (special tokens and ignored targets never count), divided by ln 2 * total bytes.
 /// Independent of the tokenizer's vocabulary size, so models with different tokenizers compare.
-public func evaluateBPB(model: GPT, loader: BestFitLoader, steps: Int, tokenBytes: [Int32]) throws -> Double {
-    try evaluateBPB(model: model, batch: loader.batch, seqLen: loader.seqLen, steps: steps, tokenBytes: tokenBytes) {
+/// With several ranks each evaluates its own batches and the nats and bytes are summed across ranks.
+public func evaluateBPB(model: GPT, loader: BestFitLoader, steps: Int, tokenBytes: [Int32],
+                        comm: Communicator = SingleProcess()) throws -> Double {
+    try evaluateBPB(model: model, batch: loader.batch, seqLen: loader.seqLen, steps: steps, tokenBytes: tokenBytes, comm: comm) {
         let (x, y, _) = try loader.next()
         return (x, y)
     }
@@ -13,7 +15,7 @@ public func evaluateBPB(model: GPT, loader: BestFitLoader, steps: Int, tokenByte
 
 /// The same over any source of (inputs, targets) batches: SFT's conversation loader, whose targets are -1 outside
 /// the assistant's tokens, so only what training supervises counts.
-public func evaluateBPB(model: GPT, batch: Int, seqLen: Int, steps: Int, tokenBytes: [Int32],
+public func evaluateBPB(model: GPT, batch: Int, seqLen: Int, steps: Int, tokenBytes: [Int32], comm: Communicator = SingleProcess(),
                         next: () throws -> (inputs: [Int32], targets: [Int32])) throws -> Double {
     var nats = 0.0
     var bytes = 0
@@ -30,5 +32,6 @@ public func evaluateBPB(model: GPT, batch: Int, seqLen: Int, steps: Int, tokenBy
             }
         }
     }
-    return bytes == 0 ? .infinity : nats / (log(2) * Double(bytes))
+    let total = comm.sum([nats, Double(bytes)])
+    return total[1] == 0 ? .infinity : total[0] / (log(2) * total[1])
 }

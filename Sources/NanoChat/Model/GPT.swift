@@ -246,9 +246,9 @@ extension GPT {
     /// distinct matrix shape of the blocks, sorted by shape. The learning rates arrive already multiplied by the
     /// batch-size LR scale.
     public func setupOptimizer(unembeddingLR: Double, embeddingLR: Double, matrixLR: Double, weightDecay: Double,
-                               scalarLR: Double) throws -> MuonAdamW {
+                               scalarLR: Double, comm: Communicator = SingleProcess()) throws -> MuonAdamW {
         try MuonAdamW(model: self, groups: optimizerGroups(unembeddingLR: unembeddingLR, embeddingLR: embeddingLR,
-                                                           matrixLR: matrixLR, weightDecay: weightDecay, scalarLR: scalarLR))
+                                                           matrixLR: matrixLR, weightDecay: weightDecay, scalarLR: scalarLR), comm: comm)
     }
 
     /// The parameter groups of `setupOptimizer`.

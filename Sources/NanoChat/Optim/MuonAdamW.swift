@@ -43,21 +43,45 @@ public struct OptimizerGroupSpec: Equatable {
     }
 }
 
-/// Upstream's MuonAdamW on one rank. Later the distributed step shards the Muon stacks and the large
-/// AdamW tensors across ranks; the per-group math below is the part every rank runs on its slice.
+/// Upstream's MuonAdamW, on one rank or sharded across the ranks of `comm` (upstream's ZeRO-2-style scheme):
+///
+/// 1. gradients are reduced: AdamW tensors under 1024 values (or whose first dimension the world size does not
+///    divide) are all-reduced whole; larger ones are reduce-scattered along dimension 0, so rank r gets the summed
+///    gradient of its 1/W of the rows; each Muon group stacks its K matrices' gradients, zero-padded to
+///    ceil(K/W)·W, and reduce-scatters them so rank r gets matrices [r·chunk, (r+1)·chunk);
+/// 2. each rank updates what it owns with the averaged gradient (sum / W), keeping optimizer state only for that;
+/// 3. the updated slices are all-gathered so every rank holds the whole new model.
+/// With one rank every phase is the identity and each rank "owns" everything.
 public final class MuonAdamW {
     public var groups: [OptimizerGroupSpec]
     let params: [[Tensor]]
-    /// AdamW: first and second moments per parameter; Muon: momentum [K, rows, cols] and the factored second
-    /// moment per group. Created on the first step.
+    let comm: Communicator
+    /// AdamW: first and second moments per parameter (only this rank's rows of a sharded one); Muon: momentum
+    /// [chunk, rows, cols] and the factored second moment per group, for this rank's matrices.
     var adamM: [[Tensor]] = [], adamV: [[Tensor]] = []
     var muonMomentum: [Tensor?] = [], muonSecond: [Tensor?] = []
     public private(set) var adamStep: [Int]
+    /// Per AdamW parameter: true when its rows are split across ranks.
+    let adamSharded: [[Bool]]
+    /// Per Muon group: matrices per rank (K with one rank).
+    let muonChunk: [Int]
+    /// Scratch for the reduced gradients (sharded AdamW slices, Muon stacks); allocated once.
+    var reducedGrad: [[Tensor?]] = [], muonStack: [Tensor?] = [], muonOwnedGrad: [Tensor?] = []
+    var zeros: Tensor? = nil
+    /// Seconds spent in collectives during the last `step()`.
+    public private(set) var lastCommunicationSeconds = 0.0
+    /// Bytes this rank sent into collectives during the last `step()` (what each rank moves per step).
+    public private(set) var lastCommunicationBytes = 0
 
-    public init(model: GPT, groups: [OptimizerGroupSpec]) throws {
+    /// AdamW tensors below this many values are all-reduced whole (as upstream): slicing them saves nothing.
+    public static let shardThreshold = 1024
+
+    public init(model: GPT, groups: [OptimizerGroupSpec], comm: Communicator = SingleProcess()) throws {
         self.groups = groups
+        self.comm = comm
+        let world = comm.worldSize
         var seen = Set<String>()
-        params = try groups.map { g in
+        let ps = try groups.map { g in
             try g.params.map { name in
                 guard let t = model.parameters[name] else { throw NanoChatError("optimizer group names unknown parameter \(name)") }
                 guard seen.insert(name).inserted else { throw NanoChatError("parameter \(name) is in two optimizer groups") }
@@ -65,32 +89,130 @@ public final class MuonAdamW {
             }
         }
         for (gi, g) in groups.enumerated() where g.kind == .muon {
-            let shapes = Set(params[gi].map(\.shape))
-            guard shapes.count == 1, params[gi][0].shape.count == 2 else {
+            let shapes = Set(ps[gi].map(\.shape))
+            guard shapes.count == 1, ps[gi][0].shape.count == 2 else {
                 throw NanoChatError("Muon group \(gi) must hold 2-D parameters of one shape, got \(shapes)")
             }
         }
         adamStep = Array(repeating: 0, count: groups.count)
-        adamM = params.map { ps in ps.map { Tensor(shape: $0.shape) } }
-        adamV = params.map { ps in ps.map { Tensor(shape: $0.shape) } }
+        params = ps
+        let sharded = groups.enumerated().map { gi, g in
+            g.kind == .adamw ? ps[gi].map { world > 1 && $0.count >= Self.shardThreshold && $0.shape[0] % world == 0 } : []
+        }
+        let chunks = groups.enumerated().map { gi, g in g.kind == .muon ? (ps[gi].count + world - 1) / world : 0 }
+        adamSharded = sharded
+        muonChunk = chunks
+        // Adam moments: this rank's rows of a sharded tensor, the whole of a replicated one, none for Muon's matrices
+        func stateShape(_ gi: Int, _ pi: Int) -> [Int] {
+            guard groups[gi].kind == .adamw else { return [0] }
+            let p = ps[gi][pi]
+            return sharded[gi][pi] ? [p.shape[0] / world] + p.shape.dropFirst() : p.shape
+        }
+        adamM = ps.indices.map { gi in ps[gi].indices.map { Tensor(shape: stateShape(gi, $0)) } }
+        adamV = ps.indices.map { gi in ps[gi].indices.map { Tensor(shape: stateShape(gi, $0)) } }
         muonMomentum = groups.enumerated().map { gi, g in
-            g.kind == .muon ? Tensor(shape: [params[gi].count] + params[gi][0].shape) : nil
+            g.kind == .muon ? Tensor(shape: [chunks[gi]] + ps[gi][0].shape) : nil
         }
         muonSecond = groups.enumerated().map { gi, g in
             guard g.kind == .muon else { return nil }
-            let (rows, cols) = (params[gi][0].shape[0], params[gi][0].shape[1])
-            return Tensor(shape: rows >= cols ? [params[gi].count, rows, 1] : [params[gi].count, 1, cols])
+            let (rows, cols) = (ps[gi][0].shape[0], ps[gi][0].shape[1])
+            return Tensor(shape: rows >= cols ? [muonChunk[gi], rows, 1] : [muonChunk[gi], 1, cols])
         }
+        if world > 1 {
+            reducedGrad = params.indices.map { gi in
+                params[gi].indices.map { pi in
+                    groups[gi].kind == .adamw ? Tensor(shape: adamSharded[gi][pi] ? stateShape(gi, pi) : params[gi][pi].shape) : nil
+                }
+            }
+            muonStack = groups.enumerated().map { gi, g in
+                g.kind == .muon ? Tensor(shape: [muonChunk[gi] * world] + params[gi][0].shape) : nil
+            }
+            muonOwnedGrad = groups.enumerated().map { gi, g in
+                g.kind == .muon ? Tensor(shape: [muonChunk[gi]] + params[gi][0].shape) : nil
+            }
+            zeros = Tensor(shape: [params.joined().map(\.count).max() ?? 1])
+        }
+    }
+
+    /// The matrices of Muon group `gi` this rank updates.
+    func ownedMatrices(_ gi: Int) -> Range<Int> {
+        let k = params[gi].count, chunk = muonChunk[gi]
+        return min(k, comm.rank * chunk)..<min(k, (comm.rank + 1) * chunk)
+    }
+
+    /// Runs a collective, adding its time and the bytes this rank sends to the step's totals.
+    @inline(__always)
+    func communicate(bytes: Int, _ body: () -> Void) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        Profiler.measure("optimizer.communication", body)
+        lastCommunicationSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        lastCommunicationBytes += bytes
     }
 
     /// One optimizer step over every group; parameters without a gradient are treated as zero-gradient.
     public func step() {
+        lastCommunicationSeconds = 0
+        lastCommunicationBytes = 0
         Tensor.withoutGrad {
+            if comm.worldSize > 1 { reduceGradients() }
             for gi in 0..<groups.count {
                 switch groups[gi].kind {
                 case .adamw: Profiler.measure("optimizer.adamw") { adamwStep(gi) }
                 case .muon: Profiler.measure("optimizer.muon") { muonStep(gi) }
                 }
+                if comm.worldSize > 1 { gatherParameters(gi) }
+            }
+        }
+    }
+
+    /// Phase 1: every group's gradients summed across ranks, each rank receiving what it owns.
+    func reduceGradients() {
+        let world = comm.worldSize
+        for gi in 0..<groups.count {
+            switch groups[gi].kind {
+            case .adamw:
+                for (pi, p) in params[gi].enumerated() {
+                    let out = reducedGrad[gi][pi]!
+                    let send = p.grad?.data ?? zeros!.data
+                    if adamSharded[gi][pi] {
+                        communicate(bytes: p.count * 4) { comm.reduceScatterSum(send, out.data, countPerRank: out.count) }
+                    } else {
+                        out.data.update(from: send, count: p.count)
+                        communicate(bytes: p.count * 4) { comm.allReduceSum(out.data, count: out.count) }
+                    }
+                }
+            case .muon:
+                let stack = muonStack[gi]!, size = params[gi][0].count
+                for (k, p) in params[gi].enumerated() {
+                    if let g = p.grad { (stack.data + k * size).update(from: g.data, count: size) }
+                    else { (stack.data + k * size).update(repeating: 0, count: size) }
+                }
+                let padded = muonChunk[gi] * world
+                if padded > params[gi].count {
+                    (stack.data + params[gi].count * size).update(repeating: 0, count: (padded - params[gi].count) * size)
+                }
+                // the summed gradients of this rank's matrices (MPI forbids overlapping send and receive buffers)
+                communicate(bytes: stack.count * 4) {
+                    comm.reduceScatterSum(stack.data, muonOwnedGrad[gi]!.data, countPerRank: muonChunk[gi] * size)
+                }
+            }
+        }
+    }
+
+    /// Phase 3 for one group: every rank's updated slices to every rank.
+    func gatherParameters(_ gi: Int) {
+        let world = comm.worldSize
+        switch groups[gi].kind {
+        case .adamw:
+            for (pi, p) in params[gi].enumerated() where adamSharded[gi][pi] {
+                communicate(bytes: p.count / world * 4) { comm.allGather(nil, p.data, countPerRank: p.count / world) }
+            }
+        case .muon:
+            let stack = muonStack[gi]!, size = params[gi][0].count, chunk = muonChunk[gi]
+            for k in ownedMatrices(gi) { (stack.data + k * size).update(from: params[gi][k].data, count: size) }
+            communicate(bytes: chunk * size * 4) { comm.allGather(nil, stack.data, countPerRank: chunk * size) }
+            for (k, p) in params[gi].enumerated() where !ownedMatrices(gi).contains(k) {
+                p.data.update(from: stack.data + k * size, count: size)
             }
         }
     }
@@ -103,16 +225,21 @@ public final class MuonAdamW {
         let bias1 = Float(1 - pow(g.betas.0, step)), bias2 = Float(1 - pow(g.betas.1, step))
         let stepSize = lr / bias1
         let bias2Sqrt = bias2.squareRoot()
+        let distributed = comm.worldSize > 1
+        // the reduced gradient is a sum over ranks: averaging is folded into the read (exactly 1 with one rank)
+        let gscale = 1 / Float(comm.worldSize)
         for (pi, p) in params[gi].enumerated() {
-            let n = p.count
-            let pp = p.data, m = adamM[gi][pi].data, v = adamV[gi][pi].data
-            let grad = p.grad?.data
+            let n = adamM[gi][pi].count
+            // a sharded parameter's update touches only this rank's rows
+            let pp = p.data + (adamSharded[gi][pi] ? comm.rank * n : 0)
+            let m = adamM[gi][pi].data, v = adamV[gi][pi].data
+            let grad = distributed ? reducedGrad[gi][pi]!.data : p.grad?.data
             let decay = 1 - lr * wd
             // element-wise and independent: split the big embedding tables over the cores
             let parts = Threading.ranges(n, parts: n >= 1 << 16 ? Threading.workers : 1)
             Threading.parallelFor(parts.count) { part in
                 for i in parts[part] {
-                    let gr = grad?[i] ?? 0
+                    let gr = (grad?[i] ?? 0) * gscale
                     pp[i] *= decay
                     m[i] += (1 - b1) * (gr - m[i])
                     v[i] += (1 - b2) * (gr * gr - v[i])
@@ -141,19 +268,22 @@ public final class MuonAdamW {
         let momentum = muonMomentum[gi]!.data, second = muonSecond[gi]!.data
         let perRow = rows >= cols
         let small = min(rows, cols)
+        let owned = ownedMatrices(gi)
+        let distributed = comm.worldSize > 1
+        let gscale = 1 / Float(comm.worldSize)
         // Each matrix of the group is independent: split them over the cores (BLAS single-threaded inside),
-        // which beats two BLAS threads on one small matrix.
-        Threading.parallelFor(ps.count) { k in
-            let p = ps[k]
+        // which beats two BLAS threads on one small matrix. State slot j belongs to matrix owned.lowerBound + j.
+        Threading.parallelFor(owned.count) { j in
+            let p = ps[owned.lowerBound + j]
             let x = Tensor(shape: [rows, cols], zeroed: false), xn = Tensor(shape: [rows, cols], zeroed: false)
             let a = Tensor(shape: [small, small], zeroed: false), a2 = Tensor(shape: [small, small], zeroed: false)
             let stat = Tensor(shape: [perRow ? rows : cols], zeroed: false)
-            let grad = p.grad?.data
-            let mbuf = momentum + k * size
+            let grad = distributed ? muonOwnedGrad[gi]!.data + j * size : p.grad?.data
+            let mbuf = momentum + j * size
             var u = x.data
             // 1. Nesterov momentum: M = mu M + (1-mu) G ; U = (1-mu) G + mu M
             for i in 0..<size {
-                let gr = grad?[i] ?? 0
+                let gr = (grad?[i] ?? 0) * gscale
                 mbuf[i] += (1 - mu) * (gr - mbuf[i])
                 u[i] = gr + mu * (mbuf[i] - gr)
             }
@@ -196,7 +326,7 @@ public final class MuonAdamW {
             let plus = Float(small).squareRoot() / max(Float(frobenius(u, size)), 1e-6)
             for i in 0..<size { u[i] *= plus }
             // 7. NorMuon: per-row (or per-column) second moment, renormalised to keep the overall norm
-            let sbuf = second + k * (perRow ? rows : cols)
+            let sbuf = second + j * (perRow ? rows : cols)
             let st = stat.data
             let n = Float(perRow ? cols : rows)
             if perRow {

@@ -109,9 +109,12 @@ public enum ChatRL {
     /// as upstream), and the fraction of all samples that are right (the same expectation as pass@1, with
     /// `samples` times the draws, so a small held-out set still shows a change).
     public static func passAtK(engine: Engine, problems: [(Conversation, String)], samples: Int, maxTokens: Int,
-                               temperature: Float, topK: Int, seed: UInt64) throws -> (passAtK: [Double], sampleAccuracy: Double) {
+                               temperature: Float, topK: Int, seed: UInt64,
+                               comm: Communicator = SingleProcess()) throws -> (passAtK: [Double], sampleAccuracy: Double) {
         var hits = [Int](repeating: 0, count: samples), right = 0
-        for (i, (conv, answer)) in problems.enumerated() {
+        // rank r of W takes problems r, r+W, ...; the counts are summed across ranks
+        for i in stride(from: comm.rank, to: problems.count, by: comm.worldSize) {
+            let (conv, answer) = problems[i]
             let prompt = try engine.tokenizer.renderForCompletion(conv)
             let out = try engine.generateBatch(prompt, numSamples: samples, maxTokens: maxTokens, temperature: temperature,
                                                topK: topK > 0 ? topK : nil, seed: seed &+ UInt64(i))
@@ -119,18 +122,25 @@ public enum ChatRL {
             if let first = ok.firstIndex(of: true) { for k in first..<samples { hits[k] += 1 } }
             right += ok.filter { $0 }.count
         }
-        return (hits.map { Double($0) / Double(max(1, problems.count)) }, Double(right) / Double(max(1, problems.count * samples)))
+        let counts = comm.sum(hits.map(Double.init) + [Double(right)])
+        return (counts.dropLast().map { $0 / Double(max(1, problems.count)) }, counts.last! / Double(max(1, problems.count * samples)))
     }
 }
 
 /// The RL loop: rollouts, rewards, advantages, one optimizer step per `examplesPerStep` questions, pass@k on
 /// held-out problems, checkpoints, a metrics log and a report section.
-public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double] {
+/// With W ranks each rank rolls out questions e ≡ rank (mod W) of the step's `examplesPerStep`, and the optimizer
+/// averages the gradients, so the step is the one a single process takes over all of them.
+public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log: (String) -> Void) throws -> [Double] {
+    func say(_ line: String) { if comm.isMain { log(line) } }
+    let world = comm.worldSize
     guard ["sft", "mid"].contains(o.source) else { throw NanoChatError("chat-rl starts from sft or mid, not \(o.source) (-i)") }
     guard o.deviceBatchSize > 0, o.numSamples % o.deviceBatchSize == 0 else {
         throw NanoChatError("--num-samples \(o.numSamples) must be a multiple of --device-batch-size \(o.deviceBatchSize)")
     }
-    guard o.examplesPerStep > 0 else { throw NanoChatError("--examples-per-step must be at least 1") }
+    guard o.examplesPerStep > 0, o.examplesPerStep % world == 0 else {
+        throw NanoChatError("--examples-per-step \(o.examplesPerStep) must be a positive multiple of the number of ranks (\(world))")
+    }
     let root = o.taskData.map(directoryURL) ?? TaskData.directory
     let task = o.task ?? (ConversationTasks.exists("gsm8k", "train", root) ? "gsm8k" : "arithmetic")
     let train = try ChatRL.problems(task: task, split: "train", root: root)
@@ -146,10 +156,12 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
     var resumeMeta: CheckpointMeta? = nil
     if o.resumeFromStep >= 0 {
         (model, resumeMeta) = try CheckpointManager.loadModel(directory: dir, step: o.resumeFromStep)
+        try CheckpointManager.checkWorldSize(resumeMeta!, directory: dir, comm: comm)
         startStep = o.resumeFromStep
     }
+    comm.broadcastParameters(model)
     let optimizer = try model.setupOptimizer(unembeddingLR: o.unembeddingLR, embeddingLR: o.embeddingLR, matrixLR: o.matrixLR,
-                                             weightDecay: o.weightDecay, scalarLR: o.scalarLR)
+                                             weightDecay: o.weightDecay, scalarLR: o.scalarLR, comm: comm)
     for i in optimizer.groups.indices {
         optimizer.groups[i].lr *= o.initLRFrac
         optimizer.groups[i].initialLR = optimizer.groups[i].lr
@@ -160,12 +172,11 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
     let engine = Engine(model: model, tokenizer: tokenizer)
     let pad = tokenizer.specialID("<|assistant_end|>") ?? tokenizer.bosID
     let evalSet = Array(heldOut.prefix(o.evalExamples))
-    log("RL from \(o.source) \(start.label) on \(task): \(train.count) train problems, \(evalSet.count) held out; \(numSteps) steps of \(o.examplesPerStep) questions x \(o.numSamples) samples")
+    say("RL from \(o.source) \(start.label) on \(task): \(train.count) train problems, \(evalSet.count) held out; \(numSteps) steps of \(o.examplesPerStep) questions x \(o.numSamples) samples")
 
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
-    try trimMetrics(metricsURL, keepBelow: startStep)
-    let metrics = try MetricsLog(url: metricsURL)
+    let metrics: MetricsLog? = comm.isMain ? try { try trimMetrics(metricsURL, keepBelow: startStep); return try MetricsLog(url: metricsURL) }() : nil
     var passHistory: [(passAtK: [Double], sampleAccuracy: Double)] = []
     let started = Date()
     var rewardHistory: [Double] = []
@@ -174,26 +185,26 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
         if o.evalEvery > 0 && (last || step % o.evalEvery == 0) && !evalSet.isEmpty {
             let t0 = Date()
             let eval = try ChatRL.passAtK(engine: engine, problems: evalSet, samples: o.deviceBatchSize, maxTokens: o.maxNewTokens,
-                                          temperature: o.temperature, topK: o.topK, seed: 1_000_000)
+                                          temperature: o.temperature, topK: o.topK, seed: 1_000_000, comm: comm)
             passHistory.append(eval)
-            log(String(format: "step %05d | ", step) + eval.passAtK.enumerated().map { String(format: "pass@%d: %.4f", $0 + 1, $1) }.joined(separator: ", ")
+            say(String(format: "step %05d | ", step) + eval.passAtK.enumerated().map { String(format: "pass@%d: %.4f", $0 + 1, $1) }.joined(separator: ", ")
                 + String(format: " | all samples: %.4f (%.1fs)", eval.sampleAccuracy, Date().timeIntervalSince(t0)))
             var m: [String: Any] = ["step": step, "sample_accuracy": eval.sampleAccuracy]
             for (k, v) in eval.passAtK.enumerated() { m["pass@\(k + 1)"] = v }
-            metrics.write(m)
+            metrics?.write(m)
         }
         if step > startStep && (last || (o.saveEvery > 0 && step % o.saveEvery == 0)) {
             var meta = CheckpointMeta(step: step, val_bpb: nil, model_config: model.config, user_config: o.userConfig,
                                       device_batch_size: o.deviceBatchSize, max_seq_len: start.meta.max_seq_len, total_batch_size: nil)
             meta.stage = "rl"
-            try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: meta)
-            log("saved checkpoint \(dir.path) step \(step)")
+            try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: meta, comm: comm)
+            say("saved checkpoint \(dir.path) step \(step)")
         }
         if last { break }
 
         let t0 = DispatchTime.now().uptimeNanoseconds
         var rewards: [Float] = [], lengths: [Double] = []
-        for e in 0..<o.examplesPerStep {
+        for e in stride(from: comm.rank, to: o.examplesPerStep, by: world) {
             let index = (step * o.examplesPerStep + e) % train.count
             let (conv, answer) = train[index]
             let prompt = try tokenizer.renderForCompletion(conv)
@@ -207,7 +218,7 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
             }
             let r = try seqs.map { ChatTasks.extractAnswer(try tokenizer.decode(Array($0[prompt.count...]))) == answer ? Float(1) : 0 }
             let rollout = ChatRL.rollout(sequences: seqs, masks: masks, rewards: r, pad: pad)
-            ChatRL.accumulate(model: model, rollout: rollout, rowsPerPass: o.deviceBatchSize, questions: o.examplesPerStep)
+            ChatRL.accumulate(model: model, rollout: rollout, rowsPerPass: o.deviceBatchSize, questions: o.examplesPerStep / world)
             rewards += r
             lengths.append(rollout.meanLength)
         }
@@ -216,11 +227,12 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
         optimizer.step()
         model.zeroGrad()
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        let reward = Double(rewards.reduce(0, +)) / Double(max(1, rewards.count))
+        let sums = comm.sum([Double(rewards.reduce(0, +)), Double(rewards.count), lengths.reduce(0, +), Double(lengths.count)])
+        let reward = sums[0] / max(1, sums[1])
         rewardHistory.append(reward)
-        let meanLength = lengths.reduce(0, +) / Double(max(1, lengths.count))
-        log(String(format: "step %05d/%05d | reward: %.4f | sequence length: %.1f | lrm: %.3f | dt: %.2fs", step + 1, numSteps, reward, meanLength, lrm, dt))
-        metrics.write(["step": step + 1, "reward": reward, "sequence_length": meanLength, "lrm": lrm, "dt": dt])
+        let meanLength = sums[2] / max(1, sums[3])
+        say(String(format: "step %05d/%05d | reward: %.4f | sequence length: %.1f | lrm: %.3f | dt: %.2fs", step + 1, numSteps, reward, meanLength, lrm, dt))
+        metrics?.write(["step": step + 1, "reward": reward, "sequence_length": meanLength, "lrm": lrm, "dt": dt])
     }
     var data: [(String, String)] = [("Source", "\(o.source) \(start.label)"), ("Task", task), ("Steps", "\(numSteps - startStep)"),
                                     ("Mean reward over the steps", String(format: "%.4f", rewardHistory.reduce(0, +) / Double(max(1, rewardHistory.count)))),
@@ -232,6 +244,6 @@ public func chatRL(_ o: ChatRLOptions, log: (String) -> Void) throws -> [Double]
                  ("pass@1 before", String(format: "%.4f", first.passAtK[0])), ("pass@1 after", String(format: "%.4f", end.passAtK[0])),
                  ("pass@\(k) before", String(format: "%.4f", first.passAtK[k - 1])), ("pass@\(k) after", String(format: "%.4f", end.passAtK[k - 1]))]
     }
-    try Report.log(section: "Chat RL", arguments: o.userConfig, data: data)
+    if comm.isMain { try Report.log(section: "Chat RL", arguments: o.userConfig, data: data) }
     return passHistory.last?.passAtK ?? []
 }

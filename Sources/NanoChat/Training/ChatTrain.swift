@@ -104,7 +104,12 @@ public func loadStartingModel(stage: ChatStage, options o: ChatTrainOptions) thr
 
 /// Mid-training or SFT: the loop from flags to optimizer steps, with validation bits per byte (supervised tokens
 /// only), ChatCORE, checkpoints, a metrics log and a report section.
-public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> Void) throws -> (valBPB: Double?, chatCORE: Double?) {
+/// Data parallelism as base-train's: lane = micro-step · ranks + rank takes conversations lane, lane+L, ... of the
+/// mixture (L lanes in all), so N ranks see the batches one process with N times the accumulation steps sees.
+public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicator = SingleProcess(),
+                      log: (String) -> Void) throws -> (valBPB: Double?, chatCORE: Double?) {
+    func say(_ line: String) { if comm.isMain { log(line) } }
+    let world = comm.worldSize
     let root = o.taskData.map(directoryURL) ?? TaskData.directory
     _ = try startingSource(stage: stage, options: o)  // a wrong -i fails before anything is read
     let (mixtures, (start, source)) = (try chatMixtures(stage: stage, options: o, root: root), try loadStartingModel(stage: stage, options: o))
@@ -136,10 +141,10 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
         throw NanoChatError("--max-seq-len \(t) exceeds the model's \(model.config.sequence_len * 10) rotary positions")
     }
     let tokensPerMicro = batch * t
-    guard totalBatch % tokensPerMicro == 0 else {
-        throw NanoChatError("total batch size \(totalBatch) is not a multiple of device batch x seq len = \(batch) x \(t) = \(tokensPerMicro); change --total-batch-size or --device-batch-size")
+    guard totalBatch % (tokensPerMicro * world) == 0 else {
+        throw NanoChatError("total batch size \(totalBatch) is not a multiple of device batch x seq len x ranks = \(batch) x \(t) x \(world) = \(tokensPerMicro * world); change --total-batch-size or --device-batch-size")
     }
-    let gradAccum = totalBatch / tokensPerMicro
+    let gradAccum = totalBatch / (tokensPerMicro * world)
     let tag = o.modelTag ?? start.directory.lastPathComponent
     let dir = CheckpointManager.directory(phase: stage.phase, tag: tag)
 
@@ -147,43 +152,57 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
     var resumeMeta: CheckpointMeta? = nil
     if o.resumeFromStep >= 0 {
         (model, resumeMeta) = try CheckpointManager.loadModel(directory: dir, step: o.resumeFromStep)
+        try CheckpointManager.checkWorldSize(resumeMeta!, directory: dir, comm: comm)
         startStep = o.resumeFromStep
     }
+    comm.broadcastParameters(model)
     let optimizer = try model.setupOptimizer(unembeddingLR: unembeddingLR, embeddingLR: embeddingLR, matrixLR: matrixLR,
-                                             weightDecay: 0, scalarLR: o.scalarLR * batchLRScale)
+                                             weightDecay: 0, scalarLR: o.scalarLR * batchLRScale, comm: comm)
     if let resumeMeta {
         try CheckpointManager.loadOptimizer(optimizer, directory: dir, step: startStep, meta: resumeMeta)
     } else if o.loadOptimizer ?? (mid ? 0 : 1) == 1 {
         // the momentum and Adam moments of the starting model; the learning rates stay the fresh ones
         do { try CheckpointManager.loadOptimizer(optimizer, directory: start.directory, step: start.step, meta: baseMeta) }
-        catch { log("note: no optimizer state loaded (\(error)); starting with fresh moments") }
+        catch { say("note: no optimizer state loaded (\(error)); starting with fresh moments") }
     }
     for i in optimizer.groups.indices {
         optimizer.groups[i].lr *= initLRFrac
         optimizer.groups[i].initialLR = optimizer.groups[i].lr
     }
 
-    let loader = ConversationLoader(mixture: mixtures.train, tokenizer: tokenizer, batch: batch, seqLen: t,
-                                    supervision: mid ? .everything : .assistant, resume: resumeMeta?.conversation_loader)
+    let laneCount = gradAccum * world
+    var savedLanes = resumeMeta?.conversation_lanes
+    if savedLanes == nil, laneCount == 1, let single = resumeMeta?.conversation_loader { savedLanes = [single] }
+    if let saved = savedLanes, saved.count != laneCount {
+        throw NanoChatError("checkpoint \(dir.path) step \(startStep) has \(saved.count) data lanes, this run has \(laneCount) (accumulation steps x ranks); resume with the same batch flags")
+    }
+    let loaders = (0..<gradAccum).map { micro in
+        let lane = micro * world + comm.rank
+        return ConversationLoader(mixture: mixtures.train, tokenizer: tokenizer, batch: batch, seqLen: t,
+                                  supervision: mid ? .everything : .assistant, rank: lane, world: laneCount, resume: savedLanes?[lane])
+    }
+    // how far through the mixture the run is: the furthest lane, agreed by every rank
+    func mixtureProgress() -> Double { comm.max(loaders.map(\.progress).max()!) }
     let tokenBytes = tokenizer.tokenByteCounts
     let flopsPerToken = DepthPlan.flopsPerToken(model.config)
     let peak = measureSgemmGFLOPS() * 1e9
     let numIterations = o.numIterations
-    log("\(stage.title) from \(source) \(start.label): \(model.config)")
-    log("train mixture: \(mixtures.train.summary)")
-    log("val mixture: \(mixtures.val.summary)")
-    log(String(format: "batch %d tokens = %d x %d x %d accumulation steps; LRs (batch scale %.3f) embedding %.4g, unembedding %.4g, matrix %.4g, x %.2f; %@",
+    say("\(stage.title) from \(source) \(start.label): \(model.config)")
+    say("train mixture: \(mixtures.train.summary)")
+    say("val mixture: \(mixtures.val.summary)")
+    say(String(format: "batch %d tokens = %d x %d x %d accumulation steps; LRs (batch scale %.3f) embedding %.4g, unembedding %.4g, matrix %.4g, x %.2f; %@",
                totalBatch, batch, t, gradAccum, batchLRScale, embeddingLR, unembeddingLR, matrixLR, initLRFrac,
                numIterations > 0 ? "\(numIterations) iterations" : "one epoch of \(mixtures.train.count) conversations"))
 
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
-    try trimMetrics(metricsURL, keepBelow: startStep)
-    let metrics = try MetricsLog(url: metricsURL)
+    let metrics: MetricsLog? = comm.isMain ? try { try trimMetrics(metricsURL, keepBelow: startStep); return try MetricsLog(url: metricsURL) }() : nil
 
     func validationBPB() throws -> Double {
-        let valLoader = ConversationLoader(mixture: mixtures.val, tokenizer: tokenizer, batch: batch, seqLen: t, supervision: .assistant)
-        return try evaluateBPB(model: model, batch: batch, seqLen: t, steps: max(1, evalTokens / tokensPerMicro), tokenBytes: tokenBytes) {
+        let valLoader = ConversationLoader(mixture: mixtures.val, tokenizer: tokenizer, batch: batch, seqLen: t, supervision: .assistant,
+                                           rank: comm.rank, world: world)
+        return try evaluateBPB(model: model, batch: batch, seqLen: t, steps: max(1, evalTokens / (tokensPerMicro * world)),
+                               tokenBytes: tokenBytes, comm: comm) {
             try valLoader.next()
         }
     }
@@ -195,38 +214,39 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
             problems[name] = cap < 0 ? all : Array(all.prefix(cap))
         }
         let results = try ChatEval.run(model: model, tokenizer: tokenizer, names: ChatEval.chatCORETasks, problems: problems, batch: batch,
-                                       maxTokens: 512)
+                                       maxTokens: 512, comm: comm)
         return (ChatEval.chatCORE(results), results)
     }
 
+    let accumulator = GradientAccumulator(model: model)
     var smooth = resumeMeta?.loop_state?.smooth_train_loss ?? 0
     var totalTime = resumeMeta?.loop_state?.total_training_time ?? 0
     var minVal = resumeMeta?.loop_state?.min_val_bpb
     var valBPB: Double? = resumeMeta?.val_bpb
     var lastChatCORE: Double? = nil
     var step = startStep
-    var progress = numIterations > 0 ? Double(step) / Double(numIterations) : loader.progress
+    var progress = numIterations > 0 ? Double(step) / Double(numIterations) : mixtureProgress()
     var valBPBBefore: Double? = nil  // the starting model's, the stage's baseline
     let started = Date()
     while true {
-        let lastStep = numIterations > 0 ? step >= numIterations : loader.progress >= 1
+        let lastStep = numIterations > 0 ? step >= numIterations : mixtureProgress() >= 1
         if evalEvery > 0 && (lastStep || step % evalEvery == 0) {
             let bpb = try validationBPB()
             valBPB = bpb
             minVal = min(minVal ?? bpb, bpb)
             if step == 0 { valBPBBefore = bpb }
-            log(String(format: "step %05d | validation bpb: %.4f", step, bpb))
-            metrics.write(["step": step, "val_bpb": bpb])
+            say(String(format: "step %05d | validation bpb: %.4f", step, bpb))
+            metrics?.write(["step": step, "val_bpb": bpb])
         }
         if chatcoreEvery != -2 && (lastStep || (chatcoreEvery > 0 && step > 0 && step % chatcoreEvery == 0)) {
             if let (score, per) = try chatCORE() {
                 lastChatCORE = score
-                log(String(format: "step %05d | ChatCORE: %.4f | ", step, score) + per.map { String(format: "%@ %.4f", $0.task, $0.accuracy) }.joined(separator: " | "))
+                say(String(format: "step %05d | ChatCORE: %.4f | ", step, score) + per.map { String(format: "%@ %.4f", $0.task, $0.accuracy) }.joined(separator: " | "))
                 var m: [String: Any] = ["step": step, "chatcore": score]
                 for r in per { m["chat_\(r.task)"] = r.accuracy }
-                metrics.write(m)
+                metrics?.write(m)
             } else {
-                log("ChatCORE skipped: the chat-evaluation tasks are missing (nanochat dataset tasks)")
+                say("ChatCORE skipped: the chat-evaluation tasks are missing (nanochat dataset tasks)")
             }
         }
         if lastStep || (o.saveEvery > 0 && step > startStep && step % o.saveEvery == 0) {
@@ -234,21 +254,26 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
                                    device_batch_size: batch, max_seq_len: t, total_batch_size: totalBatch,
                                    loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime))
             m.stage = stage.rawValue
-            m.conversation_loader = loader.state
-            try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m)
-            log("saved checkpoint \(dir.path) step \(step)")
+            let mine = String(decoding: try JSONEncoder().encode(loaders.map(\.state)), as: UTF8.self)
+            let perRank = try comm.allGather(mine).map { try JSONDecoder().decode([ConversationLoaderState].self, from: Data($0.utf8)) }
+            m.conversation_lanes = (0..<laneCount).map { lane in perRank[lane % world][lane / world] }
+            m.conversation_loader = m.conversation_lanes![0]
+            try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m, comm: comm)
+            say("saved checkpoint \(dir.path) step \(step)")
         }
         if lastStep { break }
 
         let t0 = DispatchTime.now().uptimeNanoseconds
         var stepLoss = 0.0
-        for _ in 0..<gradAccum {
-            let (x, y) = try loader.next()
+        for micro in 0..<gradAccum {
+            let (x, y) = try loaders[micro].next()
             let loss = model.forward(x, batch: batch, time: t, targets: y)
             let l = Double(loss.scalar)
             if l.isFinite { stepLoss += l / Double(gradAccum); loss.backward(seed: 1 / Float(gradAccum)) }  // a batch with no supervised token has no loss
+            if gradAccum > 1 { accumulator.collect() }
         }
-        progress = max(progress, numIterations > 0 ? Double(step + 1) / Double(numIterations) : loader.progress)
+        if gradAccum > 1 { accumulator.install() }
+        progress = max(progress, numIterations > 0 ? Double(step + 1) / Double(numIterations) : mixtureProgress())
         let lrm = ChatSchedule.lrMultiplier(progress: progress, warmupRatio: o.warmupRatio, warmdownRatio: warmdownRatio, finalFrac: o.finalLRFrac)
         for i in optimizer.groups.indices {
             optimizer.groups[i].lr = optimizer.groups[i].initialLR * lrm
@@ -256,6 +281,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
         }
         optimizer.step()
         model.zeroGrad()
+        stepLoss = comm.sum(stepLoss) / Double(world)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         guard stepLoss.isFinite else { throw NanoChatError("the loss became \(stepLoss) at step \(step); lower the learning rates") }
         smooth = 0.9 * smooth + 0.1 * stepLoss
@@ -264,12 +290,13 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
         let tps = Double(totalBatch) / dt
         let mfu = 100 * Double(flopsPerToken) * Double(totalBatch) / dt / peak
         step += 1
-        log(String(format: "step %05d (%.2f%%) | loss: %.6f | lrm: %.2f | dt: %.2fms | tok/sec: %@ | mfu: %.2f | epoch: %d | total time: %.2fm",
-                   step, 100 * min(progress, 1), debiased, lrm, dt * 1000, formatThousands(Int(tps)), mfu, loader.currentEpoch, totalTime / 60))
-        metrics.write(["step": step, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps, "mfu": mfu,
-                       "progress": progress, "epoch": loader.currentEpoch])
+        say(String(format: "step %05d (%.2f%%) | loss: %.6f | lrm: %.2f | dt: %.2fms | tok/sec: %@ | mfu: %.2f | epoch: %d | total time: %.2fm",
+                   step, 100 * min(progress, 1), debiased, lrm, dt * 1000, formatThousands(Int(tps)), mfu, loaders[0].currentEpoch, totalTime / 60))
+        metrics?.write(["step": step, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps, "mfu": mfu,
+                       "progress": progress, "epoch": loaders[0].currentEpoch, "comm_seconds": optimizer.lastCommunicationSeconds])
     }
-    if loader.renderFailures > 0 { log("\(loader.renderFailures) conversations could not be rendered and were skipped") }
+    let renderFailures = Int(comm.sum(Double(loaders.map(\.renderFailures).reduce(0, +))))
+    if renderFailures > 0 { say("\(renderFailures) conversations could not be rendered and were skipped") }
     var section: [(String, String)] = [("Source", "\(source) \(start.label)"), ("Train mixture", mixtures.train.summary),
                                        ("Iterations", "\(step - startStep)"), ("Tokens per step", formatThousands(totalBatch)),
                                        ("Training time", String(format: "%.2fm", Date().timeIntervalSince(started) / 60))]
@@ -277,7 +304,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, log: (String) -> 
     if let valBPB { section.append(("Validation bpb", String(format: "%.4f", valBPB))) }
     if let minVal { section.append(("Minimum validation bpb", String(format: "%.4f", minVal))) }
     if let lastChatCORE { section.append(("ChatCORE", String(format: "%.4f", lastChatCORE))) }
-    try Report.log(section: stage == .mid ? "Midtraining" : "Chat SFT", arguments: o.userConfig, data: section)
+    if comm.isMain { try Report.log(section: stage == .mid ? "Midtraining" : "Chat SFT", arguments: o.userConfig, data: section) }
     return (valBPB, lastChatCORE)
 }
 

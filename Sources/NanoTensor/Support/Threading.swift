@@ -12,10 +12,19 @@ import CBLAS
 /// fight over the same cores (2 cores oversubscribed is slower than 1). There is one caller at a time: the
 /// server decodes all its conversations together on one thread (`Batcher`) rather than one thread each.
 public enum Threading {
-    /// Number of worker threads for our kernels: `NANOCHAT_NUM_THREADS` if set, else the active cores.
+    /// Number of worker threads for our kernels: `NANOCHAT_NUM_THREADS` if set, else the active cores shared among
+    /// the MPI ranks that run on this machine (mpirun says how many). BLAS starts with the same number.
     public static let workers: Int = {
-        if let s = ProcessInfo.processInfo.environment["NANOCHAT_NUM_THREADS"], let n = Int(s), n > 0 { return n }
-        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let env = ProcessInfo.processInfo.environment
+        let n: Int
+        if let s = env["NANOCHAT_NUM_THREADS"], let v = Int(s), v > 0 {
+            n = v
+        } else {
+            let localRanks = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"].lazy.compactMap { env[$0].flatMap { Int($0) } }.first ?? 1
+            n = max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks))
+        }
+        setBLASThreads(n)
+        return n
     }()
 
     /// Runs `body(i)` for i in 0..<count on up to `workers` threads and returns when all are done.

@@ -1,0 +1,79 @@
+"""Compares two base-train runs step by step: the losses in their metrics.jsonl and the parameters of their final
+model_<step>.safetensors, each within a relative tolerance. Used by scripts/test to check that N MPI ranks train
+exactly like one process with N times the accumulation steps. Standard library only.
+
+usage: compare_runs.py RUN_A RUN_B [--tol 1e-5] [--min-steps 10]
+"""
+import argparse, array, json, os, re, struct, sys
+
+
+def losses(run):
+    out = {}
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        for line in f:
+            obj = json.loads(line)
+            if "loss" in obj:
+                out[obj["step"]] = obj["loss"]
+    return out
+
+
+def tensors(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        body = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "F32", f"{path}: {name} is {info['dtype']}"
+        a, b = info["data_offsets"]
+        out[name] = array.array("f", body[a:b])
+    return out
+
+
+def final_model(run):
+    steps = [int(m.group(1)) for m in (re.match(r"model_(\d+)\.safetensors$", f) for f in os.listdir(run)) if m]
+    if not steps:
+        sys.exit(f"compare_runs: no model_<step>.safetensors in {run}")
+    return max(steps), os.path.join(run, f"model_{max(steps):06d}.safetensors")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--min-steps", type=int, default=10)
+    args = ap.parse_args()
+    la, lb = losses(args.a), losses(args.b)
+    if sorted(la) != sorted(lb) or len(la) < args.min_steps:
+        sys.exit(f"compare_runs: steps differ or too few: {sorted(la)} vs {sorted(lb)} (need {args.min_steps})")
+    worst_loss = 0.0
+    for s in sorted(la):
+        rel = abs(la[s] - lb[s]) / max(abs(la[s]), 1e-12)
+        worst_loss = max(worst_loss, rel)
+        print(f"step {s:3d}  loss {la[s]:.7f}  {lb[s]:.7f}  rel diff {rel:.1e}")
+    sa, pa = final_model(args.a)
+    sb, pb = final_model(args.b)
+    if sa != sb:
+        sys.exit(f"compare_runs: final steps differ: {sa} vs {sb}")
+    ta, tb = tensors(pa), tensors(pb)
+    if sorted(ta) != sorted(tb):
+        sys.exit("compare_runs: the models have different parameters")
+    worst_param, worst_name = 0.0, ""
+    for name in sorted(ta):
+        x, y = ta[name], tb[name]
+        scale = max(max(abs(v) for v in x), 1e-12)
+        diff = max(abs(u - v) for u, v in zip(x, y))
+        if diff / scale > worst_param:
+            worst_param, worst_name = diff / scale, name
+    ok = worst_loss <= args.tol and worst_param <= args.tol
+    print(f"compare_runs: {len(la)} steps, largest loss difference {worst_loss:.1e} relative; parameters after step {sa}: "
+          f"largest difference {worst_param:.1e} of the tensor's largest value ({worst_name or '-'}); tolerance {args.tol:g}: "
+          f"{'OK' if ok else 'FAILED'}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
