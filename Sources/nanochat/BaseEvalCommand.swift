@@ -68,10 +68,10 @@ struct BaseEvalCommand: ParsableCommand {
                 say("== bits per byte")
                 let seq = meta.max_seq_len ?? model.config.sequence_len
                 let data = dataDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
-                let steps = max(1, splitTokens / (deviceBatchSize * seq * comm.worldSize))
+                let steps = max(1, splitTokens / (deviceBatchSize * seq))
                 for split in ["train", "val"] {
                     let loader = try BestFitLoader(tokenizer: tok, shards: ShardSet(directory: data, split: split),
-                                                   batch: deviceBatchSize, seqLen: seq, rank: comm.rank, worldSize: comm.worldSize)
+                                                   batch: deviceBatchSize, seqLen: seq)
                     let bpb = try evaluateBPB(model: model, loader: loader, steps: steps, tokenBytes: tok.tokenByteCounts, comm: comm)
                     say(String(format: "%@ bpb: %.4f", split, bpb))
                     section.append(("\(split) bpb", String(format: "%.4f", bpb)))

@@ -4,7 +4,8 @@ import NanoTensor
 /// Bits per byte (upstream's evaluate_bpb): per-token cross-entropy in nats over `steps` batches, counting only targets
 /// whose token has bytes (special tokens and ignored targets never count), divided by ln 2 * total bytes.
 /// Independent of the tokenizer's vocabulary size, so models with different tokenizers compare.
-/// With several ranks each evaluates its own batches and the nats and bytes are summed across ranks.
+/// With W ranks, rank r scores batches r, r+W, ... of the same stream and the nats and bytes are summed across
+/// ranks: the same number as one process's, W times faster.
 public func evaluateBPB(model: GPT, loader: BestFitLoader, steps: Int, tokenBytes: [Int32],
                         comm: Communicator = SingleProcess()) throws -> Double {
     try evaluateBPB(model: model, batch: loader.batch, seqLen: loader.seqLen, steps: steps, tokenBytes: tokenBytes, comm: comm) {
@@ -19,8 +20,10 @@ public func evaluateBPB(model: GPT, batch: Int, seqLen: Int, steps: Int, tokenBy
                         next: () throws -> (inputs: [Int32], targets: [Int32])) throws -> Double {
     var nats = 0.0
     var bytes = 0
-    for _ in 0..<steps {
+    for step in 0..<steps {
         let (x, y) = try next()
+        // every rank reads the one stream and scores every W-th batch: the result does not depend on the ranks
+        guard step % comm.worldSize == comm.rank else { continue }
         let losses = Tensor.withoutGrad {
             model.forward(x, batch: batch, time: seqLen, targets: y, reduction: .none).array
         }

@@ -145,13 +145,14 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     }
     defer { loaders.forEach { $0.stop() } }
     let tokenBytes = tokenizer.tokenByteCounts
-    let peak = measureSgemmGFLOPS() * 1e9
+    // the job's peak: every rank's sgemm rate on the threads it has
+    let peak = comm.sum(measureSgemmGFLOPS() * 1e9)
     let accumulator = GradientAccumulator(model: model)
 
     say("model d\(o.depth): n_embd \(plan.config.n_embd), heads \(plan.config.n_head), head dim \(plan.config.headDim), windows \(model.windows), vocab \(vocab)")
     say(String(format: "parameters %d (scaling %d), %.3e FLOPs/token; batch %d tokens = %d x %d x %d accumulation steps x %d rank(s); %d iterations",
                plan.params.total, plan.scalingParams, Double(plan.flopsPerToken), plan.totalBatchSize, o.deviceBatchSize, t, gradAccum, world, n))
-    say(String(format: "this machine's sgemm: %.1f GFLOP/s (MFU is reported against it); %d threads per rank", peak / 1e9, Threading.workers))
+    say(String(format: "sgemm: %.1f GFLOP/s over %d rank(s) of %d thread(s) (MFU is reported against it)", peak / 1e9, world, Threading.workers))
 
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -167,10 +168,8 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     for step in startStep...n {
         let last = step == n
         if o.evalEvery > 0 && (last || step % o.evalEvery == 0) {
-            // each rank its own share of the validation tokens, as upstream
-            let evalSteps = max(1, o.evalTokens / (tokensPerMicro * world))
-            let valLoader = try BestFitLoader(tokenizer: tokenizer, shards: valShards, batch: o.deviceBatchSize, seqLen: t,
-                                              rank: comm.rank, worldSize: world)
+            let evalSteps = max(1, o.evalTokens / tokensPerMicro)
+            let valLoader = try BestFitLoader(tokenizer: tokenizer, shards: valShards, batch: o.deviceBatchSize, seqLen: t)
             let bpb = try evaluateBPB(model: model, loader: valLoader, steps: evalSteps, tokenBytes: tokenBytes, comm: comm)
             valBPB = bpb
             minVal = min(minVal ?? bpb, bpb)

@@ -185,7 +185,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
     func mixtureProgress() -> Double { comm.max(loaders.map(\.progress).max()!) }
     let tokenBytes = tokenizer.tokenByteCounts
     let flopsPerToken = DepthPlan.flopsPerToken(model.config)
-    let peak = measureSgemmGFLOPS() * 1e9
+    let peak = comm.sum(measureSgemmGFLOPS() * 1e9)
     let numIterations = o.numIterations
     say("\(stage.title) from \(source) \(start.label): \(model.config)")
     say("train mixture: \(mixtures.train.summary)")
@@ -199,9 +199,8 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
     let metrics: MetricsLog? = comm.isMain ? try { try trimMetrics(metricsURL, keepBelow: startStep); return try MetricsLog(url: metricsURL) }() : nil
 
     func validationBPB() throws -> Double {
-        let valLoader = ConversationLoader(mixture: mixtures.val, tokenizer: tokenizer, batch: batch, seqLen: t, supervision: .assistant,
-                                           rank: comm.rank, world: world)
-        return try evaluateBPB(model: model, batch: batch, seqLen: t, steps: max(1, evalTokens / (tokensPerMicro * world)),
+        let valLoader = ConversationLoader(mixture: mixtures.val, tokenizer: tokenizer, batch: batch, seqLen: t, supervision: .assistant)
+        return try evaluateBPB(model: model, batch: batch, seqLen: t, steps: max(1, evalTokens / tokensPerMicro),
                                tokenBytes: tokenBytes, comm: comm) {
             try valLoader.next()
         }
