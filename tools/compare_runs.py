@@ -1,4 +1,4 @@
-"""Compares two base-train runs step by step: the losses in their metrics.jsonl and the parameters of their final
+"""Compares two training runs step by step: the losses (RL: the rewards) in their metrics.jsonl and the parameters of their final
 model_<step>.safetensors, each within a relative tolerance. Used by scripts/test to check that N MPI ranks train
 exactly like one process with N times the accumulation steps. Standard library only.
 
@@ -12,8 +12,11 @@ def losses(run):
     with open(os.path.join(run, "metrics.jsonl")) as f:
         for line in f:
             obj = json.loads(line)
-            if "loss" in obj:
-                out[obj["step"]] = obj["loss"]
+            # training steps: the loss (base-train, SFT) or the mean reward (RL)
+            for key in ("loss", "reward"):
+                if key in obj:
+                    out[obj["step"]] = obj[key]
+                    break
     return out
 
 

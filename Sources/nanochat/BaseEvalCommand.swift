@@ -97,7 +97,7 @@ struct BaseEvalCommand: ParsableCommand {
             tasks = bundle.tasks.filter { wanted.contains($0.label) }
         }
         print("== CORE: \(tasks.count) tasks from \(bundle.directory.path)" + (bundle.source.map { " (\($0))" } ?? ""))
-        let tty = isatty(1) != 0 && comm.isMain
+        let tty = isatty(1) != 0 && comm.worldSize == 1  // mpirun hands its ranks a pseudo-terminal: no progress bar there
         var results: [CoreEval.TaskResult] = []
         let started = Date()
         var examples = 0

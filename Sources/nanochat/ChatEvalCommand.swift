@@ -35,7 +35,7 @@ struct ChatEvalCommand: ParsableCommand {
             }
             let loaded = try model.load()
             if comm.isMain { print("model \(loaded.label) (\(model.source)): \(loaded.model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : "")) }
-            let tty = isatty(1) != 0 && comm.isMain
+            let tty = isatty(1) != 0 && comm.worldSize == 1  // mpirun hands its ranks a pseudo-terminal: no progress bar there
             let results = try ChatEval.run(model: loaded.model, tokenizer: loaded.tokenizer, names: names, problems: problems,
                                            batch: batchSize, samples: numSamples, maxTokens: maxNewTokens, temperature: temperature,
                                            topK: topK, comm: comm) { name, done, total, passed in

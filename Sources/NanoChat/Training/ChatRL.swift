@@ -180,6 +180,8 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
     var passHistory: [(passAtK: [Double], sampleAccuracy: Double)] = []
     let started = Date()
     var rewardHistory: [Double] = []
+    let accumulator = GradientAccumulator(model: model)
+    let perRank = o.examplesPerStep / world
     for step in startStep...numSteps {
         let last = step == numSteps
         if o.evalEvery > 0 && (last || step % o.evalEvery == 0) && !evalSet.isEmpty {
@@ -219,9 +221,11 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
             let r = try seqs.map { ChatTasks.extractAnswer(try tokenizer.decode(Array($0[prompt.count...]))) == answer ? Float(1) : 0 }
             let rollout = ChatRL.rollout(sequences: seqs, masks: masks, rewards: r, pad: pad)
             ChatRL.accumulate(model: model, rollout: rollout, rowsPerPass: o.deviceBatchSize, questions: o.examplesPerStep / world)
+            if perRank > 1 { accumulator.collect() }  // question by question, as the ranks' all-reduce sums them
             rewards += r
             lengths.append(rollout.meanLength)
         }
+        if perRank > 1 { accumulator.install() }
         let lrm = 1 - Double(step) / Double(numSteps)
         for i in optimizer.groups.indices { optimizer.groups[i].lr = optimizer.groups[i].initialLR * lrm }
         optimizer.step()
