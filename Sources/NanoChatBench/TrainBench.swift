@@ -15,17 +15,27 @@ public struct TrainBenchResult {
     public var stepSeconds: Double
     public var peakRSSMB: Double
     public var freshAllocationsPerStep: Int
+    /// Ranks of the job, and per step: seconds in the optimizer's collectives and the bytes each rank sent into them.
+    public var ranks: Int
+    public var communicationSeconds: Double
+    public var communicationBytes: Int
 }
 
 /// `o` is base-train's options for the configuration (the bench sets depth, sizes and window pattern; the
 /// learning rates and schedule are base-train's own defaults); `vocab` replaces a tokenizer.
-public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: Int = 2) throws -> TrainBenchResult {
+/// With `comm` of W ranks the same total batch is split over them (base-train's data parallelism); the rates are
+/// the whole job's.
+public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: Int = 2,
+                       comm: Communicator = SingleProcess()) throws -> TrainBenchResult {
     let plan = DepthPlan(o, vocabSize: vocab)
     let (deviceBatch, seqLen, totalBatch) = (o.deviceBatchSize, o.maxSeqLen, plan.totalBatchSize)
     let model = try GPT(config: plan.config, seed: o.seed)
-    let opt = try o.optimizer(for: model, plan: plan)
-    let accum = totalBatch / (deviceBatch * seqLen)
-    var rng = RNG(seed: 1)
+    let opt = try o.optimizer(for: model, plan: plan, comm: comm)
+    guard totalBatch % (deviceBatch * seqLen * comm.worldSize) == 0 else {
+        throw NanoChatError("total batch \(totalBatch) is not a multiple of device batch x seq x ranks = \(deviceBatch * seqLen * comm.worldSize)")
+    }
+    let accum = totalBatch / (deviceBatch * seqLen * comm.worldSize)
+    var rng = RNG(seed: 1 + UInt64(comm.rank))
     // inputs and targets of each micro-batch, made once: the timed steps do only the training work
     let batches = (0..<accum).map { _ -> (x: [Int32], y: [Int32]) in
         let b = (0..<(deviceBatch * (seqLen + 1))).map { _ in Int32(rng.next() % UInt64(vocab)) }
@@ -49,10 +59,14 @@ public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: In
     for i in 0..<warmup { step(i) }
     let allocBefore = BufferPool.freshAllocations
     var rates: [Double] = []
+    var commSeconds = 0.0
+    comm.barrier()
     for i in 0..<steps {
         let t0 = DispatchTime.now().uptimeNanoseconds
         step(warmup + i)
+        comm.barrier()  // the step ends when the slowest rank's does
         rates.append(Double(totalBatch) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+        commSeconds += opt.lastCommunicationSeconds
     }
     let fresh = (BufferPool.freshAllocations - allocBefore) / max(steps, 1)
     Profiler.reset()
@@ -66,7 +80,9 @@ public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: In
     return TrainBenchResult(depth: o.depth, tokensPerSecond: rates, medianTokensPerSecond: median,
                             modelGFLOPS: median * Double(plan.flopsPerToken) / 1e9, sgemmGFLOPS: measureSgemmGFLOPS(),
                             breakdown: breakdown, stepSeconds: stepSeconds, peakRSSMB: peakRSSMegabytes(),
-                            freshAllocationsPerStep: fresh)
+                            freshAllocationsPerStep: fresh, ranks: comm.worldSize,
+                            communicationSeconds: comm.sum(commSeconds / Double(max(steps, 1))) / Double(comm.worldSize),
+                            communicationBytes: opt.lastCommunicationBytes)
 }
 
 /// Peak resident set size of this process (VmHWM), in MB.

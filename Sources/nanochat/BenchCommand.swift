@@ -180,18 +180,29 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "An upstream nanochat checkout to measure side by side (tools/bench_upstream.py; needs torch).") var upstream: String?
     @Option(help: "Python with torch for the upstream reference.") var python: String = "python3"
     @Option(help: "Directory holding bench_upstream.py.") var toolsDir: String = "tools"
+    @Option(help: "Also measure the same run as this many MPI ranks (mpirun, the cores split among them) beside one process.") var mpiRanks = 0
+    @Flag(help: "Print one JSON line per depth (what --mpi-ranks reads back from its ranks).") var json = false
 
     func run() throws {
-        try runReportingErrors {
+        try runDistributed { comm in
             for d in depth {
                 // base-train's options at this size; its learning rates and schedule as they are
                 let o = try BaseTrainOptions.parse(["--depth", "\(d)", "--head-dim", "\(headDim)", "--max-seq-len", "\(seqLen)",
                                                     "--device-batch-size", "\(deviceBatchSize)", "--total-batch-size", "\(totalBatchSize)",
                                                     "--window-pattern", windowPattern, "--num-iterations", "1000"])
-                let r = try benchTrain(o, vocab: vocabSize, steps: steps)
+                let r = try benchTrain(o, vocab: vocabSize, steps: steps, comm: comm)
+                guard comm.isMain else { continue }
+                if json {
+                    let obj: [String: Any] = ["depth": d, "ranks": r.ranks, "threads": Threading.workers, "tok_per_sec": r.medianTokensPerSecond,
+                                              "comm_seconds": r.communicationSeconds, "comm_bytes": r.communicationBytes,
+                                              "step_seconds": Double(totalBatchSize) / r.medianTokensPerSecond]
+                    print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
+                    continue
+                }
                 print(String(format: "d%d: %.0f tok/s median (steps: %@); model %.1f GFLOP/s = %.2f of sgemm %.1f GFLOP/s; peak RSS %.0f MB; fresh buffers/step %d",
                              d, r.medianTokensPerSecond, r.tokensPerSecond.map { String(format: "%.0f", $0) }.joined(separator: " "),
                              r.modelGFLOPS, r.modelGFLOPS / r.sgemmGFLOPS, r.sgemmGFLOPS, r.peakRSSMB, r.freshAllocationsPerStep))
+                if mpiRanks > 1 { compareWithRanks(depth: d, single: r) }
                 if let upstream {
                     if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream.py",
                                                     args: [upstream, "--depth", "\(d)", "--head-dim", "\(headDim)", "--seq", "\(seqLen)",
@@ -210,6 +221,40 @@ struct BenchTrain: ParsableCommand {
                 }
             }
         }
+    }
+
+    /// The same measurement as `mpiRanks` MPI ranks (this executable under mpirun, the cores split among them), with
+    /// the time and bytes of the optimizer's collectives per step.
+    func compareWithRanks(depth d: Int, single r: TrainBenchResult) {
+        let threads = max(1, Threading.workers / mpiRanks)
+        // the same total batch: each rank takes 1/N of the micro-batch when one micro-batch cannot be split by rank
+        let rankBatch = totalBatchSize % (deviceBatchSize * seqLen * mpiRanks) == 0 ? deviceBatchSize : max(1, deviceBatchSize / mpiRanks)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["mpirun", "--oversubscribe", "-np", "\(mpiRanks)", "-x", "NANOCHAT_NUM_THREADS=\(threads)",
+                       URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path, "bench", "train", "--json",
+                       "--depth", "\(d)", "--head-dim", "\(headDim)", "--seq-len", "\(seqLen)", "--device-batch-size", "\(rankBatch)",
+                       "--total-batch-size", "\(totalBatchSize)", "--vocab-size", "\(vocabSize)", "--window-pattern", windowPattern,
+                       "--steps", "\(steps)"]
+        var env = ProcessInfo.processInfo.environment
+        if getuid() == 0 { env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1" }
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        do { try p.run() } catch { print("  (\(mpiRanks) ranks skipped: cannot run mpirun: \(error); scripts/bootstrap --with-mpi)"); return }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
+              let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let tps = obj["tok_per_sec"] as? Double, let comm = obj["comm_seconds"] as? Double, let bytes = obj["comm_bytes"] as? Int,
+              let stepSeconds = obj["step_seconds"] as? Double else {
+            print("  (\(mpiRanks) ranks failed: \(text.split(separator: "\n").suffix(3).joined(separator: " | ")))")
+            return
+        }
+        print(String(format: "d%d, %d ranks x %d thread(s), device batch %d: %.0f tok/s = %.2fx one process with %d threads; collectives %.1f ms of the %.0f ms step (%.1f%%), each rank sends %.1f MB per step",
+                     d, mpiRanks, threads, rankBatch, tps, tps / r.medianTokensPerSecond, Threading.workers, comm * 1000, stepSeconds * 1000,
+                     100 * comm / stepSeconds, Double(bytes) / 1e6))
     }
 }
 
