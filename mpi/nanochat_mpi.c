@@ -88,34 +88,23 @@ void ncmpi_processor_name(char *out, int capacity) {
 // MPI counts are ints: long buffers go in pieces of at most 2^30 elements
 #define PIECE (1L << 30)
 
-int ncmpi_allreduce_sum_f32(float *buf, long count) {
-    BEGIN("all-reduce");
+// in place, in pieces of at most 2^30 elements of `size` bytes
+static int allreduce(void *buf, long count, MPI_Datatype type, long size, MPI_Op op, const char *name) {
+    BEGIN(name);
     int rc = MPI_SUCCESS;
     for (long off = 0; off < count && rc == MPI_SUCCESS; off += PIECE) {
         long n = count - off < PIECE ? count - off : PIECE;
-        rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        rc = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * size, (int)n, type, op, MPI_COMM_WORLD);
     }
     END();
     return rc;
 }
 
-int ncmpi_allreduce_sum_f64(double *buf, long count) {
-    BEGIN("all-reduce");
-    int rc = MPI_SUCCESS;
-    for (long off = 0; off < count && rc == MPI_SUCCESS; off += PIECE) {
-        long n = count - off < PIECE ? count - off : PIECE;
-        rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    }
-    END();
-    return rc;
-}
+int ncmpi_allreduce_sum_f32(float *buf, long count) { return allreduce(buf, count, MPI_FLOAT, 4, MPI_SUM, "all-reduce"); }
 
-int ncmpi_allreduce_max_f64(double *buf, long count) {
-    BEGIN("all-reduce (max)");
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    END();
-    return rc;
-}
+int ncmpi_allreduce_sum_f64(double *buf, long count) { return allreduce(buf, count, MPI_DOUBLE, 8, MPI_SUM, "all-reduce"); }
+
+int ncmpi_allreduce_max_f64(double *buf, long count) { return allreduce(buf, count, MPI_DOUBLE, 8, MPI_MAX, "all-reduce (max)"); }
 
 // send holds size * count_per_rank values; rank r receives the sum of every rank's block r
 int ncmpi_reduce_scatter_sum_f32(const float *send, float *recv, long count_per_rank) {
