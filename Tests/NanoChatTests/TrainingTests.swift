@@ -165,6 +165,40 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(r1.state.rg_idx, 1)
     }
 
+    /// A file with fewer row groups than ranks: each row group is read in interleaved parts, so 3 ranks of one
+    /// 1-group file read disjoint documents that together are the file, and a rank resumes exactly inside a part.
+    func testSmallShardIsSplitAmongMoreRanksThanRowGroups() throws {
+        let tok = try Tokenizer.load(from: try workspace.appendingPathComponent("tokenizer"))
+        let dir = try temporaryDirectory()
+        let docs = (0..<40).map { "document number \($0) says hello" }
+        try (docs.map { "\"\($0)\"" }.joined(separator: "\n") + "\n").write(to: dir.appendingPathComponent("a.jsonl"), atomically: true, encoding: .utf8)
+        let shards = ShardSet(files: [dir.appendingPathComponent("a.jsonl")])
+        XCTAssertEqual(try shards.rowGroupCount(0), 1)
+        var seen: [[Int]] = []
+        for rank in 0..<3 {
+            let l = try BestFitLoader(tokenizer: tok, shards: shards, batch: 1, seqLen: 16, rank: rank, worldSize: 3, bufferSize: 5)
+            _ = try l.next()
+            let read = l.exactState.buffer.map { $0[2] }
+            // the buffered documents (after one row) are this rank's part: indices congruent to the rank mod 3
+            XCTAssertFalse(read.isEmpty)
+            XCTAssertTrue(read.allSatisfy { $0 % 3 == rank }, "rank \(rank) read \(read)")
+            seen.append(read)
+            // exact resume inside the part
+            let saved = l.exactState
+            let expected = try l.next()
+            let again = try BestFitLoader(tokenizer: tok, shards: shards, batch: 1, seqLen: 16, rank: rank, worldSize: 3,
+                                          exact: saved, bufferSize: 5)
+            XCTAssertEqual(try again.next().inputs, expected.inputs)
+        }
+        XCTAssertEqual(Set(seen[0]).intersection(seen[1]).count, 0)
+        XCTAssertEqual(Set(seen[1]).intersection(seen[2]).count, 0)
+        // fewer documents than ranks: the rank with nothing to read is told so instead of spinning
+        try "\"only one\"\n".write(to: dir.appendingPathComponent("b.jsonl"), atomically: true, encoding: .utf8)
+        let tiny = ShardSet(files: [dir.appendingPathComponent("b.jsonl")])
+        let starved = try BestFitLoader(tokenizer: tok, shards: tiny, batch: 1, seqLen: 16, rank: 1, worldSize: 2, bufferSize: 5)
+        XCTAssertThrowsError(try starved.next()) { XCTAssertTrue("\($0)".contains("has nothing to read"), "\($0)") }
+    }
+
     /// Data kept elsewhere and linked in: a shard folder that is a symbolic link, and a link to a folder or a
     /// file inside a folder, are read like the real thing (tok-train, base-train and the loaders list files
     /// through the same code).

@@ -71,7 +71,10 @@ public struct ExactLoaderState: Codable, Equatable, Sendable {
 
 /// Upstream's BOS-aligned best-fit loader: every row starts with a document's BOS; rows are filled
 /// with the largest buffered document that fits, and when none fits, the shortest is cropped to fill the row.
-/// Rank r of W reads row groups r, r+W, ... so ranks see disjoint data.
+/// Rank r of W reads row groups r, r+W, ... so ranks see disjoint data. A file with fewer row groups than ranks
+/// has each row group split into interleaved parts (documents part, part+k, ...; k = ceil(W / groups)), read as
+/// groups of their own, so that every rank gets its share of a small file; with enough row groups (upstream's
+/// shards) nothing is split.
 public final class BestFitLoader {
     let tokenizer: Tokenizer
     let shards: ShardSet
@@ -91,6 +94,7 @@ public final class BestFitLoader {
     var cachedKey: [Int] = []
     var cachedDocs: [String] = []
     var groupCounts: [Int: Int] = [:]
+    var emptyGroupsInARow = 0
     public private(set) var state: LoaderState
 
     /// `resume` is upstream's approximate point (skips one round past it); `exact` restores precisely.
@@ -114,7 +118,7 @@ public final class BestFitLoader {
                 buffer.append(encodeDoc(doc))
                 bufferRefs.append(ref)
             }
-            if let g = group { groupDocs = try rowGroup(g[0], g[1]) }
+            if let g = group { groupDocs = try virtualGroup(g[0], g[1]).docs }
         } else {
             let r = resume ?? LoaderState()
             state = r
@@ -168,38 +172,64 @@ public final class BestFitLoader {
         [Int32(tokenizer.bosID)] + tokenizer.encode(doc).map { Int32($0) }
     }
 
+    /// How many parts each row group of `file` is read in: 1 when the file has at least one row group per rank.
+    func partsPerGroup(_ file: Int) throws -> Int {
+        let count = try groupCount(file)
+        return count == 0 || count >= worldSize ? 1 : (worldSize + count - 1) / count
+    }
+
+    /// Group `v` of `file` as this loader reads it: part v / count of row group v % count, with the real row group
+    /// and where its documents sit in it (document j of the part is document part + parts·j of the row group).
+    func virtualGroup(_ file: Int, _ v: Int) throws -> (docs: [String], real: Int, part: Int, parts: Int) {
+        let count = try groupCount(file), parts = try partsPerGroup(file)
+        guard v >= 0 && v < count * parts else {
+            throw NanoChatError("loader state names group \(v) of \(shards.files[file].path), which does not exist (did the shards change?)")
+        }
+        let (real, part) = (v % count, v / count)
+        let all = try rowGroup(file, real)
+        let docs = parts == 1 ? all : stride(from: part, to: all.count, by: parts).map { all[$0] }
+        return (docs, real, part, parts)
+    }
+
     /// Tokenizes the next batch of up to 128 documents into the buffer, advancing files, row groups and epochs.
     func fetchDocBatch() throws {
-        var emptyFiles = 0, filesWithoutMyGroups = 0
+        var emptyFiles = 0
         while group == nil {
-            let count = try groupCount(pq)
+            let count = try groupCount(pq) * partsPerGroup(pq)
             if rg < count {
                 group = [pq, rg, 0]
-                groupDocs = try rowGroup(pq, rg)
+                groupDocs = try virtualGroup(pq, rg).docs
                 state = LoaderState(pq_idx: pq, rg_idx: rg, epoch: epoch)
                 rg += worldSize
             } else {
                 if count == 0 { emptyFiles += 1 }
                 if emptyFiles > shards.files.count { throw NanoChatError("the shards hold no documents") }
-                // a whole pass over the files without one row group for this rank: it would spin forever
-                if rg == rank { filesWithoutMyGroups += 1 } else { filesWithoutMyGroups = 0 }
-                if filesWithoutMyGroups > shards.files.count {
-                    let most = try (0..<shards.files.count).map(groupCount).max() ?? 0
-                    throw NanoChatError("data lane \(rank) of \(worldSize) has nothing to read: it takes row groups \(rank), \(rank + worldSize), ... of each shard, and no shard has more than \(most); use fewer lanes (ranks x accumulation steps: a larger --device-batch-size) or shards with more row groups")
-                }
                 pq += 1
                 rg = rank
                 if pq >= shards.files.count { pq = 0; epoch += 1 }
             }
         }
         let g = group!
+        let v = try virtualGroup(g[0], g[1])
+        // a group can be empty (a row group with fewer documents than parts); a whole epoch of them for this rank
+        // means it would spin forever
+        if v.docs.isEmpty {
+            group = nil
+            emptyGroupsInARow += 1
+            let groups = try (0..<shards.files.count).map { try groupCount($0) * partsPerGroup($0) }.reduce(0, +)
+            if emptyGroupsInARow > groups + shards.files.count {
+                throw NanoChatError("data rank \(rank) of \(worldSize) has nothing to read: the shards hold fewer documents than there are ranks x accumulation steps; use a larger --device-batch-size or more data")
+            }
+            return
+        }
+        emptyGroupsInARow = 0
         let end = min(g[2] + tokenizerBatch, groupDocs.count)
         let docs = Array(groupDocs[g[2]..<end])
         let bos = tokenizer.bosID
         let encoded = parallelTokenization ? tokenizer.encodeBatch(docs, prepend: bos) : docs.map { [bos] + tokenizer.encode($0) }
         for (k, ids) in encoded.enumerated() {
             buffer.append(ids.map { Int32($0) })
-            bufferRefs.append([g[0], g[1], g[2] + k])
+            bufferRefs.append([g[0], v.real, v.part + v.parts * (g[2] + k)])  // the document's place in its real row group
         }
         group = end < groupDocs.count ? [g[0], g[1], end] : nil
     }
