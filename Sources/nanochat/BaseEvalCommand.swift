@@ -87,7 +87,8 @@ struct BaseEvalCommand: ParsableCommand {
     }
 
     func runCore(bundle: EvalBundle, model: GPT, tokenizer: Tokenizer, step: Int, comm: Communicator) throws -> (Double, [CoreEval.TaskResult]) {
-        func print(_ line: String, terminator: String = "\n") { if comm.isMain { Swift.print(line, terminator: terminator) } }
+        // only rank 0 prints
+        func say(_ line: String, terminator: String = "\n") { if comm.isMain { print(line, terminator: terminator) } }
         var tasks = bundle.tasks
         if let coreTasks {
             let wanted = coreTasks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -96,7 +97,7 @@ struct BaseEvalCommand: ParsableCommand {
             }
             tasks = bundle.tasks.filter { wanted.contains($0.label) }
         }
-        print("== CORE: \(tasks.count) tasks from \(bundle.directory.path)" + (bundle.source.map { " (\($0))" } ?? ""))
+        say("== CORE: \(tasks.count) tasks from \(bundle.directory.path)" + (bundle.source.map { " (\($0))" } ?? ""))
         let tty = isatty(1) != 0 && comm.worldSize == 1  // mpirun hands its ranks a pseudo-terminal: no progress bar there
         var results: [CoreEval.TaskResult] = []
         let started = Date()
@@ -108,12 +109,12 @@ struct BaseEvalCommand: ParsableCommand {
                                           tokensPerForward: coreTokens, comm: comm) { done, total in
                 guard tty else { return }
                 let width = 24, filled = width * done / max(total, 1)
-                print("\r\(head) [" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+                say("\r\(head) [" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
                       + "] \(done)/\(total) rows", terminator: ""); fflush(stdout)
             }
             examples += r.examples
-            if tty { print("\r\u{1B}[K", terminator: "") }
-            print(String(format: "%@ %d examples | accuracy: %.4f | centered: %.4f | time: %.2fs (%.1f examples/s)%@",
+            if tty { say("\r\u{1B}[K", terminator: "") }
+            say(String(format: "%@ %d examples | accuracy: %.4f | centered: %.4f | time: %.2fs (%.1f examples/s)%@",
                          head, r.examples, r.accuracy, r.centered, r.seconds, Double(r.examples) / max(r.seconds, 1e-9),
                          r.cropped > 0 ? " | \(r.cropped) rows cropped to \(model.maxPositions) tokens" : ""))
             results.append(r)
@@ -128,12 +129,12 @@ struct BaseEvalCommand: ParsableCommand {
             enc.outputFormatting = [.sortedKeys]
             try FileIO.writeAtomically(try enc.encode(results), to: URL(fileURLWithPath: dumpExamples))
         }
-        print("Results written to: \(csvURL.path)")
-        print(String(format: "%d examples in %.1fs: %.1f examples/s", examples, seconds, Double(examples) / max(seconds, 1e-9)))
+        say("Results written to: \(csvURL.path)")
+        say(String(format: "%d examples in %.1fs: %.1f examples/s", examples, seconds, Double(examples) / max(seconds, 1e-9)))
         let total = bundle.tasks.count + bundle.missing.count
         let label = tasks.count == total ? "CORE metric" : "CORE (\(tasks.count) of \(total) tasks)"
-        print(String(format: "%@: %.4f", label, core))
-        if !bundle.missing.isEmpty { print("not scored (no offline source): \(bundle.missing.joined(separator: ", "))") }
+        say(String(format: "%@: %.4f", label, core))
+        if !bundle.missing.isEmpty { say("not scored (no offline source): \(bundle.missing.joined(separator: ", "))") }
         return (core, results)
     }
 }

@@ -118,7 +118,7 @@ public final class BestFitLoader {
                 buffer.append(encodeDoc(doc))
                 bufferRefs.append(ref)
             }
-            if let g = group { groupDocs = try virtualGroup(g[0], g[1]).docs }
+            if let g = group { groupDocs = try virtualGroup(g[0], g[1]) }
         } else {
             let r = resume ?? LoaderState()
             state = r
@@ -178,17 +178,21 @@ public final class BestFitLoader {
         return count == 0 || count >= worldSize ? 1 : (worldSize + count - 1) / count
     }
 
-    /// Group `v` of `file` as this loader reads it: part v / count of row group v % count, with the real row group
-    /// and where its documents sit in it (document j of the part is document part + parts·j of the row group).
-    func virtualGroup(_ file: Int, _ v: Int) throws -> (docs: [String], real: Int, part: Int, parts: Int) {
+    /// Where group `v` of `file` sits: part v / count of row group v % count (document j of the part is document
+    /// part + parts·j of the row group).
+    func groupPlace(_ file: Int, _ v: Int) throws -> (real: Int, part: Int, parts: Int) {
         let count = try groupCount(file), parts = try partsPerGroup(file)
         guard v >= 0 && v < count * parts else {
             throw NanoChatError("loader state names group \(v) of \(shards.files[file].path), which does not exist (did the shards change?)")
         }
-        let (real, part) = (v % count, v / count)
+        return (v % count, v / count, parts)
+    }
+
+    /// The documents of group `v` of `file`.
+    func virtualGroup(_ file: Int, _ v: Int) throws -> [String] {
+        let (real, part, parts) = try groupPlace(file, v)
         let all = try rowGroup(file, real)
-        let docs = parts == 1 ? all : stride(from: part, to: all.count, by: parts).map { all[$0] }
-        return (docs, real, part, parts)
+        return parts == 1 ? all : stride(from: part, to: all.count, by: parts).map { all[$0] }
     }
 
     /// Tokenizes the next batch of up to 128 documents into the buffer, advancing files, row groups and epochs.
@@ -198,7 +202,7 @@ public final class BestFitLoader {
             let count = try groupCount(pq) * partsPerGroup(pq)
             if rg < count {
                 group = [pq, rg, 0]
-                groupDocs = try virtualGroup(pq, rg).docs
+                groupDocs = try virtualGroup(pq, rg)
                 state = LoaderState(pq_idx: pq, rg_idx: rg, epoch: epoch)
                 rg += worldSize
             } else {
@@ -210,10 +214,10 @@ public final class BestFitLoader {
             }
         }
         let g = group!
-        let v = try virtualGroup(g[0], g[1])
+        let place = try groupPlace(g[0], g[1])
         // a group can be empty (a row group with fewer documents than parts); a whole epoch of them for this rank
         // means it would spin forever
-        if v.docs.isEmpty {
+        if groupDocs.isEmpty {
             group = nil
             emptyGroupsInARow += 1
             let groups = try (0..<shards.files.count).map { try groupCount($0) * partsPerGroup($0) }.reduce(0, +)
@@ -229,7 +233,7 @@ public final class BestFitLoader {
         let encoded = parallelTokenization ? tokenizer.encodeBatch(docs, prepend: bos) : docs.map { [bos] + tokenizer.encode($0) }
         for (k, ids) in encoded.enumerated() {
             buffer.append(ids.map { Int32($0) })
-            bufferRefs.append([g[0], v.real, v.part + v.parts * (g[2] + k)])  // the document's place in its real row group
+            bufferRefs.append([g[0], place.real, place.part + place.parts * (g[2] + k)])  // the document's place in its real row group
         }
         group = end < groupDocs.count ? [g[0], g[1], end] : nil
     }

@@ -124,6 +124,32 @@ public enum Distributed {
     }
 }
 
+/// Data lanes: a step's total batch cut into micro-batches, lane = micro-step · W + rank, L = micro-steps · W lanes.
+/// Lane l reads its data as rank l of L would, so W ranks with A micro-steps read exactly what one process with
+/// W·A micro-steps reads.
+extension Communicator {
+    /// This rank's lanes, in micro-step order.
+    public func lanes(microSteps: Int) -> [Int] { (0..<microSteps).map { $0 * worldSize + rank } }
+
+    /// The saved position of each of this rank's lanes (nil: start fresh), checking that the checkpoint was cut into as
+    /// many lanes. `legacy` is a single-loader position from before lanes existed, valid for one lane.
+    public func resumedLanes<State>(_ saved: [State]?, legacy: State?, microSteps: Int, checkpoint: String) throws -> [State?] {
+        let count = microSteps * worldSize
+        let all = saved ?? (count == 1 ? legacy.map { [$0] } : nil)
+        if let all, all.count != count {
+            throw NanoChatError("\(checkpoint) has \(all.count) data lanes, this run has \(count) (accumulation steps x ranks); resume with the same --device-batch-size and --total-batch-size")
+        }
+        return lanes(microSteps: microSteps).map { all?[$0] }
+    }
+
+    /// Every rank's lane positions gathered in lane order (for rank 0's checkpoint meta).
+    public func gatherLanes<State: Codable>(_ mine: [State]) throws -> [State] {
+        let text = String(decoding: try JSONEncoder().encode(mine), as: UTF8.self)
+        let perRank = try allGather(text).map { try JSONDecoder().decode([State].self, from: Data($0.utf8)) }
+        return (0..<(mine.count * worldSize)).map { lane in perRank[lane % worldSize][lane / worldSize] }
+    }
+}
+
 extension Communicator {
     /// Every parameter of `model` from rank `root`, so all ranks start from the same weights.
     public func broadcastParameters(_ model: GPT, root: Int = 0) {

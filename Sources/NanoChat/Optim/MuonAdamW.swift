@@ -67,7 +67,6 @@ public final class MuonAdamW {
     let muonChunk: [Int]
     /// Scratch for the reduced gradients (sharded AdamW slices, Muon stacks); allocated once.
     var reducedGrad: [[Tensor?]] = [], muonStack: [Tensor?] = [], muonOwnedGrad: [Tensor?] = []
-    var zeros: Tensor? = nil
     /// Seconds spent in collectives during the last `step()`.
     public private(set) var lastCommunicationSeconds = 0.0
     /// Bytes this rank sent into collectives during the last `step()` (what each rank moves per step).
@@ -116,21 +115,13 @@ public final class MuonAdamW {
         muonSecond = groups.enumerated().map { gi, g in
             guard g.kind == .muon else { return nil }
             let (rows, cols) = (ps[gi][0].shape[0], ps[gi][0].shape[1])
-            return Tensor(shape: rows >= cols ? [muonChunk[gi], rows, 1] : [muonChunk[gi], 1, cols])
+            return Tensor(shape: rows >= cols ? [chunks[gi], rows, 1] : [chunks[gi], 1, cols])
         }
         if world > 1 {
-            reducedGrad = params.indices.map { gi in
-                params[gi].indices.map { pi in
-                    groups[gi].kind == .adamw ? Tensor(shape: adamSharded[gi][pi] ? stateShape(gi, pi) : params[gi][pi].shape) : nil
-                }
-            }
-            muonStack = groups.enumerated().map { gi, g in
-                g.kind == .muon ? Tensor(shape: [muonChunk[gi] * world] + params[gi][0].shape) : nil
-            }
-            muonOwnedGrad = groups.enumerated().map { gi, g in
-                g.kind == .muon ? Tensor(shape: [muonChunk[gi]] + params[gi][0].shape) : nil
-            }
-            zeros = Tensor(shape: [params.joined().map(\.count).max() ?? 1])
+            // the reduced gradient of an AdamW tensor has the shape of its state (this rank's rows, or all of it)
+            reducedGrad = ps.indices.map { gi in ps[gi].indices.map { groups[gi].kind == .adamw ? Tensor(shape: stateShape(gi, $0)) : nil } }
+            muonStack = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [chunks[gi] * world] + ps[gi][0].shape) : nil }
+            muonOwnedGrad = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [chunks[gi]] + ps[gi][0].shape) : nil }
         }
     }
 
@@ -173,7 +164,7 @@ public final class MuonAdamW {
             case .adamw:
                 for (pi, p) in params[gi].enumerated() {
                     let out = reducedGrad[gi][pi]!
-                    let send = p.grad?.data ?? zeros!.data
+                    let send = p.gradData()  // zero-filled when this rank's batch gave the parameter no gradient
                     if adamSharded[gi][pi] {
                         communicate(bytes: p.count * 4) { comm.reduceScatterSum(send, out.data, countPerRank: out.count) }
                     } else {
@@ -208,10 +199,10 @@ public final class MuonAdamW {
                 communicate(bytes: p.count / world * 4) { comm.allGather(nil, p.data, countPerRank: p.count / world) }
             }
         case .muon:
-            let stack = muonStack[gi]!, size = params[gi][0].count, chunk = muonChunk[gi]
-            for k in ownedMatrices(gi) { (stack.data + k * size).update(from: params[gi][k].data, count: size) }
+            let stack = muonStack[gi]!, size = params[gi][0].count, chunk = muonChunk[gi], owned = ownedMatrices(gi)
+            for k in owned { (stack.data + k * size).update(from: params[gi][k].data, count: size) }
             communicate(bytes: chunk * size * 4) { comm.allGather(nil, stack.data, countPerRank: chunk * size) }
-            for (k, p) in params[gi].enumerated() where !ownedMatrices(gi).contains(k) {
+            for (k, p) in params[gi].enumerated() where !owned.contains(k) {
                 p.data.update(from: stack.data + k * size, count: size)
             }
         }

@@ -74,10 +74,9 @@ public struct StepReport {
 /// Pretraining (upstream's base_train): the loop from flags to optimizer steps, with evaluation, sampling, checkpoints and
 /// a JSON Lines metrics log. `log` receives every console line (rank 0's; the other ranks stay quiet).
 ///
-/// Data parallelism (`comm` with W ranks): each optimizer step is the same total batch, split into lanes of one
-/// micro-batch each, lane = micro-step · W + rank of L = accumulation steps · W lanes. Lane l reads the shards as
-/// upstream's loader does for rank l of L (row groups l, l+L, ...). So W ranks with A accumulation steps see the very
-/// batches that one process with W·A accumulation steps sees, and differ from it only by float rounding.
+/// Data parallelism (`comm` with W ranks): each optimizer step is the same total batch, read in data lanes
+/// (`Communicator.lanes`): lane l reads the shards as upstream's loader does for rank l of all lanes (row groups l,
+/// l+L, ...), so W ranks with A accumulation steps see the batches one process with W·A accumulation steps sees.
 public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(),
                       log: (String) -> Void) throws -> (finalLoss: Double, valBPB: Double?, losses: [Double]) {
     func say(_ line: String) { if comm.isMain { log(line) } }
@@ -131,23 +130,18 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     comm.broadcastParameters(model)
     let optimizer = try o.optimizer(for: model, plan: plan, comm: comm)
     if let meta { try CheckpointManager.loadOptimizer(optimizer, directory: dir, step: startStep, meta: meta) }
-    let laneCount = gradAccum * world
-    let lanes = (0..<gradAccum).map { micro in micro * world + comm.rank }
-    var savedLanes = meta?.loader_lanes
-    if savedLanes == nil, laneCount == 1, let single = meta?.loader_exact { savedLanes = [single] }  // before lanes existed
-    if let saved = savedLanes, saved.count != laneCount {
-        throw NanoChatError("checkpoint \(dir.path) step \(startStep) has \(saved.count) data lanes, this run has \(laneCount) (accumulation steps x ranks); resume with the same --device-batch-size and --total-batch-size")
-    }
-    let loaders = try lanes.map { lane in
+    let resumed = try comm.resumedLanes(meta?.loader_lanes, legacy: meta?.loader_exact, microSteps: gradAccum,
+                                        checkpoint: "checkpoint \(dir.path) step \(startStep)")
+    let loaders = try zip(comm.lanes(microSteps: gradAccum), resumed).map { lane, exact in
         PrefetchingLoader(try BestFitLoader(tokenizer: tokenizer, shards: trainShards, batch: o.deviceBatchSize, seqLen: t,
-                                            rank: lane, worldSize: laneCount, resume: meta?.dataloader_state_dict,
-                                            exact: savedLanes?[lane]))
+                                            rank: lane, worldSize: gradAccum * world, resume: meta?.dataloader_state_dict,
+                                            exact: exact))
     }
     defer { loaders.forEach { $0.stop() } }
     let tokenBytes = tokenizer.tokenByteCounts
     // the job's peak: every rank's sgemm rate on the threads it has
     let peak = comm.sum(measureSgemmGFLOPS() * 1e9)
-    let accumulator = GradientAccumulator(model: model)
+    let accumulator = GradientAccumulator(model: model, parts: gradAccum)
 
     say("model d\(o.depth): n_embd \(plan.config.n_embd), heads \(plan.config.n_head), head dim \(plan.config.headDim), windows \(model.windows), vocab \(vocab)")
     say(String(format: "parameters %d (scaling %d), %.3e FLOPs/token; batch %d tokens = %d x %d x %d accumulation steps x %d rank(s); %d iterations",
@@ -156,7 +150,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
 
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let metrics: MetricsLog? = comm.isMain ? try { try trimMetrics(metricsURL, keepBelow: startStep); return try MetricsLog(url: metricsURL) }() : nil
+    let metrics = try MetricsLog.open(metricsURL, resumingAt: startStep, comm: comm)
 
     var smooth = meta?.loop_state?.smooth_train_loss ?? 0
     var totalTime = meta?.loop_state?.total_training_time ?? 0
@@ -184,15 +178,13 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
             }
         }
         if last || (o.saveEvery > 0 && step > 0 && step != startStep && step % o.saveEvery == 0) {
-            // every lane's position, gathered in lane order for rank 0's meta
-            let mine = String(decoding: try JSONEncoder().encode(loaders.map(\.consumedState)), as: UTF8.self)
-            let perRank = try comm.allGather(mine).map { try JSONDecoder().decode([ExactLoaderState].self, from: Data($0.utf8)) }
+            let lanePositions = try comm.gatherLanes(loaders.map(\.consumedState))
             var m = CheckpointMeta(step: step, val_bpb: valBPB, model_config: model.config, user_config: o.userConfig,
                                    device_batch_size: o.deviceBatchSize, max_seq_len: t, total_batch_size: plan.totalBatchSize,
                                    dataloader_state_dict: loaders[0].consumedApproximate,
                                    loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime),
                                    stage: "base")
-            m.loader_lanes = (0..<laneCount).map { lane in perRank[lane % world][lane / world] }
+            m.loader_lanes = lanePositions
             try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m, comm: comm)
             say("saved checkpoint \(dir.path) step \(step)")
         }
@@ -209,9 +201,9 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
             let loss = model.forward(batch.inputs, batch: o.deviceBatchSize, time: t, targets: batch.targets)
             stepLoss += Double(loss.scalar) / Double(gradAccum)
             loss.backward(seed: 1 / Float(gradAccum))
-            if gradAccum > 1 { accumulator.collect() }
+            accumulator.collect()
         }
-        if gradAccum > 1 { accumulator.install() }
+        accumulator.install()
         let lrm = o.applySchedule(to: optimizer, step: step, plan: plan)
         optimizer.step()
         model.zeroGrad()
@@ -281,6 +273,14 @@ func trimMetrics(_ url: URL, keepBelow step: Int) throws {
 
 /// Appends one JSON object per line (flushed each time, so plots and the report card can read a live run).
 public final class MetricsLog {
+    /// A run's log at `url`, trimmed to what came before `startStep` (a resume), on rank 0; nil on the other ranks,
+    /// which write nothing.
+    static func open(_ url: URL, resumingAt startStep: Int, comm: Communicator) throws -> MetricsLog? {
+        guard comm.isMain else { return nil }
+        try trimMetrics(url, keepBelow: startStep)
+        return try MetricsLog(url: url)
+    }
+
     let handle: FileHandle
     public init(url: URL) throws {
         if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
@@ -299,21 +299,25 @@ public final class MetricsLog {
 }
 
 /// Sums the micro-steps' gradients whole: each backward starts from empty gradients and its result is added to
-/// the running sum afterwards. The sum then groups the terms exactly as the ranks' all-reduce does (micro-step by
-/// micro-step rather than op by op), so N ranks and one process with N times the accumulation steps agree to the
-/// bit wherever the scales are powers of two, and within float rounding otherwise. With one micro-step it does
-/// nothing at all.
+/// the running sum afterwards, so the sum is made of whole micro-step gradients (not op by op), as the ranks'
+/// all-reduce makes it. Two ranks of one micro-step and one process with two then agree to the bit; with more terms
+/// the two sums are grouped differently (the all-reduce's tree against this running sum) and agree to float rounding.
+/// With one part per step it does nothing at all.
 final class GradientAccumulator {
     let params: [Tensor]
+    let parts: Int
     var sums: [Tensor?]
 
-    init(model: GPT) {
+    /// `parts`: backward passes summed per optimizer step (micro-steps, or RL's questions on this rank).
+    init(model: GPT, parts: Int) {
         params = model.parameterNames.map { model.param($0) }
+        self.parts = parts
         sums = Array(repeating: nil, count: params.count)
     }
 
-    /// Takes the gradients of the micro-step just run into the sum, leaving the parameters without gradients.
+    /// Takes the gradients of the part just run into the sum, leaving the parameters without gradients.
     func collect() {
+        guard parts > 1 else { return }
         for (i, p) in params.enumerated() {
             guard let g = p.grad else { continue }
             p.grad = nil
@@ -325,6 +329,7 @@ final class GradientAccumulator {
 
     /// Gives the summed gradients back to the parameters for the optimizer step.
     func install() {
+        guard parts > 1 else { return }
         for (i, p) in params.enumerated() { p.grad = sums[i] }
         sums = Array(repeating: nil, count: params.count)
     }

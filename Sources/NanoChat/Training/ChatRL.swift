@@ -176,12 +176,11 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
 
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
-    let metrics: MetricsLog? = comm.isMain ? try { try trimMetrics(metricsURL, keepBelow: startStep); return try MetricsLog(url: metricsURL) }() : nil
+    let metrics = try MetricsLog.open(metricsURL, resumingAt: startStep, comm: comm)
     var passHistory: [(passAtK: [Double], sampleAccuracy: Double)] = []
     let started = Date()
     var rewardHistory: [Double] = []
-    let accumulator = GradientAccumulator(model: model)
-    let perRank = o.examplesPerStep / world
+    let accumulator = GradientAccumulator(model: model, parts: o.examplesPerStep / world)
     for step in startStep...numSteps {
         let last = step == numSteps
         if o.evalEvery > 0 && (last || step % o.evalEvery == 0) && !evalSet.isEmpty {
@@ -221,11 +220,11 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
             let r = try seqs.map { ChatTasks.extractAnswer(try tokenizer.decode(Array($0[prompt.count...]))) == answer ? Float(1) : 0 }
             let rollout = ChatRL.rollout(sequences: seqs, masks: masks, rewards: r, pad: pad)
             ChatRL.accumulate(model: model, rollout: rollout, rowsPerPass: o.deviceBatchSize, questions: o.examplesPerStep / world)
-            if perRank > 1 { accumulator.collect() }  // question by question, as the ranks' all-reduce sums them
+            accumulator.collect()  // question by question, as the ranks' all-reduce sums them
             rewards += r
             lengths.append(rollout.meanLength)
         }
-        if perRank > 1 { accumulator.install() }
+        accumulator.install()
         let lrm = 1 - Double(step) / Double(numSteps)
         for i in optimizer.groups.indices { optimizer.groups[i].lr = optimizer.groups[i].initialLR * lrm }
         optimizer.step()

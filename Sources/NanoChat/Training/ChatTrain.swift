@@ -170,16 +170,11 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         optimizer.groups[i].initialLR = optimizer.groups[i].lr
     }
 
-    let laneCount = gradAccum * world
-    var savedLanes = resumeMeta?.conversation_lanes
-    if savedLanes == nil, laneCount == 1, let single = resumeMeta?.conversation_loader { savedLanes = [single] }
-    if let saved = savedLanes, saved.count != laneCount {
-        throw NanoChatError("checkpoint \(dir.path) step \(startStep) has \(saved.count) data lanes, this run has \(laneCount) (accumulation steps x ranks); resume with the same batch flags")
-    }
-    let loaders = (0..<gradAccum).map { micro in
-        let lane = micro * world + comm.rank
-        return ConversationLoader(mixture: mixtures.train, tokenizer: tokenizer, batch: batch, seqLen: t,
-                                  supervision: mid ? .everything : .assistant, rank: lane, world: laneCount, resume: savedLanes?[lane])
+    let resumed = try comm.resumedLanes(resumeMeta?.conversation_lanes, legacy: resumeMeta?.conversation_loader,
+                                        microSteps: gradAccum, checkpoint: "checkpoint \(dir.path) step \(startStep)")
+    let loaders = zip(comm.lanes(microSteps: gradAccum), resumed).map { lane, state in
+        ConversationLoader(mixture: mixtures.train, tokenizer: tokenizer, batch: batch, seqLen: t,
+                           supervision: mid ? .everything : .assistant, rank: lane, world: gradAccum * world, resume: state)
     }
     // how far through the mixture the run is: the furthest lane, agreed by every rank
     func mixtureProgress() -> Double { comm.max(loaders.map(\.progress).max()!) }
@@ -196,7 +191,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
 
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
-    let metrics: MetricsLog? = comm.isMain ? try { try trimMetrics(metricsURL, keepBelow: startStep); return try MetricsLog(url: metricsURL) }() : nil
+    let metrics = try MetricsLog.open(metricsURL, resumingAt: startStep, comm: comm)
 
     func validationBPB() throws -> Double {
         let valLoader = ConversationLoader(mixture: mixtures.val, tokenizer: tokenizer, batch: batch, seqLen: t, supervision: .assistant)
@@ -217,7 +212,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         return (ChatEval.chatCORE(results), results)
     }
 
-    let accumulator = GradientAccumulator(model: model)
+    let accumulator = GradientAccumulator(model: model, parts: gradAccum)
     var smooth = resumeMeta?.loop_state?.smooth_train_loss ?? 0
     var totalTime = resumeMeta?.loop_state?.total_training_time ?? 0
     var minVal = resumeMeta?.loop_state?.min_val_bpb
@@ -253,9 +248,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
                                    device_batch_size: batch, max_seq_len: t, total_batch_size: totalBatch,
                                    loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime))
             m.stage = stage.rawValue
-            let mine = String(decoding: try JSONEncoder().encode(loaders.map(\.state)), as: UTF8.self)
-            let perRank = try comm.allGather(mine).map { try JSONDecoder().decode([ConversationLoaderState].self, from: Data($0.utf8)) }
-            m.conversation_lanes = (0..<laneCount).map { lane in perRank[lane % world][lane / world] }
+            m.conversation_lanes = try comm.gatherLanes(loaders.map(\.state))
             m.conversation_loader = m.conversation_lanes![0]
             try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m, comm: comm)
             say("saved checkpoint \(dir.path) step \(step)")
@@ -269,9 +262,9 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
             let loss = model.forward(x, batch: batch, time: t, targets: y)
             let l = Double(loss.scalar)
             if l.isFinite { stepLoss += l / Double(gradAccum); loss.backward(seed: 1 / Float(gradAccum)) }  // a batch with no supervised token has no loss
-            if gradAccum > 1 { accumulator.collect() }
+            accumulator.collect()
         }
-        if gradAccum > 1 { accumulator.install() }
+        accumulator.install()
         progress = max(progress, numIterations > 0 ? Double(step + 1) / Double(numIterations) : mixtureProgress())
         let lrm = ChatSchedule.lrMultiplier(progress: progress, warmupRatio: o.warmupRatio, warmdownRatio: warmdownRatio, finalFrac: o.finalLRFrac)
         for i in optimizer.groups.indices {
