@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layers, one import direction only: nanochat (executable) -> NanoChatServer, NanoChatBench -> NanoChat -> NanoTensor
+// Layers, one import direction only: nanochat (executable) -> NanoChatServer, NanoChatBench, NanoCUDA -> NanoChat -> NanoTensor
 // -> CBLAS, CKernels. NanoTensor: tensors, autograd and every kernel (the fused ones the model needs included), plus
 // in Support/ the one threading policy, Mutex and RNG. NanoChat: the language-model pipeline (tokenizer, model,
 // optimizer, data, checkpoints, engine, training). NanoChatServer: HTTP. NanoChatBench: what `nanochat bench` runs.
@@ -44,8 +44,9 @@ let package = Package(
             dependencies: ["NanoChat", "NanoTensor", .product(name: "Hummingbird", package: "hummingbird")],
             resources: [.copy("ui.html")]
         ),
-        // The CUDA library (cuda/), loaded with dlopen at run time: nothing here links CUDA.
-        .target(name: "NanoCUDA"),
+        // The GPU backend: the CUDA library (cuda/), loaded with dlopen at run time (nothing here links CUDA), and
+        // the model and optimizer on the device.
+        .target(name: "NanoCUDA", dependencies: ["NanoChat", "NanoTensor"]),
         // What `nanochat bench` measures with: the training throughput bench and the server load test.
         .target(name: "NanoChatBench", dependencies: ["NanoChat", "NanoTensor"]),
         .executableTarget(

@@ -17,6 +17,7 @@ struct nc_context {
     size_t bf16_scratch_bytes;
     float *muon_scratch;  // Muon's working matrices (grown on demand)
     size_t muon_scratch_bytes;
+    int64_t peak_bytes;  // device memory in use at the most, seen after each nc_malloc (nc_memory_info)
     char error[512];
 };
 

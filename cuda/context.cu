@@ -43,13 +43,30 @@ int nc_device_info(nc_context *ctx, char *name, int name_len, int *sm_count, int
     return 0;
 }
 
+// device memory in use (by anything on the card) after an allocation: its largest value is the peak we report
+static void note_peak(nc_context *ctx) {
+    size_t f = 0, t = 0;
+    if (cudaMemGetInfo(&f, &t) == cudaSuccess && (int64_t)(t - f) > ctx->peak_bytes) ctx->peak_bytes = (int64_t)(t - f);
+}
+
 int nc_malloc(nc_context *ctx, void **ptr, int64_t bytes) {
     NC_CUDA(ctx, cudaMalloc(ptr, (size_t)bytes));
+    note_peak(ctx);
     return 0;
 }
 
 int nc_free(nc_context *ctx, void *ptr) {
     NC_CUDA(ctx, cudaFree(ptr));
+    return 0;
+}
+
+int nc_memory_info(nc_context *ctx, int64_t *free_bytes, int64_t *total_bytes, int64_t *peak_bytes) {
+    size_t f = 0, t = 0;
+    NC_CUDA(ctx, cudaMemGetInfo(&f, &t));
+    note_peak(ctx);
+    if (free_bytes) *free_bytes = (int64_t)f;
+    if (total_bytes) *total_bytes = (int64_t)t;
+    if (peak_bytes) *peak_bytes = ctx->peak_bytes;
     return 0;
 }
 
@@ -67,5 +84,15 @@ int nc_copy_to_host(nc_context *ctx, void *dst, const void *src, int64_t bytes) 
 
 int nc_synchronize(nc_context *ctx) {
     NC_CUDA(ctx, cudaStreamSynchronize(ctx->stream));
+    return 0;
+}
+
+int nc_zero(nc_context *ctx, void *ptr, int64_t bytes) {
+    NC_CUDA(ctx, cudaMemsetAsync(ptr, 0, (size_t)bytes, ctx->stream));
+    return 0;
+}
+
+int nc_copy_on_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) {
+    NC_CUDA(ctx, cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, ctx->stream));
     return 0;
 }

@@ -187,3 +187,36 @@ int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha,
     NC_LAUNCHED(ctx, "scalar_mix_backward");
     return 0;
 }
+
+// --- backout: out = x - lambda saved (the mid-layer residual taken out before the final norm)
+__global__ void backout_forward_kernel(float *out, const float *x, const float *saved, const float *lambda, int64_t n) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = x[i] - lambda[0] * saved[i];
+}
+
+__global__ void backout_backward_kernel(float *dsaved, float *dlambda, const float *g, const float *saved,
+                                        const float *lambda, int64_t n) {
+    __shared__ float s32[32];
+    float lam = lambda[0], p = 0.f;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float gi = g[i];
+        if (dsaved) dsaved[i] -= lam * gi;
+        p += gi * saved[i];
+    }
+    p = block_sum(p, s32);
+    if (threadIdx.x == 0 && dlambda) atomicAdd(dlambda, -p);
+}
+
+int nc_backout_forward(nc_context *ctx, float *out, const float *x, const float *saved, const float *lambda, int64_t n) {
+    backout_forward_kernel<<<nc_blocks(n, 256), 256, 0, ctx->stream>>>(out, x, saved, lambda, n);
+    NC_LAUNCHED(ctx, "backout_forward");
+    return 0;
+}
+
+int nc_backout_backward(nc_context *ctx, float *dsaved, float *dlambda, const float *g, const float *saved,
+                        const float *lambda, int64_t n) {
+    unsigned blocks = nc_blocks(n, 256) < 1024 ? nc_blocks(n, 256) : 1024;
+    backout_backward_kernel<<<blocks, 256, 0, ctx->stream>>>(dsaved, dlambda, g, saved, lambda, n);
+    NC_LAUNCHED(ctx, "backout_backward");
+    return 0;
+}

@@ -23,6 +23,10 @@ int nc_free(nc_context *ctx, void *ptr);
 int nc_copy_to_device(nc_context *ctx, void *dst, const void *src, int64_t bytes);
 int nc_copy_to_host(nc_context *ctx, void *dst, const void *src, int64_t bytes);
 int nc_synchronize(nc_context *ctx);
+int nc_zero(nc_context *ctx, void *ptr, int64_t bytes);  // asynchronous, on the context's stream
+int nc_copy_on_device(nc_context *ctx, void *dst, const void *src, int64_t bytes);  // asynchronous
+// free and total device memory, and the most in use on the card seen after any nc_malloc (the run's peak)
+int nc_memory_info(nc_context *ctx, int64_t *free_bytes, int64_t *total_bytes, int64_t *peak_bytes);
 
 // --- matrix products (matmul.cu): C[m,n] = alpha * op(A) op(B) + beta * C, row-major fp32 A [m,k] (or [k,m]
 // when trans_a), B [k,n] (or [n,k] when trans_b). bf16 != 0 rounds A and B to bf16 for the product (fp32
@@ -79,6 +83,11 @@ int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const flo
 int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha, float *dbeta, const float *g,
                            const float *a, const float *b, const float *alpha, int64_t ia, const float *beta, int64_t ib,
                            int64_t n);
+
+// backout: out = x - lambda[0] * saved; backward: dsaved += -lambda g, dlambda += -(g . saved) (dx is g itself)
+int nc_backout_forward(nc_context *ctx, float *out, const float *x, const float *saved, const float *lambda, int64_t n);
+int nc_backout_backward(nc_context *ctx, float *dsaved, float *dlambda, const float *g, const float *saved,
+                        const float *lambda, int64_t n);
 
 // --- element-wise (elementwise.cu)
 int nc_relu2_forward(nc_context *ctx, float *y, const float *x, int64_t n);

@@ -396,6 +396,22 @@ static void check_gates() {
         check("scalar mix backward dalpha (only its own index)", gal.get<float>(), galpha, 1e-5);
         check("scalar mix backward dbeta (only its own index)", gbe.get<float>(), gbeta, 1e-5);
     }
+    // backout: x - lambda saved, over the same long vector
+    {
+        std::vector<float> lam = {0.37f};
+        std::vector<double> bo(m), gs(m), glam(1, 0);
+        for (int64_t i = 0; i < m; i++) {
+            bo[i] = (double)a[i] - lam[0] * (double)bb[i];
+            gs[i] = 0.5 - lam[0] * (double)gm[i];  // added to a gradient that held 0.5
+            glam[0] += -(double)gm[i] * bb[i];
+        }
+        Dev da(a), db(bb), dl(lam), dout5(nans(m)), dgm(gm), gsv(std::vector<float>(m, 0.5f)), gl(std::vector<float>(1, 0.f));
+        NC(nc_backout_forward(ctx, dout5.f(), da.f(), db.f(), dl.f(), m));
+        check("backout forward", dout5.get<float>(), bo, 1e-6);
+        NC(nc_backout_backward(ctx, gsv.f(), gl.f(), dgm.f(), db.f(), dl.f(), m));
+        check("backout backward dsaved (accumulated)", gsv.get<float>(), gs, 1e-6);
+        check("backout backward dlambda", gl.get<float>(), glam, 1e-5);
+    }
 }
 
 // Upstream's Muon step for one matrix, in double (the Swift CPU optimizer's order of operations)

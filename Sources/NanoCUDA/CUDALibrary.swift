@@ -27,7 +27,6 @@ public final class CUDALibrary {
         public var description: String { "CUDA backend unavailable: \(reason)" }
     }
 
-    // the C ABI of nanochat_cuda.h that this file uses (the ops come with the GPU training path)
     private typealias CreateFn = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32) -> Int32
     private typealias DestroyFn = @convention(c) (OpaquePointer?) -> Void
     private typealias ErrorFn = @convention(c) (OpaquePointer?) -> UnsafePointer<CChar>?
@@ -36,6 +35,8 @@ public final class CUDALibrary {
     private let destroy: DestroyFn
     private let errorString: ErrorFn
     private let info: InfoFn
+    /// The ops of nanochat_cuda.h, resolved once (CUDAOps.swift wraps them).
+    let ops: CUDAOps
 
     public static let fileName = "libnanochat_cuda.so"
 
@@ -79,6 +80,12 @@ public final class CUDALibrary {
         destroy = try symbol("nc_destroy", DestroyFn.self)
         errorString = try symbol("nc_error_string", ErrorFn.self)
         info = try symbol("nc_device_info", InfoFn.self)
+        ops = try CUDAOps { name in
+            guard let p = dlsym(handle, name) else {
+                throw Unavailable(reason: "\(path) has no \(name): it was built from other sources than this nanochat; rebuild it with cuda/build.sh")
+            }
+            return p
+        }
         var ctx: OpaquePointer? = nil
         if create(&ctx, 0) != 0 {
             let why = errorString(ctx).map { String(cString: $0) } ?? "unknown error"
@@ -86,6 +93,16 @@ public final class CUDALibrary {
             throw Unavailable(reason: "\(path) loaded, but no usable GPU: \(why)")
         }
         context = ctx!
+    }
+
+    /// The context every op runs on.
+    var ctx: OpaquePointer { context }
+
+    /// Turns an op's status into a thrown error that says which call failed and why.
+    func check(_ status: Int32, _ what: @autoclosure () -> String) throws {
+        guard status != 0 else { return }
+        let why = errorString(context).map { String(cString: $0) } ?? "unknown error"
+        throw CUDAError(description: "\(what()): \(why)")
     }
 
     deinit {

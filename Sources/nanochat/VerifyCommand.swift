@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NanoChat
+import NanoCUDA
 
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,10 +17,13 @@ struct VerifyCommand: ParsableCommand {
     var file: String
     @Option(help: "How many of the largest errors to print.")
     var top: Int = 8
+    @Option(help: "Where the model and optimizer run: cpu, cuda (every product in exact fp32) or auto.")
+    var device: ComputeDevice = .cpu
 
     func run() throws {
         try runReportingErrors {
-            let results = try Verify.run(URL(fileURLWithPath: file))
+            let gpu = try openDevice(device)
+            let results = try Verify.run(URL(fileURLWithPath: file), on: gpu.map { CUDAVerifyBackend(cuda: $0) } ?? CPUVerifyBackend())
             let sorted = results.sorted { $0.relativeError / $0.tolerance > $1.relativeError / $1.tolerance }
             print("\(URL(fileURLWithPath: file).lastPathComponent): \(results.count) checks")
             for r in results where r.name == "logits" || r.name == "loss" {

@@ -42,3 +42,9 @@ func snakeCase(_ s: String) -> String {
 
 /// A folder given on the command line.
 func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirectory: true) }
+
+/// `--device`: where training and evaluation run. `auto` takes the GPU when the CUDA library loads and finds one,
+/// else the CPU; `cuda` insists (a clear error says why it cannot); `cpu` never looks.
+public enum ComputeDevice: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case cpu, cuda, auto
+}

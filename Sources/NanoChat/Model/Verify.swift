@@ -1,6 +1,43 @@
 import Foundation
 import NanoTensor
 
+/// What a device must compute for `Verify`: the CPU (`CPUVerifyBackend`) or the GPU (NanoCUDA's backend).
+public protocol VerifyBackend {
+    /// The model's softcapped logits [B·T·vocab] on `idx`, its mean loss on `targets`, and every parameter's
+    /// gradient of that loss (by upstream name).
+    func modelOutputs(_ model: GPT, idx: [Int32], targets: [Int32], batch: Int, time: Int) throws
+        -> (logits: [Float], loss: Float, grads: [String: [Float]])
+    /// Runs the optimizer of `groups` on `model` for each step's gradients; returns the parameters after each step.
+    func optimizerSteps(_ model: GPT, groups: [OptimizerGroupSpec], grads: [[String: [Float]]]) throws -> [[String: [Float]]]
+}
+
+/// The CPU: the autograd model and `MuonAdamW`.
+public struct CPUVerifyBackend: VerifyBackend {
+    public init() {}
+
+    public func modelOutputs(_ model: GPT, idx: [Int32], targets: [Int32], batch b: Int, time t: Int) throws
+        -> (logits: [Float], loss: Float, grads: [String: [Float]]) {
+        let logits = Tensor.withoutGrad { model.forward(idx, batch: b, time: t) }
+        let loss = model.forward(idx, batch: b, time: t, targets: targets)
+        loss.backward()
+        var grads: [String: [Float]] = [:]
+        for name in model.parameterNames {
+            let p = model.param(name)
+            grads[name] = p.grad.map { Array($0.buffer) } ?? [Float](repeating: 0, count: p.count)
+        }
+        return (logits.array, loss.scalar, grads)
+    }
+
+    public func optimizerSteps(_ model: GPT, groups: [OptimizerGroupSpec], grads: [[String: [Float]]]) throws -> [[String: [Float]]] {
+        let opt = try MuonAdamW(model: model, groups: groups)
+        return grads.map { step in
+            for name in model.parameterNames { model.param(name).grad = Tensor(shape: model.param(name).shape, values: step[name]!) }
+            opt.step()
+            return Dictionary(uniqueKeysWithValues: model.parameterNames.map { ($0, model.param($0).array) })
+        }
+    }
+}
+
 /// Checks our implementation against a golden fixture from upstream's PyTorch code (the format of Tests/Fixtures):
 /// model fixtures (forward logits and loss, backward gradients) and optimizer fixtures (parameters after steps).
 public enum Verify {
@@ -34,18 +71,18 @@ public enum Verify {
         var T: Int?
     }
 
-    public static func run(_ url: URL) throws -> [Comparison] {
+    public static func run(_ url: URL, on backend: VerifyBackend = CPUVerifyBackend()) throws -> [Comparison] {
         let file = try SafeTensorsFile(url: url)
         guard let metaText = file.metadata["meta"], let meta = try? JSONDecoder().decode(FixtureMeta.self, from: Data(metaText.utf8)) else {
             throw NanoChatError("\(url.path): metadata has no `meta` JSON with a model config")
         }
         if file.entries.keys.contains(where: { $0.hasPrefix("param_before.") }) {
-            return try runOptimizer(file, config: meta.config, metaText: metaText)
+            return try runOptimizer(file, config: meta.config, metaText: metaText, backend: backend)
         }
-        return try runModel(file, config: meta.config, windows: meta.window_sizes?.map { $0[0] })
+        return try runModel(file, config: meta.config, windows: meta.window_sizes?.map { $0[0] }, backend: backend)
     }
 
-    static func runModel(_ file: SafeTensorsFile, config: GPTConfig, windows: [Int]?) throws -> [Comparison] {
+    static func runModel(_ file: SafeTensorsFile, config: GPTConfig, windows: [Int]?, backend: VerifyBackend) throws -> [Comparison] {
         let model = try GPT(config: config)
         if let windows { model.windows = windows }
         try CheckpointManager.loadParameters(model, from: file, prefix: "param.")
@@ -53,15 +90,12 @@ public enum Verify {
         let (_, targets) = try file.ints("input.targets")
         let b = ishape[0], t = ishape[1]
         var out: [Comparison] = []
-        let logits = Tensor.withoutGrad { model.forward(idx, batch: b, time: t) }
-        out.append(Comparison(name: "logits", relativeError: relativeError(UnsafeBufferPointer(logits.buffer), try file.floats("output.logits").values), tolerance: 1e-4))
-        let loss = model.forward(idx, batch: b, time: t, targets: targets)
-        out.append(Comparison(name: "loss", relativeError: relativeError(UnsafeBufferPointer(loss.buffer), try file.floats("output.loss").values), tolerance: 1e-4))
-        loss.backward()
+        let result = try backend.modelOutputs(model, idx: idx, targets: targets, batch: b, time: t)
+        out.append(Comparison(name: "logits", relativeError: relativeError(result.logits, try file.floats("output.logits").values), tolerance: 1e-4))
+        out.append(Comparison(name: "loss", relativeError: relativeError([result.loss], try file.floats("output.loss").values), tolerance: 1e-4))
         for name in model.parameterNames {
             let ref = try file.floats("grad." + name).values
-            let g = model.param(name).grad
-            let ours = g.map { Array($0.buffer) } ?? [Float](repeating: 0, count: ref.count)
+            let ours = result.grads[name]!
             guard file.entries["ref64.grad." + name] != nil else {
                 out.append(Comparison(name: "grad." + name, relativeError: relativeError(ours, ref), tolerance: 1e-3))
                 continue
@@ -82,23 +116,21 @@ public enum Verify {
         return out
     }
 
-    static func runOptimizer(_ file: SafeTensorsFile, config: GPTConfig, metaText: String) throws -> [Comparison] {
+    static func runOptimizer(_ file: SafeTensorsFile, config: GPTConfig, metaText: String, backend: VerifyBackend) throws -> [Comparison] {
         let model = try GPT(config: config)
         try CheckpointManager.loadParameters(model, from: file, prefix: "param_before.")
         let groups = try OptimizerGroupSpec.parse(fixtureMeta: metaText)
-        let opt = try MuonAdamW(model: model, groups: groups)
         guard let obj = try JSONSerialization.jsonObject(with: Data(metaText.utf8)) as? [String: Any],
               let steps = obj["steps"] as? Int else { throw NanoChatError("\(file.url.path): meta lacks `steps`") }
+        let grads = try (0..<steps).map { s in
+            try Dictionary(uniqueKeysWithValues: model.parameterNames.map { ($0, try file.floats("step\(s).grad.\($0)").values) })
+        }
+        let after = try backend.optimizerSteps(model, groups: groups, grads: grads)
         var out: [Comparison] = []
         for s in 0..<steps {
             for name in model.parameterNames {
-                let (shape, values) = try file.floats("step\(s).grad.\(name)")
-                model.param(name).grad = Tensor(shape: shape, values: values)
-            }
-            opt.step()
-            for name in model.parameterNames {
                 let ref = try file.floats("step\(s).param_after.\(name)").values
-                out.append(Comparison(name: "step\(s).\(name)", relativeError: relativeError(UnsafeBufferPointer(model.param(name).buffer), ref), tolerance: 1e-4))
+                out.append(Comparison(name: "step\(s).\(name)", relativeError: relativeError(after[s][name]!, ref), tolerance: 1e-4))
             }
         }
         return out

@@ -34,13 +34,14 @@ public enum TrainingSchedule {
     }
 }
 
-extension MuonAdamW {
-    /// Sets every group's hyperparameters for step `it` of `n` (upstream does this before each optimizer step).
-    public func applySchedule(step it: Int, total n: Int, warmup: Int, warmdownRatio: Double, finalFrac: Double,
-                              muonWeightDecay wd: Double) -> Double {
-        let lrm = TrainingSchedule.lrMultiplier(step: it, total: n, warmup: warmup, warmdownRatio: warmdownRatio, finalFrac: finalFrac)
-        let mom = TrainingSchedule.muonMomentum(step: it, total: n, warmdownRatio: warmdownRatio)
-        let decay = TrainingSchedule.muonWeightDecay(step: it, total: n, weightDecay: wd)
+extension TrainingSchedule {
+    /// Sets every group's hyperparameters for step `it` of `n` (upstream does this before each optimizer step):
+    /// learning rates, and Muon's momentum and weight decay. Returns the learning-rate multiplier.
+    public static func apply(to groups: inout [OptimizerGroupSpec], step it: Int, total n: Int, warmup: Int, warmdownRatio: Double,
+                             finalFrac: Double, muonWeightDecay wd: Double) -> Double {
+        let lrm = lrMultiplier(step: it, total: n, warmup: warmup, warmdownRatio: warmdownRatio, finalFrac: finalFrac)
+        let mom = muonMomentum(step: it, total: n, warmdownRatio: warmdownRatio)
+        let decay = muonWeightDecay(step: it, total: n, weightDecay: wd)
         for i in 0..<groups.count {
             groups[i].lr = groups[i].initialLR * lrm
             if groups[i].kind == .muon {
@@ -49,5 +50,14 @@ extension MuonAdamW {
             }
         }
         return lrm
+    }
+}
+
+extension MuonAdamW {
+    /// `TrainingSchedule.apply` on this optimizer's groups.
+    public func applySchedule(step it: Int, total n: Int, warmup: Int, warmdownRatio: Double, finalFrac: Double,
+                              muonWeightDecay wd: Double) -> Double {
+        TrainingSchedule.apply(to: &groups, step: it, total: n, warmup: warmup, warmdownRatio: warmdownRatio, finalFrac: finalFrac,
+                               muonWeightDecay: wd)
     }
 }

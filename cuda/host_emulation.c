@@ -1,0 +1,500 @@
+// The C ABI of nanochat_cuda.h implemented on the host, in plain C, with the kernels' exact semantics ("device"
+// pointers are ordinary host memory). It is not a backend: it exists so that the Swift side of the GPU path (the
+// model's step-by-step forward and backward in CUDAGPT, the optimizer's groups and stacks, the buffers' sizes and
+// offsets) is checked against upstream's fixtures on machines without a GPU, CI included:
+//   cc -O2 -shared -fPIC cuda/host_emulation.c -o DIR/libnanochat_cuda.so -lm
+//   NANOCHAT_CUDA_LIB=DIR/libnanochat_cuda.so nanochat verify --device cuda Tests/Fixtures/gpt_two_layers.safetensors
+// The kernels themselves are checked on a GPU by op_check.cu. Accumulations run in double here (the device uses
+// fp32 with its own orders), so both land within the fixtures' tolerances of upstream.
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nanochat_cuda.h"
+
+struct nc_context {
+    char error[512];
+    int64_t in_use, peak;
+};
+
+static int fail(nc_context *ctx, const char *what, const char *detail) {
+    snprintf(ctx->error, sizeof(ctx->error), "%s: %s", what, detail);
+    return 1;
+}
+
+int nc_create(nc_context **ctx, int device) {
+    (void)device;
+    *ctx = (nc_context *)calloc(1, sizeof(nc_context));
+    return *ctx ? 0 : 1;
+}
+void nc_destroy(nc_context *ctx) { free(ctx); }
+const char *nc_error_string(nc_context *ctx) { return ctx ? ctx->error : "no context"; }
+int nc_device_info(nc_context *ctx, char *name, int name_len, int *sm_count, int64_t *memory_bytes) {
+    (void)ctx;
+    if (name) snprintf(name, name_len, "host emulation of the CUDA ABI (no GPU)");
+    if (sm_count) *sm_count = 0;
+    if (memory_bytes) *memory_bytes = 0;
+    return 0;
+}
+int nc_malloc(nc_context *ctx, void **ptr, int64_t bytes) {
+    *ptr = malloc((size_t)bytes);
+    if (!*ptr) return fail(ctx, "nc_malloc", "out of host memory");
+    ctx->in_use += bytes;
+    if (ctx->in_use > ctx->peak) ctx->peak = ctx->in_use;
+    return 0;
+}
+int nc_free(nc_context *ctx, void *ptr) { (void)ctx; free(ptr); return 0; }
+int nc_copy_to_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memcpy(dst, src, bytes); return 0; }
+int nc_copy_to_host(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memcpy(dst, src, bytes); return 0; }
+int nc_copy_on_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memmove(dst, src, bytes); return 0; }
+int nc_zero(nc_context *ctx, void *ptr, int64_t bytes) { (void)ctx; memset(ptr, 0, bytes); return 0; }
+int nc_synchronize(nc_context *ctx) { (void)ctx; return 0; }
+int nc_memory_info(nc_context *ctx, int64_t *f, int64_t *t, int64_t *p) {
+    if (f) *f = 0;
+    if (t) *t = 0;
+    if (p) *p = ctx->peak;
+    return 0;
+}
+
+// bf16 products round their inputs to nearest-even bf16, as the device's bf16 mode does
+static float bf16_round(float x) {
+    unsigned u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
+                      int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
+    (void)ctx;
+    for (int64_t z = 0; z < batch; z++) {
+        const float *az = a + z * m * k, *bz = b + z * k * n;
+        float *cz = c + z * m * n;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double s = 0;
+                for (int64_t l = 0; l < k; l++) {
+                    float x = trans_a ? az[l * m + i] : az[i * k + l], y = trans_b ? bz[j * k + l] : bz[l * n + j];
+                    if (bf16) { x = bf16_round(x); y = bf16_round(y); }
+                    s += (double)x * y;
+                }
+                cz[i * n + j] = (float)(alpha * s + (beta == 0 ? 0.0 : (double)beta * cz[i * n + j]));
+            }
+    }
+    return 0;
+}
+
+int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k, int trans_a,
+              int trans_b, float alpha, float beta, int bf16) {
+    return nc_matmul_batched(ctx, c, a, b, 1, m, n, k, trans_a, trans_b, alpha, beta, bf16);
+}
+
+int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols) {
+    (void)ctx;
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int64_t j = 0; j < cols; j++) ss += (double)x[r * cols + j] * x[r * cols + j];
+        float inv = (float)(1 / sqrt(ss / cols + FLT_EPSILON));
+        for (int64_t j = 0; j < cols; j++) y[r * cols + j] = x[r * cols + j] * inv;
+        rstd[r] = inv;
+    }
+    return 0;
+}
+
+int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd, int64_t rows,
+                        int64_t cols, int accumulate) {
+    (void)ctx;
+    for (int64_t r = 0; r < rows; r++) {
+        double dot = 0;
+        for (int64_t j = 0; j < cols; j++) dot += (double)dy[r * cols + j] * y[r * cols + j];
+        double mean = dot / cols;
+        for (int64_t j = 0; j < cols; j++) {
+            float g = (float)(rstd[r] * (dy[r * cols + j] - y[r * cols + j] * mean));
+            dx[r * cols + j] = accumulate ? dx[r * cols + j] + g : g;
+        }
+    }
+    return 0;
+}
+
+int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *x, const float *cos_t, const float *sin_t,
+                           int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
+    (void)ctx;
+    int64_t half = d / 2;
+    for (int64_t r = 0; r < b * t * h; r++) {
+        int64_t pos = offset + (r / h) % t;
+        const float *xr = x + r * d, *cr = cos_t + pos * half, *sr = sin_t + pos * half;
+        float *yr = y + r * d;
+        double ss = 0;
+        for (int64_t j = 0; j < half; j++) {
+            float x1 = xr[j], x2 = xr[j + half];
+            yr[j] = x1 * cr[j] + x2 * sr[j];
+            yr[j + half] = -x1 * sr[j] + x2 * cr[j];
+            ss += (double)yr[j] * yr[j] + (double)yr[j + half] * yr[j + half];
+        }
+        float inv = (float)(1 / sqrt(ss / d + FLT_EPSILON));
+        for (int64_t j = 0; j < d; j++) yr[j] *= inv * gain;
+        rstd[r] = inv;
+    }
+    return 0;
+}
+
+int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
+                            const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
+                            int64_t offset, float gain, int accumulate) {
+    (void)ctx;
+    int64_t half = d / 2;
+    for (int64_t r = 0; r < b * t * h; r++) {
+        int64_t pos = offset + (r / h) % t;
+        const float *gr = dy + r * d, *orow = y + r * d, *cr = cos_t + pos * half, *sr = sin_t + pos * half;
+        float *dr = dx + r * d;
+        double dot = 0;
+        for (int64_t j = 0; j < d; j++) dot += (double)gr[j] * orow[j];
+        double m = dot / d, inv = rstd[r];
+        for (int64_t j = 0; j < half; j++) {
+            double d1 = inv * (gain * gr[j] - orow[j] / gain * m), d2 = inv * (gain * gr[j + half] - orow[j + half] / gain * m);
+            float g1 = (float)(d1 * cr[j] - d2 * sr[j]), g2 = (float)(d1 * sr[j] + d2 * cr[j]);
+            dr[j] = accumulate ? dr[j] + g1 : g1;
+            dr[j + half] = accumulate ? dr[j + half] + g2 : g2;
+        }
+    }
+    return 0;
+}
+
+// query i attends keys j with i - window <= j <= i; lse [B, H, T]
+int nc_attention_forward(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
+                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    double *s = (double *)malloc(sizeof(double) * T);
+    if (!s) return fail(ctx, "nc_attention_forward", "out of host memory");
+    double scale = 1 / sqrt((double)D);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t kh = h / (H / Hkv);
+            for (int64_t i = 0; i < T; i++) {
+                int64_t lo = i - window > 0 ? i - window : 0;
+                const float *qi = q + ((b * T + i) * H + h) * D;
+                double mx = -INFINITY, l = 0;
+                for (int64_t j = lo; j <= i; j++) {
+                    const float *kj = k + ((b * T + j) * Hkv + kh) * D;
+                    double d = 0;
+                    for (int64_t e = 0; e < D; e++) d += (double)qi[e] * kj[e];
+                    s[j] = d * scale;
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (int64_t j = lo; j <= i; j++) l += exp(s[j] - mx);
+                float *oi = o + ((b * T + i) * H + h) * D;
+                for (int64_t e = 0; e < D; e++) {
+                    double acc = 0;
+                    for (int64_t j = lo; j <= i; j++) acc += exp(s[j] - mx) / l * v[((b * T + j) * Hkv + kh) * D + e];
+                    oi[e] = (float)acc;
+                }
+                lse[(b * H + h) * T + i] = (float)(mx + log(l));
+            }
+        }
+    free(s);
+    return 0;
+}
+
+int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q, const float *k,
+                          const float *v, const float *o, const float *dout, const float *lse, int64_t B, int64_t T,
+                          int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    (void)ctx;
+    double scale = 1 / sqrt((double)D);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t kh = h / (H / Hkv);
+            for (int64_t i = 0; i < T; i++) {
+                const float *qi = q + ((b * T + i) * H + h) * D, *doi = dout + ((b * T + i) * H + h) * D;
+                const float *oi = o + ((b * T + i) * H + h) * D;
+                double dl = 0;
+                for (int64_t e = 0; e < D; e++) dl += (double)doi[e] * oi[e];
+                delta[(b * H + h) * T + i] = (float)dl;
+                int64_t lo = i - window > 0 ? i - window : 0;
+                for (int64_t j = lo; j <= i; j++) {
+                    const float *kj = k + ((b * T + j) * Hkv + kh) * D, *vj = v + ((b * T + j) * Hkv + kh) * D;
+                    double s = 0, dp = 0;
+                    for (int64_t e = 0; e < D; e++) { s += (double)qi[e] * kj[e]; dp += (double)doi[e] * vj[e]; }
+                    double p = exp(s * scale - lse[(b * H + h) * T + i]), ds = p * (dp - dl) * scale;
+                    for (int64_t e = 0; e < D; e++) {
+                        dq[((b * T + i) * H + h) * D + e] += (float)(ds * kj[e]);
+                        dk[((b * T + j) * Hkv + kh) * D + e] += (float)(ds * qi[e]);
+                        dv[((b * T + j) * Hkv + kh) * D + e] += (float)(p * doi[e]);
+                    }
+                }
+            }
+        }
+    return 0;
+}
+
+int nc_embedding_forward(nc_context *ctx, float *out, const float *table, const int32_t *ids, int64_t n, int64_t c) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) memcpy(out + i * c, table + (int64_t)ids[i] * c, c * sizeof(float));
+    return 0;
+}
+
+int nc_embedding_backward(nc_context *ctx, float *dtable, const float *dout, const int32_t *ids, int64_t n, int64_t c) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) dtable[(int64_t)ids[i] * c + j] += dout[i * c + j];
+    return 0;
+}
+
+static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
+
+int nc_smear_forward(nc_context *ctx, float *out, float *gates, const float *x, const float *gate, const float *lambda,
+                     int64_t b, int64_t t, int64_t c, int k) {
+    (void)ctx;
+    for (int64_t row = 0; row < b * t; row++) {
+        const float *cur = x + row * c;
+        if (row % t == 0) {
+            memcpy(out + row * c, cur, c * sizeof(float));
+            gates[row] = 0;
+            continue;
+        }
+        double a = 0;
+        for (int j = 0; j < k; j++) a += (double)gate[j] * cur[j];
+        double s = sigmoid(a), f = lambda[0] * s;
+        for (int64_t j = 0; j < c; j++) out[row * c + j] = (float)(cur[j] + f * cur[j - c]);
+        gates[row] = (float)s;
+    }
+    return 0;
+}
+
+int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, const float *dout, const float *x,
+                      const float *gates, const float *gate, const float *lambda, int64_t b, int64_t t, int64_t c, int k) {
+    (void)ctx;
+    double lam = lambda[0];
+    for (int64_t row = 0; row < b * t; row++) {
+        int64_t ti = row % t;
+        const float *go = dout + row * c;
+        double sNext = ti + 1 < t ? gates[row + 1] : 0;
+        for (int64_t j = 0; j < c; j++) dx[row * c + j] += (float)(go[j] + (ti + 1 < t ? lam * sNext * go[j + c] : 0));
+        if (ti == 0) continue;
+        const float *prev = x + (row - 1) * c, *cur = x + row * c;
+        double gp = 0;
+        for (int64_t j = 0; j < c; j++) gp += (double)go[j] * prev[j];
+        double s = gates[row], da = lam * gp * s * (1 - s);
+        *dlambda += (float)(s * gp);
+        for (int j = 0; j < k; j++) {
+            dgate[j] += (float)(da * cur[j]);
+            dx[row * c + j] += (float)(da * gate[j]);
+        }
+    }
+    return 0;
+}
+
+int nc_value_embedding_forward(nc_context *ctx, float *out, float *sig, const float *v, const float *ve, const float *u,
+                               const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k) {
+    (void)ctx;
+    for (int64_t r = 0; r < n * hkv; r++) {
+        int64_t row = r / hkv, h = r % hkv;
+        double a = 0;
+        for (int j = 0; j < k; j++) a += (double)gate[h * k + j] * u[row * c + j];
+        double s = sigmoid(a);
+        for (int64_t j = 0; j < d; j++) out[r * d + j] = (float)(v[r * d + j] + 3 * s * ve[r * d + j]);
+        sig[r] = (float)s;
+    }
+    return 0;
+}
+
+int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
+                                const float *ve, const float *u, const float *gate, const float *sig, int64_t n,
+                                int64_t hkv, int64_t d, int64_t c, int k) {
+    (void)ctx;
+    for (int64_t r = 0; r < n * hkv; r++) {
+        int64_t row = r / hkv, h = r % hkv;
+        double s = sig[r], dot = 0;
+        for (int64_t j = 0; j < d; j++) {
+            float go = dout[r * d + j];
+            if (dv) dv[r * d + j] += go;
+            if (dve) dve[r * d + j] += (float)(3 * s * go);
+            dot += (double)go * ve[r * d + j];
+        }
+        double da = dot * 3 * s * (1 - s);
+        for (int j = 0; j < k; j++) {
+            if (dgate) dgate[h * k + j] += (float)(da * u[row * c + j]);
+            if (du) du[row * c + j] += (float)(da * gate[h * k + j]);
+        }
+    }
+    return 0;
+}
+
+int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const float *b, const float *alpha, int64_t ia,
+                          const float *beta, int64_t ib, int64_t n) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) out[i] = alpha[ia] * a[i] + beta[ib] * b[i];
+    return 0;
+}
+
+int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha, float *dbeta, const float *g,
+                           const float *a, const float *b, const float *alpha, int64_t ia, const float *beta, int64_t ib,
+                           int64_t n) {
+    (void)ctx;
+    double pa = 0, pb = 0;
+    float sa = alpha[ia], sb = beta[ib];
+    for (int64_t i = 0; i < n; i++) {
+        if (da) da[i] += sa * g[i];
+        if (db) db[i] += sb * g[i];
+        pa += (double)g[i] * a[i];
+        pb += (double)g[i] * b[i];
+    }
+    if (dalpha) dalpha[ia] += (float)pa;
+    if (dbeta) dbeta[ib] += (float)pb;
+    return 0;
+}
+
+int nc_backout_forward(nc_context *ctx, float *out, const float *x, const float *saved, const float *lambda, int64_t n) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] - lambda[0] * saved[i];
+    return 0;
+}
+
+int nc_backout_backward(nc_context *ctx, float *dsaved, float *dlambda, const float *g, const float *saved,
+                        const float *lambda, int64_t n) {
+    (void)ctx;
+    double p = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (dsaved) dsaved[i] -= lambda[0] * g[i];
+        p += (double)g[i] * saved[i];
+    }
+    if (dlambda) *dlambda -= (float)p;
+    return 0;
+}
+
+int nc_relu2_forward(nc_context *ctx, float *y, const float *x, int64_t n) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) { float r = x[i] > 0 ? x[i] : 0; y[i] = r * r; }
+    return 0;
+}
+
+int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *x, int64_t n, int accumulate) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) {
+        float g = 2.f * (x[i] > 0 ? x[i] : 0) * dy[i];
+        dx[i] = accumulate ? dx[i] + g : g;
+    }
+    return 0;
+}
+
+int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, int64_t rows,
+                             int64_t vocab, int64_t ld, float softcap, float grad_scale) {
+    if (vocab > ld) return fail(ctx, "nc_softcap_cross_entropy", "vocab is larger than the row stride");
+    for (int64_t r = 0; r < rows; r++) {
+        float *z = logits + r * ld;
+        int target = targets[r];
+        double sum = 0;
+        for (int64_t j = 0; j < vocab; j++) sum += exp(softcap * tanh(z[j] / softcap) - softcap);
+        double lse = softcap + log(sum);
+        losses[r] = target < 0 ? 0.f : (float)(lse - softcap * tanh(z[target] / softcap));
+        if (grad_scale == 0) continue;
+        for (int64_t j = 0; j < ld; j++) {
+            double g = 0;
+            if (target >= 0 && j < vocab) {
+                double t = tanh(z[j] / softcap);
+                g = (exp(softcap * t - lse) - (j == target ? 1 : 0)) * (1 - t * t) * grad_scale;
+            }
+            z[j] = (float)g;
+        }
+    }
+    return 0;
+}
+
+int nc_adamw_step(nc_context *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int step) {
+    if (step < 1) return fail(ctx, "nc_adamw_step", "step counts from 1");
+    float bias1 = 1.f - powf(beta1, (float)step), bias2 = 1.f - powf(beta2, (float)step);
+    float decay = 1.f - lr * weight_decay, step_size = lr / bias1;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i], pi = p[i] * decay;
+        float mi = m[i] + (1.f - beta1) * (gi - m[i]);
+        float vi = v[i] + (1.f - beta2) * (gi * gi - v[i]);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step_size * mi / (sqrtf(vi / bias2) + eps);
+    }
+    return 0;
+}
+
+static const double polar_express[5][3] = {
+    {8.156554524902461, -22.48329292557795, 15.878769915207462},
+    {4.042929935166739, -2.808917465908714, 0.5000178451051316},
+    {3.8916678022926607, -2.772484153217685, 0.5060648178503393},
+    {3.285753657755655, -2.3681294933425376, 0.46449024233003106},
+    {2.3465413258596377, -1.7097828382687081, 0.42323551169305323},
+};
+
+static double frob(const float *x, int64_t size) {
+    double s = 0;
+    for (int64_t i = 0; i < size; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+// the steps and their order as muon.cu's nc_muon_step, one matrix at a time
+int nc_muon_step(nc_context *ctx, float *params, const float *grads, float *momentum, float *second, int64_t K,
+                 int64_t rows, int64_t cols, float lr, float weight_decay, float mu, float beta2, int ns_steps, int bf16) {
+    const int64_t size = rows * cols, small = rows < cols ? rows : cols;
+    const int per_row = rows >= cols;
+    const int64_t m = per_row ? rows : cols, len = per_row ? cols : rows;
+    float *x = (float *)malloc(sizeof(float) * size), *xn = (float *)malloc(sizeof(float) * size);
+    float *a = (float *)malloc(sizeof(float) * small * small), *a2 = (float *)malloc(sizeof(float) * small * small);
+    double *st = (double *)malloc(sizeof(double) * m);
+    if (!x || !xn || !a || !a2 || !st) return fail(ctx, "nc_muon_step", "out of host memory");
+    for (int64_t kk = 0; kk < K; kk++) {
+        float *p = params + kk * size, *mom = momentum + kk * size, *sec = second + kk * m;
+        const float *g = grads ? grads + kk * size : NULL;
+        for (int64_t i = 0; i < size; i++) {  // Nesterov momentum
+            float gr = g ? g[i] : 0.f, mi = mom[i] + (1.f - mu) * (gr - mom[i]);
+            mom[i] = mi;
+            x[i] = gr + mu * (mi - gr);
+        }
+        double norm = frob(x, size);  // MuonEq
+        for (int64_t r = 0; r < rows; r++) {
+            double rn = frob(x + r * cols, cols);
+            double f = norm / sqrt((double)rows) / (rn > 1e-6 ? rn : 1e-6);
+            for (int64_t j = 0; j < cols; j++) x[r * cols + j] = (float)(x[r * cols + j] * f);
+        }
+        norm = frob(x, size);
+        for (int64_t i = 0; i < size; i++) x[i] = (float)(x[i] / (norm * 1.01 + 1e-6));
+        for (int it = 0; it < ns_steps; it++) {  // Polar Express
+            const double *c3 = polar_express[it < 5 ? it : 4];
+            if (rows > cols) nc_matmul(ctx, a, x, x, cols, cols, rows, 1, 0, 1.f, 0.f, bf16);
+            else nc_matmul(ctx, a, x, x, rows, rows, cols, 0, 1, 1.f, 0.f, bf16);
+            nc_matmul(ctx, a2, a, a, small, small, small, 0, 0, (float)c3[2], 0.f, bf16);
+            for (int64_t i = 0; i < small * small; i++) a2[i] += (float)c3[1] * a[i];
+            memcpy(xn, x, sizeof(float) * size);
+            if (rows > cols) nc_matmul(ctx, xn, x, a2, rows, cols, cols, 0, 0, 1.f, (float)c3[0], bf16);
+            else nc_matmul(ctx, xn, a2, x, rows, cols, rows, 0, 0, 1.f, (float)c3[0], bf16);
+            float *t = x; x = xn; xn = t;
+        }
+        norm = frob(x, size);  // Muon+
+        double f = sqrt((double)small) / (norm > 1e-6 ? norm : 1e-6);
+        for (int64_t i = 0; i < size; i++) x[i] = (float)(x[i] * f);
+        double vn = 0, vnew = 0;  // NorMuon
+        for (int64_t i = 0; i < m; i++) {
+            double s = 0;
+            for (int64_t j = 0; j < len; j++) {
+                double v = per_row ? x[i * cols + j] : x[j * cols + i];
+                s += v * v;
+            }
+            double v = s / len;
+            vn += v * len;
+            float sn = sec[i] + (1.f - beta2) * ((float)v - sec[i]);
+            sec[i] = sn;
+            double step = 1 / sqrt(sn > 1e-10f ? sn : 1e-10f);
+            vnew += v * len * step * step;
+            st[i] = step;
+        }
+        double ratio = sqrt(vn) / (sqrt(vnew) > 1e-10 ? sqrt(vnew) : 1e-10);
+        float lr_eff = lr * sqrtf(fmaxf(1.f, (float)rows / (float)cols));
+        for (int64_t i = 0; i < size; i++) {  // cautious weight decay and the update
+            int64_t r = i / cols, c = i % cols;
+            float u = (float)(x[i] * (per_row ? st[r] : st[c]) * ratio), pi = p[i];
+            float decay = u * pi >= 0.f ? lr_eff * weight_decay * pi : 0.f;
+            p[i] = pi - (lr_eff * u + decay);
+        }
+    }
+    free(x); free(xn); free(a); free(a2); free(st);
+    return 0;
+}
