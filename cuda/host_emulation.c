@@ -498,3 +498,14 @@ int nc_muon_step(nc_context *ctx, float *params, const float *grads, float *mome
     free(x); free(xn); free(a); free(a2); free(st);
     return 0;
 }
+
+// the tensor-core attention's contract is the exact one's (its bf16 rounding is the device's business)
+int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
+                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    return nc_attention_forward(ctx, o, lse, q, k, v, B, T, H, Hkv, D, window);
+}
+int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
+                               const float *k, const float *v, const float *o, const float *dout, const float *lse,
+                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    return nc_attention_backward(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, D, window);
+}

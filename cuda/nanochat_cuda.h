@@ -61,6 +61,13 @@ int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, floa
                           const float *k, const float *v, const float *o, const float *dout, const float *lse, int64_t B,
                           int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
 
+// The same on the tensor cores (attention_bf16.cu): bf16 operands, fp32 accumulation and softmax; D is 64 or 128.
+int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
+                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
+int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
+                               const float *k, const float *v, const float *o, const float *dout, const float *lse,
+                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
+
 // --- the GPT's gates (gates.cu); gradients are added into their outputs (zero them for a fresh gradient)
 // embedding: out[i] = table[ids[i]] ([n, c]); backward scatter-adds into dtable (atomics: the summation order of
 // repeated ids is not fixed)

@@ -234,9 +234,20 @@ static void check_adamw(int64_t n) {
     check("adamw two steps: first moment", dm.get<float>(), mr, 1e-6);
 }
 
-static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+static float round_bf16(float x) {
+    unsigned u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+// bf16: the tensor-core kernels, against the exact reference on the same inputs rounded to bf16 (what the kernels
+// read); their probabilities and dS are rounded to bf16 for the products too, hence the wider tolerance
+static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, bool bf16 = false) {
     int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
     auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+    if (bf16) for (auto *t : {&q, &k, &v, &dout}) for (auto &x : *t) x = round_bf16(x);
     std::vector<double> o(nq, 0), dq(nq, 0), dk(nk, 0), dv(nk, 0);
     double scale = 1 / sqrt((double)D);
     int64_t w = window < T ? window : T;
@@ -277,19 +288,21 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_
         }
     std::vector<float> zq(nq, 0.f), zk(nk, 0.f);
     Dev dqv(q), dkv(k), dvv(v), dov(nans(nq)), dl(nans(B * H * T)), dg(dout), gq(zq), gk(zk), gv(zk), delta(nans(B * H * T));
-    NC(nc_attention_forward(ctx, dov.f(), dl.f(), dqv.f(), dkv.f(), dvv.f(), B, T, H, Hkv, D, window));
+    auto fwd = bf16 ? nc_attention_forward_bf16 : nc_attention_forward;
+    auto bwd = bf16 ? nc_attention_backward_bf16 : nc_attention_backward;
+    const char *kind = bf16 ? "bf16" : "fp32";
+    NC(fwd(ctx, dov.f(), dl.f(), dqv.f(), dkv.f(), dvv.f(), B, T, H, Hkv, D, window));
     char name[128];
-    snprintf(name, sizeof name, "attention forward B%lld T%lld H%lld/%lld D%lld w%lld", (long long)B, (long long)T,
+    snprintf(name, sizeof name, "attention %s forward B%lld T%lld H%lld/%lld D%lld w%lld", kind, (long long)B, (long long)T,
              (long long)H, (long long)Hkv, (long long)D, (long long)window);
-    check(name, dov.get<float>(), o, 1e-5);
-    NC(nc_attention_backward(ctx, gq.f(), gk.f(), gv.f(), delta.f(), dqv.f(), dkv.f(), dvv.f(), dov.f(), dg.f(), dl.f(),
-                             B, T, H, Hkv, D, window));
-    snprintf(name, sizeof name, "attention backward dq (w%lld D%lld)", (long long)window, (long long)D);
-    check(name, gq.get<float>(), dq, 1e-4);
-    snprintf(name, sizeof name, "attention backward dk (w%lld D%lld)", (long long)window, (long long)D);
-    check(name, gk.get<float>(), dk, 1e-4);
-    snprintf(name, sizeof name, "attention backward dv (w%lld D%lld)", (long long)window, (long long)D);
-    check(name, gv.get<float>(), dv, 1e-4);
+    check(name, dov.get<float>(), o, bf16 ? 1e-2 : 1e-5);
+    NC(bwd(ctx, gq.f(), gk.f(), gv.f(), delta.f(), dqv.f(), dkv.f(), dvv.f(), dov.f(), dg.f(), dl.f(), B, T, H, Hkv, D, window));
+    snprintf(name, sizeof name, "attention %s backward dq (w%lld D%lld)", kind, (long long)window, (long long)D);
+    check(name, gq.get<float>(), dq, bf16 ? 2e-2 : 1e-4);
+    snprintf(name, sizeof name, "attention %s backward dk (w%lld D%lld)", kind, (long long)window, (long long)D);
+    check(name, gk.get<float>(), dk, bf16 ? 2e-2 : 1e-4);
+    snprintf(name, sizeof name, "attention %s backward dv (w%lld D%lld)", kind, (long long)window, (long long)D);
+    check(name, gv.get<float>(), dv, bf16 ? 2e-2 : 1e-4);
 }
 
 static double sig(double x) { return 1 / (1 + exp(-x)); }
@@ -538,8 +551,10 @@ static void check_muon(int64_t K, int64_t rows, int64_t cols, int bf16) {
     check(name, ds.get<float>(), sr, bf16 ? 1e-2 : 1e-4);
 }
 
-// fp32 attention at d12's shape, forward and backward, median of 5 (the exact path; bf16 tensor cores come next)
-static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t window) {
+// attention at a model's shape, forward and backward, median of 5; TFLOP/s counts only the work the window needs
+static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t window, bool bf16 = false) {
+    auto fwdf = bf16 ? nc_attention_forward_bf16 : nc_attention_forward;
+    auto bwdf = bf16 ? nc_attention_backward_bf16 : nc_attention_backward;
     int64_t n = B * T * H * D;
     auto x = randn(n);
     std::vector<float> z(n, 0.f);
@@ -549,11 +564,10 @@ static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t w
     std::vector<float> fwd, bwd;
     for (int r = 0; r < 6; r++) {
         cudaEventRecord(e0, 0);
-        NC(nc_attention_forward(ctx, o.f(), l.f(), q.f(), k.f(), v.f(), B, T, H, H, D, window));
+        NC(fwdf(ctx, o.f(), l.f(), q.f(), k.f(), v.f(), B, T, H, H, D, window));
         NC(nc_synchronize(ctx));
         cudaEventRecord(e1, 0);
-        NC(nc_attention_backward(ctx, dq.f(), dk.f(), dv.f(), delta.f(), q.f(), k.f(), v.f(), o.f(), g.f(), l.f(), B, T, H,
-                                 H, D, window));
+        NC(bwdf(ctx, dq.f(), dk.f(), dv.f(), delta.f(), q.f(), k.f(), v.f(), o.f(), g.f(), l.f(), B, T, H, H, D, window));
         NC(nc_synchronize(ctx));
         cudaEventRecord(e2, 0);
         cudaEventSynchronize(e2);
@@ -564,8 +578,13 @@ static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t w
     }
     std::sort(fwd.begin(), fwd.end());
     std::sort(bwd.begin(), bwd.end());
-    printf("time attention fp32 B%lld T%lld H%lld D%lld window %lld: forward %.3f ms, backward %.3f ms\n", (long long)B,
-           (long long)T, (long long)H, (long long)D, (long long)window, fwd[fwd.size() / 2], bwd[bwd.size() / 2]);
+    // FLOPs actually needed (causal, windowed): forward 4 B H D sum_i keys(i), backward 2.5x that
+    double keys = 0;
+    for (int64_t i = 0; i < T; i++) keys += (i < window ? i : window) + 1;
+    double flops = 4.0 * B * H * D * keys;
+    printf("time attention %s B%lld T%lld H%lld D%lld window %lld: forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s)\n",
+           bf16 ? "bf16" : "fp32", (long long)B, (long long)T, (long long)H, (long long)D, (long long)window,
+           fwd[fwd.size() / 2], flops / fwd[fwd.size() / 2] / 1e9, bwd[bwd.size() / 2], 2.5 * flops / bwd[bwd.size() / 2] / 1e9);
 }
 
 // Median time of `reps` products (events around each), TFLOP/s.
@@ -629,6 +648,12 @@ int main(int argc, char **argv) {
     check_attention(2, 70, 2, 1, 64, 100);  // window past T: plain causal
     check_attention(1, 150, 2, 2, 128, 40);
     check_attention(1, 33, 6, 3, 128, 7);
+    check_attention(2, 37, 4, 2, 64, 5, true);      // tensor cores: GQA, a window shorter than a tile
+    check_attention(2, 70, 2, 1, 64, 100, true);    // window past T: plain causal, a partial second tile
+    check_attention(1, 150, 2, 2, 128, 40, true);
+    check_attention(1, 200, 6, 3, 128, 7, true);
+    check_attention(1, 320, 2, 2, 128, 320, true);  // five full tiles, causal
+    check_attention(2, 256, 4, 4, 128, 64, true);   // a window that ends on a tile boundary
     if (timing) {
         // d12 / d20 at device batch 32 x 2048 tokens: c_fc forward, its weight gradient, lm_head forward
         time_matmul("d12 c_fc forward (x W^T)", 65536, 3072, 768, 0, 1, 1);
@@ -636,8 +661,10 @@ int main(int argc, char **argv) {
         time_matmul("d20 c_fc forward (x W^T)", 65536, 5120, 1280, 0, 1, 1);
         time_matmul("d20 lm_head forward (x W^T)", 65536, 32768, 1280, 0, 1, 1);
         time_matmul("d12 c_fc forward (x W^T)", 65536, 3072, 768, 0, 1, 0);
-        time_attention(32, 2048, 6, 128, 2048);
-        time_attention(32, 2048, 6, 128, 768);
+        time_attention(32, 2048, 6, 128, 2048, true);  // d12's shape, full context and the S window
+        time_attention(32, 2048, 6, 128, 768, true);
+        time_attention(32, 2048, 10, 128, 2048, true);  // d20's
+        time_attention(32, 2048, 10, 128, 768, true);
     }
     nc_destroy(ctx);
     printf("\n%d passed, %d failed\n", passed, failed);

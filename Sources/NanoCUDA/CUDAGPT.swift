@@ -7,8 +7,9 @@ import NanoTensor
 /// `libnanochat_cuda` (cuda/*.cu).
 ///
 /// Precision (upstream's policy): parameters, gradients, optimizer state and activations in fp32; with `bf16` the
-/// matrix products round their inputs to bf16 and accumulate in fp32. Without it every product is exact fp32, the
-/// mode `nanochat verify --device cuda` checks against upstream's fixtures.
+/// matrix products and attention round their inputs to bf16 and accumulate in fp32 (cuBLASLt, attention_bf16.cu).
+/// Without it every product is exact fp32, the mode `nanochat verify --device cuda` checks against upstream's
+/// fixtures.
 ///
 /// Memory is planned once for a batch of B rows of T tokens: what the backward needs is kept per layer (the
 /// residual entering the layer, q and k after rotary + QK-norm, v after the value-embedding mix, the attention
@@ -59,8 +60,8 @@ public final class CUDAGPT {
         guard time <= model.maxPositions else {
             throw CUDAError(description: "sequence length \(time) exceeds the rotary tables' \(model.maxPositions) positions")
         }
-        guard [32, 64, 128].contains(cfg.headDim) else {
-            throw CUDAError(description: "the CUDA attention kernel takes head dim 32, 64 or 128, this model has \(cfg.headDim)")
+        guard (bf16 ? [64, 128] : [32, 64, 128]).contains(cfg.headDim) else {
+            throw CUDAError(description: "the CUDA attention kernels take head dim \(bf16 ? "64 or 128 in bf16" : "32, 64 or 128"), this model has \(cfg.headDim)")
         }
         N = batch * time; C = cfg.n_embd; H = cfg.n_head; Hkv = cfg.n_kv_head; D = cfg.headDim
         Ckv = Hkv * D; F = 4 * C; V = cfg.paddedVocab; L = cfg.n_layer
@@ -179,7 +180,7 @@ public final class CUDAGPT {
                                              B, T, Int64(H), Int64(D), 0, Attention.qkGain), "rotary q")
             try cu.check(o.rotaryNormForward(ctx, kn[i].pointer, rstdk[i].pointer, kraw.pointer, cosTable.pointer, sinTable.pointer,
                                              B, T, Int64(Hkv), Int64(D), 0, Attention.qkGain), "rotary k")
-            try cu.check(o.attentionForward(ctx, attnOut[i].pointer, lse[i].pointer, qn[i].pointer, kn[i].pointer, vmix[i].pointer,
+            try cu.check((bf16 ? o.attentionForwardBF16 : o.attentionForward)(ctx, attnOut[i].pointer, lse[i].pointer, qn[i].pointer, kn[i].pointer, vmix[i].pointer,
                                             B, T, Int64(H), Int64(Hkv), Int64(D), Int64(windows[i])), "attention")
             try cu.copy(xin[i].pointer, to: xmid[i].pointer, floats: N * C)
             try cu.matmul(xmid[i].pointer, attnOut[i].pointer, p(layer(i, "attn.c_proj")), m: N, n: C, k: C, transB: true, beta: 1, bf16: bf16)
@@ -262,7 +263,7 @@ public final class CUDAGPT {
             try cu.zero(dqn.pointer, floats: N * C)
             try cu.zero(dkn.pointer, floats: N * Ckv)
             try cu.zero(dvmix.pointer, floats: N * Ckv)
-            try cu.check(o.attentionBackward(ctx, dqn.pointer, dkn.pointer, dvmix.pointer, delta.pointer, qn[i].pointer, kn[i].pointer,
+            try cu.check((bf16 ? o.attentionBackwardBF16 : o.attentionBackward)(ctx, dqn.pointer, dkn.pointer, dvmix.pointer, delta.pointer, qn[i].pointer, kn[i].pointer,
                                              vmix[i].pointer, attnOut[i].pointer, dout.pointer, lse[i].pointer, B, T, Int64(H), Int64(Hkv),
                                              Int64(D), Int64(windows[i])), "attention backward")
             try cu.check(o.rotaryNormBackward(ctx, qraw.pointer, dqn.pointer, qn[i].pointer, rstdq[i].pointer, cosTable.pointer, sinTable.pointer,

@@ -28,6 +28,8 @@ struct CUDAOps {
     let rotaryNormBackward: @convention(c) (C, P, P, P, P, P, P, Int64, Int64, Int64, Int64, Int64, Float, Int32) -> Int32
     let attentionForward: @convention(c) (C, P, P, P, P, P, Int64, Int64, Int64, Int64, Int64, Int64) -> Int32
     let attentionBackward: @convention(c) (C, P, P, P, P, P, P, P, P, P, P, Int64, Int64, Int64, Int64, Int64, Int64) -> Int32
+    let attentionForwardBF16: @convention(c) (C, P, P, P, P, P, Int64, Int64, Int64, Int64, Int64, Int64) -> Int32
+    let attentionBackwardBF16: @convention(c) (C, P, P, P, P, P, P, P, P, P, P, Int64, Int64, Int64, Int64, Int64, Int64) -> Int32
     let embeddingForward: @convention(c) (C, P, P, P, Int64, Int64) -> Int32
     let embeddingBackward: @convention(c) (C, P, P, P, Int64, Int64) -> Int32
     let smearForward: @convention(c) (C, P, P, P, P, P, Int64, Int64, Int64, Int32) -> Int32
@@ -53,6 +55,7 @@ struct CUDAOps {
         rmsnormForward = try f("nc_rmsnorm_forward"); rmsnormBackward = try f("nc_rmsnorm_backward")
         rotaryNormForward = try f("nc_rotary_norm_forward"); rotaryNormBackward = try f("nc_rotary_norm_backward")
         attentionForward = try f("nc_attention_forward"); attentionBackward = try f("nc_attention_backward")
+        attentionForwardBF16 = try f("nc_attention_forward_bf16"); attentionBackwardBF16 = try f("nc_attention_backward_bf16")
         embeddingForward = try f("nc_embedding_forward"); embeddingBackward = try f("nc_embedding_backward")
         smearForward = try f("nc_smear_forward"); smearBackward = try f("nc_smear_backward")
         veForward = try f("nc_value_embedding_forward"); veBackward = try f("nc_value_embedding_backward")

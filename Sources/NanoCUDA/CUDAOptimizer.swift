@@ -8,7 +8,7 @@ import NanoChat
 public final class CUDAMuonAdamW {
     public var groups: [OptimizerGroupSpec]
     let model: CUDAGPT
-    public private(set) var adamStep: [Int]
+    public internal(set) var adamStep: [Int]
     /// AdamW: first and second moments per parameter; Muon: momentum [K, rows, cols] and the factored second
     /// moment ([K, rows] or [K, cols]) per group.
     let adamM: [[DeviceBuffer]], adamV: [[DeviceBuffer]]
@@ -70,6 +70,21 @@ public final class CUDAMuonAdamW {
                                "Muon group \(shape)")
             }
         }
+    }
+
+    /// The device buffer behind a state tensor of `MuonAdamW.stateTensors()` (same names, same sizes).
+    func stateBuffer(_ name: String) throws -> DeviceBuffer {
+        for (gi, g) in groups.enumerated() {
+            switch g.kind {
+            case .adamw:
+                if let pi = g.params.firstIndex(where: { name == "adam_m.\($0)" }) { return adamM[gi][pi] }
+                if let pi = g.params.firstIndex(where: { name == "adam_v.\($0)" }) { return adamV[gi][pi] }
+            case .muon:
+                if name == "muon_momentum.group\(gi)" { return muonMomentum[gi]! }
+                if name == "muon_second.group\(gi)" { return muonSecond[gi]! }
+            }
+        }
+        throw CUDAError(description: "the GPU optimizer has no state tensor \(name)")
     }
 
     /// `TrainingSchedule.apply` on this optimizer's groups.

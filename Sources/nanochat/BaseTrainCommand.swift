@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NanoChat
+import NanoCUDA
 
 struct BaseTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,7 +20,10 @@ struct BaseTrainCommand: ParsableCommand {
 
     func run() throws {
         try runDistributed { comm in
-            _ = try baseTrain(options, comm: comm) { print($0); fflush(stdout) }
+            let gpu = try openDevice(options.deviceType, say: { if comm.isMain { print($0) } })
+            _ = try baseTrain(options, comm: comm, accelerator: gpu.map { CUDATrainer.factory(cuda: $0, precision: options.gpuPrecision) }) {
+                print($0); fflush(stdout)
+            }
         }
     }
 }

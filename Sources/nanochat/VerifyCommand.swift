@@ -18,11 +18,11 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "How many of the largest errors to print.")
     var top: Int = 8
     @Option(help: "Where the model and optimizer run: cpu, cuda (every product in exact fp32) or auto.")
-    var device: ComputeDevice = .cpu
+    var deviceType: ComputeDevice = .cpu
 
     func run() throws {
         try runReportingErrors {
-            let gpu = try openDevice(device)
+            let gpu = try openDevice(deviceType)
             let results = try Verify.run(URL(fileURLWithPath: file), on: gpu.map { CUDAVerifyBackend(cuda: $0) } ?? CPUVerifyBackend())
             let sorted = results.sorted { $0.relativeError / $0.tolerance > $1.relativeError / $1.tolerance }
             print("\(URL(fileURLWithPath: file).lastPathComponent): \(results.count) checks")

@@ -48,3 +48,8 @@ func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirector
 public enum ComputeDevice: String, ExpressibleByArgument, CaseIterable, Sendable {
     case cpu, cuda, auto
 }
+
+/// `--gpu-precision`: upstream's policy (bf16 operands, fp32 accumulation and master weights) or exact fp32.
+public enum GPUPrecision: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case bf16, fp32
+}

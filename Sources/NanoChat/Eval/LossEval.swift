@@ -18,15 +18,22 @@ public func evaluateBPB(model: GPT, loader: BestFitLoader, steps: Int, tokenByte
 /// the assistant's tokens, so only what training supervises counts.
 public func evaluateBPB(model: GPT, batch: Int, seqLen: Int, steps: Int, tokenBytes: [Int32], comm: Communicator = SingleProcess(),
                         next: () throws -> (inputs: [Int32], targets: [Int32])) throws -> Double {
+    try evaluateBPB(steps: steps, tokenBytes: tokenBytes, comm: comm, next: next) { x, y in
+        Tensor.withoutGrad { model.forward(x, batch: batch, time: seqLen, targets: y, reduction: .none).array }
+    }
+}
+
+/// The same with any per-position losses (`losses(inputs, targets)`: a GPU's, say).
+public func evaluateBPB(steps: Int, tokenBytes: [Int32], comm: Communicator = SingleProcess(),
+                        next: () throws -> (inputs: [Int32], targets: [Int32]),
+                        losses lossesOf: ([Int32], [Int32]) throws -> [Float]) throws -> Double {
     var nats = 0.0
     var bytes = 0
     for step in 0..<steps {
         let (x, y) = try next()
         // every rank reads the one stream and scores every W-th batch: the result does not depend on the ranks
         guard step % comm.worldSize == comm.rank else { continue }
-        let losses = Tensor.withoutGrad {
-            model.forward(x, batch: batch, time: seqLen, targets: y, reduction: .none).array
-        }
+        let losses = try lossesOf(x, y)
         for (i, t) in y.enumerated() where t >= 0 {
             let b = Int(tokenBytes[Int(t)])
             if b > 0 {

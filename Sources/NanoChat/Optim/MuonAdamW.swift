@@ -387,4 +387,10 @@ extension MuonAdamW {
         }
         adamStep = adamSteps
     }
+
+    /// Sets the AdamW step counts (an accelerator handing its state back).
+    public func setAdamSteps(_ steps: [Int]) {
+        precondition(steps.count == groups.count, "\(steps.count) step counts for \(groups.count) groups")
+        adamStep = steps
+    }
 }

@@ -34,6 +34,8 @@ public struct BaseTrainOptions: ParsableArguments {
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") public var tokenizerDir: String?
     @Option(help: "Where checkpoints and the metrics log go (default $NANOCHAT_BASE_DIR/base_checkpoints/<model-tag>).") public var checkpointDir: String?
     @Option(help: "Seed of the weight initialisation.") public var seed: UInt64 = 42
+    @Option(help: "Where to train: cpu, cuda (the GPU library, cuda/build.sh) or auto (the GPU when it loads and finds one).") public var deviceType: ComputeDevice = .auto
+    @Option(help: "On the GPU: bf16 products and attention with fp32 accumulation (upstream's policy), or fp32 (exact, slow).") public var gpuPrecision: GPUPrecision = .bf16
 
     public init() {}
 
@@ -77,7 +79,10 @@ public struct StepReport {
 /// Data parallelism (`comm` with W ranks): each optimizer step is the same total batch, read in data lanes
 /// (`Communicator.lanes`): lane l reads the shards as upstream's loader does for rank l of all lanes (row groups l,
 /// l+L, ...), so W ranks with A accumulation steps see the batches one process with W·A accumulation steps sees.
-public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(),
+///
+/// `accelerator` (built by the executable when `--device-type` picks the GPU) runs the steps and the evaluation on
+/// the device; the CPU model and optimizer are then updated from it only for checkpoints and samples.
+public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(), accelerator: AcceleratorFactory? = nil,
                       log: (String) -> Void) throws -> (finalLoss: Double, valBPB: Double?, losses: [Double]) {
     func say(_ line: String) { if comm.isMain { log(line) } }
     let world = comm.worldSize
@@ -139,14 +144,24 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     }
     defer { loaders.forEach { $0.stop() } }
     let tokenBytes = tokenizer.tokenByteCounts
-    // the job's peak: every rank's sgemm rate on the threads it has
-    let peak = comm.sum(measureSgemmGFLOPS() * 1e9)
+    if accelerator != nil && world > 1 {
+        throw NanoChatError("--device-type cuda trains in one process for now; run it without mpirun (or with --device-type cpu)")
+    }
+    let device = try accelerator?(model, optimizer, o.deviceBatchSize, t)
+    // the job's peak: the GPU's bf16 rate, or every rank's sgemm rate on the threads it has
+    let peak = device.map { $0.peakFLOPS } ?? comm.sum(measureSgemmGFLOPS() * 1e9)
     let accumulator = GradientAccumulator(model: model, parts: gradAccum)
 
     say("model d\(o.depth): n_embd \(plan.config.n_embd), heads \(plan.config.n_head), head dim \(plan.config.headDim), windows \(model.windows), vocab \(vocab)")
     say(String(format: "parameters %d (scaling %d), %.3e FLOPs/token; batch %d tokens = %d x %d x %d accumulation steps x %d rank(s); %d iterations",
                plan.params.total, plan.scalingParams, Double(plan.flopsPerToken), plan.totalBatchSize, o.deviceBatchSize, t, gradAccum, world, n))
-    say(String(format: "sgemm: %.1f GFLOP/s over %d rank(s) of %d thread(s) (MFU is reported against it)", peak / 1e9, world, Threading.workers))
+    if let device {
+        say("device: \(device.description) (MFU against \(String(format: "%.0f", peak / 1e12)) TFLOP/s)")
+    } else {
+        say(String(format: "sgemm: %.1f GFLOP/s over %d rank(s) of %d thread(s) (MFU is reported against it)", peak / 1e9, world, Threading.workers))
+    }
+    /// The CPU model and optimizer brought up to date with the device (before samples and checkpoints).
+    func syncFromDevice() throws { try device?.download(into: model, optimizer: optimizer) }
 
     let metricsURL = dir.appendingPathComponent("metrics.jsonl")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -164,13 +179,20 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         if o.evalEvery > 0 && (last || step % o.evalEvery == 0) {
             let evalSteps = max(1, o.evalTokens / tokensPerMicro)
             let valLoader = try BestFitLoader(tokenizer: tokenizer, shards: valShards, batch: o.deviceBatchSize, seqLen: t)
-            let bpb = try evaluateBPB(model: model, loader: valLoader, steps: evalSteps, tokenBytes: tokenBytes, comm: comm)
+            let bpb: Double
+            if let device {
+                bpb = try evaluateBPB(steps: evalSteps, tokenBytes: tokenBytes, next: { let (x, y, _) = try valLoader.next(); return (x, y) },
+                                      losses: { try device.lossPerToken(inputs: $0, targets: $1) })
+            } else {
+                bpb = try evaluateBPB(model: model, loader: valLoader, steps: evalSteps, tokenBytes: tokenBytes, comm: comm)
+            }
             valBPB = bpb
             minVal = min(minVal ?? bpb, bpb)
             say(String(format: "step %05d | val bpb %.4f", step, bpb))
             metrics?.write(["step": step, "val_bpb": bpb])
         }
         if comm.isMain && o.sampleEvery > 0 && (last || (step > 0 && step % o.sampleEvery == 0)) {
+            try syncFromDevice()
             for prompt in baseSamplePrompts {
                 let ids = [tokenizer.bosID] + tokenizer.encode(prompt)
                 let out = model.generate(ids, maxTokens: 16)
@@ -178,6 +200,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
             }
         }
         if last || (o.saveEvery > 0 && step > 0 && step != startStep && step % o.saveEvery == 0) {
+            try syncFromDevice()
             let lanePositions = try comm.gatherLanes(loaders.map(\.consumedState))
             var m = CheckpointMeta(step: step, val_bpb: valBPB, model_config: model.config, user_config: o.userConfig,
                                    device_batch_size: o.deviceBatchSize, max_seq_len: t, total_batch_size: plan.totalBatchSize,
@@ -198,15 +221,24 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         for micro in 0..<gradAccum {
             let batch = try loaders[micro].next()
             dataWait += loaders[micro].lastWait
+            if let device {
+                let loss = try device.forwardBackward(inputs: batch.inputs, targets: batch.targets, lossScale: 1 / Float(gradAccum))
+                stepLoss += Double(loss) / Double(gradAccum)
+                continue
+            }
             let loss = model.forward(batch.inputs, batch: o.deviceBatchSize, time: t, targets: batch.targets)
             stepLoss += Double(loss.scalar) / Double(gradAccum)
             loss.backward(seed: 1 / Float(gradAccum))
             accumulator.collect()
         }
-        accumulator.install()
         let lrm = o.applySchedule(to: optimizer, step: step, plan: plan)
-        optimizer.step()
-        model.zeroGrad()
+        if let device {
+            try device.step(groups: optimizer.groups)
+        } else {
+            accumulator.install()
+            optimizer.step()
+            model.zeroGrad()
+        }
         stepLoss = comm.sum(stepLoss) / Double(world)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         guard stepLoss.isFinite else {
@@ -229,8 +261,10 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         metrics?.write(["step": step + 1, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps,
                         "mfu": 100 * flops / peak, "flops_per_sec": flops, "data_wait": dataWait,
                         "comm_seconds": optimizer.lastCommunicationSeconds, "comm_bytes": optimizer.lastCommunicationBytes,
-                        "epoch": loaders[0].consumedApproximate.epoch])
+                        "epoch": loaders[0].consumedApproximate.epoch]
+                        .merging(device.map { ["peak_device_memory_gb": Double($0.peakMemoryBytes) / 1e9] } ?? [:]) { a, _ in a })
     }
+    if let device { say(String(format: "peak device memory: %.2f GB", Double(device.peakMemoryBytes) / 1e9)) }
     if comm.isMain {
         try Report.log(section: "Base model training", arguments: o.userConfig, data: [
             ("Number of parameters", formatThousands(plan.params.total)), ("Scaling parameters", formatThousands(plan.scalingParams)),

@@ -1,0 +1,331 @@
+// Causal attention with a sliding window and GQA on the tensor cores (bf16 operands, fp32 accumulation and
+// softmax), forward and backward: the training path (upstream runs its attention in bf16 too). Same interface and
+// semantics as attention.cu, the exact fp32 kernels that check it: q, o [B, T, H, D], k, v [B, T, Hkv, D] in fp32
+// (rounded to bf16 as tiles are loaded), query i sees keys i - window ..i, lse [B, H, T].
+//
+// FlashAttention-2's plan with WMMA 16x16x16 fragments: a block of 4 warps takes 64 queries (forward) or 64 keys
+// (backward) of one (b, head) and streams the other side through shared memory in tiles of 64, visiting only the
+// tiles the causal window reaches. Scores never reach device memory. The forward keeps the output rows in shared
+// memory and rescales them as the running maximum moves; the backward keeps dK and dV in registers across the
+// query tiles and adds dQ into device memory with atomics (one add per element per tile pair, as FA2 does).
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include "common.cuh"
+
+using namespace nvcuda;
+typedef __nv_bfloat16 bf16;
+
+constexpr int TILE = 64;      // queries and keys per tile
+constexpr int WARPS = 4;      // 16 rows each
+constexpr int THREADS = WARPS * 32;
+
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ARow;
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major> ACol;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> BRow;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> BCol;
+
+template <int D> struct ForwardShared {
+    bf16 q[TILE][D], k[TILE][D], v[TILE][D], p[TILE][TILE];
+    float s[TILE][TILE];
+    float o[TILE][D];
+    float tile[WARPS][256];
+    float corr[TILE];
+};
+
+template <int D> struct BackwardShared {
+    bf16 k[TILE][D], v[TILE][D], q[TILE][D], dout[TILE][D];
+    bf16 pt[TILE][TILE], dst[TILE][TILE];  // P^T and dS^T: rows are keys, columns queries
+    float s[TILE][TILE], dp[TILE][TILE];   // S^T and dP^T
+    float lse[TILE], delta[TILE];
+    float tile[WARPS][256];
+};
+
+// rows [row0, row0 + 64) of a [B, T, heads, D] tensor at head `head`, rounded to bf16; rows past T are zero
+template <int D>
+__device__ __forceinline__ void load_tile(bf16 (*dst)[D], const float *src, int b, int row0, int T, int heads, int head) {
+    for (int e = threadIdx.x * 4; e < TILE * D; e += THREADS * 4) {
+        int r = e / D, d = e % D, t = row0 + r;
+        float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (t < T) x = *reinterpret_cast<const float4 *>(src + ((int64_t)(b * T + t) * heads + head) * D + d);
+        dst[r][d] = __float2bfloat16_rn(x.x);
+        dst[r][d + 1] = __float2bfloat16_rn(x.y);
+        dst[r][d + 2] = __float2bfloat16_rn(x.z);
+        dst[r][d + 3] = __float2bfloat16_rn(x.w);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(THREADS) attention_forward_bf16_kernel(float *o, float *lse, const float *q,
+                                                                        const float *k, const float *v, int T, int H,
+                                                                        int Hkv, int window, float scale) {
+    extern __shared__ __align__(128) unsigned char raw[];
+    ForwardShared<D> &sm = *reinterpret_cast<ForwardShared<D> *>(raw);
+    const int bh = blockIdx.y, b = bh / H, h = bh % H, kh = h / (H / Hkv);
+    const int q0 = blockIdx.x * TILE, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    load_tile<D>(sm.q, q, b, q0, T, H, h);
+    for (int e = threadIdx.x; e < TILE * D; e += THREADS) (&sm.o[0][0])[e] = 0.f;
+    // softmax state: two lanes per row, each holding 32 of the tile's 64 columns
+    const int row = warp * 16 + lane / 2, half = lane % 2, i = q0 + row;
+    float m = -INFINITY, l = 0.f;
+    const int lo = max(0, q0 - window) / TILE * TILE, hi = min(T - 1, q0 + TILE - 1);
+    for (int k0 = lo; k0 <= hi; k0 += TILE) {
+        __syncthreads();  // the previous key tile is consumed (and, the first time, q is loaded)
+        load_tile<D>(sm.k, k, b, k0, T, Hkv, kh);
+        load_tile<D>(sm.v, v, b, k0, T, Hkv, kh);
+        __syncthreads();
+        // S = Q K^T for this warp's 16 queries
+#pragma unroll
+        for (int ct = 0; ct < TILE / 16; ct++) {
+            Acc acc;
+            wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                ARow a;
+                BCol bt;
+                wmma::load_matrix_sync(a, &sm.q[warp * 16][kk * 16], D);
+                wmma::load_matrix_sync(bt, &sm.k[ct * 16][kk * 16], D);
+                wmma::mma_sync(acc, a, bt, acc);
+            }
+            wmma::store_matrix_sync(&sm.s[warp * 16][ct * 16], acc, TILE, wmma::mem_row_major);
+        }
+        __syncwarp();
+        // online softmax over this tile: P = exp(S - m_new) (bf16 for the product), l and the output rescaled
+        float vals[32], mx = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            int col = half * 32 + c, j = k0 + col;
+            bool seen = i < T && j <= i && j >= i - window;
+            vals[c] = seen ? sm.s[row][col] * scale : -INFINITY;
+            mx = fmaxf(mx, vals[c]);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        const float mnew = fmaxf(m, mx);
+        const bool empty = mnew == -INFINITY;  // nothing seen yet in this row
+        const float corr = empty ? 1.f : __expf(m - mnew);
+        float sum = 0.f;
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            float p = empty ? 0.f : __expf(vals[c] - mnew);
+            sum += p;
+            sm.p[row][half * 32 + c] = __float2bfloat16_rn(p);
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        l = l * corr + sum;
+        m = mnew;
+        if (half == 0) sm.corr[row] = corr;
+        __syncwarp();
+        // O = O corr + P V, one 16x16 output tile at a time through the warp's scratch tile
+#pragma unroll
+        for (int ct = 0; ct < D / 16; ct++) {
+            Acc acc;
+            wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+            for (int kk = 0; kk < TILE / 16; kk++) {
+                ARow a;
+                BRow bv;
+                wmma::load_matrix_sync(a, &sm.p[warp * 16][kk * 16], TILE);
+                wmma::load_matrix_sync(bv, &sm.v[kk * 16][ct * 16], D);
+                wmma::mma_sync(acc, a, bv, acc);
+            }
+            wmma::store_matrix_sync(sm.tile[warp], acc, 16, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {
+                int r = warp * 16 + e / 16, c = ct * 16 + e % 16;
+                sm.o[r][c] = sm.o[r][c] * sm.corr[r] + sm.tile[warp][e];
+            }
+            __syncwarp();
+        }
+    }
+    if (i >= T) return;
+    const float inv = 1.f / l;
+    float *orow = o + ((int64_t)(b * T + i) * H + h) * D;
+    for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) orow[d] = sm.o[row][d] * inv;
+    if (half == 0) lse[(int64_t)bh * T + i] = m + logf(l);
+}
+
+// delta[b, h, i] = dO[i] . O[i], one warp per (b, t, h) row
+__global__ void attention_delta_kernel(float *delta, const float *o, const float *dout, int64_t rows, int T, int H, int D) {
+    int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= rows) return;
+    int lane = threadIdx.x & 31;
+    float s = 0.f;
+    for (int d = lane; d < D; d += 32) s += o[r * D + d] * dout[r * D + d];
+    s = warp_sum(s);
+    if (lane == 0) {
+        int64_t h = r % H, bt = r / H, t = bt % T, b = bt / T;
+        delta[(b * H + h) * T + t] = s;
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(THREADS) attention_backward_bf16_kernel(float *dq, float *dk, float *dv,
+                                                                         const float *q, const float *k, const float *v,
+                                                                         const float *dout, const float *lse,
+                                                                         const float *delta, int T, int H, int Hkv,
+                                                                         int window, float scale) {
+    extern __shared__ __align__(128) unsigned char raw[];
+    BackwardShared<D> &sm = *reinterpret_cast<BackwardShared<D> *>(raw);
+    const int bh = blockIdx.y, b = bh / H, h = bh % H, kh = h / (H / Hkv);
+    const int k0 = blockIdx.x * TILE, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    load_tile<D>(sm.k, k, b, k0, T, Hkv, kh);
+    load_tile<D>(sm.v, v, b, k0, T, Hkv, kh);
+    Acc dkAcc[D / 16], dvAcc[D / 16];
+#pragma unroll
+    for (int ct = 0; ct < D / 16; ct++) {
+        wmma::fill_fragment(dkAcc[ct], 0.f);
+        wmma::fill_fragment(dvAcc[ct], 0.f);
+    }
+    const int krow = warp * 16 + lane / 2, half = lane % 2, j = k0 + krow;
+    const int qhi = min(T - 1, k0 + TILE - 1 + window);
+    for (int q0 = k0; q0 <= qhi; q0 += TILE) {
+        __syncthreads();  // the previous query tile (and dS^T) is consumed
+        load_tile<D>(sm.q, q, b, q0, T, H, h);
+        load_tile<D>(sm.dout, dout, b, q0, T, H, h);
+        for (int c = threadIdx.x; c < TILE; c += THREADS) {
+            int i = q0 + c;
+            sm.lse[c] = i < T ? lse[(int64_t)bh * T + i] : INFINITY;
+            sm.delta[c] = i < T ? delta[(int64_t)bh * T + i] : 0.f;
+        }
+        __syncthreads();
+        // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys
+#pragma unroll
+        for (int ct = 0; ct < TILE / 16; ct++) {
+            Acc s, dp;
+            wmma::fill_fragment(s, 0.f);
+            wmma::fill_fragment(dp, 0.f);
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                ARow a;
+                BCol bt;
+                wmma::load_matrix_sync(a, &sm.k[warp * 16][kk * 16], D);
+                wmma::load_matrix_sync(bt, &sm.q[ct * 16][kk * 16], D);
+                wmma::mma_sync(s, a, bt, s);
+                wmma::load_matrix_sync(a, &sm.v[warp * 16][kk * 16], D);
+                wmma::load_matrix_sync(bt, &sm.dout[ct * 16][kk * 16], D);
+                wmma::mma_sync(dp, a, bt, dp);
+            }
+            wmma::store_matrix_sync(&sm.s[warp * 16][ct * 16], s, TILE, wmma::mem_row_major);
+            wmma::store_matrix_sync(&sm.dp[warp * 16][ct * 16], dp, TILE, wmma::mem_row_major);
+        }
+        __syncwarp();
+        // P^T = exp(S^T scale - lse) where the window lets query i see key j; dS^T = P^T (dP^T - delta)
+#pragma unroll 8
+        for (int c = 0; c < 32; c++) {
+            int col = half * 32 + c, i = q0 + col;
+            bool seen = i < T && j <= i && j >= i - window;
+            float p = seen ? __expf(sm.s[krow][col] * scale - sm.lse[col]) : 0.f;
+            sm.pt[krow][col] = __float2bfloat16_rn(p);
+            sm.dst[krow][col] = __float2bfloat16_rn(p * (sm.dp[krow][col] - sm.delta[col]));
+        }
+        __syncwarp();
+        // dV += P^T dO, dK += dS^T Q (scaled at the end)
+#pragma unroll
+        for (int ct = 0; ct < D / 16; ct++) {
+#pragma unroll
+            for (int kk = 0; kk < TILE / 16; kk++) {
+                ARow a;
+                BRow bq;
+                wmma::load_matrix_sync(a, &sm.pt[warp * 16][kk * 16], TILE);
+                wmma::load_matrix_sync(bq, &sm.dout[kk * 16][ct * 16], D);
+                wmma::mma_sync(dvAcc[ct], a, bq, dvAcc[ct]);
+                wmma::load_matrix_sync(a, &sm.dst[warp * 16][kk * 16], TILE);
+                wmma::load_matrix_sync(bq, &sm.q[kk * 16][ct * 16], D);
+                wmma::mma_sync(dkAcc[ct], a, bq, dkAcc[ct]);
+            }
+        }
+        __syncthreads();  // every warp's dS^T rows are written
+        // dQ += scale dS K for this warp's 16 queries: dS = (dS^T)^T is read column-major
+        const int qrow0 = warp * 16;
+#pragma unroll
+        for (int ct = 0; ct < D / 16; ct++) {
+            Acc acc;
+            wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+            for (int kk = 0; kk < TILE / 16; kk++) {
+                ACol a;
+                BRow bk;
+                wmma::load_matrix_sync(a, &sm.dst[kk * 16][qrow0], TILE);
+                wmma::load_matrix_sync(bk, &sm.k[kk * 16][ct * 16], D);
+                wmma::mma_sync(acc, a, bk, acc);
+            }
+            wmma::store_matrix_sync(sm.tile[warp], acc, 16, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {
+                int i = q0 + qrow0 + e / 16, d = ct * 16 + e % 16;
+                if (i < T) atomicAdd(&dq[((int64_t)(b * T + i) * H + h) * D + d], scale * sm.tile[warp][e]);
+            }
+            __syncwarp();
+        }
+    }
+    // dK and dV of this warp's 16 keys; the query heads of a KV head share them, hence the atomics
+#pragma unroll
+    for (int ct = 0; ct < D / 16; ct++) {
+        for (int which = 0; which < 2; which++) {
+            wmma::store_matrix_sync(sm.tile[warp], which ? dvAcc[ct] : dkAcc[ct], 16, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {
+                int jj = k0 + warp * 16 + e / 16, d = ct * 16 + e % 16;
+                if (jj < T) {
+                    int64_t off = ((int64_t)(b * T + jj) * Hkv + kh) * D + d;
+                    if (which) atomicAdd(&dv[off], sm.tile[warp][e]);
+                    else atomicAdd(&dk[off], scale * sm.tile[warp][e]);
+                }
+            }
+            __syncwarp();
+        }
+    }
+}
+
+static int check_bf16_shapes(nc_context *ctx, int64_t H, int64_t Hkv, int64_t D) {
+    if (Hkv <= 0 || H % Hkv != 0) return nc_fail(ctx, "attention (bf16)", "the query heads are not a multiple of the KV heads");
+    if (D != 64 && D != 128) return nc_fail(ctx, "attention (bf16)", "head dimension must be 64 or 128");
+    return 0;
+}
+
+template <int D>
+static int forward_d(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v, int64_t B,
+                     int64_t T, int64_t H, int64_t Hkv, int64_t window) {
+    size_t bytes = sizeof(ForwardShared<D>);
+    NC_CUDA(ctx, cudaFuncSetAttribute(attention_forward_bf16_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    dim3 grid((unsigned)((T + TILE - 1) / TILE), (unsigned)(B * H));
+    attention_forward_bf16_kernel<D><<<grid, THREADS, bytes, ctx->stream>>>(o, lse, q, k, v, (int)T, (int)H, (int)Hkv,
+                                                                            (int)window, 1.f / sqrtf((float)D));
+    NC_LAUNCHED(ctx, "attention_forward_bf16");
+    return 0;
+}
+
+template <int D>
+static int backward_d(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q, const float *k,
+                      const float *v, const float *o, const float *dout, const float *lse, int64_t B, int64_t T,
+                      int64_t H, int64_t Hkv, int64_t window) {
+    int64_t rows = B * T * H;
+    attention_delta_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(delta, o, dout, rows, (int)T, (int)H, D);
+    NC_LAUNCHED(ctx, "attention_delta");
+    size_t bytes = sizeof(BackwardShared<D>);
+    NC_CUDA(ctx, cudaFuncSetAttribute(attention_backward_bf16_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    dim3 grid((unsigned)((T + TILE - 1) / TILE), (unsigned)(B * H));
+    attention_backward_bf16_kernel<D><<<grid, THREADS, bytes, ctx->stream>>>(dq, dk, dv, q, k, v, dout, lse, delta, (int)T,
+                                                                             (int)H, (int)Hkv, (int)window,
+                                                                             1.f / sqrtf((float)D));
+    NC_LAUNCHED(ctx, "attention_backward_bf16");
+    return 0;
+}
+
+int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
+                              int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    if (check_bf16_shapes(ctx, H, Hkv, D)) return 1;
+    window = window < T ? window : T;
+    if (D == 64) return forward_d<64>(ctx, o, lse, q, k, v, B, T, H, Hkv, window);
+    return forward_d<128>(ctx, o, lse, q, k, v, B, T, H, Hkv, window);
+}
+
+int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
+                               const float *k, const float *v, const float *o, const float *dout, const float *lse,
+                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    if (check_bf16_shapes(ctx, H, Hkv, D)) return 1;
+    window = window < T ? window : T;
+    if (D == 64) return backward_d<64>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
+    return backward_d<128>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
+}
