@@ -35,12 +35,15 @@ if [[ -f $root/include/cuda_runtime.h && $root != /usr/local/cuda* ]]; then
 fi
 mkdir -p "$out"
 objs=()
-for src in "$here"/*.cu; do
+pids=()
+for src in "$here"/*.cu; do  # one nvcc per kernel family, in parallel
   name=$(basename "$src" .cu)
   [[ $name == op_check ]] && continue
-  "$nvcc" "${flags[@]}" -c "$src" -o "$out/$name.o"
+  "$nvcc" "${flags[@]}" -c "$src" -o "$out/$name.o" &
+  pids+=($!)
   objs+=("$out/$name.o")
 done
+for pid in "${pids[@]}"; do wait "$pid" || { echo "cuda/build.sh: a kernel family failed to compile (above)" >&2; exit 1; }; done
 if [[ $compile_only -eq 1 ]]; then
   "$nvcc" "${flags[@]}" -c "$here/op_check.cu" -o "$out/op_check.o"
   echo "compiled ${#objs[@]} kernel families and the op checks for $arch with $("$nvcc" --version | tail -2 | head -1)"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU path's Swift side, checked without a GPU (scripts/test runs it): cuda/host_emulation.c implements the C ABI
+# of cuda/nanochat_cuda.h on the host with the kernels' semantics, so `--device-type cuda` runs CUDAGPT (the model's
+# forward and backward step by step), CUDAMuonAdamW and the training loop's device path for real, on the CPU.
+#   1. nanochat verify --device-type cuda on every model and optimizer fixture (upstream's PyTorch outputs)
+#   2. base-train --device-type cuda --gpu-precision fp32 against the CPU loop: the same losses step by step and the
+#      same final weights and optimizer state (tools/compare_runs.py), then a resume from the device's checkpoint
+# The kernels themselves are checked on a GPU by cuda/op_check.cu (scripts/gpu-check). Ends with "N passed, N failed".
+# usage: tools/gpu_emulation_check.sh NANOCHAT FIXTURES_DIR
+set -uo pipefail
+n=$(realpath "$1"); fixtures=$(realpath "$2")
+cd "$(dirname "$0")/.."
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+passed=0; failed=0
+ok() { echo "ok: $1"; passed=$((passed + 1)); }
+bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
+if ! cc -O2 -shared -fPIC -Icuda cuda/host_emulation.c -o "$work/libnanochat_cuda.so" -lm; then
+  echo "gpu_emulation_check: 0 passed, 1 failed (cuda/host_emulation.c does not compile)"; exit 1
+fi
+export NANOCHAT_CUDA_LIB=$work/libnanochat_cuda.so NANOCHAT_BASE_DIR=$work/base
+
+for f in "$fixtures"/gpt_*.safetensors "$fixtures"/optim_*.safetensors; do
+  out=$($n verify --device-type cuda "$f" 2>&1)
+  if [[ $? -eq 0 ]] && grep -q "^PASS" <<<"$out"; then ok "verify --device-type cuda $(basename "$f"): $(grep '^PASS' <<<"$out")"
+  else bad "verify --device-type cuda $(basename "$f")"; echo "$out"; fi
+done
+
+$n tok-train --vocab-size 1024 --input "$fixtures/corpus_austen_700k.txt" --split-blank-lines >/dev/null 2>&1 \
+  && $n dataset shard --input "$fixtures/corpus_austen_700k.txt" --paragraph-chars 200 --val-docs 100 --docs-per-shard 2500 >/dev/null \
+  || { bad "could not make the tokenizer and shards"; echo "gpu_emulation_check: $passed passed, $failed failed"; exit 1; }
+# windows S and L, value embeddings, 2 accumulation steps (GQA is in the fixtures: base-train's models have none)
+train=(base-train --depth 2 --head-dim 64 --max-seq-len 128 --window-pattern SL --device-batch-size 2
+       --total-batch-size 512 --warmup-steps 2 --eval-every 4 --eval-tokens 512 --sample-every -1 --num-iterations 8)
+$n "${train[@]}" --device-type cpu --checkpoint-dir "$work/cpu" >"$work/cpu.log" 2>&1 || cat "$work/cpu.log"
+$n "${train[@]}" --device-type cuda --gpu-precision fp32 --checkpoint-dir "$work/gpu" >"$work/gpu.log" 2>&1 || cat "$work/gpu.log"
+if grep -q "host emulation" "$work/gpu.log" && python3 tools/compare_runs.py "$work/cpu" "$work/gpu" --tol 1e-4 --min-steps 8 | tail -1; then
+  ok "base-train on the (emulated) device = on the CPU, losses and final weights: $(grep 'val bpb' "$work/gpu.log" | tail -1)"
+else bad "base-train on the (emulated) device differs from the CPU"; tail -5 "$work/gpu.log"; fi
+# the device's checkpoint (weights and optimizer state written back through the CPU objects) resumes exactly
+$n "${train[@]}" --device-type cuda --gpu-precision fp32 --save-every 4 --checkpoint-dir "$work/res" >/dev/null 2>&1
+rm -f "$work/res/model_000008.safetensors" "$work/res/meta_000008.json"
+$n "${train[@]}" --device-type cuda --gpu-precision fp32 --resume-from-step 4 --checkpoint-dir "$work/res" >"$work/res.log" 2>&1 || cat "$work/res.log"
+if python3 tools/compare_runs.py "$work/gpu" "$work/res" --tol 1e-6 --min-steps 8 | tail -1; then ok "a device run resumed at step 4 from its checkpoint = uninterrupted"
+else bad "a device run resumed at step 4 differs"; tail -5 "$work/res.log"; fi
+echo "gpu_emulation_check: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
