@@ -19,6 +19,11 @@ typedef __nv_bfloat16 bf16;
 constexpr int TILE = 64;      // queries and keys per tile
 constexpr int WARPS = 4;      // 16 rows each
 constexpr int THREADS = WARPS * 32;
+// Shared-memory rows are padded (8 bf16 or 4 floats = 16 bytes) so that the 16 rows a fragment load reads, and
+// the rows a warp's lanes walk, fall in different banks; fragment starts stay 32-byte aligned (16 padded rows).
+constexpr int PAD_H = 8, PAD_F = 4;
+constexpr int LDS = TILE + PAD_F;  // floats per row of a score tile
+constexpr int LDP = TILE + PAD_H;  // bf16 per row of a probability tile
 
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ARow;
@@ -27,24 +32,24 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> BRow;
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> BCol;
 
 template <int D> struct ForwardShared {
-    bf16 q[TILE][D], k[TILE][D], v[TILE][D], p[TILE][TILE];
-    float s[TILE][TILE];
-    float o[TILE][D];
+    bf16 q[TILE][D + PAD_H], k[TILE][D + PAD_H], v[TILE][D + PAD_H], p[TILE][LDP];
+    float s[TILE][LDS];
+    float o[TILE][D + PAD_F];
     float tile[WARPS][256];
     float corr[TILE];
 };
 
 template <int D> struct BackwardShared {
-    bf16 k[TILE][D], v[TILE][D], q[TILE][D], dout[TILE][D];
-    bf16 pt[TILE][TILE], dst[TILE][TILE];  // P^T and dS^T: rows are keys, columns queries
-    float s[TILE][TILE], dp[TILE][TILE];   // S^T and dP^T
+    bf16 k[TILE][D + PAD_H], v[TILE][D + PAD_H], q[TILE][D + PAD_H], dout[TILE][D + PAD_H];
+    bf16 pt[TILE][LDP], dst[TILE][LDP];  // P^T and dS^T: rows are keys, columns queries
+    float s[TILE][LDS], dp[TILE][LDS];   // S^T and dP^T
     float lse[TILE], delta[TILE];
     float tile[WARPS][256];
 };
 
 // rows [row0, row0 + 64) of a [B, T, heads, D] tensor at head `head`, rounded to bf16; rows past T are zero
 template <int D>
-__device__ __forceinline__ void load_tile(bf16 (*dst)[D], const float *src, int b, int row0, int T, int heads, int head) {
+__device__ __forceinline__ void load_tile(bf16 (*dst)[D + PAD_H], const float *src, int b, int row0, int T, int heads, int head) {
     for (int e = threadIdx.x * 4; e < TILE * D; e += THREADS * 4) {
         int r = e / D, d = e % D, t = row0 + r;
         float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -65,10 +70,11 @@ __global__ void __launch_bounds__(THREADS) attention_forward_bf16_kernel(float *
     const int bh = blockIdx.y, b = bh / H, h = bh % H, kh = h / (H / Hkv);
     const int q0 = blockIdx.x * TILE, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     load_tile<D>(sm.q, q, b, q0, T, H, h);
-    for (int e = threadIdx.x; e < TILE * D; e += THREADS) (&sm.o[0][0])[e] = 0.f;
-    // softmax state: two lanes per row, each holding 32 of the tile's 64 columns
-    const int row = warp * 16 + lane / 2, half = lane % 2, i = q0 + row;
-    float m = -INFINITY, l = 0.f;
+    for (int e = threadIdx.x; e < TILE * (D + PAD_F); e += THREADS) (&sm.o[0][0])[e] = 0.f;
+    // softmax state of the warp's 16 rows, held by every lane (row rr is query q0 + warp*16 + rr)
+    float m[16], l[16];
+#pragma unroll
+    for (int rr = 0; rr < 16; rr++) { m[rr] = -INFINITY; l[rr] = 0.f; }
     const int lo = max(0, q0 - window) / TILE * TILE, hi = min(T - 1, q0 + TILE - 1);
     for (int k0 = lo; k0 <= hi; k0 += TILE) {
         __syncthreads();  // the previous key tile is consumed (and, the first time, q is loaded)
@@ -84,37 +90,31 @@ __global__ void __launch_bounds__(THREADS) attention_forward_bf16_kernel(float *
             for (int kk = 0; kk < D / 16; kk++) {
                 ARow a;
                 BCol bt;
-                wmma::load_matrix_sync(a, &sm.q[warp * 16][kk * 16], D);
-                wmma::load_matrix_sync(bt, &sm.k[ct * 16][kk * 16], D);
+                wmma::load_matrix_sync(a, &sm.q[warp * 16][kk * 16], D + PAD_H);
+                wmma::load_matrix_sync(bt, &sm.k[ct * 16][kk * 16], D + PAD_H);
                 wmma::mma_sync(acc, a, bt, acc);
             }
-            wmma::store_matrix_sync(&sm.s[warp * 16][ct * 16], acc, TILE, wmma::mem_row_major);
+            wmma::store_matrix_sync(&sm.s[warp * 16][ct * 16], acc, LDS, wmma::mem_row_major);
         }
         __syncwarp();
-        // online softmax over this tile: P = exp(S - m_new) (bf16 for the product), l and the output rescaled
-        float vals[32], mx = -INFINITY;
+        // online softmax over this tile, one row at a time, each lane holding columns lane and lane + 32:
+        // P = exp(S - m_new) (bf16 for the product), l and the output's rescale factor
 #pragma unroll
-        for (int c = 0; c < 32; c++) {
-            int col = half * 32 + c, j = k0 + col;
-            bool seen = i < T && j <= i && j >= i - window;
-            vals[c] = seen ? sm.s[row][col] * scale : -INFINITY;
-            mx = fmaxf(mx, vals[c]);
+        for (int rr = 0; rr < 16; rr++) {
+            const int row = warp * 16 + rr, i = q0 + row;
+            const int j0 = k0 + lane, j1 = j0 + 32;
+            float s0 = i < T && j0 <= i && j0 >= i - window ? sm.s[row][lane] * scale : -INFINITY;
+            float s1 = i < T && j1 <= i && j1 >= i - window ? sm.s[row][lane + 32] * scale : -INFINITY;
+            const float mnew = fmaxf(m[rr], warp_max(fmaxf(s0, s1)));
+            const bool empty = mnew == -INFINITY;  // nothing seen yet in this row
+            const float corr = empty ? 1.f : __expf(m[rr] - mnew);
+            const float p0 = empty ? 0.f : __expf(s0 - mnew), p1 = empty ? 0.f : __expf(s1 - mnew);
+            l[rr] = l[rr] * corr + warp_sum(p0 + p1);
+            m[rr] = mnew;
+            sm.p[row][lane] = __float2bfloat16_rn(p0);
+            sm.p[row][lane + 32] = __float2bfloat16_rn(p1);
+            if (lane == 0) sm.corr[row] = corr;
         }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        const float mnew = fmaxf(m, mx);
-        const bool empty = mnew == -INFINITY;  // nothing seen yet in this row
-        const float corr = empty ? 1.f : __expf(m - mnew);
-        float sum = 0.f;
-#pragma unroll
-        for (int c = 0; c < 32; c++) {
-            float p = empty ? 0.f : __expf(vals[c] - mnew);
-            sum += p;
-            sm.p[row][half * 32 + c] = __float2bfloat16_rn(p);
-        }
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        l = l * corr + sum;
-        m = mnew;
-        if (half == 0) sm.corr[row] = corr;
         __syncwarp();
         // O = O corr + P V, one 16x16 output tile at a time through the warp's scratch tile
 #pragma unroll
@@ -125,8 +125,8 @@ __global__ void __launch_bounds__(THREADS) attention_forward_bf16_kernel(float *
             for (int kk = 0; kk < TILE / 16; kk++) {
                 ARow a;
                 BRow bv;
-                wmma::load_matrix_sync(a, &sm.p[warp * 16][kk * 16], TILE);
-                wmma::load_matrix_sync(bv, &sm.v[kk * 16][ct * 16], D);
+                wmma::load_matrix_sync(a, &sm.p[warp * 16][kk * 16], LDP);
+                wmma::load_matrix_sync(bv, &sm.v[kk * 16][ct * 16], D + PAD_H);
                 wmma::mma_sync(acc, a, bv, acc);
             }
             wmma::store_matrix_sync(sm.tile[warp], acc, 16, wmma::mem_row_major);
@@ -138,11 +138,15 @@ __global__ void __launch_bounds__(THREADS) attention_forward_bf16_kernel(float *
             __syncwarp();
         }
     }
-    if (i >= T) return;
-    const float inv = 1.f / l;
-    float *orow = o + ((int64_t)(b * T + i) * H + h) * D;
-    for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++) orow[d] = sm.o[row][d] * inv;
-    if (half == 0) lse[(int64_t)bh * T + i] = m + logf(l);
+#pragma unroll
+    for (int rr = 0; rr < 16; rr++) {
+        const int row = warp * 16 + rr, i = q0 + row;
+        if (i >= T) break;
+        const float inv = 1.f / l[rr];
+        float *orow = o + ((int64_t)(b * T + i) * H + h) * D;
+        for (int d = lane; d < D; d += 32) orow[d] = sm.o[row][d] * inv;
+        if (lane == 0) lse[(int64_t)bh * T + i] = m[rr] + logf(l[rr]);
+    }
 }
 
 // delta[b, h, i] = dO[i] . O[i], one warp per (b, t, h) row
@@ -177,7 +181,6 @@ __global__ void __launch_bounds__(THREADS) attention_backward_bf16_kernel(float 
         wmma::fill_fragment(dkAcc[ct], 0.f);
         wmma::fill_fragment(dvAcc[ct], 0.f);
     }
-    const int krow = warp * 16 + lane / 2, half = lane % 2, j = k0 + krow;
     const int qhi = min(T - 1, k0 + TILE - 1 + window);
     for (int q0 = k0; q0 <= qhi; q0 += TILE) {
         __syncthreads();  // the previous query tile (and dS^T) is consumed
@@ -199,25 +202,30 @@ __global__ void __launch_bounds__(THREADS) attention_backward_bf16_kernel(float 
             for (int kk = 0; kk < D / 16; kk++) {
                 ARow a;
                 BCol bt;
-                wmma::load_matrix_sync(a, &sm.k[warp * 16][kk * 16], D);
-                wmma::load_matrix_sync(bt, &sm.q[ct * 16][kk * 16], D);
+                wmma::load_matrix_sync(a, &sm.k[warp * 16][kk * 16], D + PAD_H);
+                wmma::load_matrix_sync(bt, &sm.q[ct * 16][kk * 16], D + PAD_H);
                 wmma::mma_sync(s, a, bt, s);
-                wmma::load_matrix_sync(a, &sm.v[warp * 16][kk * 16], D);
-                wmma::load_matrix_sync(bt, &sm.dout[ct * 16][kk * 16], D);
+                wmma::load_matrix_sync(a, &sm.v[warp * 16][kk * 16], D + PAD_H);
+                wmma::load_matrix_sync(bt, &sm.dout[ct * 16][kk * 16], D + PAD_H);
                 wmma::mma_sync(dp, a, bt, dp);
             }
-            wmma::store_matrix_sync(&sm.s[warp * 16][ct * 16], s, TILE, wmma::mem_row_major);
-            wmma::store_matrix_sync(&sm.dp[warp * 16][ct * 16], dp, TILE, wmma::mem_row_major);
+            wmma::store_matrix_sync(&sm.s[warp * 16][ct * 16], s, LDS, wmma::mem_row_major);
+            wmma::store_matrix_sync(&sm.dp[warp * 16][ct * 16], dp, LDS, wmma::mem_row_major);
         }
         __syncwarp();
-        // P^T = exp(S^T scale - lse) where the window lets query i see key j; dS^T = P^T (dP^T - delta)
-#pragma unroll 8
-        for (int c = 0; c < 32; c++) {
-            int col = half * 32 + c, i = q0 + col;
-            bool seen = i < T && j <= i && j >= i - window;
-            float p = seen ? __expf(sm.s[krow][col] * scale - sm.lse[col]) : 0.f;
-            sm.pt[krow][col] = __float2bfloat16_rn(p);
-            sm.dst[krow][col] = __float2bfloat16_rn(p * (sm.dp[krow][col] - sm.delta[col]));
+        // P^T = exp(S^T scale - lse) where the window lets query i see key j; dS^T = P^T (dP^T - delta); one key
+        // row at a time, each lane holding queries lane and lane + 32
+#pragma unroll 4
+        for (int rr = 0; rr < 16; rr++) {
+            const int krow = warp * 16 + rr, j = k0 + krow;
+#pragma unroll
+            for (int h2 = 0; h2 < 2; h2++) {
+                const int col = lane + 32 * h2, i = q0 + col;
+                const bool seen = i < T && j <= i && j >= i - window;
+                const float p = seen ? __expf(sm.s[krow][col] * scale - sm.lse[col]) : 0.f;
+                sm.pt[krow][col] = __float2bfloat16_rn(p);
+                sm.dst[krow][col] = __float2bfloat16_rn(p * (sm.dp[krow][col] - sm.delta[col]));
+            }
         }
         __syncwarp();
         // dV += P^T dO, dK += dS^T Q (scaled at the end)
@@ -227,11 +235,11 @@ __global__ void __launch_bounds__(THREADS) attention_backward_bf16_kernel(float 
             for (int kk = 0; kk < TILE / 16; kk++) {
                 ARow a;
                 BRow bq;
-                wmma::load_matrix_sync(a, &sm.pt[warp * 16][kk * 16], TILE);
-                wmma::load_matrix_sync(bq, &sm.dout[kk * 16][ct * 16], D);
+                wmma::load_matrix_sync(a, &sm.pt[warp * 16][kk * 16], LDP);
+                wmma::load_matrix_sync(bq, &sm.dout[kk * 16][ct * 16], D + PAD_H);
                 wmma::mma_sync(dvAcc[ct], a, bq, dvAcc[ct]);
-                wmma::load_matrix_sync(a, &sm.dst[warp * 16][kk * 16], TILE);
-                wmma::load_matrix_sync(bq, &sm.q[kk * 16][ct * 16], D);
+                wmma::load_matrix_sync(a, &sm.dst[warp * 16][kk * 16], LDP);
+                wmma::load_matrix_sync(bq, &sm.q[kk * 16][ct * 16], D + PAD_H);
                 wmma::mma_sync(dkAcc[ct], a, bq, dkAcc[ct]);
             }
         }
@@ -246,8 +254,8 @@ __global__ void __launch_bounds__(THREADS) attention_backward_bf16_kernel(float 
             for (int kk = 0; kk < TILE / 16; kk++) {
                 ACol a;
                 BRow bk;
-                wmma::load_matrix_sync(a, &sm.dst[kk * 16][qrow0], TILE);
-                wmma::load_matrix_sync(bk, &sm.k[kk * 16][ct * 16], D);
+                wmma::load_matrix_sync(a, &sm.dst[kk * 16][qrow0], LDP);
+                wmma::load_matrix_sync(bk, &sm.k[kk * 16][ct * 16], D + PAD_H);
                 wmma::mma_sync(acc, a, bk, acc);
             }
             wmma::store_matrix_sync(sm.tile[warp], acc, 16, wmma::mem_row_major);

@@ -34,6 +34,8 @@ public final class CUDAGPT {
     // sizes
     let N: Int, C: Int, H: Int, Hkv: Int, D: Int, Ckv: Int, F: Int, V: Int, L: Int
     static let veGateChannels = 12, smearChannels = 24
+    /// Floats between parameter starts (256 bytes).
+    static let alignment = 64
 
     // inputs
     let ids: DeviceBuffer, targets: DeviceBuffer
@@ -71,9 +73,13 @@ public final class CUDAGPT {
         var order = groups.flatMap(\.params)
         for name in model.parameterNames where !order.contains(name) { order.append(name) }
         names = order
+        // each AdamW parameter and each Muon stack starts on a 256-byte boundary: cuBLASLt's kernels assume that
+        // alignment of every matrix they read or write (a weight gradient at an odd offset is "not supported")
+        let stacked = Set(groups.filter { $0.kind == .muon }.flatMap { Array($0.params.dropFirst()) })
         var offs: [String: Int] = [:], shp: [String: [Int]] = [:]
         var total = 0
         for name in order {
+            if !stacked.contains(name) { total = (total + Self.alignment - 1) / Self.alignment * Self.alignment }
             offs[name] = total
             shp[name] = model.param(name).shape
             total += model.param(name).count
