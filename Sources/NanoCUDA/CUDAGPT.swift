@@ -159,6 +159,7 @@ public final class CUDAGPT {
         let n = Int64(N)
         try cu.upload(inputs, to: ids.pointer)
         if let tgt { try cu.upload(tgt, to: targets.pointer) }
+        cu.profileStart()
 
         // x = norm(wte[idx]); smear; x0 = x
         try cu.check(o.embeddingForward(ctx, h.pointer, p("transformer.wte.weight"), ids.pointer, n, Int64(C)), "embedding")

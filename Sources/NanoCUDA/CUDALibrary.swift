@@ -98,8 +98,41 @@ public final class CUDALibrary {
     /// The context every op runs on.
     var ctx: OpaquePointer { context }
 
+    /// NANOCHAT_CUDA_PROFILE=1: every op is waited for and its time added to `profile` under its name. Slow (the GPU
+    /// idles between ops); it says where a step's time goes.
+    public let profiling = ProcessInfo.processInfo.environment["NANOCHAT_CUDA_PROFILE"] == "1"
+    public private(set) var profile: [String: (seconds: Double, calls: Int)] = [:]
+    private var profileMark: UInt64 = 0
+
+    /// Starts the profile's clock (call before a timed region, after host work the GPU waited for).
+    public func profileStart() {
+        guard profiling else { return }
+        _ = ops.synchronize(context)
+        profileMark = DispatchTime.now().uptimeNanoseconds
+    }
+
+    /// The profile, largest first: seconds, calls and share of the total per op.
+    public func profileReport() -> String {
+        let total = profile.values.reduce(0) { $0 + $1.seconds }
+        return profile.sorted { $0.value.seconds > $1.value.seconds }.map { name, v in
+            "  " + name.padding(toLength: 40, withPad: " ", startingAt: 0)
+                + String(format: "%9.1f ms %6d calls %5.1f%%", v.seconds * 1000, v.calls, 100 * v.seconds / max(total, 1e-12))
+        }.joined(separator: "\n")
+    }
+
     /// Turns an op's status into a thrown error that says which call failed and why.
     func check(_ status: Int32, _ what: @autoclosure () -> String) throws {
+        if status == 0 && profiling {
+            _ = ops.synchronize(context)
+            let now = DispatchTime.now().uptimeNanoseconds
+            let name = what()
+            if !name.hasPrefix("allocating") {  // set-up, not a step's work
+                let key = name.hasPrefix("matmul ") || name.hasPrefix("Muon") ? name : name.hasPrefix("AdamW") ? "AdamW" : name
+                profile[key, default: (0, 0)].seconds += Double(now - profileMark) / 1e9
+                profile[key, default: (0, 0)].calls += 1
+            }
+            profileMark = now
+        }
         guard status != 0 else { return }
         let why = errorString(context).map { String(cString: $0) } ?? "unknown error"
         throw CUDAError(description: "\(what()): \(why)")

@@ -131,6 +131,6 @@ extension CUDALibrary {
     public func matmul(_ c: DevicePointer, _ a: DevicePointer, _ b: DevicePointer, m: Int, n: Int, k: Int,
                        transA: Bool = false, transB: Bool = false, alpha: Float = 1, beta: Float = 0, bf16: Bool) throws {
         try check(ops.matmul(ctx, c, a, b, Int64(m), Int64(n), Int64(k), transA ? 1 : 0, transB ? 1 : 0, alpha, beta, bf16 ? 1 : 0),
-                  "matmul \(m)x\(n)x\(k)")
+                  "matmul \(m)x\(n)x\(k)\(transA ? " (A^T)" : "")")
     }
 }

@@ -30,12 +30,16 @@ public final class CUDATrainer: TrainingAccelerator {
     public var description: String { "\(device.name), \(model.bf16 ? "bf16 products and attention, fp32 weights" : "exact fp32")" }
     public var peakFLOPS: Double { Self.peakBF16FLOPS }
     public var peakMemoryBytes: Int64 { (try? model.cuda.memoryInfo().peak) ?? 0 }
+    public var report: String? {
+        model.cuda.profiling ? "GPU time by op (NANOCHAT_CUDA_PROFILE=1: each op waited for):\n" + model.cuda.profileReport() : nil
+    }
 
     public func forwardBackward(inputs: [Int32], targets: [Int32], lossScale: Float) throws -> Float {
         try model.loss(inputs: inputs, targets: targets, backward: true, lossScale: lossScale)
     }
 
     public func step(groups: [OptimizerGroupSpec]) throws {
+        model.cuda.profileStart()
         optimizer.groups = groups
         try optimizer.step()
         try model.zeroGradients()

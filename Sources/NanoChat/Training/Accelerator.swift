@@ -11,6 +11,8 @@ public protocol TrainingAccelerator: AnyObject {
     var peakFLOPS: Double { get }
     /// Device memory in use at the most so far, bytes.
     var peakMemoryBytes: Int64 { get }
+    /// Where the time went, when the device was asked to measure it (printed at the end of a run).
+    var report: String? { get }
     /// One micro-batch: adds the gradient of (mean loss · lossScale) to the gradients; returns the mean loss.
     func forwardBackward(inputs: [Int32], targets: [Int32], lossScale: Float) throws -> Float
     /// One optimizer step with `groups`' current hyperparameters; the gradients are zeroed after it.

@@ -264,7 +264,10 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
                         "epoch": loaders[0].consumedApproximate.epoch]
                         .merging(device.map { ["peak_device_memory_gb": Double($0.peakMemoryBytes) / 1e9] } ?? [:]) { a, _ in a })
     }
-    if let device { say(String(format: "peak device memory: %.2f GB", Double(device.peakMemoryBytes) / 1e9)) }
+    if let device {
+        say(String(format: "peak device memory: %.2f GB", Double(device.peakMemoryBytes) / 1e9))
+        if let report = device.report { say(report) }
+    }
     if comm.isMain {
         try Report.log(section: "Base model training", arguments: o.userConfig, data: [
             ("Number of parameters", formatThousands(plan.params.total)), ("Scaling parameters", formatThousands(plan.scalingParams)),
