@@ -3,8 +3,15 @@
 # of cuda/nanochat_cuda.h on the host with the kernels' semantics, so `--device-type cuda` runs CUDAGPT (the model's
 # forward and backward step by step), CUDAMuonAdamW and the training loop's device path for real, on the CPU.
 #   1. nanochat verify --device-type cuda on every model and optimizer fixture (upstream's PyTorch outputs)
-#   2. base-train --device-type cuda --gpu-precision fp32 against the CPU loop: the same losses step by step and the
-#      same final weights and optimizer state (tools/compare_runs.py), then a resume from the device's checkpoint
+#   2. base-train --device-type cuda --gpu-precision fp32 against the CPU loop, both resumed from the same CPU
+#      checkpoint at step 2 (the device takes the CPU's weights and optimizer state): the same losses step by step and
+#      the same final weights within 1e-4 of each tensor's largest value (tools/compare_runs.py), backout_lambda within
+#      50% (its gradient nearly cancels: each sums it in its own order and Adam magnifies the noise). They start from
+#      step 2 because at initialisation both projections are zero, every layer's output is a multiple of x0 and the
+#      final RMSNorm cancels the multiple: the true gradients of the three scalar mixes are exactly zero, both runs hold
+#      rounding noise there, and Adam's first step turns it into +-lr of either sign.
+#   3. a device run resumed from its own checkpoint (weights and optimizer state written back through the CPU
+#      objects) continues exactly.
 # The kernels themselves are checked on a GPU by cuda/op_check.cu (scripts/gpu-check). Ends with "N passed, N failed".
 # usage: tools/gpu_emulation_check.sh NANOCHAT FIXTURES_DIR
 set -uo pipefail
@@ -31,16 +38,20 @@ $n tok-train --vocab-size 1024 --input "$fixtures/corpus_austen_700k.txt" --spli
 # windows S and L, value embeddings, 2 accumulation steps (GQA is in the fixtures: base-train's models have none)
 train=(base-train --depth 2 --head-dim 64 --max-seq-len 128 --window-pattern SL --device-batch-size 2
        --total-batch-size 512 --warmup-steps 2 --eval-every 4 --eval-tokens 512 --sample-every -1 --num-iterations 8)
-$n "${train[@]}" --device-type cpu --checkpoint-dir "$work/cpu" >"$work/cpu.log" 2>&1 || cat "$work/cpu.log"
-$n "${train[@]}" --device-type cuda --gpu-precision fp32 --checkpoint-dir "$work/gpu" >"$work/gpu.log" 2>&1 || cat "$work/gpu.log"
-if grep -q "host emulation" "$work/gpu.log" && python3 tools/compare_runs.py "$work/cpu" "$work/gpu" --tol 1e-4 --min-steps 8 | tail -1; then
-  ok "base-train on the (emulated) device = on the CPU, losses and final weights: $(grep 'val bpb' "$work/gpu.log" | tail -1)"
+$n "${train[@]}" --device-type cpu --save-every 2 --checkpoint-dir "$work/start" >"$work/start.log" 2>&1 || cat "$work/start.log"
+for run in cpu gpu; do mkdir -p "$work/$run" && cp "$work"/start/*000002* "$work/start/metrics.jsonl" "$work/$run/"; done
+$n "${train[@]}" --device-type cpu --resume-from-step 2 --checkpoint-dir "$work/cpu" >"$work/cpu.log" 2>&1 || cat "$work/cpu.log"
+$n "${train[@]}" --device-type cuda --gpu-precision fp32 --resume-from-step 2 --checkpoint-dir "$work/gpu" >"$work/gpu.log" 2>&1 || cat "$work/gpu.log"
+if grep -q "host emulation" "$work/gpu.log" \
+   && python3 tools/compare_runs.py "$work/cpu" "$work/gpu" --tol 1e-4 --min-steps 8 --loose backout_lambda | tail -1; then
+  ok "base-train on the (emulated) device = on the CPU from the same checkpoint, losses and final weights: $(grep 'val bpb' "$work/gpu.log" | tail -1)"
 else bad "base-train on the (emulated) device differs from the CPU"; tail -5 "$work/gpu.log"; fi
-# the device's checkpoint (weights and optimizer state written back through the CPU objects) resumes exactly
-$n "${train[@]}" --device-type cuda --gpu-precision fp32 --save-every 4 --checkpoint-dir "$work/res" >/dev/null 2>&1
+# the device's own checkpoint resumes exactly
+$n "${train[@]}" --device-type cuda --gpu-precision fp32 --save-every 4 --checkpoint-dir "$work/dev" >/dev/null 2>&1
+cp -r "$work/dev" "$work/res"
 rm -f "$work/res/model_000008.safetensors" "$work/res/meta_000008.json"
 $n "${train[@]}" --device-type cuda --gpu-precision fp32 --resume-from-step 4 --checkpoint-dir "$work/res" >"$work/res.log" 2>&1 || cat "$work/res.log"
-if python3 tools/compare_runs.py "$work/gpu" "$work/res" --tol 1e-6 --min-steps 8 | tail -1; then ok "a device run resumed at step 4 from its checkpoint = uninterrupted"
+if python3 tools/compare_runs.py "$work/dev" "$work/res" --tol 1e-6 --min-steps 8 | tail -1; then ok "a device run resumed at step 4 from its own checkpoint = uninterrupted"
 else bad "a device run resumed at step 4 differs"; tail -5 "$work/res.log"; fi
 echo "gpu_emulation_check: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

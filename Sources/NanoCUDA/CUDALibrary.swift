@@ -126,8 +126,10 @@ public final class CUDALibrary {
             _ = ops.synchronize(context)
             let now = DispatchTime.now().uptimeNanoseconds
             let name = what()
-            if !name.hasPrefix("allocating") {  // set-up, not a step's work
-                let key = name.hasPrefix("matmul ") || name.hasPrefix("Muon") ? name : name.hasPrefix("AdamW") ? "AdamW" : name
+            if !name.hasPrefix("allocating") && !name.hasPrefix("reading GPU memory") {  // set-up and reports, not a step's work
+                // a copy waits for the GPU: its time is the host's work since the last op (data, Swift) plus the copy
+                let key = name.hasPrefix("copying to") || name.hasPrefix("copying from") ? "host work, then a copy"
+                    : name.hasPrefix("AdamW") ? "AdamW" : name
                 profile[key, default: (0, 0)].seconds += Double(now - profileMark) / 1e9
                 profile[key, default: (0, 0)].calls += 1
             }
