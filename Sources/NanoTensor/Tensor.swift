@@ -9,6 +9,8 @@ public final class Tensor {
     /// Leaves that want gradients (parameters) and every tensor computed from one.
     public var requiresGrad: Bool
     public var name: String = ""
+    /// Inference only: this weight in bf16 or int8 (`QuantizedWeights`); products then read it instead of `data`.
+    public var quantized: QuantizedWeights?
 
     var parents: [Tensor] = []
     /// Called with this tensor once its gradient is complete; pushes gradients into `parents`.

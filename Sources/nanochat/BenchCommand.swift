@@ -320,7 +320,7 @@ struct BenchInfer: ParsableCommand {
         Random weights, vocab 32768, head-dim 64, window L, a 128-token prompt, then --tokens decoded tokens with the \
         KV cache. The limit of decoding is this machine's measured read bandwidth (over a buffer the size of the \
         weights, so a model that fits partly in cache gets the faster limit it really has) divided by the bytes of \
-        weights read per step (every matrix and lm_head, float32).
+        weights read per step (every matrix and lm_head, in each --weights format).
         """
     )
     @Option(parsing: .singleValue, help: "Depths (repeatable).") var depth: [Int] = [4, 6, 12]
@@ -330,6 +330,7 @@ struct BenchInfer: ParsableCommand {
     @Option(help: "An upstream nanochat checkout to measure side by side (tools/bench_upstream_infer.py; needs torch).") var upstream: String?
     @Option(help: "Python with torch for the upstream reference.") var python: String = "python3"
     @Option(help: "Directory holding bench_upstream_infer.py.") var toolsDir: String = "tools"
+    @Option(parsing: .singleValue, help: "Weight formats to measure (repeatable): f32, bf16, int8.") var weights: [WeightFormat] = [.f32, .bf16, .int8]
 
     func run() throws {
         try runReportingErrors {
@@ -339,50 +340,61 @@ struct BenchInfer: ParsableCommand {
                 let plan = DepthPlan(try BaseTrainOptions.parse(["--depth", "\(d)", "--head-dim", "64", "--window-pattern", "L"]),
                                      vocabSize: 32768)
                 let model = try GPT(config: plan.config)
-                let weightBytes = Double(plan.params.transformerMatrices + plan.params.lmHead) * 4
-                // Weights that fit partly in the last-level cache stream faster than DRAM: the limit is the read
-                // bandwidth measured over a buffer of exactly the weights' size, read again and again as decoding does.
-                let mb = Int((weightBytes / 1_048_576).rounded(.up))
-                let wsBW = max(bw, measureReadBandwidth(megabytes: mb, threads: 1), measureReadBandwidth(megabytes: mb, threads: Threading.workers))
-                let limit = wsBW * 1e9 / weightBytes
                 var rng = RNG(seed: 3)
                 let ids = (0..<prompt).map { _ in Int32(rng.next() % 32768) }
-                // prefill
-                var best = Double.infinity
-                for _ in 0..<3 {
-                    let cache = KVCache(config: plan.config, batch: 1, capacity: prompt + tokens)
-                    let t0 = DispatchTime.now().uptimeNanoseconds
-                    _ = model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true)
-                    best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-                }
-                let prefill = Double(prompt) / best
-                func decode(batch: Int) -> Double {
-                    let cache = KVCache(config: plan.config, batch: batch, capacity: prompt + tokens + 1)
-                    _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true)
-                    let col = [Int32](repeating: 7, count: batch)
-                    _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true)  // warm
-                    var best = Double.infinity  // best of three runs: this machine's neighbours make single runs noisy
+                var ours: [WeightFormat: (d1: Double, d8: Double, prefill: Double, limit: Double)] = [:]
+                for format in weights {
+                    let weightBytes = Double(model.useWeights(format))
+                    // Weights that fit partly in the last-level cache stream faster than DRAM: the limit is the read
+                    // bandwidth measured over a buffer of exactly the weights' size, read again and again as decoding does.
+                    let mb = Int((weightBytes / 1_048_576).rounded(.up))
+                    let wsBW = max(bw, measureReadBandwidth(megabytes: mb, threads: 1), measureReadBandwidth(megabytes: mb, threads: Threading.workers))
+                    let limit = wsBW * 1e9 / weightBytes
+                    // prefill
+                    var best = Double.infinity
                     for _ in 0..<3 {
-                        cache.rewind(to: prompt + 1)
+                        let cache = KVCache(config: plan.config, batch: 1, capacity: prompt + tokens)
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }
+                        _ = model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true)
                         best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
                     }
-                    return Double(tokens * batch) / best
+                    let prefill = Double(prompt) / best
+                    func decode(batch: Int) -> Double {
+                        let cache = KVCache(config: plan.config, batch: batch, capacity: prompt + tokens + 1)
+                        _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true)
+                        let col = [Int32](repeating: 7, count: batch)
+                        _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true)  // warm
+                        var best = Double.infinity  // best of three runs: this machine's neighbours make single runs noisy
+                        for _ in 0..<3 {
+                            cache.rewind(to: prompt + 1)
+                            let t0 = DispatchTime.now().uptimeNanoseconds
+                            for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }
+                            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                        }
+                        return Double(tokens * batch) / best
+                    }
+                    let d1 = decode(batch: 1), d8 = decode(batch: 8)
+                    ours[format] = (d1, d8, prefill, limit)
+                    print(String(format: "d%d %@ (%.0f MB of weights read per step, %.1f GB/s over a buffer that size): decode batch 1 %.1f tok/s = %.2f of the %.0f tok/s limit; batch 8 %.1f tok/s (%.1f steps/s = %.2f of the limit); prefill %.0f tok/s",
+                                 d, format.rawValue, weightBytes / 1e6, wsBW, d1, d1 / limit, limit, d8, d8 / 8, d8 / 8 / limit, prefill))
+                    for bs in batch.sorted() where bs != 1 && bs != 8 && bs >= 1 {
+                        let r = decode(batch: bs)
+                        print(String(format: "  d%d %@ decode batch %d: %.1f tok/s (%.1f steps/s)", d, format.rawValue, bs, r, r / Double(bs)))
+                    }
                 }
-                let d1 = decode(batch: 1), d8 = decode(batch: 8)
-                print(String(format: "d%d (%.0f MB of weights read per step, %.1f GB/s over a buffer that size): decode batch 1 %.1f tok/s = %.2f of the %.0f tok/s limit; batch 8 %.1f tok/s (%.1f steps/s = %.2f of the limit); prefill %.0f tok/s",
-                             d, weightBytes / 1e6, wsBW, d1, d1 / limit, limit, d8, d8 / 8, d8 / 8 / limit, prefill))
-                for bs in batch.sorted() where bs != 1 && bs != 8 && bs >= 1 {
-                    let r = decode(batch: bs)
-                    print(String(format: "  d%d decode batch %d: %.1f tok/s (%.1f steps/s)", d, bs, r, r / Double(bs)))
-                }
+                model.useWeights(.f32)
+                let (d1, d8, prefill, limit) = ours[weights.last ?? .f32]!
                 if let upstream {
                     if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream_infer.py",
                                                     args: [upstream, "--depth", "\(d)", "--tokens", "\(tokens)", "--prompt", "\(prompt)"]),
                        let u1 = ref["decode1"] as? Double, let u8 = ref["decode8"] as? Double, let up = ref["prefill"] as? Double {
-                        print(String(format: "d%d upstream (PyTorch %@, 2 threads): decode batch 1 %.1f tok/s (= %.2f of the limit), batch 8 %.1f tok/s, prefill %.0f tok/s -> ours is %.2fx, %.2fx, %.2fx",
-                                     d, (ref["torch"] as? String ?? "?"), u1, u1 / limit, u8, up, d1 / u1, d8 / u8, prefill / up))
+                        print(String(format: "d%d upstream (PyTorch %@, 2 threads, float32): decode batch 1 %.1f tok/s, batch 8 %.1f tok/s, prefill %.0f tok/s",
+                                     d, (ref["torch"] as? String ?? "?"), u1, u8, up))
+                        for format in weights {
+                            let o = ours[format]!
+                            print(String(format: "  ours %@ against upstream: decode batch 1 %.2fx, batch 8 %.2fx, prefill %.2fx", format.rawValue, o.d1 / u1, o.d8 / u8, o.prefill / up))
+                        }
+                        _ = (d1, d8, prefill, limit)
                     }
                 }
             }

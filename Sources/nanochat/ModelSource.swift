@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import NanoChat
+import NanoTensor
+
+extension WeightFormat: ExpressibleByArgument {}
 
 /// The flags that pick a checkpoint, shared by every command that loads a model (upstream's -i/-g/-s).
 struct ModelSource: ParsableArguments {
@@ -9,10 +12,16 @@ struct ModelSource: ParsableArguments {
     @Option(name: [.customShort("s"), .customLong("step")], help: "Checkpoint step (default: the latest).") var step: Int?
     @Option(help: "A checkpoint directory to load instead of <base>/<source>_checkpoints/<tag>.") var checkpoint: String?
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?
+    @Option(help: "Inference weights of the matrices: f32, bf16, or int8 (one scale per 32 weights), converted at load.") var weights: WeightFormat = .f32
 
     func load() throws -> LoadedModel {
-        try CheckpointManager.loadModel(source: source, tag: modelTag, step: step,
-                                        checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                                        tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
+        let loaded = try CheckpointManager.loadModel(source: source, tag: modelTag, step: step,
+                                                     checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                                     tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
+        if weights != .f32 {
+            let bytes = loaded.model.useWeights(weights)
+            FileHandle.standardError.write(Data(String(format: "weights: %@, %.1f MB read per decoded token\n", weights.rawValue, Double(bytes) / 1e6).utf8))
+        }
+        return loaded
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import NanoChat
+import NanoTensor
 import XCTest
 
 /// The model and the optimizer against upstream's PyTorch outputs, and the depth table.
@@ -51,5 +52,45 @@ final class ModelFixtureTests: XCTestCase {
         XCTAssertEqual(config(2048, 4, "SSSL").windowSizes, [512, 512, 512, 2048])
         XCTAssertEqual(config(2050, 2, "S").windowSizes, [640, 2050])
         XCTAssertEqual(config(512, 3, "sl").windowSizes, [128, 512, 512])
+    }
+}
+
+/// Quantized inference weights on upstream's fixture models: the logits of the same inputs with bf16 and int8
+/// matrices stay within a stated distance of float32's, and the greedy choice (argmax) almost always agrees.
+final class QuantizedModelTests: XCTestCase {
+    func testQuantizedLogitsStayCloseToFloat32() throws {
+        for name in ["gpt_small_mha.safetensors", "gpt_tiny_gqa_window.safetensors", "gpt_two_layers.safetensors"] {
+            let file = try SafeTensorsFile(url: try Fixtures.url(name))
+            let meta = try JSONDecoder().decode(FixtureConfig.self, from: Data(file.metadata["meta"]!.utf8))
+            let model = try GPT(config: meta.config)
+            if let w = meta.window_sizes { model.windows = w.map { $0[0] } }
+            try CheckpointManager.loadParameters(model, from: file, prefix: "param.")
+            let (shape, idx) = try file.ints("input.idx")
+            let logits = { Tensor.withoutGrad { model.forward(idx, batch: shape[0], time: shape[1]).array } }
+            let f32 = logits()
+            // relative distance of the logits (||q - f|| / ||f||): bf16 rounds each weight to 8 bits of mantissa,
+            // int8 to 1/254 of its block's largest weight
+            for (format, tolerance) in [(WeightFormat.bf16, 1e-2), (.int8, 2e-2)] {
+                model.useWeights(format)
+                let q = logits()
+                let err = Verify.relativeError(q, f32)
+                XCTAssertLessThan(err, tolerance, "\(name) \(format): logits off by \(err)")
+                let vocab = meta.config.vocab_size
+                let rows = f32.count / vocab
+                var same = 0
+                for r in 0..<rows {
+                    let a = f32[(r * vocab)..<((r + 1) * vocab)], b = q[(r * vocab)..<((r + 1) * vocab)]
+                    if a.firstIndex(of: a.max()!)! == b.firstIndex(of: b.max()!)! { same += 1 }
+                }
+                XCTAssertGreaterThanOrEqual(Double(same) / Double(rows), 0.9, "\(name) \(format): argmax agrees on \(same) of \(rows) positions")
+            }
+            model.useWeights(.f32)
+            XCTAssertEqual(logits(), f32, "\(name): back to float32 gives the float32 logits")
+        }
+    }
+
+    struct FixtureConfig: Decodable {
+        var config: GPTConfig
+        var window_sizes: [[Int]]?
     }
 }

@@ -12,4 +12,23 @@ void nc_sgemm_skinny_nt(int m, int n, int k, float alpha, const float *a, int ld
 /// 1 when the AVX2 + FMA path is used.
 int nc_skinny_uses_avx2(void);
 
+#include <stdint.h>
+
+/// Quantized inference weights (quant_gemm.c). A weight matrix W is [n, k] row-major (out x in), as a Linear's.
+/// bf16: the upper 16 bits of each float32, rounded to nearest even. int8 (q8): one float scale per block of
+/// NC_Q8_BLOCK weights along k (scale = max |w| / 127), k a multiple of the block.
+#define NC_Q8_BLOCK 32
+uint16_t nc_float_to_bf16(float x);
+void nc_quantize_bf16(const float *w, uint16_t *out, long count);
+void nc_quantize_q8(const float *w, int n, int k, int8_t *q, float *scales);
+void nc_dequant_bf16(const uint16_t *w, long count, float *out);
+void nc_dequant_q8(const int8_t *q, const float *scales, int n, int k, float *out);
+/// C[m, n] = A[m, k] W^T for any m (meant for decoding: 1 to 16 rows; W is read once for all of them). Single-
+/// threaded: callers split n between threads. AVX2 + FMA when the CPU has them, portable C otherwise.
+void nc_gemm_bf16_nt(int m, int n, int k, const float *a, int lda, const uint16_t *w, float *c, int ldc);
+void nc_gemm_q8_nt(int m, int n, int k, const float *a, int lda, const int8_t *q, const float *scales, float *c, int ldc);
+/// 1 when the AVX2 + FMA paths are used; set nc_quant_force_portable = 1 to test the portable ones.
+int nc_quant_uses_avx2(void);
+extern int nc_quant_force_portable;
+
 #endif

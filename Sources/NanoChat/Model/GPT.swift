@@ -290,3 +290,22 @@ extension GPT {
 
 /// A parameter: a tensor that wants a gradient (filled by `initWeights` or a checkpoint).
 private func parameter(_ shape: [Int]) -> Tensor { Tensor(shape: shape, requiresGrad: true) }
+
+extension GPT {
+    /// The matrices inference multiplies by (every block's projections and lm_head) in `format`, made from the float32
+    /// weights, which stay for training and checkpoints; embeddings (a row gathered per token) and the small gates stay
+    /// float32. Returns the bytes a decode step then reads from those matrices. `.f32` removes the quantized copies.
+    @discardableResult
+    public func useWeights(_ format: WeightFormat) -> Int {
+        var bytes = 0
+        var matrices = h.flatMap { [$0.attn.c_q, $0.attn.c_k, $0.attn.c_v, $0.attn.c_proj, $0.mlp.c_fc, $0.mlp.c_proj] }
+        matrices.append(lm_head)
+        for w in matrices {
+            w.quantized = QuantizedWeights(w, format: format)
+            // lm_head's rows past the vocabulary (padding to 64) are never read
+            let rows = w === lm_head ? config.vocab_size : w.shape[0]
+            bytes += Int(Double(rows * w.shape[1]) * (w.quantized?.format ?? .f32).bytesPerWeight)
+        }
+        return bytes
+    }
+}

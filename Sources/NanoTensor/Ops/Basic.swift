@@ -80,6 +80,11 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     precondition(x.shape.last == inF, "linear: input \(x.shape) vs weight \(w.shape)")
     let n = x.count / inF
     let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false)
+    if w.quantized != nil {
+        precondition(!Tensor.gradEnabled || !x.requiresGrad, "linear: quantized weights are for inference (no gradient)")
+        weightProduct(m: n, n: outF, k: inF, a: x.data, lda: inF, w: w, c: out.data, ldc: outF)
+        return out
+    }
     sgemmWeights(m: n, n: outF, k: inF, a: x.data, lda: inF, b: w.data, ldb: inF, c: out.data, ldc: outF)
     Tensor.record(out, [x, w], op: "linear") { out in
         let g = out.grad!.data

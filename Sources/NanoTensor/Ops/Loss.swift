@@ -75,7 +75,7 @@ public enum LMHead {
         var r0 = 0
         while r0 < n {
             let rows = min(chunkRows, n - r0)
-            forwardChunk(x.data + r0 * c, rows: rows, w: w.data, c: c, vocab: vocab, softcap: softcap,
+            forwardChunk(x.data + r0 * c, rows: rows, w: w, c: c, vocab: vocab, softcap: softcap,
                          targets: Array(targets[r0..<(r0 + rows)]), logits: chunk.data, losses: losses.data, gradScale: gradScale,
                          weights: weights.map { Array($0[r0..<(r0 + rows)]) })
             body(r0, rows, chunk.data, losses.data)
@@ -88,7 +88,7 @@ public enum LMHead {
         let c = w.shape[1]
         let n = x.count / c
         let out = Tensor(shape: Array(x.shape.dropLast()) + [vocab], zeroed: false)
-        sgemmWeights(m: n, n: vocab, k: c, a: x.data, lda: c, b: w.data, ldb: c, c: out.data, ldc: vocab)
+        weightProduct(m: n, n: vocab, k: c, a: x.data, lda: c, w: w, c: out.data, ldc: vocab)
         softcapInPlace(out.data, n * vocab, softcap)
         return out
     }
@@ -107,11 +107,15 @@ public enum LMHead {
 
     /// One chunk: logits by BLAS, then per row (split over the cores) softcap, log-sum-exp, loss and, when
     /// `gradScale` is set, the logit gradient (softmax - onehot) * (1 - tanh^2) * gradScale in place.
-    static func forwardChunk(_ x: UnsafePointer<Float>, rows: Int, w: UnsafePointer<Float>, c: Int, vocab: Int,
+    static func forwardChunk(_ x: UnsafePointer<Float>, rows: Int, w: Tensor, c: Int, vocab: Int,
                              softcap: Float, targets: [Int32], logits: UnsafeMutablePointer<Float>,
                              losses: UnsafeMutablePointer<Float>, gradScale: Float?, weights: [Float]? = nil) {
         Profiler.measure("lmHead.logits sgemm") {
-            sgemm(transA: false, transB: true, m: rows, n: vocab, k: c, a: x, lda: c, b: w, ldb: c, c: logits, ldc: vocab)
+            if w.quantized != nil {
+                weightProduct(m: rows, n: vocab, k: c, a: x, lda: c, w: w, c: logits, ldc: vocab)
+            } else {
+                sgemm(transA: false, transB: true, m: rows, n: vocab, k: c, a: x, lda: c, b: w.data, ldb: c, c: logits, ldc: vocab)
+            }
         }
         let parts = Threading.ranges(rows, parts: Threading.workers)
         Profiler.measure("lmHead.softcap+softmax") { Threading.parallelFor(parts.count) { pi in

@@ -1,0 +1,308 @@
+// Products against quantized weight matrices for inference (see ckernels.h): bf16 (the upper half of each float)
+// and int8 with one float scale per block of 32 weights (llama.cpp's q8_0 layout, scales kept apart). Decoding reads
+// every weight once per token, so fewer bytes per weight is the speed: 2 (bf16) or 1.125 (int8) instead of 4.
+// The activations stay float32; each weight is widened to float32 in registers and multiplied there, so a product
+// computes exactly sum(a * dequantized(w)) up to the order of the additions.
+#include "ckernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define NC_X86 1
+#endif
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t nc_float_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays NaN
+    u += 0x7fffu + ((u >> 16) & 1);  // round to nearest, ties to even
+    return (uint16_t)(u >> 16);
+}
+
+void nc_quantize_bf16(const float *w, uint16_t *out, long count) {
+    for (long i = 0; i < count; i++) out[i] = nc_float_to_bf16(w[i]);
+}
+
+void nc_quantize_q8(const float *w, int n, int k, int8_t *q, float *scales) {
+    const int blocks = k / NC_Q8_BLOCK;
+    for (int j = 0; j < n; j++)
+        for (int b = 0; b < blocks; b++) {
+            const float *x = w + (long)j * k + b * NC_Q8_BLOCK;
+            float amax = 0;
+            for (int t = 0; t < NC_Q8_BLOCK; t++) amax = fmaxf(amax, fabsf(x[t]));
+            float s = amax / 127.f, inv = s > 0 ? 1.f / s : 0.f;
+            scales[(long)j * blocks + b] = s;
+            for (int t = 0; t < NC_Q8_BLOCK; t++) {
+                float v = roundf(x[t] * inv);
+                q[(long)j * k + b * NC_Q8_BLOCK + t] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+            }
+        }
+}
+
+void nc_dequant_bf16(const uint16_t *w, long count, float *out) {
+    for (long i = 0; i < count; i++) out[i] = bf16_to_float(w[i]);
+}
+
+void nc_dequant_q8(const int8_t *q, const float *scales, int n, int k, float *out) {
+    const int blocks = k / NC_Q8_BLOCK;
+    for (int j = 0; j < n; j++)
+        for (int b = 0; b < blocks; b++) {
+            float s = scales[(long)j * blocks + b];
+            for (int t = 0; t < NC_Q8_BLOCK; t++) out[(long)j * k + b * NC_Q8_BLOCK + t] = s * q[(long)j * k + b * NC_Q8_BLOCK + t];
+        }
+}
+
+// --- portable paths: one row of A against one weight row at a time
+static void bf16_portable(int m, int n, int k, const float *a, int lda, const uint16_t *w, float *c, int ldc) {
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            const float *ai = a + (long)i * lda;
+            const uint16_t *wj = w + (long)j * k;
+            float s0 = 0, s1 = 0;
+            int t = 0;
+            for (; t + 2 <= k; t += 2) { s0 += ai[t] * bf16_to_float(wj[t]); s1 += ai[t + 1] * bf16_to_float(wj[t + 1]); }
+            for (; t < k; t++) s0 += ai[t] * bf16_to_float(wj[t]);
+            c[(long)i * ldc + j] = s0 + s1;
+        }
+}
+
+static void q8_portable(int m, int n, int k, const float *a, int lda, const int8_t *q, const float *scales, float *c, int ldc) {
+    const int blocks = k / NC_Q8_BLOCK;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            const float *ai = a + (long)i * lda;
+            float total = 0;
+            for (int b = 0; b < blocks; b++) {
+                const int8_t *qb = q + (long)j * k + b * NC_Q8_BLOCK;
+                const float *ab = ai + b * NC_Q8_BLOCK;
+                float s = 0;
+                for (int t = 0; t < NC_Q8_BLOCK; t++) s += ab[t] * qb[t];
+                total += s * scales[(long)j * blocks + b];
+            }
+            c[(long)i * ldc + j] = total;
+        }
+}
+
+#ifdef NC_X86
+__attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 load_bf16(const uint16_t *p) {
+    __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 load_q8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+// Two weight rows (j, j + 1; w1 == w0 when only one) against up to four rows of A: eight accumulators. Each weight
+// row is widened once per 8 values and reused for every row of A, so the bytes of W are read once for all m rows.
+// k8: the multiple of 8 done with vectors; the tail goes through the scalar loop.
+#define TILE_BODY(LOAD0, LOAD1)                                                                              \
+    __m256 w0v = LOAD0, w1v = LOAD1, x;                                                                     \
+    x = _mm256_loadu_ps(a0 + t); acc00 = _mm256_fmadd_ps(w0v, x, acc00); acc10 = _mm256_fmadd_ps(w1v, x, acc10); \
+    x = _mm256_loadu_ps(a1 + t); acc01 = _mm256_fmadd_ps(w0v, x, acc01); acc11 = _mm256_fmadd_ps(w1v, x, acc11); \
+    x = _mm256_loadu_ps(a2 + t); acc02 = _mm256_fmadd_ps(w0v, x, acc02); acc12 = _mm256_fmadd_ps(w1v, x, acc12); \
+    x = _mm256_loadu_ps(a3 + t); acc03 = _mm256_fmadd_ps(w0v, x, acc03); acc13 = _mm256_fmadd_ps(w1v, x, acc13);
+
+__attribute__((target("avx2,fma"))) static void bf16_tile(int mi, int two, int k, const float *a, int lda,
+                                                        const uint16_t *w0, const uint16_t *w1, float *c, int ldc) {
+    const float *a0 = a, *a1 = a + (mi > 1 ? lda : 0), *a2 = a + (mi > 2 ? 2L * lda : 0), *a3 = a + (mi > 3 ? 3L * lda : 0);
+    __m256 acc00 = _mm256_setzero_ps(), acc01 = acc00, acc02 = acc00, acc03 = acc00;
+    __m256 acc10 = acc00, acc11 = acc00, acc12 = acc00, acc13 = acc00;
+    int t = 0;
+    for (; t + 8 <= k; t += 8) { TILE_BODY(load_bf16(w0 + t), load_bf16(w1 + t)) }
+    float s[2][4] = {{hsum8(acc00), hsum8(acc01), hsum8(acc02), hsum8(acc03)}, {hsum8(acc10), hsum8(acc11), hsum8(acc12), hsum8(acc13)}};
+    const float *rows[4] = {a0, a1, a2, a3};
+    for (int r = 0; r < mi; r++) {
+        for (int u = t; u < k; u++) { s[0][r] += rows[r][u] * bf16_to_float(w0[u]); s[1][r] += rows[r][u] * bf16_to_float(w1[u]); }
+        c[(long)r * ldc] = s[0][r];
+        if (two) c[(long)r * ldc + 1] = s[1][r];
+    }
+}
+
+// int8: each block of 32 widened and multiplied by its scale once, then used for every row of A
+__attribute__((target("avx2,fma"))) static void q8_tile(int mi, int two, int k, const float *a, int lda, const int8_t *q0,
+                                                      const int8_t *q1, const float *s0, const float *s1, float *c, int ldc) {
+    const float *a0 = a, *a1 = a + (mi > 1 ? lda : 0), *a2 = a + (mi > 2 ? 2L * lda : 0), *a3 = a + (mi > 3 ? 3L * lda : 0);
+    __m256 acc00 = _mm256_setzero_ps(), acc01 = acc00, acc02 = acc00, acc03 = acc00;
+    __m256 acc10 = acc00, acc11 = acc00, acc12 = acc00, acc13 = acc00;
+    const int blocks = k / NC_Q8_BLOCK;
+    for (int b = 0; b < blocks; b++) {
+        __m256 sc0 = _mm256_set1_ps(s0[b]), sc1 = _mm256_set1_ps(s1[b]);
+        for (int t = b * NC_Q8_BLOCK; t < (b + 1) * NC_Q8_BLOCK; t += 8) {
+            TILE_BODY(_mm256_mul_ps(load_q8(q0 + t), sc0), _mm256_mul_ps(load_q8(q1 + t), sc1))
+        }
+    }
+    float s[2][4] = {{hsum8(acc00), hsum8(acc01), hsum8(acc02), hsum8(acc03)}, {hsum8(acc10), hsum8(acc11), hsum8(acc12), hsum8(acc13)}};
+    for (int r = 0; r < mi; r++) {
+        c[(long)r * ldc] = s[0][r];
+        if (two) c[(long)r * ldc + 1] = s[1][r];
+    }
+}
+
+// One or two rows of A against four weight rows (the first nb real; the others repeat row 0): decoding one sequence
+// would waste three quarters of a 4-row tile's multiply-adds.
+#define NARROW_BODY(W0, W1, W2, W3)                                                                         \
+    __m256 x0 = _mm256_loadu_ps(a0 + t), x1 = _mm256_loadu_ps(a1 + t), w;                                    \
+    w = W0; b00 = _mm256_fmadd_ps(w, x0, b00); b01 = _mm256_fmadd_ps(w, x1, b01);                            \
+    w = W1; b10 = _mm256_fmadd_ps(w, x0, b10); b11 = _mm256_fmadd_ps(w, x1, b11);                            \
+    w = W2; b20 = _mm256_fmadd_ps(w, x0, b20); b21 = _mm256_fmadd_ps(w, x1, b21);                            \
+    w = W3; b30 = _mm256_fmadd_ps(w, x0, b30); b31 = _mm256_fmadd_ps(w, x1, b31);
+
+__attribute__((target("avx2,fma"))) static void bf16_narrow(int mi, int nb, int k, const float *a, int lda,
+                                                          const uint16_t *const ws[4], float *c, int ldc) {
+    const float *a0 = a, *a1 = a + (mi > 1 ? lda : 0);
+    const uint16_t *w0 = ws[0], *w1 = ws[1], *w2 = ws[2], *w3 = ws[3];
+    __m256 b00 = _mm256_setzero_ps(), b01 = b00, b10 = b00, b11 = b00, b20 = b00, b21 = b00, b30 = b00, b31 = b00;
+    int t = 0;
+    for (; t + 8 <= k; t += 8) { NARROW_BODY(load_bf16(w0 + t), load_bf16(w1 + t), load_bf16(w2 + t), load_bf16(w3 + t)) }
+    float s[4][2] = {{hsum8(b00), hsum8(b01)}, {hsum8(b10), hsum8(b11)}, {hsum8(b20), hsum8(b21)}, {hsum8(b30), hsum8(b31)}};
+    const float *rows[2] = {a0, a1};
+    for (int r = 0; r < mi; r++)
+        for (int q = 0; q < nb; q++) {
+            float v = s[q][r];
+            for (int u = t; u < k; u++) v += rows[r][u] * bf16_to_float(ws[q][u]);
+            c[(long)r * ldc + q] = v;
+        }
+}
+
+// int8: a block's products summed apart, then added with the block's scale
+__attribute__((target("avx2,fma"))) static void q8_narrow(int mi, int nb, int k, const float *a, int lda,
+                                                        const int8_t *const qs[4], const float *const ss[4], float *c, int ldc) {
+    const float *a0 = a, *a1 = a + (mi > 1 ? lda : 0);
+    const int8_t *w0 = qs[0], *w1 = qs[1], *w2 = qs[2], *w3 = qs[3];
+    __m256 t00 = _mm256_setzero_ps(), t01 = t00, t10 = t00, t11 = t00, t20 = t00, t21 = t00, t30 = t00, t31 = t00;
+    const int blocks = k / NC_Q8_BLOCK;
+    for (int b = 0; b < blocks; b++) {
+        __m256 b00 = _mm256_setzero_ps(), b01 = b00, b10 = b00, b11 = b00, b20 = b00, b21 = b00, b30 = b00, b31 = b00;
+        for (int t = b * NC_Q8_BLOCK; t < (b + 1) * NC_Q8_BLOCK; t += 8) {
+            NARROW_BODY(load_q8(w0 + t), load_q8(w1 + t), load_q8(w2 + t), load_q8(w3 + t))
+        }
+        __m256 s;
+        s = _mm256_set1_ps(ss[0][b]); t00 = _mm256_fmadd_ps(b00, s, t00); t01 = _mm256_fmadd_ps(b01, s, t01);
+        s = _mm256_set1_ps(ss[1][b]); t10 = _mm256_fmadd_ps(b10, s, t10); t11 = _mm256_fmadd_ps(b11, s, t11);
+        s = _mm256_set1_ps(ss[2][b]); t20 = _mm256_fmadd_ps(b20, s, t20); t21 = _mm256_fmadd_ps(b21, s, t21);
+        s = _mm256_set1_ps(ss[3][b]); t30 = _mm256_fmadd_ps(b30, s, t30); t31 = _mm256_fmadd_ps(b31, s, t31);
+    }
+    float r4[4][2] = {{hsum8(t00), hsum8(t01)}, {hsum8(t10), hsum8(t11)}, {hsum8(t20), hsum8(t21)}, {hsum8(t30), hsum8(t31)}};
+    for (int r = 0; r < mi; r++)
+        for (int q = 0; q < nb; q++) c[(long)r * ldc + q] = r4[q][r];
+}
+#endif
+
+#ifdef NC_X86
+// One row of A (decoding one sequence) against four weight rows: one multiply-add per widened weight vector.
+#define ONE_BODY(W0, W1, W2, W3)                                                                            \
+    __m256 x0 = _mm256_loadu_ps(a + t);                                                                     \
+    b0 = _mm256_fmadd_ps(W0, x0, b0); b1 = _mm256_fmadd_ps(W1, x0, b1);                                      \
+    b2 = _mm256_fmadd_ps(W2, x0, b2); b3 = _mm256_fmadd_ps(W3, x0, b3);
+
+__attribute__((target("avx2,fma"))) static void bf16_one(int nb, int k, const float *a, const uint16_t *const ws[4], float *c) {
+    __m256 b0 = _mm256_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+    int t = 0;
+    for (; t + 8 <= k; t += 8) { ONE_BODY(load_bf16(ws[0] + t), load_bf16(ws[1] + t), load_bf16(ws[2] + t), load_bf16(ws[3] + t)) }
+    float s[4] = {hsum8(b0), hsum8(b1), hsum8(b2), hsum8(b3)};
+    for (int q = 0; q < nb; q++) {
+        for (int u = t; u < k; u++) s[q] += a[u] * bf16_to_float(ws[q][u]);
+        c[q] = s[q];
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void q8_one(int nb, int k, const float *a, const int8_t *const qs[4],
+                                                     const float *const ss[4], float *c) {
+    __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
+    const int blocks = k / NC_Q8_BLOCK;
+    for (int b = 0; b < blocks; b++) {
+        __m256 b0 = _mm256_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+        for (int t = b * NC_Q8_BLOCK; t < (b + 1) * NC_Q8_BLOCK; t += 8) { ONE_BODY(load_q8(qs[0] + t), load_q8(qs[1] + t), load_q8(qs[2] + t), load_q8(qs[3] + t)) }
+        t0 = _mm256_fmadd_ps(b0, _mm256_set1_ps(ss[0][b]), t0);
+        t1 = _mm256_fmadd_ps(b1, _mm256_set1_ps(ss[1][b]), t1);
+        t2 = _mm256_fmadd_ps(b2, _mm256_set1_ps(ss[2][b]), t2);
+        t3 = _mm256_fmadd_ps(b3, _mm256_set1_ps(ss[3][b]), t3);
+    }
+    float s[4] = {hsum8(t0), hsum8(t1), hsum8(t2), hsum8(t3)};
+    for (int q = 0; q < nb; q++) c[q] = s[q];
+}
+#endif
+
+static int avx2_state = -1;
+int nc_quant_uses_avx2(void) {
+#ifdef NC_X86
+    if (avx2_state < 0) {
+        __builtin_cpu_init();
+        avx2_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return avx2_state;
+#else
+    return 0;
+#endif
+}
+
+int nc_quant_force_portable = 0;
+
+void nc_gemm_bf16_nt(int m, int n, int k, const float *a, int lda, const uint16_t *w, float *c, int ldc) {
+#ifdef NC_X86
+    if (nc_quant_uses_avx2() && !nc_quant_force_portable) {
+        int wide = m % 4 == 3 ? m : m - m % 4;  // rows done four at a time (a last block of three pads one)
+        if (wide > 0)
+            for (int j = 0; j < n; j += 2) {  // weight rows outermost: each pair is read once for all rows of A
+                int two = j + 1 < n;
+                const uint16_t *w0 = w + (long)j * k, *w1 = two ? w0 + k : w0;
+                for (int i = 0; i < wide; i += 4) bf16_tile(wide - i < 4 ? wide - i : 4, two, k, a + (long)i * lda, lda, w0, w1, c + (long)i * ldc + j, ldc);
+            }
+        if (wide < m)  // one or two rows left
+            for (int j = 0; j < n; j += 4) {
+                int nb = n - j < 4 ? n - j : 4;
+                const uint16_t *w0 = w + (long)j * k;
+                const uint16_t *ws[4] = {w0, nb > 1 ? w0 + k : w0, nb > 2 ? w0 + 2L * k : w0, nb > 3 ? w0 + 3L * k : w0};
+                if (m - wide == 1) bf16_one(nb, k, a + (long)wide * lda, ws, c + (long)wide * ldc + j);
+                else bf16_narrow(m - wide, nb, k, a + (long)wide * lda, lda, ws, c + (long)wide * ldc + j, ldc);
+            }
+        return;
+    }
+#endif
+    bf16_portable(m, n, k, a, lda, w, c, ldc);
+}
+
+void nc_gemm_q8_nt(int m, int n, int k, const float *a, int lda, const int8_t *q, const float *scales, float *c, int ldc) {
+#ifdef NC_X86
+    if (nc_quant_uses_avx2() && !nc_quant_force_portable) {
+        const int blocks = k / NC_Q8_BLOCK;
+        int wide = m % 4 == 3 ? m : m - m % 4;
+        if (wide > 0)
+            for (int j = 0; j < n; j += 2) {
+                int two = j + 1 < n;
+                const int8_t *q0 = q + (long)j * k, *q1 = two ? q0 + k : q0;
+                const float *s0 = scales + (long)j * blocks, *s1 = two ? s0 + blocks : s0;
+                for (int i = 0; i < wide; i += 4) q8_tile(wide - i < 4 ? wide - i : 4, two, k, a + (long)i * lda, lda, q0, q1, s0, s1, c + (long)i * ldc + j, ldc);
+            }
+        if (wide < m)
+            for (int j = 0; j < n; j += 4) {
+                int nb = n - j < 4 ? n - j : 4;
+                const int8_t *q0 = q + (long)j * k;
+                const float *s0 = scales + (long)j * blocks;
+                const int8_t *qs[4] = {q0, nb > 1 ? q0 + k : q0, nb > 2 ? q0 + 2L * k : q0, nb > 3 ? q0 + 3L * k : q0};
+                const float *ss[4] = {s0, nb > 1 ? s0 + blocks : s0, nb > 2 ? s0 + 2L * blocks : s0, nb > 3 ? s0 + 3L * blocks : s0};
+                if (m - wide == 1) q8_one(nb, k, a + (long)wide * lda, qs, ss, c + (long)wide * ldc + j);
+                else q8_narrow(m - wide, nb, k, a + (long)wide * lda, lda, qs, ss, c + (long)wide * ldc + j, ldc);
+            }
+        return;
+    }
+#endif
+    q8_portable(m, n, k, a, lda, q, scales, c, ldc);
+}

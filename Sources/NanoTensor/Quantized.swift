@@ -1,0 +1,117 @@
+import CKernels
+import Foundation
+
+/// `--weights`: how inference stores the matrices it multiplies by. Training always keeps float32.
+public enum WeightFormat: String, CaseIterable, Sendable {
+    case f32, bf16, int8
+
+    /// Bytes read per weight by a product (int8: one byte plus a float scale per 32 weights).
+    public var bytesPerWeight: Double {
+        switch self {
+        case .f32: return 4
+        case .bf16: return 2
+        case .int8: return 1 + 4.0 / Double(NC_Q8_BLOCK)
+        }
+    }
+}
+
+/// A weight matrix W [n, k] (a Linear's [out, in]) in bf16, or in int8 with one float scale per block of 32
+/// weights along k (llama.cpp's q8_0), made once from the float32 weights when a model loads for inference.
+/// `product` is what `linear` (and the LM head) call instead of sgemm when a weight carries one: decoding rows
+/// (up to 16) go through our AVX2 kernels, which read W once for all rows; longer inputs (prefill, evaluation)
+/// dequantize W in tiles of rows into float32 and hand each tile to BLAS, so every path computes with the same
+/// quantized values.
+public final class QuantizedWeights {
+    public let format: WeightFormat
+    public let rows: Int, cols: Int
+    let bf16: UnsafeMutablePointer<UInt16>?
+    let q8: UnsafeMutablePointer<Int8>?
+    let scales: UnsafeMutablePointer<Float>?
+
+    /// Rows a decode product splits between threads in blocks of; rows of W dequantized per BLAS call in prefill.
+    static let threadBlock = 16, prefillTile = 256
+    /// Rows of input from which a product dequantizes into BLAS instead of running the decode kernel.
+    public static let prefillRows = 17
+
+    /// nil when `format` is f32, or int8 with k not a multiple of the block (such a matrix stays float32).
+    public init?(_ w: Tensor, format: WeightFormat) {
+        guard w.shape.count == 2, format != .f32 else { return nil }
+        let (n, k) = (w.shape[0], w.shape[1])
+        if format == .int8 && k % Int(NC_Q8_BLOCK) != 0 { return nil }
+        self.format = format
+        rows = n
+        cols = k
+        switch format {
+        case .bf16:
+            bf16 = .allocate(capacity: n * k)
+            nc_quantize_bf16(w.data, bf16, n * k)
+            q8 = nil
+            scales = nil
+        case .int8:
+            q8 = .allocate(capacity: n * k)
+            scales = .allocate(capacity: n * k / Int(NC_Q8_BLOCK))
+            nc_quantize_q8(w.data, Int32(n), Int32(k), q8, scales)
+            bf16 = nil
+        case .f32:
+            return nil
+        }
+    }
+
+    deinit {
+        bf16?.deallocate()
+        q8?.deallocate()
+        scales?.deallocate()
+    }
+
+    /// Bytes a product reads (the weights and their scales).
+    public var bytes: Int { Int(Double(rows * cols) * format.bytesPerWeight) }
+
+    /// The float32 values the quantized weights stand for, rows [j0, j1) into `out` ((j1 - j0) x k).
+    public func dequantize(rows j0: Int, _ j1: Int, into out: UnsafeMutablePointer<Float>) {
+        if let bf16 {
+            nc_dequant_bf16(bf16 + j0 * cols, (j1 - j0) * cols, out)
+        } else if let q8, let scales {
+            nc_dequant_q8(q8 + j0 * cols, scales + j0 * cols / Int(NC_Q8_BLOCK), Int32(j1 - j0), Int32(cols), out)
+        }
+    }
+
+    /// c[m, n] = a[m, k] W[0..<n]^T (the first n rows of W: the LM head reads only the real vocabulary).
+    public func product(m: Int, n: Int, a: UnsafePointer<Float>, lda: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        precondition(n <= rows, "product over \(n) rows of a \(rows)-row matrix")
+        let k = cols
+        if m >= Self.prefillRows {
+            // prefill: tiles of W in float32 (the same values the decode kernel uses), each multiplied by BLAS
+            let tile = Tensor(shape: [Self.prefillTile * k], zeroed: false)
+            var j0 = 0
+            while j0 < n {
+                let j1 = min(n, j0 + Self.prefillTile)
+                dequantize(rows: j0, j1, into: tile.data)
+                sgemm(transA: false, transB: true, m: m, n: j1 - j0, k: k, a: a, lda: lda, b: tile.data, ldb: k, c: c + j0, ldc: ldc)
+                j0 = j1
+            }
+            return
+        }
+        let blocks = (n + Self.threadBlock - 1) / Self.threadBlock
+        let parts = Threading.ranges(blocks, parts: n * k >= 1 << 18 ? Threading.workers : 1)
+        Threading.parallelFor(parts.count) { p in
+            let j0 = parts[p].lowerBound * Self.threadBlock, j1 = min(n, parts[p].upperBound * Self.threadBlock)
+            guard j1 > j0 else { return }
+            if let bf16 = self.bf16 {
+                nc_gemm_bf16_nt(Int32(m), Int32(j1 - j0), Int32(k), a, Int32(lda), bf16 + j0 * k, c + j0, Int32(ldc))
+            } else if let q8 = self.q8, let scales = self.scales {
+                nc_gemm_q8_nt(Int32(m), Int32(j1 - j0), Int32(k), a, Int32(lda), q8 + j0 * k, scales + j0 * k / Int(NC_Q8_BLOCK), c + j0, Int32(ldc))
+            }
+        }
+    }
+}
+
+/// c[m, n] = a[m, k] W[0..<n]^T for a weight W [_, k]: its quantized form when it has one (inference), else float32
+/// (`sgemmWeights`).
+@inline(__always)
+public func weightProduct(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, w: Tensor, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if let q = w.quantized {
+        q.product(m: m, n: n, a: a, lda: lda, c: c, ldc: ldc)
+    } else {
+        sgemmWeights(m: m, n: n, k: k, a: a, lda: lda, b: w.data, ldb: k, c: c, ldc: ldc)
+    }
+}

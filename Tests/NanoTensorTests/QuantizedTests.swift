@@ -1,0 +1,81 @@
+import CKernels
+import Foundation
+import NanoTensor
+import XCTest
+
+/// The quantized products (quant_gemm.c through `QuantizedWeights.product`) against a float64 reference computed
+/// from the very values the quantized weights stand for, over the shapes that exercise every code path: one row,
+/// two, the 4-row tiles and their padded last block, tails of n that are not a multiple of 2 or 4, k with and
+/// without a tail of 8, input and output strides wider than the matrix, and the prefill path (17+ rows, BLAS over
+/// dequantized tiles). AVX2 and portable paths both.
+final class QuantizedTests: XCTestCase {
+    func reference(m: Int, n: Int, k: Int, a: [Float], lda: Int, w: [Float]) -> [Double] {
+        var out = [Double](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { var s = 0.0; for t in 0..<k { s += Double(a[i * lda + t]) * Double(w[j * k + t]) }; out[i * n + j] = s } }
+        return out
+    }
+
+    func check(_ format: WeightFormat, m: Int, n: Int, k: Int, portable: Bool, file: StaticString = #filePath, line: UInt = #line) {
+        var rng = RNG(seed: UInt64(m * 1000 + n * 10 + k))
+        let lda = k + 3, ldc = n + 5
+        let w = Tensor(shape: [n, k], values: (0..<(n * k)).map { _ in rng.normal() * 0.05 })
+        let a = (0..<(m * lda)).map { _ in rng.normal() }
+        guard let q = QuantizedWeights(w, format: format) else { return XCTFail("no \(format) weights for k \(k)", file: file, line: line) }
+        var deq = [Float](repeating: 0, count: n * k)
+        deq.withUnsafeMutableBufferPointer { q.dequantize(rows: 0, n, into: $0.baseAddress!) }
+        // the quantization itself: bf16 within 2^-8 relative per weight, int8 within half a step of its block's scale
+        for j in 0..<n { for t in 0..<k {
+            let x = w.data[j * k + t], d = deq[j * k + t]
+            let bound = format == .bf16 ? abs(x) / 256 : (0..<(k / 32)).map { b in (0..<32).map { abs(w.data[j * k + b * 32 + $0]) }.max()! }[t / 32] / 127 / 2 * 1.0001
+            XCTAssertLessThanOrEqual(abs(x - d), bound + 1e-12, "\(format) weight (\(j), \(t))", file: file, line: line)
+        } }
+        var c = [Float](repeating: .nan, count: m * ldc)
+        nc_quant_force_portable = portable ? 1 : 0
+        defer { nc_quant_force_portable = 0 }
+        a.withUnsafeBufferPointer { ap in c.withUnsafeMutableBufferPointer { cp in
+            q.product(m: m, n: n, a: ap.baseAddress!, lda: lda, c: cp.baseAddress!, ldc: ldc)
+        } }
+        let ref = reference(m: m, n: n, k: k, a: a, lda: lda, w: deq)
+        var num = 0.0, den = 0.0
+        for i in 0..<m { for j in 0..<n {
+            let got = Double(c[i * ldc + j])
+            XCTAssertTrue(got.isFinite, "\(format) m \(m) n \(n) k \(k): element (\(i), \(j)) not written", file: file, line: line)
+            num += (got - ref[i * n + j]) * (got - ref[i * n + j]); den += ref[i * n + j] * ref[i * n + j]
+        } }
+        XCTAssertLessThan((num / den).squareRoot(), 1e-5, "\(format) m \(m) n \(n) k \(k) portable \(portable)", file: file, line: line)
+        // the padding columns of C (ldc > n) are untouched
+        for i in 0..<m { for j in n..<ldc { XCTAssertTrue(c[i * ldc + j].isNaN, "\(format): wrote past column n", file: file, line: line) } }
+    }
+
+    func testBF16AndInt8ProductsAgainstFloat64() {
+        for portable in [false, true] {
+            for m in [1, 2, 3, 4, 5, 7, 8, 16, 17, 40] {
+                for n in [1, 2, 3, 5, 6, 33] {
+                    for k in [32, 64, 96] {
+                        check(.bf16, m: m, n: n, k: k, portable: portable)
+                        check(.int8, m: m, n: n, k: k, portable: portable)
+                    }
+                    check(.bf16, m: m, n: n, k: 45, portable: portable)  // a tail of k past the last 8
+                }
+            }
+        }
+    }
+
+    func testInt8NeedsWholeBlocksAndF32IsNoConversion() {
+        XCTAssertNil(QuantizedWeights(Tensor(shape: [4, 40]), format: .int8), "int8 needs k a multiple of 32: such a matrix stays float32")
+        XCTAssertNil(QuantizedWeights(Tensor(shape: [4, 64]), format: .f32))
+        XCTAssertNotNil(QuantizedWeights(Tensor(shape: [4, 40]), format: .bf16))
+    }
+
+    func testLinearUsesTheQuantizedWeights() {
+        var rng = RNG(seed: 9)
+        let w = Tensor(shape: [24, 64], values: (0..<(24 * 64)).map { _ in rng.normal() })
+        let x = Tensor(shape: [3, 64], values: (0..<(3 * 64)).map { _ in rng.normal() })
+        let f32 = Tensor.withoutGrad { linear(x, w) }.array
+        w.quantized = QuantizedWeights(w, format: .int8)
+        let q = Tensor.withoutGrad { linear(x, w) }.array
+        XCTAssertNotEqual(f32, q, "the quantized weights were not used")
+        let num = zip(f32, q).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +), den = f32.map { Double($0 * $0) }.reduce(0, +)
+        XCTAssertLessThan((num / den).squareRoot(), 1e-2, "int8 linear vs float32, relative")
+    }
+}
