@@ -85,7 +85,12 @@ public final class QuantizedWeights {
             var j0 = 0
             while j0 < n {
                 let j1 = min(n, j0 + Self.prefillTile)
-                dequantize(rows: j0, j1, into: tile.data)
+                // the tile's rows widened on every core, then one BLAS call (which threads itself)
+                let parts = Threading.ranges(j1 - j0, parts: Threading.workers)
+                Threading.parallelFor(parts.count) { p in
+                    let r = parts[p]
+                    if !r.isEmpty { self.dequantize(rows: j0 + r.lowerBound, j0 + r.upperBound, into: tile.data + r.lowerBound * k) }
+                }
                 sgemm(transA: false, transB: true, m: m, n: j1 - j0, k: k, a: a, lda: lda, b: tile.data, ldb: k, c: c + j0, ldc: ldc)
                 j0 = j1
             }

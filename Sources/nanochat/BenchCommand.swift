@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print the figures the issues ask for, beside the reference where one exists.",
-        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self, BenchInfer.self, BenchServe.self, BenchSandbox.self]
+        subcommands: [BenchTokenizer.self, BenchTrain.self, BenchData.self, BenchInfer.self, BenchWeights.self, BenchServe.self, BenchSandbox.self]
     )
 }
 
@@ -422,6 +422,7 @@ struct BenchServe: ParsableCommand {
     @Option(name: .customShort("i"), help: "Model source for the server: base, sft or rl.") var source = "base"
     @Option(name: .customShort("g"), help: "Model tag.") var modelTag: String?
     @Option(help: "A checkpoint directory.") var checkpoint: String?
+    @Option(help: "Inference weights of the server this command starts: f32, bf16 or int8.") var weights: WeightFormat = .f32
 
     func run() throws {
         try runReportingErrors {
@@ -431,7 +432,7 @@ struct BenchServe: ParsableCommand {
                 let port = try freePort()
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-                p.arguments = ["chat-web", "-i", source, "--port", "\(port)", "--num-workers", "\(workers)"]
+                p.arguments = ["chat-web", "-i", source, "--port", "\(port)", "--num-workers", "\(workers)", "--weights", weights.rawValue]
                     + (modelTag.map { ["-g", $0] } ?? []) + (checkpoint.map { ["--checkpoint", $0] } ?? [])
                 p.standardOutput = FileHandle.nullDevice
                 try p.run()
@@ -514,6 +515,70 @@ struct BenchSandbox: ParsableCommand {
             print(String(format: "HumanEval canonical solutions: %d/%d passed in %.1fs (%.0f ms per program)",
                          passed, problems.count, dt, 1000 * dt / Double(max(problems.count, 1))))
             if passed != problems.count { throw NanoChatError("\(problems.count - passed) canonical solutions failed in the sandbox") }
+        }
+    }
+}
+
+struct BenchWeights: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "weights",
+        abstract: "Quality of bf16 and int8 inference weights against float32 on a trained model: bits per byte and greedy decoding.",
+        discussion: """
+        Loads a checkpoint (-i/-g/-s or --checkpoint) and, for f32, bf16 and int8 weights: bits per byte on the \
+        validation shard, and greedy continuations of fixed prompts (upstream's base-model prompts and a few \
+        chat-style ones). Identical tokens are counted position by position against float32's continuation (once a \
+        continuation diverges the rest usually differs too), and teacher-forced: the share of float32's greedy \
+        tokens that the quantized model would also have picked.
+        """
+    )
+    @Option(name: .customShort("i"), help: "Model source: base, mid, sft or rl.") var source = "base"
+    @Option(name: [.customShort("g"), .customLong("model-tag")], help: "Model tag (default: the largest d<N>).") var modelTag: String?
+    @Option(name: [.customShort("s"), .customLong("step")], help: "Checkpoint step (default: the latest).") var step: Int?
+    @Option(help: "A checkpoint directory.") var checkpoint: String?
+    @Option(help: "Tokens of the validation shard for bits per byte.") var splitTokens = 65536
+    @Option(help: "Rows per batch for bits per byte.") var deviceBatchSize = 8
+    @Option(help: "Tokens decoded per prompt.") var maxTokens = 32
+
+    static let prompts = baseSamplePrompts + ["Once upon a time", "The best way to learn a language is", "Water boils at",
+                                              "In 1492, Columbus", "def fibonacci(n):", "Question: What is 2 + 2? Answer:"]
+
+    func run() throws {
+        try runReportingErrors {
+            let loaded = try CheckpointManager.loadModel(source: source, tag: modelTag, step: step,
+                                                         checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) })
+            let (model, tok) = (loaded.model, loaded.tokenizer)
+            let seq = loaded.meta.max_seq_len ?? model.config.sequence_len
+            print("model \(loaded.label): \(model.config)")
+            var reference: [[Int]] = []
+            var baseBPB = 0.0
+            for format in WeightFormat.allCases {
+                let bytes = model.useWeights(format)
+                let loader = try BestFitLoader(tokenizer: tok, shards: ShardSet(directory: BaseDir.pretrainData, split: "val"),
+                                               batch: deviceBatchSize, seqLen: seq)
+                let bpb = try evaluateBPB(model: model, loader: loader, steps: max(1, splitTokens / (deviceBatchSize * seq)),
+                                          tokenBytes: tok.tokenByteCounts)
+                let outs = Self.prompts.map { model.generate([tok.bosID] + tok.encode($0), maxTokens: maxTokens) }
+                if format == .f32 { reference = outs; baseBPB = bpb }
+                var same = 0, forced = 0, total = 0
+                for (p, (ref, out)) in zip(Self.prompts, zip(reference, outs)) {
+                    same += zip(ref, out).filter { $0 == $1 }.count
+                    total += ref.count
+                    // teacher-forced: would this model pick float32's token after float32's prefix?
+                    let ids = [tok.bosID] + tok.encode(p) + ref
+                    let n0 = ids.count - ref.count
+                    let logits = Tensor.withoutGrad { model.forward(ids.map { Int32($0) }, batch: 1, time: ids.count).array }
+                    let v = model.config.vocab_size
+                    for (i, t) in ref.enumerated() {
+                        let row = logits[((n0 + i - 1) * v)..<((n0 + i) * v)]
+                        if row.firstIndex(of: row.max()!)! - (n0 + i - 1) * v == t { forced += 1 }
+                    }
+                }
+                print(String(format: "%@: %.1f MB of matrices; val bpb %.5f (%+.3f%% vs f32); greedy: %.1f%% identical tokens, %.1f%% teacher-forced agreement (%d prompts x %d tokens)",
+                             format.rawValue, Double(bytes) / 1e6, bpb, 100 * (bpb / baseBPB - 1), 100 * Double(same) / Double(total),
+                             100 * Double(forced) / Double(total), Self.prompts.count, maxTokens))
+                if format == .int8, let first = outs.first { print("  int8 sample: \(Self.prompts[0])\((try? tok.decode(first)) ?? "")") }
+            }
+            model.useWeights(.f32)
         }
     }
 }
