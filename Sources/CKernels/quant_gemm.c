@@ -8,10 +8,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define NC_X86 1
-#endif
+#include "x86_simd.h"
 
 static inline float bf16_to_float(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -93,12 +90,6 @@ static void q8_portable(int m, int n, int k, const float *a, int lda, const int8
 }
 
 #ifdef NC_X86
-__attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 __attribute__((target("avx2,fma"))) static inline __m256 load_bf16(const uint16_t *p) {
     __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
@@ -126,7 +117,7 @@ __attribute__((target("avx2,fma"))) static void bf16_tile(int mi, int two, int k
     __m256 acc10 = acc00, acc11 = acc00, acc12 = acc00, acc13 = acc00;
     int t = 0;
     for (; t + 8 <= k; t += 8) { TILE_BODY(load_bf16(w0 + t), load_bf16(w1 + t)) }
-    float s[2][4] = {{hsum8(acc00), hsum8(acc01), hsum8(acc02), hsum8(acc03)}, {hsum8(acc10), hsum8(acc11), hsum8(acc12), hsum8(acc13)}};
+    float s[2][4] = {{nc_hsum8(acc00), nc_hsum8(acc01), nc_hsum8(acc02), nc_hsum8(acc03)}, {nc_hsum8(acc10), nc_hsum8(acc11), nc_hsum8(acc12), nc_hsum8(acc13)}};
     const float *rows[4] = {a0, a1, a2, a3};
     for (int r = 0; r < mi; r++) {
         for (int u = t; u < k; u++) { s[0][r] += rows[r][u] * bf16_to_float(w0[u]); s[1][r] += rows[r][u] * bf16_to_float(w1[u]); }
@@ -148,7 +139,7 @@ __attribute__((target("avx2,fma"))) static void q8_tile(int mi, int two, int k, 
             TILE_BODY(_mm256_mul_ps(load_q8(q0 + t), sc0), _mm256_mul_ps(load_q8(q1 + t), sc1))
         }
     }
-    float s[2][4] = {{hsum8(acc00), hsum8(acc01), hsum8(acc02), hsum8(acc03)}, {hsum8(acc10), hsum8(acc11), hsum8(acc12), hsum8(acc13)}};
+    float s[2][4] = {{nc_hsum8(acc00), nc_hsum8(acc01), nc_hsum8(acc02), nc_hsum8(acc03)}, {nc_hsum8(acc10), nc_hsum8(acc11), nc_hsum8(acc12), nc_hsum8(acc13)}};
     for (int r = 0; r < mi; r++) {
         c[(long)r * ldc] = s[0][r];
         if (two) c[(long)r * ldc + 1] = s[1][r];
@@ -171,7 +162,7 @@ __attribute__((target("avx2,fma"))) static void bf16_narrow(int mi, int nb, int 
     __m256 b00 = _mm256_setzero_ps(), b01 = b00, b10 = b00, b11 = b00, b20 = b00, b21 = b00, b30 = b00, b31 = b00;
     int t = 0;
     for (; t + 8 <= k; t += 8) { NARROW_BODY(load_bf16(w0 + t), load_bf16(w1 + t), load_bf16(w2 + t), load_bf16(w3 + t)) }
-    float s[4][2] = {{hsum8(b00), hsum8(b01)}, {hsum8(b10), hsum8(b11)}, {hsum8(b20), hsum8(b21)}, {hsum8(b30), hsum8(b31)}};
+    float s[4][2] = {{nc_hsum8(b00), nc_hsum8(b01)}, {nc_hsum8(b10), nc_hsum8(b11)}, {nc_hsum8(b20), nc_hsum8(b21)}, {nc_hsum8(b30), nc_hsum8(b31)}};
     const float *rows[2] = {a0, a1};
     for (int r = 0; r < mi; r++)
         for (int q = 0; q < nb; q++) {
@@ -199,7 +190,7 @@ __attribute__((target("avx2,fma"))) static void q8_narrow(int mi, int nb, int k,
         s = _mm256_set1_ps(ss[2][b]); t20 = _mm256_fmadd_ps(b20, s, t20); t21 = _mm256_fmadd_ps(b21, s, t21);
         s = _mm256_set1_ps(ss[3][b]); t30 = _mm256_fmadd_ps(b30, s, t30); t31 = _mm256_fmadd_ps(b31, s, t31);
     }
-    float r4[4][2] = {{hsum8(t00), hsum8(t01)}, {hsum8(t10), hsum8(t11)}, {hsum8(t20), hsum8(t21)}, {hsum8(t30), hsum8(t31)}};
+    float r4[4][2] = {{nc_hsum8(t00), nc_hsum8(t01)}, {nc_hsum8(t10), nc_hsum8(t11)}, {nc_hsum8(t20), nc_hsum8(t21)}, {nc_hsum8(t30), nc_hsum8(t31)}};
     for (int r = 0; r < mi; r++)
         for (int q = 0; q < nb; q++) c[(long)r * ldc + q] = r4[q][r];
 }
@@ -216,7 +207,7 @@ __attribute__((target("avx2,fma"))) static void bf16_one(int nb, int k, const fl
     __m256 b0 = _mm256_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
     int t = 0;
     for (; t + 8 <= k; t += 8) { ONE_BODY(load_bf16(ws[0] + t), load_bf16(ws[1] + t), load_bf16(ws[2] + t), load_bf16(ws[3] + t)) }
-    float s[4] = {hsum8(b0), hsum8(b1), hsum8(b2), hsum8(b3)};
+    float s[4] = {nc_hsum8(b0), nc_hsum8(b1), nc_hsum8(b2), nc_hsum8(b3)};
     for (int q = 0; q < nb; q++) {
         for (int u = t; u < k; u++) s[q] += a[u] * bf16_to_float(ws[q][u]);
         c[q] = s[q];
@@ -235,7 +226,7 @@ __attribute__((target("avx2,fma"))) static void q8_one(int nb, int k, const floa
         t2 = _mm256_fmadd_ps(b2, _mm256_set1_ps(ss[2][b]), t2);
         t3 = _mm256_fmadd_ps(b3, _mm256_set1_ps(ss[3][b]), t3);
     }
-    float s[4] = {hsum8(t0), hsum8(t1), hsum8(t2), hsum8(t3)};
+    float s[4] = {nc_hsum8(t0), nc_hsum8(t1), nc_hsum8(t2), nc_hsum8(t3)};
     for (int q = 0; q < nb; q++) c[q] = s[q];
 }
 #endif

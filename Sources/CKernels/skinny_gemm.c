@@ -2,10 +2,7 @@
 // independent accumulators, six loads per eight fused multiply-adds.
 #include "ckernels.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define NC_X86 1
-#endif
+#include "x86_simd.h"
 
 static inline void store(float *c, float v, float alpha, float beta) { *c = alpha * v + (beta == 0 ? 0 : beta * *c); }
 
@@ -25,12 +22,6 @@ static void skinny_portable(int m, int n, int k, float alpha, const float *a, in
 }
 
 #ifdef NC_X86
-__attribute__((target("avx2,fma"))) static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // rows [i0, i0 + mi) of A (mi <= 4) against B rows j and j + 1 (or only j when two == 0)
 __attribute__((target("avx2,fma"))) static void tile(int mi, int two, int k, float alpha, const float *a, int lda,
@@ -48,8 +39,8 @@ __attribute__((target("avx2,fma"))) static void tile(int mi, int two, int k, flo
         x = _mm256_loadu_ps(a3 + t); acc[0][3] = _mm256_fmadd_ps(w0, x, acc[0][3]); acc[1][3] = _mm256_fmadd_ps(w1, x, acc[1][3]);
     }
     // reduce with constant indices first: indexing the accumulators by a run-time row would keep them in memory
-    float sum[2][4] = {{hsum(acc[0][0]), hsum(acc[0][1]), hsum(acc[0][2]), hsum(acc[0][3])},
-                       {hsum(acc[1][0]), hsum(acc[1][1]), hsum(acc[1][2]), hsum(acc[1][3])}};
+    float sum[2][4] = {{nc_hsum8(acc[0][0]), nc_hsum8(acc[0][1]), nc_hsum8(acc[0][2]), nc_hsum8(acc[0][3])},
+                       {nc_hsum8(acc[1][0]), nc_hsum8(acc[1][1]), nc_hsum8(acc[1][2]), nc_hsum8(acc[1][3])}};
     const float *rows[4] = {a0, a1, a2, a3};
     for (int r = 0; r < mi; r++) {
         float s0 = sum[0][r], s1 = sum[1][r];
@@ -75,8 +66,8 @@ __attribute__((target("avx2,fma"))) static void tile_narrow(int mi, int nb, int 
         w = _mm256_loadu_ps(b2 + t); acc[2][0] = _mm256_fmadd_ps(w, x0, acc[2][0]); acc[2][1] = _mm256_fmadd_ps(w, x1, acc[2][1]);
         w = _mm256_loadu_ps(b3 + t); acc[3][0] = _mm256_fmadd_ps(w, x0, acc[3][0]); acc[3][1] = _mm256_fmadd_ps(w, x1, acc[3][1]);
     }
-    float sum[4][2] = {{hsum(acc[0][0]), hsum(acc[0][1])}, {hsum(acc[1][0]), hsum(acc[1][1])},
-                       {hsum(acc[2][0]), hsum(acc[2][1])}, {hsum(acc[3][0]), hsum(acc[3][1])}};
+    float sum[4][2] = {{nc_hsum8(acc[0][0]), nc_hsum8(acc[0][1])}, {nc_hsum8(acc[1][0]), nc_hsum8(acc[1][1])},
+                       {nc_hsum8(acc[2][0]), nc_hsum8(acc[2][1])}, {nc_hsum8(acc[3][0]), nc_hsum8(acc[3][1])}};
     const float *rows[2] = {a0, a1};
     for (int r = 0; r < mi; r++) {
         for (int q = 0; q < nb; q++) {
