@@ -67,6 +67,17 @@ __global__ void attention_row_dot_kernel(float *delta, const float *o, const flo
     }
 }
 
+int nc_attention_delta(nc_context *ctx, float *delta, const float *o, const float *dout, int64_t B, int64_t T, int64_t H,
+                       int64_t D) {
+    int64_t rows = B * T * H;
+    if (D == 32) attention_row_dot_kernel<32><<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(delta, o, dout, rows, (int)T, (int)H);
+    else if (D == 64) attention_row_dot_kernel<64><<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(delta, o, dout, rows, (int)T, (int)H);
+    else if (D == 128) attention_row_dot_kernel<128><<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(delta, o, dout, rows, (int)T, (int)H);
+    else return nc_fail(ctx, "attention", "head dimension must be 32, 64 or 128");
+    NC_LAUNCHED(ctx, "attention_row_dot");
+    return 0;
+}
+
 // One block per (key tile, b, kv head): 4 threads per key, each holding a quarter of the head dimension of that
 // key's dK and dV; queries stream through shared memory. dQ sums over key tiles: accumulated per query tile in
 // shared memory, then added to global memory once.
@@ -150,9 +161,7 @@ template <int D>
 static int attention_backward_d(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
                                 const float *k, const float *v, const float *o, const float *dout, const float *lse,
                                 int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t window) {
-    int64_t rows = B * T * H;
-    attention_row_dot_kernel<D><<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(delta, o, dout, rows, (int)T, (int)H);
-    NC_LAUNCHED(ctx, "attention_row_dot");
+    if (nc_attention_delta(ctx, delta, o, dout, B, T, H, D)) return 1;
     dim3 grid((unsigned)((T + BWD_KEYS - 1) / BWD_KEYS), (unsigned)(B * Hkv));
     attention_backward_kernel<D><<<grid, BWD_KEYS * 4, 0, ctx->stream>>>(dq, dk, dv, q, k, v, dout, lse, delta, (int)T,
                                                                          (int)H, (int)Hkv, (int)window,

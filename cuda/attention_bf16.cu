@@ -149,20 +149,6 @@ __global__ void __launch_bounds__(THREADS) attention_forward_bf16_kernel(float *
     }
 }
 
-// delta[b, h, i] = dO[i] . O[i], one warp per (b, t, h) row
-__global__ void attention_delta_kernel(float *delta, const float *o, const float *dout, int64_t rows, int T, int H, int D) {
-    int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
-    if (r >= rows) return;
-    int lane = threadIdx.x & 31;
-    float s = 0.f;
-    for (int d = lane; d < D; d += 32) s += o[r * D + d] * dout[r * D + d];
-    s = warp_sum(s);
-    if (lane == 0) {
-        int64_t h = r % H, bt = r / H, t = bt % T, b = bt / T;
-        delta[(b * H + h) * T + t] = s;
-    }
-}
-
 template <int D>
 __global__ void __launch_bounds__(THREADS) attention_backward_bf16_kernel(float *dq, float *dk, float *dv,
                                                                          const float *q, const float *k, const float *v,
@@ -308,9 +294,7 @@ template <int D>
 static int backward_d(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q, const float *k,
                       const float *v, const float *o, const float *dout, const float *lse, int64_t B, int64_t T,
                       int64_t H, int64_t Hkv, int64_t window) {
-    int64_t rows = B * T * H;
-    attention_delta_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(delta, o, dout, rows, (int)T, (int)H, D);
-    NC_LAUNCHED(ctx, "attention_delta");
+    if (nc_attention_delta(ctx, delta, o, dout, B, T, H, D)) return 1;  // the fp32 path's kernel (attention.cu)
     size_t bytes = sizeof(BackwardShared<D>);
     NC_CUDA(ctx, cudaFuncSetAttribute(attention_backward_bf16_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     dim3 grid((unsigned)((T + TILE - 1) / TILE), (unsigned)(B * H));

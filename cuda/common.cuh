@@ -24,6 +24,11 @@ struct nc_context {
 // Records the failure in ctx->error and returns 1; the op returns that status.
 int nc_fail(nc_context *ctx, const char *what, const char *detail);
 
+// The softmax backward's row term of both attention backward paths (attention.cu): delta[b, h, i] = dO[i] . O[i],
+// for o, dout [B, T, H, D] with D 32, 64 or 128.
+int nc_attention_delta(nc_context *ctx, float *delta, const float *o, const float *dout, int64_t B, int64_t T, int64_t H,
+                       int64_t D);
+
 #define NC_CUDA(ctx, call)                                                      \
     do {                                                                        \
         cudaError_t err_ = (call);                                              \

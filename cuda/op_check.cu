@@ -64,15 +64,16 @@ static void check(const char *name, const std::vector<float> &got, const std::ve
     ok ? passed++ : failed++;
 }
 
+static float round_bf16(float x) {
+    unsigned u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 static void check_matmul(int64_t m, int64_t n, int64_t k, int ta, int tb, float alpha, float beta, int bf16) {
     auto a = randn(m * k), b = randn(k * n), c0 = randn(m * n);
-    auto round_bf16 = [](float x) {  // round to nearest even, as __float2bfloat16_rn
-        unsigned u;
-        memcpy(&u, &x, 4);
-        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
-        memcpy(&x, &u, 4);
-        return x;
-    };
     std::vector<double> ref(m * n);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
@@ -234,13 +235,6 @@ static void check_adamw(int64_t n) {
     check("adamw two steps: first moment", dm.get<float>(), mr, 1e-6);
 }
 
-static float round_bf16(float x) {
-    unsigned u;
-    memcpy(&u, &x, 4);
-    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
 
 // bf16: the tensor-core kernels, against the exact reference on the same inputs rounded to bf16 (what the kernels
 // read); their probabilities and dS are rounded to bf16 for the products too, hence the wider tolerance
@@ -428,14 +422,7 @@ static void check_gates() {
 }
 
 // Upstream's Muon step for one matrix, in double (the Swift CPU optimizer's order of operations)
-static double bf16_round(double v) {  // float, then round to nearest even bf16, as the device does
-    float x = (float)v;
-    unsigned u;
-    memcpy(&u, &x, 4);
-    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
+static double bf16_round(double v) { return round_bf16((float)v); }  // float, then bf16, as the device does
 
 // bf16: the operands of each Polar Express product are rounded to bf16 first (products accumulate exactly), as
 // the device's bf16 mode does; the rest of the step stays in full precision.

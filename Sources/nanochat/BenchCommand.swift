@@ -342,7 +342,7 @@ struct BenchInfer: ParsableCommand {
                 let model = try GPT(config: plan.config)
                 var rng = RNG(seed: 3)
                 let ids = (0..<prompt).map { _ in Int32(rng.next() % 32768) }
-                var ours: [WeightFormat: (d1: Double, d8: Double, prefill: Double, limit: Double)] = [:]
+                var ours: [WeightFormat: (d1: Double, d8: Double, prefill: Double)] = [:]
                 for format in weights {
                     let weightBytes = Double(model.useWeights(format))
                     // Weights that fit partly in the last-level cache stream faster than DRAM: the limit is the read
@@ -374,7 +374,7 @@ struct BenchInfer: ParsableCommand {
                         return Double(tokens * batch) / best
                     }
                     let d1 = decode(batch: 1), d8 = decode(batch: 8)
-                    ours[format] = (d1, d8, prefill, limit)
+                    ours[format] = (d1, d8, prefill)
                     print(String(format: "d%d %@ (%.0f MB of weights read per step, %.1f GB/s over a buffer that size): decode batch 1 %.1f tok/s = %.2f of the %.0f tok/s limit; batch 8 %.1f tok/s (%.1f steps/s = %.2f of the limit); prefill %.0f tok/s",
                                  d, format.rawValue, weightBytes / 1e6, wsBW, d1, d1 / limit, limit, d8, d8 / 8, d8 / 8 / limit, prefill))
                     for bs in batch.sorted() where bs != 1 && bs != 8 && bs >= 1 {
@@ -383,7 +383,6 @@ struct BenchInfer: ParsableCommand {
                     }
                 }
                 model.useWeights(.f32)
-                let (d1, d8, prefill, limit) = ours[weights.last ?? .f32]!
                 if let upstream {
                     if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream_infer.py",
                                                     args: [upstream, "--depth", "\(d)", "--tokens", "\(tokens)", "--prompt", "\(prompt)"]),
@@ -394,7 +393,6 @@ struct BenchInfer: ParsableCommand {
                             let o = ours[format]!
                             print(String(format: "  ours %@ against upstream: decode batch 1 %.2fx, batch 8 %.2fx, prefill %.2fx", format.rawValue, o.d1 / u1, o.d8 / u8, o.prefill / up))
                         }
-                        _ = (d1, d8, prefill, limit)
                     }
                 }
             }
