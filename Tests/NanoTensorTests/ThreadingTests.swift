@@ -113,3 +113,53 @@ final class BufferPoolTests: XCTestCase {
         XCTAssertEqual(BufferPool.bytesPooled, 0)
     }
 }
+
+/// The worker pool behind parallelFor (worker_pool.c): regions back to back (the decode pattern), regions after the
+/// helpers have gone to sleep, nested regions, and regions started from several threads at once, each index of each
+/// region run exactly once.
+final class WorkerPoolTests: XCTestCase {
+    func region(_ count: Int) -> [Int] {
+        var hits = [Int](repeating: 0, count: count)
+        hits.withUnsafeMutableBufferPointer { h in
+            let h = h
+            Threading.parallelFor(count) { h[$0] += 1 }
+        }
+        return hits
+    }
+
+    func testManyRegionsBackToBack() {
+        for r in 0..<20_000 {
+            let count = 2 + r % 37
+            let hits = region(count)
+            if hits != Array(repeating: 1, count: count) { return XCTFail("region \(r) of \(count) indices: \(hits)") }
+        }
+    }
+
+    func testRegionsAfterTheHelpersSleep() {
+        for _ in 0..<3 {
+            usleep(300_000)  // far past the pool's spin time: the helpers wait on their condition variable
+            XCTAssertEqual(region(8), Array(repeating: 1, count: 8))
+        }
+    }
+
+    func testNestedRegionsRunInline() {
+        var hits = [Int](repeating: 0, count: 64)
+        hits.withUnsafeMutableBufferPointer { h in
+            let h = h
+            Threading.parallelFor(8) { i in Threading.parallelFor(8) { j in h[i * 8 + j] += 1 } }
+        }
+        XCTAssertEqual(hits, Array(repeating: 1, count: 64))
+    }
+
+    func testRegionsFromSeveralThreadsAtOnce() {
+        let failures = UnsafeMutablePointer<Int>.allocate(capacity: 4)
+        failures.initialize(repeating: 0, count: 4)
+        defer { failures.deallocate() }
+        DispatchQueue.concurrentPerform(iterations: 4) { t in
+            for r in 0..<2000 where self.region(2 + (r + t) % 11) != Array(repeating: 1, count: 2 + (r + t) % 11) {
+                failures[t] += 1
+            }
+        }
+        XCTAssertEqual((0..<4).map { failures[$0] }, [0, 0, 0, 0])
+    }
+}

@@ -31,4 +31,27 @@ void nc_gemm_q8_nt(int m, int n, int k, const float *a, int lda, const int8_t *q
 int nc_quant_uses_avx2(void);
 extern int nc_quant_force_portable;
 
+/// Attention of one query row q[d] over `span` cached positions (decode_attention.c): out[d] = softmax(scale q K^T) V
+/// with K and V [span, d] rows side by side. scores: span floats of scratch. AVX2 + FMA when d is a multiple of 8.
+void nc_attend_one(const float *q, const float *k, const float *v, int span, int d, float scale, float *scores, float *out);
+
+/// The worker pool behind Threading.parallelFor (worker_pool.c): threads - 1 helper threads that poll for work for
+/// spin_ns after each region before they sleep. Returns the number of threads regions run on (helpers + caller).
+/// Starting it again does nothing.
+typedef void (*nc_pool_fn)(void *ctx, long index);
+int nc_pool_start(int threads, long spin_ns);
+/// Runs fn(ctx, i) for i in 0..<count on the caller and the helpers; returns when all are done. A nested call, or
+/// a call while another thread runs a region, runs its indices inline on the calling thread.
+void nc_pool_run(long count, nc_pool_fn fn, void *ctx);
+
+/// The CPU's spin-wait hint (x86 pause, ARM yield): a thread polling a flag frees the core's shared resources
+/// while it waits (Threading's worker pool).
+static inline void nc_cpu_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif

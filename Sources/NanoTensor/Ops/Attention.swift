@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Causal self-attention with a sliding window and grouped KV heads, computed in query tiles so the T x T score
@@ -123,8 +124,8 @@ public func cachedAttention(_ q: Tensor, keys kc: UnsafePointer<Float>, values v
     // contiguous runs of (row, head) pairs per thread: one scratch buffer each, no per-pair dispatch
     let span = min((starts.max() ?? 0) + t, window + 1)
     precondition(span <= cap, "attention span \(span) past the cache's \(cap) positions")
-    // a few short rows are cheaper on this thread than waking another
-    let parts = Threading.ranges(b * h, parts: b * h * t * span * d >= 1 << 20 ? Threading.workers : 1)
+    // a few short rows are cheaper on this thread than sharing (the pool's threads are awake: sharing costs ~1 us)
+    let parts = Threading.ranges(b * h, parts: b * h * t * span * d >= 1 << 16 ? Threading.workers : 1)
     Threading.parallelFor(parts.count) { part in
         let scores = scratch + part * cap
         for task in parts[part] {
@@ -133,21 +134,9 @@ public func cachedAttention(_ q: Tensor, keys kc: UnsafePointer<Float>, values v
             for i in 0..<t {
                 let p = starts[bi] + i
                 let lo = max(0, p - window)
-                let qrow = q.data + ((bi * t + i) * h + hh) * d
-                var m = -Float.infinity
-                for j in lo...p {
-                    let s = dot(qrow, kc + ((slot * hkv + kh) * cap + j) * d, d) * scale
-                    scores[j - lo] = s
-                    m = max(m, s)
-                }
-                var sum: Float = 0
-                for j in 0...(p - lo) { scores[j] = expf(scores[j] - m); sum += scores[j] }
-                let orow = out.data + ((bi * t + i) * h + hh) * d
-                orow.update(repeating: 0, count: d)
-                let inv = 1 / sum
-                for j in lo...p {
-                    addScaled(orow, vc + ((slot * hkv + kh) * cap + j) * d, scores[j - lo] * inv, d)
-                }
+                let rows = ((slot * hkv + kh) * cap + lo) * d
+                nc_attend_one(q.data + ((bi * t + i) * h + hh) * d, kc + rows, vc + rows, Int32(p - lo + 1), Int32(d),
+                              scale, scores, out.data + ((bi * t + i) * h + hh) * d)
             }
         }
     }

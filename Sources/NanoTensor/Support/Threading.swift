@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 #if canImport(Accelerate)
 import Accelerate
@@ -7,10 +8,12 @@ import CBLAS
 
 /// The one threading policy of the process.
 ///
-/// Our own kernels split work across `Threading.workers` threads with `parallelFor`; while they do,
+/// Our own kernels split work across `Threading.workers` threads with `parallelFor`, on a pool of threads that
+/// stay awake between regions (CKernels' worker_pool.c says why); while they do,
 /// BLAS runs on one thread, and while BLAS runs a large product it may use all cores. Two pools never
 /// fight over the same cores (2 cores oversubscribed is slower than 1). There is one caller at a time: the
-/// server decodes all its conversations together on one thread (`Batcher`) rather than one thread each.
+/// server decodes all its conversations together on one thread (`Batcher`) rather than one thread each; a region
+/// started while another runs (nested, or from a second thread) runs on its caller's thread alone.
 public enum Threading {
     /// Number of worker threads for our kernels: `NANOCHAT_NUM_THREADS` if set, else the active cores shared among
     /// the MPI ranks that run on this machine (mpirun says how many). BLAS starts with the same number.
@@ -35,13 +38,23 @@ public enum Threading {
             for i in 0..<count { body(i) }
             return
         }
+        _ = pool
         // Our threads take the cores: BLAS calls inside run single-threaded until the region ends.
         setBLASThreads(1)
         withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: count, execute: body)
+            var job = body
+            withUnsafeMutablePointer(to: &job) { nc_pool_run(count, runIndex, $0) }
         }
         setBLASThreads(workers)
     }
+
+    /// How long an idle pool thread polls for the next region before it sleeps: longer than the gap between the
+    /// products of one decode step (attention, norms), short enough that a thread left spinning after the last
+    /// region costs nothing noticeable (it also yields to BLAS's threads while it polls).
+    static let spinNanoseconds = 100_000
+
+    /// Starts the pool once, with `workers` threads in all.
+    static let pool: Void = { _ = nc_pool_start(Int32(workers), spinNanoseconds) }()
 
     /// Splits 0..<n into `parts` contiguous ranges of near-equal size (the first ones one longer).
     public static func ranges(_ n: Int, parts: Int) -> [Range<Int>] {
@@ -72,4 +85,11 @@ public enum Threading {
         return Int(openblas_get_num_threads())
         #endif
     }
+}
+
+/// The pool's entry into a region's body: `context` points at the caller's closure for the region's lifetime.
+/// Not inlined into the C pool's loop, so the closure is retained and released within this call, before the pool
+/// counts the index as done.
+private func runIndex(_ context: UnsafeMutableRawPointer?, _ index: Int) {
+    context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(index)
 }
