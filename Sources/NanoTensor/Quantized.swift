@@ -114,9 +114,11 @@ public final class QuantizedWeights {
 /// (`sgemmWeights`).
 @inline(__always)
 public func weightProduct(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, w: Tensor, c: UnsafeMutablePointer<Float>, ldc: Int) {
-    if let q = w.quantized {
-        q.product(m: m, n: n, a: a, lda: lda, c: c, ldc: ldc)
-    } else {
-        sgemmWeights(m: m, n: n, k: k, a: a, lda: lda, b: w.data, ldb: k, c: c, ldc: ldc)
+    Profiler.measure("weight products") {
+        if let q = w.quantized {
+            q.product(m: m, n: n, a: a, lda: lda, c: c, ldc: ldc)
+        } else {
+            sgemmWeights(m: m, n: n, k: k, a: a, lda: lda, b: w.data, ldb: k, c: c, ldc: ldc)
+        }
     }
 }

@@ -367,16 +367,30 @@ struct BenchInfer: ParsableCommand {
                         var best = Double.infinity  // best of three runs: this machine's neighbours make single runs noisy
                         for _ in 0..<3 {
                             cache.rewind(to: prompt + 1)
+                            Profiler.reset()
+                            Profiler.enabled = true
                             let t0 = DispatchTime.now().uptimeNanoseconds
                             for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }
-                            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                            Profiler.enabled = false
+                            if seconds < best {
+                                best = seconds
+                                breakdown[batch] = Profiler.report
+                            }
                         }
                         return Double(tokens * batch) / best
                     }
+                    var breakdown: [Int: [(String, Double, Int)]] = [:]  // where the best run's step time went
                     let d1 = decode(batch: 1), d8 = decode(batch: 8)
                     ours[format] = (d1, d8, prefill)
                     print(String(format: "d%d %@ (%.0f MB of weights read per step, %.1f GB/s over a buffer that size): decode batch 1 %.1f tok/s = %.2f of the %.0f tok/s limit; batch 8 %.1f tok/s (%.1f steps/s = %.2f of the limit); prefill %.0f tok/s",
                                  d, format.rawValue, weightBytes / 1e6, wsBW, d1, d1 / limit, limit, d8, d8 / 8, d8 / 8 / limit, prefill))
+                    for (bs, rate) in [(1, d1), (8, d8)] {
+                        let step = Double(bs) / rate * 1e3, parts = breakdown[bs] ?? []
+                        let named = parts.map { String(format: "%@ %.2f ms", $0.0, $0.1 * 1e3 / Double(tokens)) }
+                        let rest = step - parts.reduce(0) { $0 + $1.1 } * 1e3 / Double(tokens)
+                        print(String(format: "  batch %d step %.2f ms: %@, the rest %.2f ms", bs, step, named.joined(separator: ", "), rest))
+                    }
                     for bs in batch.sorted() where bs != 1 && bs != 8 && bs >= 1 {
                         let r = decode(batch: bs)
                         print(String(format: "  d%d %@ decode batch %d: %.1f tok/s (%.1f steps/s)", d, format.rawValue, bs, r, r / Double(bs)))

@@ -155,8 +155,10 @@ extension KVCache {
             // a prefill (every row starts empty) attends only within the chunk: the blocked causal kernel that
             // training uses is much faster there than the per-query cache kernel
             if starts.allSatisfy({ $0 == 0 }) && time > 1 { return causalAttention(q, keys, values, window: window) }
-            return cachedAttention(q, keys: cache.k[layer], values: cache.v[layer], capacity: cap, kvHeads: hkv,
-                                   cacheRows: rows, starts: starts, window: window, scratch: cache.scores)
+            return Profiler.measure("attention over the cache") {
+                cachedAttention(q, keys: cache.k[layer], values: cache.v[layer], capacity: cap, kvHeads: hkv,
+                                cacheRows: rows, starts: starts, window: window, scratch: cache.scores)
+            }
         }
 
         /// Moves each row of the pass `time` positions on (after the last layer).

@@ -80,8 +80,9 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     precondition(x.shape.last == inF, "linear: input \(x.shape) vs weight \(w.shape)")
     let n = x.count / inF
     let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false)
-    if w.quantized != nil {
-        precondition(!Tensor.gradEnabled || !x.requiresGrad, "linear: quantized weights are for inference (no gradient)")
+    if w.quantized != nil || !Tensor.gradEnabled {  // inference: float32 or quantized weights, nothing to record
+        precondition(w.quantized == nil || !Tensor.gradEnabled || !x.requiresGrad,
+                     "linear: quantized weights are for inference (no gradient)")
         weightProduct(m: n, n: outF, k: inF, a: x.data, lda: inF, w: w, c: out.data, ldc: outF)
         return out
     }
