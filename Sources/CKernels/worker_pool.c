@@ -2,7 +2,8 @@
 // parallel regions (every product, attention, the LM head), each tens of microseconds long. Waking a sleeping
 // thread for each one (what DispatchQueue.concurrentPerform does) costs 13 to 18 microseconds a region measured on
 // this project's 2-core machine: a fifth of a d6 decode step. So the helpers here stay awake between regions,
-// polling with the CPU's pause hint, and only go to sleep on a condition variable after spin_ns without work.
+// polling with the CPU's pause hint, and only go to sleep on a condition variable after spin_ns without work, or
+// at once when nc_pool_park says other threads (BLAS's) are about to need the cores.
 //
 // One region at a time: the caller publishes (fn, ctx) and a ticket packing epoch | count | next index, then takes
 // indices itself like any helper. Indices are claimed with compare-and-swap on the whole ticket, so a helper that
@@ -25,6 +26,7 @@ static struct {
     _Atomic long completed;       // indices of the current region finished
     _Atomic int owner;            // 1 while a caller runs a region
     _Atomic int asleep;           // helpers waiting on `wake`
+    _Atomic int parked;           // set by nc_pool_park: idle helpers sleep now rather than poll
     uint64_t epoch;               // written by the owner only
     nc_pool_fn fn;                // the region's work, published by the ticket's store
     void *ctx;
@@ -62,8 +64,8 @@ static void *helper_main(void *unused) {
             clock_gettime(CLOCK_MONOTONIC, &start);
             for (long spins = 1; (t = atomic_load_explicit(&pool.ticket, memory_order_acquire)) >> 40 == seen; spins++) {
                 nc_cpu_pause();
-                if (spins % 256) continue;
-                if (elapsed_ns(&start) < pool.spin_ns) {
+                if (spins % 256 && !atomic_load_explicit(&pool.parked, memory_order_relaxed)) continue;
+                if (!atomic_load_explicit(&pool.parked, memory_order_relaxed) && elapsed_ns(&start) < pool.spin_ns) {
                     sched_yield();  // a BLAS thread that wants this core gets it
                     continue;
                 }
@@ -98,6 +100,10 @@ int nc_pool_start(int threads, long spin_ns) {
     return started + 1;
 }
 
+void nc_pool_park(void) {
+    if (!atomic_load_explicit(&pool.parked, memory_order_relaxed)) atomic_store_explicit(&pool.parked, 1, memory_order_relaxed);
+}
+
 void nc_pool_run(long count, nc_pool_fn fn, void *ctx) {
     if (count <= 0) return;
     int idle = 0;
@@ -106,6 +112,7 @@ void nc_pool_run(long count, nc_pool_fn fn, void *ctx) {
         for (long i = 0; i < count; i++) fn(ctx, i);
         return;
     }
+    atomic_store_explicit(&pool.parked, 0, memory_order_relaxed);
     pool.fn = fn;
     pool.ctx = ctx;
     atomic_store_explicit(&pool.completed, 0, memory_order_relaxed);

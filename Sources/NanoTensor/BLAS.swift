@@ -15,6 +15,7 @@ public func sgemm(
     b: UnsafePointer<Float>, ldb: Int,
     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
+    Threading.yieldCoresToBLAS()
     if m == 1 && !transA && ldc >= n {
         // one row (decoding a token): a matrix-vector product, which BLAS streams through the weights faster
         // c[1, n] = a[1, k] op(B):  op(B) = B^T (B is [n, k])  ->  y = B x ;  op(B) = B (B is [k, n])  ->  y = B^T x

@@ -43,6 +43,8 @@ int nc_pool_start(int threads, long spin_ns);
 /// Runs fn(ctx, i) for i in 0..<count on the caller and the helpers; returns when all are done. A nested call, or
 /// a call while another thread runs a region, runs its indices inline on the calling thread.
 void nc_pool_run(long count, nc_pool_fn fn, void *ctx);
+/// Idle helpers stop polling and sleep until the next region (before work on other threads, e.g. BLAS's).
+void nc_pool_park(void);
 
 /// The CPU's spin-wait hint (x86 pause, ARM yield): a thread polling a flag frees the core's shared resources
 /// while it waits (Threading's worker pool).
