@@ -142,16 +142,3 @@ public func cachedAttention(_ q: Tensor, keys kc: UnsafePointer<Float>, values v
     }
     return out
 }
-
-/// y += w * x over n floats (eight at a time).
-@inline(__always)
-func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Float, _ n: Int) {
-    var i = 0
-    let wv = SIMD8<Float>(repeating: w)
-    while i + 8 <= n {
-        let r = UnsafeMutableRawPointer(y + i)
-        r.storeBytes(of: r.loadUnaligned(as: SIMD8<Float>.self) + wv * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
-        i += 8
-    }
-    while i < n { y[i] += w * x[i]; i += 1 }
-}
