@@ -18,9 +18,11 @@ public enum WeightFormat: String, CaseIterable, Sendable {
 /// A weight matrix W [n, k] (a Linear's [out, in]) in bf16, or in int8 with one float scale per block of 32
 /// weights along k (llama.cpp's q8_0), made once from the float32 weights when a model loads for inference.
 /// `product` is what `linear` (and the LM head) call instead of sgemm when a weight carries one: decoding rows
-/// (up to 16) go through our AVX2 kernels, which read W once for all rows; longer inputs (prefill, evaluation)
-/// widen W in cache-sized tiles of rows into float32, each multiplied by BLAS on the thread that widened it, so
-/// every path computes with the same quantized values.
+/// (up to 16) go through our AVX2 kernels, which read W once for all rows (one row against int8 rounds the activations
+/// to int16 per block and sums each block in integers, exactly: the activations' rounding is 2^-16 of the block's
+/// largest, a relative 1e-5 on a product); longer inputs (prefill, evaluation) widen W in cache-sized tiles of rows into
+/// float32, each multiplied by BLAS on the thread that widened it, so every path computes with the same quantized
+/// weights.
 public final class QuantizedWeights {
     public let format: WeightFormat
     public let rows: Int, cols: Int
@@ -98,14 +100,31 @@ public final class QuantizedWeights {
             return
         }
         let blocks = (n + Self.threadBlock - 1) / Self.threadBlock
-        let parts = Threading.ranges(blocks, parts: n * k >= 1 << 18 ? Threading.workers : 1)
-        Threading.parallelFor(parts.count) { p in
-            let j0 = parts[p].lowerBound * Self.threadBlock, j1 = min(n, parts[p].upperBound * Self.threadBlock)
-            guard j1 > j0 else { return }
-            if let bf16 = self.bf16 {
+        let parts = Threading.ranges(blocks, parts: n * k >= 1 << 16 ? Threading.workers : 1)
+        if let bf16 {
+            Threading.parallelFor(parts.count) { p in
+                let j0 = parts[p].lowerBound * Self.threadBlock, j1 = min(n, parts[p].upperBound * Self.threadBlock)
+                guard j1 > j0 else { return }
                 nc_gemm_bf16_nt(Int32(m), Int32(j1 - j0), Int32(k), a, Int32(lda), bf16 + j0 * k, c + j0, Int32(ldc))
-            } else if let q8 = self.q8, let scales = self.scales {
-                nc_gemm_q8_nt(Int32(m), Int32(j1 - j0), Int32(k), a, Int32(lda), q8 + j0 * k, scales + j0 * k / Int(NC_Q8_BLOCK), c + j0, Int32(ldc))
+            }
+        } else if let q8, let scales {
+            let perBlock = Int(NC_Q8_BLOCK)
+            if m == 1 {
+                // one row: rounded to int16 once (both threads read it), then integer dot products per block
+                let xq = UnsafeMutablePointer<Int16>.allocate(capacity: k), xs = UnsafeMutablePointer<Float>.allocate(capacity: k / perBlock)
+                defer { xq.deallocate(); xs.deallocate() }
+                nc_quantize_a16(1, Int32(k), a, Int32(lda), xq, xs)
+                Threading.parallelFor(parts.count) { p in
+                    let j0 = parts[p].lowerBound * Self.threadBlock, j1 = min(n, parts[p].upperBound * Self.threadBlock)
+                    guard j1 > j0 else { return }
+                    nc_gemv_q8_a16(Int32(j1 - j0), Int32(k), xq, xs, q8 + j0 * k, scales + j0 * k / perBlock, c + j0)
+                }
+                return
+            }
+            Threading.parallelFor(parts.count) { p in
+                let j0 = parts[p].lowerBound * Self.threadBlock, j1 = min(n, parts[p].upperBound * Self.threadBlock)
+                guard j1 > j0 else { return }
+                nc_gemm_q8_nt(Int32(m), Int32(j1 - j0), Int32(k), a, Int32(lda), q8 + j0 * k, scales + j0 * k / perBlock, c + j0, Int32(ldc))
             }
         }
     }

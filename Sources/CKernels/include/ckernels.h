@@ -27,6 +27,13 @@ void nc_dequant_q8(const int8_t *q, const float *scales, int n, int k, float *ou
 /// threaded: callers split n between threads. AVX2 + FMA when the CPU has them, portable C otherwise.
 void nc_gemm_bf16_nt(int m, int n, int k, const float *a, int lda, const uint16_t *w, float *c, int ldc);
 void nc_gemm_q8_nt(int m, int n, int k, const float *a, int lda, const int8_t *q, const float *scales, float *c, int ldc);
+/// One row of activations for nc_gemv_q8_a16 (or m rows, stride lda): rounded to int16 with one float scale per block
+/// of NC_Q8_BLOCK (scale = max |a| / 32767; a NaN or infinity makes its block's scale NaN or infinite):
+/// xq [m, k], xs [m, k / NC_Q8_BLOCK].
+void nc_quantize_a16(int m, int k, const float *a, int lda, int16_t *xq, float *xs);
+/// c[n] = W a for one row a given as nc_quantize_a16 made it: each block's dot product in exact integer arithmetic,
+/// then times both scales. Single-threaded, like the others.
+void nc_gemv_q8_a16(int n, int k, const int16_t *xq, const float *xs, const int8_t *q, const float *scales, float *c);
 /// 1 when the AVX2 + FMA paths are used; set nc_quant_force_portable = 1 to test the portable ones.
 int nc_quant_uses_avx2(void);
 extern int nc_quant_force_portable;
@@ -34,6 +41,10 @@ extern int nc_quant_force_portable;
 /// Attention of one query row q[d] over `span` cached positions (decode_attention.c): out[d] = softmax(scale q K^T) V
 /// with K and V [span, d] rows side by side. scores: span floats of scratch. AVX2 + FMA when d is a multiple of 8.
 void nc_attend_one(const float *q, const float *k, const float *v, int span, int d, float scale, float *scores, float *out);
+
+/// x[i] = cap * tanh(x[i] / cap) for i in 0..<n (softcap.c): the logit softcap. AVX2 + FMA when the CPU has them
+/// (the same approximation as NanoTensor's vtanh, a few ulp from tanh), libm's tanhf otherwise.
+void nc_softcap(float *x, long n, float cap);
 
 /// The worker pool behind Threading.parallelFor (worker_pool.c): threads - 1 helper threads that poll for work for
 /// spin_ns after each region before they sleep. Returns the number of threads regions run on (helpers + caller).

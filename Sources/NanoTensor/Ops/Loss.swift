@@ -1,4 +1,5 @@
 import Foundation
+import CKernels
 
 /// The language-model head fused with the logit softcap and the cross-entropy, computed in row chunks: a chunk's
 /// logits are made by BLAS, softcapped, reduced to losses and (when training) turned into their gradient while
@@ -89,20 +90,10 @@ public enum LMHead {
         let n = x.count / c
         let out = Tensor(shape: Array(x.shape.dropLast()) + [vocab], zeroed: false)
         weightProduct(m: n, n: vocab, k: c, a: x.data, lda: c, w: w, c: out.data, ldc: vocab)
-        softcapInPlace(out.data, n * vocab, softcap)
+        // the softcap in C (AVX2): 32768 logits a row each decode step, split between the threads from two rows up
+        let total = n * vocab, parts = Threading.ranges(total, parts: total >= 1 << 16 ? Threading.workers : 1)
+        Threading.parallelFor(parts.count) { p in nc_softcap(out.data + parts[p].lowerBound, parts[p].count, softcap) }
         return out
-    }
-
-    @inline(__always)
-    static func softcapInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int, _ cap: Float) {
-        let inv = 1 / cap
-        var i = 0
-        while i + 8 <= n {
-            let v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(p + i).storeBytes(of: cap * vtanh(v * inv), as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n { p[i] = cap * fastTanh(p[i] * inv); i += 1 }
     }
 
     /// One chunk: logits by BLAS, then per row (split over the cores) softcap, log-sum-exp, loss and, when
