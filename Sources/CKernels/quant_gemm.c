@@ -111,22 +111,63 @@ static void q8_a16_portable(int n, int k, const int16_t *xq, const float *xs, co
     }
 }
 
+static void quantize_a16_block(const float *x, int16_t *xq, float *xs) {
+    float amax = 0;
+    for (int t = 0; t < NC_Q8_BLOCK; t++) {
+        float v = fabsf(x[t]);
+        amax = v > amax || v != v ? v : amax;  // a NaN or infinity makes the scale NaN or infinite: it shows
+    }
+    float s = amax / 32767.f, inv = s > 0 && s < INFINITY ? 1.f / s : 0.f;
+    *xs = s;
+    for (int t = 0; t < NC_Q8_BLOCK; t++) {
+        float v = rintf(x[t] * inv);
+        xq[t] = (int16_t)(v > 32767 ? 32767 : v < -32767 ? -32767 : v);
+    }
+}
+
+#ifdef NC_X86
+// the same rounding with vectors: round to nearest even (the default rounding mode, as rintf), |x * inv| <= 32767
+__attribute__((target("avx2,fma"))) static void quantize_a16_block_avx2(const float *x, int16_t *xq, float *xs) {
+    const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absMask), _mm256_and_ps(v1, absMask)),
+                             _mm256_max_ps(_mm256_and_ps(v2, absMask), _mm256_and_ps(v3, absMask)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float amax = _mm_cvtss_f32(h);
+    __m256 nan = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(v0, v0, _CMP_UNORD_Q), _mm256_cmp_ps(v1, v1, _CMP_UNORD_Q)),
+                              _mm256_or_ps(_mm256_cmp_ps(v2, v2, _CMP_UNORD_Q), _mm256_cmp_ps(v3, v3, _CMP_UNORD_Q)));
+    if (!(amax < INFINITY) || _mm256_movemask_ps(nan)) {  // an infinity or a NaN (max_ps may drop it): the scalar
+        quantize_a16_block(x, xq, xs);                    // path gives the block a scale that shows it
+        return;
+    }
+    float s = amax / 32767.f;
+    *xs = s;
+    const __m256 inv = _mm256_set1_ps(s > 0 ? 1.f / s : 0.f);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, inv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, inv));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, inv)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, inv));
+    // packs works within 128-bit lanes: permute the quadwords back into order
+    __m256i p01 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8), p23 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i2, i3), 0xD8);
+    _mm256_storeu_si256((__m256i *)xq, p01);
+    _mm256_storeu_si256((__m256i *)(xq + 16), p23);
+}
+#endif
+
 void nc_quantize_a16(int m, int k, const float *a, int lda, int16_t *xq, float *xs) {
     const int blocks = k / NC_Q8_BLOCK;
     for (int i = 0; i < m; i++)
         for (int b = 0; b < blocks; b++) {
             const float *x = a + (long)i * lda + b * NC_Q8_BLOCK;
-            float amax = 0;
-            for (int t = 0; t < NC_Q8_BLOCK; t++) {
-                float v = fabsf(x[t]);
-                amax = v > amax || v != v ? v : amax;  // a NaN or infinity makes the scale NaN or infinite: it shows
+            int16_t *q = xq + (long)i * k + b * NC_Q8_BLOCK;
+            float *s = xs + (long)i * blocks + b;
+#ifdef NC_X86
+            if (nc_quant_uses_avx2() && !nc_quant_force_portable) {
+                quantize_a16_block_avx2(x, q, s);
+                continue;
             }
-            float s = amax / 32767.f, inv = s > 0 && s < INFINITY ? 1.f / s : 0.f;
-            xs[(long)i * blocks + b] = s;
-            for (int t = 0; t < NC_Q8_BLOCK; t++) {
-                float v = rintf(x[t] * inv);
-                xq[(long)i * k + b * NC_Q8_BLOCK + t] = (int16_t)(v > 32767 ? 32767 : v < -32767 ? -32767 : v);
-            }
+#endif
+            quantize_a16_block(x, q, s);
         }
 }
 

@@ -364,14 +364,18 @@ struct BenchInfer: ParsableCommand {
                         _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true)
                         let col = [Int32](repeating: 7, count: batch)
                         _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true)  // warm
-                        var best = Double.infinity  // best of three runs: this machine's neighbours make single runs noisy
-                        for _ in 0..<3 {
+                        // the best of at least three runs, and of as many more as fit in a second (up to 15): this
+                        // machine's neighbours make single runs noisy, and a small model's run takes only 0.1 s
+                        var best = Double.infinity, runs = 0, spent = 0.0
+                        while runs < 3 || (spent < 1 && runs < 15) {
+                            runs += 1
                             cache.rewind(to: prompt + 1)
                             Profiler.reset()
                             Profiler.enabled = true
                             let t0 = DispatchTime.now().uptimeNanoseconds
                             for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }
                             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                            spent += seconds
                             Profiler.enabled = false
                             if seconds < best {
                                 best = seconds

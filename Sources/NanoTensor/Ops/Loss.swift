@@ -90,8 +90,8 @@ public enum LMHead {
         let n = x.count / c
         let out = Tensor(shape: Array(x.shape.dropLast()) + [vocab], zeroed: false)
         weightProduct(m: n, n: vocab, k: c, a: x.data, lda: c, w: w, c: out.data, ldc: vocab)
-        // the softcap in C (AVX2): 32768 logits a row each decode step, split between the threads from two rows up
-        let total = n * vocab, parts = Threading.ranges(total, parts: total >= 1 << 16 ? Threading.workers : 1)
+        // the softcap in C (AVX2): 32768 logits a row each decode step, split between the threads
+        let total = n * vocab, parts = Threading.ranges(total, parts: total >= 1 << 14 ? Threading.workers : 1)
         Threading.parallelFor(parts.count) { p in nc_softcap(out.data + parts[p].lowerBound, parts[p].count, softcap) }
         return out
     }
