@@ -131,6 +131,12 @@ public final class QuantizedWeights {
     }
 }
 
+/// float32 to bf16, rounded to nearest even (the format of bf16 weights and of a bf16 KV cache).
+@inline(__always)
+public func roundToBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
+    nc_quantize_bf16(src, dst, count)
+}
+
 /// c[m, n] = a[m, k] W[0..<n]^T for a weight W [_, k]: its quantized form when it has one (inference), else float32
 /// (`sgemmWeights`).
 @inline(__always)

@@ -354,7 +354,7 @@ struct BenchInfer: ParsableCommand {
                     var best = Double.infinity, runs = 0, spent = 0.0
                     while runs < 3 || (spent < 1 && runs < 15) {  // best of 3 or more, as decoding below
                         runs += 1
-                        let cache = KVCache(config: plan.config, batch: 1, capacity: prompt + tokens)
+                        let cache = KVCache(config: plan.config, batch: 1, capacity: prompt + tokens, bf16: model.kvCacheBF16)
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         _ = model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true)
                         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -363,7 +363,7 @@ struct BenchInfer: ParsableCommand {
                     }
                     let prefill = Double(prompt) / best
                     func decode(batch: Int) -> Double {
-                        let cache = KVCache(config: plan.config, batch: batch, capacity: prompt + tokens + 1)
+                        let cache = KVCache(config: plan.config, batch: batch, capacity: prompt + tokens + 1, bf16: model.kvCacheBF16)
                         _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true)
                         let col = [Int32](repeating: 7, count: batch)
                         _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true)  // warm

@@ -35,6 +35,33 @@ final class EngineTests: XCTestCase {
         }
     }
 
+    /// int8 weights decode over a bf16 KV cache (`useWeights` asks for one): half the cache's bytes, and logits that
+    /// follow the full forward (which keeps float32 keys and values) within the cache's rounding, past the window.
+    /// Going back to float32 weights brings back a float32 cache and the exact equality.
+    func testQuantizedDecodingOverABF16CacheFollowsTheFullForward() throws {
+        let model = try fixtureModel()
+        var rng = SplitMix(seed: 6)
+        let (t, v, prefill) = (40, 300, 10)
+        let ids = (0..<t).map { _ in Int32(rng.next() % 300) }
+        for format in [WeightFormat.int8, .f32] {
+            model.useWeights(format)
+            XCTAssertEqual(model.kvCacheBF16, format != .f32)
+            let full = Tensor.withoutGrad { model.forward(ids, batch: 1, time: t) }
+            let cache = KVCache(config: model.config, batch: 1, capacity: t, bf16: model.kvCacheBF16)
+            let f32Bytes = KVCache(config: model.config, batch: 1, capacity: t).bytes
+            XCTAssertEqual(cache.bytes, format == .f32 ? f32Bytes : f32Bytes / 2)
+            _ = model.forward(Array(ids[0..<prefill]), batch: 1, time: prefill, cache: cache)
+            var worst = 0.0
+            for p in prefill..<t {
+                let row = model.forward([ids[p]], batch: 1, time: 1, cache: cache).array
+                let ref = Array(UnsafeBufferPointer(start: full.data + p * v, count: v))
+                worst = max(worst, Verify.relativeError(row.withUnsafeBufferPointer { $0 }, ref))
+            }
+            // bf16 keeps 8 bits of each key and value (and one-row int8 products round activations to int16): 2.9e-4 here
+            XCTAssertLessThan(worst, format == .f32 ? 1e-5 : 2e-3, "\(format): worst relative error of the cached logits \(worst)")
+        }
+    }
+
     /// Rows at different positions decoded in one pass (the continuous batcher): each row's logits equal a full
     /// forward of its own sequence, past the 8-token window, with an idle row and rows in any order; a prompt
     /// longer than the cache grows it.

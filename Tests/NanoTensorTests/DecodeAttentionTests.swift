@@ -6,7 +6,7 @@ import XCTest
 /// The decode attention kernel (decode_attention.c) against a float64 softmax(q K^T / sqrt(d)) V, for spans that
 /// leave every tail of its four-key and eight-score loops, head dims below, at and above the 64-wide pass of its
 /// weighted sum (and not multiples of 8, which take the portable path), scores far apart (the max subtraction), and
-/// the portable path forced.
+/// the portable path forced; keys and values in float32 and in bf16.
 final class DecodeAttentionTests: XCTestCase {
     func testOneQueryRowAgainstFloat64() {
         var rng = RNG(seed: 11)
@@ -31,6 +31,22 @@ final class DecodeAttentionTests: XCTestCase {
                                            "d \(d) span \(span) spread \(spread) portable \(portable) dim \(t)")
                         }
                         XCTAssertTrue(out[d].isNaN, "wrote past the head's \(d) dims")
+                        // bf16 keys and values (a quantized model's cache): against float64 on the values they hold
+                        var kb = [UInt16](repeating: 0, count: span * d), vb = kb
+                        roundToBF16(k, &kb, count: span * d)
+                        roundToBF16(v, &vb, count: span * d)
+                        let widen = { (h: UInt16) in Double(Float(bitPattern: UInt32(h) << 16)) }
+                        var outB = [Float](repeating: .nan, count: d + 1)
+                        nc_attend_one_bf16(q, kb, vb, Int32(span), Int32(d), scale, &scores, &outB)
+                        let logitsB = (0..<span).map { j in (0..<d).reduce(0.0) { $0 + Double(q[$1]) * widen(kb[j * d + $1]) } * Double(scale) }
+                        let mB = logitsB.max()!
+                        let eB = logitsB.map { Foundation.exp($0 - mB) }, sumB = eB.reduce(0, +)
+                        for t in 0..<d {
+                            let want = (0..<span).reduce(0.0) { $0 + eB[$1] / sumB * widen(vb[$1 * d + t]) }
+                            XCTAssertEqual(Double(outB[t]), want, accuracy: 2e-5 * max(1, abs(want)),
+                                           "bf16 d \(d) span \(span) spread \(spread) portable \(portable) dim \(t)")
+                        }
+                        XCTAssertTrue(outB[d].isNaN, "bf16: wrote past the head's \(d) dims")
                     }
                 }
             }

@@ -41,6 +41,9 @@ extern int nc_quant_force_portable;
 /// Attention of one query row q[d] over `span` cached positions (decode_attention.c): out[d] = softmax(scale q K^T) V
 /// with K and V [span, d] rows side by side. scores: span floats of scratch. AVX2 + FMA when d is a multiple of 8.
 void nc_attend_one(const float *q, const float *k, const float *v, int span, int d, float scale, float *scores, float *out);
+/// The same with keys and values in bf16 (the upper half of each float32; the KV cache of quantized inference).
+void nc_attend_one_bf16(const float *q, const uint16_t *k, const uint16_t *v, int span, int d, float scale, float *scores,
+                        float *out);
 
 /// x[i] = cap * tanh(x[i] / cap) for i in 0..<n (softcap.c): the logit softcap. AVX2 + FMA when the CPU has them
 /// (the same approximation as NanoTensor's vtanh, a few ulp from tanh), libm's tanhf otherwise.

@@ -2,36 +2,41 @@ import Foundation
 import NanoTensor
 
 /// Keys and values of every layer for B rows, [L][B, Hkv, Tmax, D] (each head's positions contiguous, so
-/// attention streams them instead of striding across heads), plus the smear state (the last position's
+/// attention streams them instead of striding across heads), in float32 or in bf16 (`bf16`: what a model decoding
+/// with bf16 or int8 weights asks for, `GPT.kvCacheBF16`; half the bytes to stream each step), plus the smear state (the last position's
 /// pre-smear normalised embedding per row). Each row has its own next position: the rows of one generation
 /// move together (`position`), while the continuous batcher (`Batcher`) keeps one conversation per row and
 /// steps only the rows it passes to `forward(rows:)`, each at its own position.
 public final class KVCache {
     public let layers: Int, batch: Int, kvHeads: Int, headDim: Int, width: Int
+    public let bf16: Bool
     public private(set) var capacity: Int
-    var k: [UnsafeMutablePointer<Float>], v: [UnsafeMutablePointer<Float>]
+    /// Per layer; elements of `elementBytes` (float32, or bf16 rounded to nearest even).
+    var k: [UnsafeMutableRawPointer], v: [UnsafeMutableRawPointer]
+    var elementBytes: Int { bf16 ? 2 : 4 }
     /// The next position of each row.
     public internal(set) var rowPositions: [Int]
     var prevEmbedding: UnsafeMutablePointer<Float>?
     /// Attention scores, one run of `capacity` per thread: decoding allocates nothing per step.
     var scores: UnsafeMutablePointer<Float>
 
-    public convenience init(config: GPTConfig, batch: Int, capacity: Int) {
+    public convenience init(config: GPTConfig, batch: Int, capacity: Int, bf16: Bool = false) {
         self.init(layers: config.n_layer, batch: batch, capacity: capacity, kvHeads: config.n_kv_head,
-                  headDim: config.headDim, width: config.n_embd)
+                  headDim: config.headDim, width: config.n_embd, bf16: bf16)
     }
 
-    init(layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int, width: Int) {
+    init(layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int, width: Int, bf16: Bool) {
         self.layers = layers
+        self.bf16 = bf16
         self.batch = batch
         self.capacity = max(1, capacity)
         self.kvHeads = kvHeads
         self.headDim = headDim
         self.width = width
         rowPositions = [Int](repeating: 0, count: batch)
-        let n = batch * self.capacity * kvHeads * headDim
-        k = (0..<layers).map { _ in .allocate(capacity: n) }
-        v = (0..<layers).map { _ in .allocate(capacity: n) }
+        let bytes = batch * self.capacity * kvHeads * headDim * (bf16 ? 2 : 4)
+        k = (0..<layers).map { _ in .allocate(byteCount: bytes, alignment: 64) }
+        v = (0..<layers).map { _ in .allocate(byteCount: bytes, alignment: 64) }
         scores = .allocate(capacity: Threading.workers * self.capacity)
     }
 
@@ -60,20 +65,20 @@ public final class KVCache {
     /// computed once and shared by every sample.
     public func broadcast(batch: Int, capacity: Int) -> KVCache {
         precondition(self.batch == 1 && capacity >= position)
-        let out = KVCache(layers: layers, batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, width: width)
+        let out = KVCache(layers: layers, batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, width: width, bf16: bf16)
         for b in 0..<batch { out.load(row: b, from: self) }
         return out
     }
 
     /// Puts a batch-1 cache (a prefilled prompt) into `row`, growing the capacity if the prompt needs it.
     public func load(row: Int, from one: KVCache) {
-        precondition(one.batch == 1 && one.layers == layers && one.kvHeads == kvHeads && one.headDim == headDim)
+        precondition(one.batch == 1 && one.layers == layers && one.kvHeads == kvHeads && one.headDim == headDim && one.bf16 == bf16)
         ensureCapacity(one.position)
-        let n = one.position * headDim
+        let (e, n) = (elementBytes, one.position * headDim * elementBytes)
         for l in 0..<layers {
             for h in 0..<kvHeads {
-                (k[l] + (row * kvHeads + h) * capacity * headDim).update(from: one.k[l] + h * one.capacity * headDim, count: n)
-                (v[l] + (row * kvHeads + h) * capacity * headDim).update(from: one.v[l] + h * one.capacity * headDim, count: n)
+                (k[l] + (row * kvHeads + h) * capacity * headDim * e).copyMemory(from: one.k[l] + h * one.capacity * headDim * e, byteCount: n)
+                (v[l] + (row * kvHeads + h) * capacity * headDim * e).copyMemory(from: one.v[l] + h * one.capacity * headDim * e, byteCount: n)
             }
         }
         rowPositions[row] = one.position
@@ -88,15 +93,15 @@ public final class KVCache {
         guard positions > capacity else { return }
         var c = capacity
         while c < positions { c *= 2 }
-        let d = headDim
+        let (d, e) = (headDim, elementBytes)
         for l in 0..<layers {
-            let nk = UnsafeMutablePointer<Float>.allocate(capacity: batch * kvHeads * c * d)
-            let nv = UnsafeMutablePointer<Float>.allocate(capacity: batch * kvHeads * c * d)
+            let nk = UnsafeMutableRawPointer.allocate(byteCount: batch * kvHeads * c * d * e, alignment: 64)
+            let nv = UnsafeMutableRawPointer.allocate(byteCount: batch * kvHeads * c * d * e, alignment: 64)
             for b in 0..<batch {
                 for h in 0..<kvHeads {
                     let i = b * kvHeads + h
-                    (nk + i * c * d).update(from: k[l] + i * capacity * d, count: rowPositions[b] * d)
-                    (nv + i * c * d).update(from: v[l] + i * capacity * d, count: rowPositions[b] * d)
+                    (nk + i * c * d * e).copyMemory(from: k[l] + i * capacity * d * e, byteCount: rowPositions[b] * d * e)
+                    (nv + i * c * d * e).copyMemory(from: v[l] + i * capacity * d * e, byteCount: rowPositions[b] * d * e)
                 }
             }
             k[l].deallocate(); v[l].deallocate()
@@ -108,7 +113,7 @@ public final class KVCache {
     }
 
     /// Bytes held (for the benchmark's memory figures).
-    public var bytes: Int { 2 * layers * batch * capacity * kvHeads * headDim * 4 }
+    public var bytes: Int { 2 * layers * batch * capacity * kvHeads * headDim * elementBytes }
 }
 
 extension KVCache {
@@ -141,14 +146,20 @@ extension KVCache {
         /// Writes this chunk's keys and values ([B, T, Hkv, D]) at each row's positions in `layer`, then attends
         /// each new query over the cached positions its window allows.
         func attend(layer: Int, queries q: Tensor, keys: Tensor, values: Tensor, window: Int) -> Tensor {
-            let d = cache.headDim, hkv = cache.kvHeads, cap = cache.capacity
+            let d = cache.headDim, hkv = cache.kvHeads, cap = cache.capacity, e = cache.elementBytes
             for (bi, row) in rows.enumerated() {
                 for h in 0..<hkv {
                     let dst = ((row * hkv + h) * cap + starts[bi]) * d
                     for i in 0..<time {
                         let src = ((bi * time + i) * hkv + h) * d
-                        (cache.k[layer] + dst + i * d).update(from: keys.data + src, count: d)
-                        (cache.v[layer] + dst + i * d).update(from: values.data + src, count: d)
+                        let (kd, vd) = (cache.k[layer] + (dst + i * d) * e, cache.v[layer] + (dst + i * d) * e)
+                        if cache.bf16 {
+                            roundToBF16(keys.data + src, kd.assumingMemoryBound(to: UInt16.self), count: d)
+                            roundToBF16(values.data + src, vd.assumingMemoryBound(to: UInt16.self), count: d)
+                        } else {
+                            kd.copyMemory(from: keys.data + src, byteCount: d * 4)
+                            vd.copyMemory(from: values.data + src, byteCount: d * 4)
+                        }
                     }
                 }
             }
@@ -156,7 +167,7 @@ extension KVCache {
             // training uses is much faster there than the per-query cache kernel
             if starts.allSatisfy({ $0 == 0 }) && time > 1 { return causalAttention(q, keys, values, window: window) }
             return Profiler.measure("attention over the cache") {
-                cachedAttention(q, keys: cache.k[layer], values: cache.v[layer], capacity: cap, kvHeads: hkv,
+                cachedAttention(q, keys: cache.k[layer], values: cache.v[layer], bf16: cache.bf16, capacity: cap, kvHeads: hkv,
                                 cacheRows: rows, starts: starts, window: window, scratch: cache.scores)
             }
         }

@@ -113,14 +113,16 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
 /// The same attention for inference against a KV cache: each row's new queries (q: [B, T, H, D], row i at
 /// positions starts[i] ..< +T) over the keys and values cached for them (already appended), those the window
 /// allows. The cache is head-major, [rows, Hkv, capacity, D] per layer, so each head's positions are contiguous
-/// and stream; `cacheRows[i]` is the cache row of batch row i. `scratch` holds `capacity` floats per thread.
-public func cachedAttention(_ q: Tensor, keys kc: UnsafePointer<Float>, values vc: UnsafePointer<Float>,
+/// and stream; `cacheRows[i]` is the cache row of batch row i. Its elements are float32, or bf16 with `bf16`.
+/// `scratch` holds `capacity` floats per thread.
+public func cachedAttention(_ q: Tensor, keys kc: UnsafeRawPointer, values vc: UnsafeRawPointer, bf16: Bool,
                             capacity cap: Int, kvHeads hkv: Int, cacheRows: [Int], starts: [Int], window: Int,
                             scratch: UnsafeMutablePointer<Float>) -> Tensor {
     let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
     let group = h / hkv
     let out = Tensor(shape: q.shape, zeroed: false)
     let scale = 1 / Float(d).squareRoot()
+    let elementBytes = bf16 ? 2 : 4
     // contiguous runs of (row, head) pairs per thread: one scratch buffer each, no per-pair dispatch
     let span = min((starts.max() ?? 0) + t, window + 1)
     precondition(span <= cap, "attention span \(span) past the cache's \(cap) positions")
@@ -134,9 +136,15 @@ public func cachedAttention(_ q: Tensor, keys kc: UnsafePointer<Float>, values v
             for i in 0..<t {
                 let p = starts[bi] + i
                 let lo = max(0, p - window)
-                let rows = ((slot * hkv + kh) * cap + lo) * d
-                nc_attend_one(q.data + ((bi * t + i) * h + hh) * d, kc + rows, vc + rows, Int32(p - lo + 1), Int32(d),
-                              scale, scores, out.data + ((bi * t + i) * h + hh) * d)
+                let offset = ((slot * hkv + kh) * cap + lo) * d * elementBytes
+                let (qi, oi) = (q.data + ((bi * t + i) * h + hh) * d, out.data + ((bi * t + i) * h + hh) * d)
+                if bf16 {
+                    nc_attend_one_bf16(qi, (kc + offset).assumingMemoryBound(to: UInt16.self), (vc + offset).assumingMemoryBound(to: UInt16.self),
+                                       Int32(p - lo + 1), Int32(d), scale, scores, oi)
+                } else {
+                    nc_attend_one(qi, (kc + offset).assumingMemoryBound(to: Float.self), (vc + offset).assumingMemoryBound(to: Float.self),
+                                  Int32(p - lo + 1), Int32(d), scale, scores, oi)
+                }
             }
         }
     }
