@@ -403,6 +403,17 @@ void nc_gemm_bf16_nt(int m, int n, int k, const float *a, int lda, const uint16_
     bf16_portable(m, n, k, a, lda, w, c, ldc);
 }
 
+// Weight rows j..j+3 of an int8 matrix and their scales for the four-row kernels; rows past n repeat row j (their
+// results are not stored). Returns how many are real.
+static int q8_four_rows(const int8_t *q, const float *scales, int j, int n, int k, const int8_t *qs[4], const float *ss[4]) {
+    const int blocks = k / NC_Q8_BLOCK, nb = n - j < 4 ? n - j : 4;
+    for (int r = 0; r < 4; r++) {
+        qs[r] = q + (long)(j + (r < nb ? r : 0)) * k;
+        ss[r] = scales + (long)(j + (r < nb ? r : 0)) * blocks;
+    }
+    return nb;
+}
+
 void nc_gemm_q8_nt(int m, int n, int k, const float *a, int lda, const int8_t *q, const float *scales, float *c, int ldc) {
 #ifdef NC_X86
     if (nc_quant_uses_avx2() && !nc_quant_force_portable) {
@@ -417,11 +428,9 @@ void nc_gemm_q8_nt(int m, int n, int k, const float *a, int lda, const int8_t *q
             }
         if (wide < m)
             for (int j = 0; j < n; j += 4) {
-                int nb = n - j < 4 ? n - j : 4;
-                const int8_t *q0 = q + (long)j * k;
-                const float *s0 = scales + (long)j * blocks;
-                const int8_t *qs[4] = {q0, nb > 1 ? q0 + k : q0, nb > 2 ? q0 + 2L * k : q0, nb > 3 ? q0 + 3L * k : q0};
-                const float *ss[4] = {s0, nb > 1 ? s0 + blocks : s0, nb > 2 ? s0 + 2L * blocks : s0, nb > 3 ? s0 + 3L * blocks : s0};
+                const int8_t *qs[4];
+                const float *ss[4];
+                int nb = q8_four_rows(q, scales, j, n, k, qs, ss);
                 if (m - wide == 1) q8_one(nb, k, a + (long)wide * lda, qs, ss, c + (long)wide * ldc + j);
                 else q8_narrow(m - wide, nb, k, a + (long)wide * lda, lda, qs, ss, c + (long)wide * ldc + j, ldc);
             }
@@ -434,13 +443,10 @@ void nc_gemm_q8_nt(int m, int n, int k, const float *a, int lda, const int8_t *q
 void nc_gemv_q8_a16(int n, int k, const int16_t *xq, const float *xs, const int8_t *q, const float *scales, float *c) {
 #ifdef NC_X86
     if (nc_quant_uses_avx2() && !nc_quant_force_portable) {
-        const int blocks = k / NC_Q8_BLOCK;
         for (int j = 0; j < n; j += 4) {
-            int nb = n - j < 4 ? n - j : 4;
-            const int8_t *q0 = q + (long)j * k;
-            const float *s0 = scales + (long)j * blocks;
-            const int8_t *qs[4] = {q0, nb > 1 ? q0 + k : q0, nb > 2 ? q0 + 2L * k : q0, nb > 3 ? q0 + 3L * k : q0};
-            const float *ss[4] = {s0, nb > 1 ? s0 + blocks : s0, nb > 2 ? s0 + 2L * blocks : s0, nb > 3 ? s0 + 3L * blocks : s0};
+            const int8_t *qs[4];
+            const float *ss[4];
+            int nb = q8_four_rows(q, scales, j, n, k, qs, ss);
             q8_a16_one(nb, k, xq, xs, qs, ss, c + j);
         }
         return;

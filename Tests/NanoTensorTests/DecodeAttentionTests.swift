@@ -8,6 +8,14 @@ import XCTest
 /// weighted sum (and not multiples of 8, which take the portable path), scores far apart (the max subtraction), and
 /// the portable path forced; keys and values in float32 and in bf16.
 final class DecodeAttentionTests: XCTestCase {
+    /// softmax(scale q K^T) V in float64, K and V [span, d] as the kernel sees them (already widened from bf16)
+    func reference(_ q: [Float], _ k: [Double], _ v: [Double], span: Int, d: Int, scale: Float) -> [Double] {
+        let logits = (0..<span).map { j in (0..<d).reduce(0.0) { $0 + Double(q[$1]) * k[j * d + $1] } * Double(scale) }
+        let m = logits.max()!
+        let e = logits.map { Foundation.exp($0 - m) }, sum = e.reduce(0, +)
+        return (0..<d).map { t in (0..<span).reduce(0.0) { $0 + e[$1] / sum * v[$1 * d + t] } }
+    }
+
     func testOneQueryRowAgainstFloat64() {
         var rng = RNG(seed: 11)
         for portable in [false, true] {
@@ -21,32 +29,22 @@ final class DecodeAttentionTests: XCTestCase {
                         let v = (0..<(span * d)).map { _ in rng.normal() }
                         let scale = 1 / Float(d).squareRoot()
                         var scores = [Float](repeating: 0, count: span), out = [Float](repeating: .nan, count: d + 1)
+                        // float32 keys and values, then bf16 ones (a quantized model's cache) on the values they hold
                         nc_attend_one(q, k, v, Int32(span), Int32(d), scale, &scores, &out)
-                        let logits = (0..<span).map { j in (0..<d).reduce(0.0) { $0 + Double(q[$1]) * Double(k[j * d + $1]) } * Double(scale) }
-                        let m = logits.max()!
-                        let e = logits.map { Foundation.exp($0 - m) }, sum = e.reduce(0, +)
-                        for t in 0..<d {
-                            let want = (0..<span).reduce(0.0) { $0 + e[$1] / sum * Double(v[$1 * d + t]) }
-                            XCTAssertEqual(Double(out[t]), want, accuracy: 2e-5 * max(1, abs(want)),
-                                           "d \(d) span \(span) spread \(spread) portable \(portable) dim \(t)")
-                        }
-                        XCTAssertTrue(out[d].isNaN, "wrote past the head's \(d) dims")
-                        // bf16 keys and values (a quantized model's cache): against float64 on the values they hold
                         var kb = [UInt16](repeating: 0, count: span * d), vb = kb
                         roundToBF16(k, &kb, count: span * d)
                         roundToBF16(v, &vb, count: span * d)
-                        let widen = { (h: UInt16) in Double(Float(bitPattern: UInt32(h) << 16)) }
                         var outB = [Float](repeating: .nan, count: d + 1)
                         nc_attend_one_bf16(q, kb, vb, Int32(span), Int32(d), scale, &scores, &outB)
-                        let logitsB = (0..<span).map { j in (0..<d).reduce(0.0) { $0 + Double(q[$1]) * widen(kb[j * d + $1]) } * Double(scale) }
-                        let mB = logitsB.max()!
-                        let eB = logitsB.map { Foundation.exp($0 - mB) }, sumB = eB.reduce(0, +)
-                        for t in 0..<d {
-                            let want = (0..<span).reduce(0.0) { $0 + eB[$1] / sumB * widen(vb[$1 * d + t]) }
-                            XCTAssertEqual(Double(outB[t]), want, accuracy: 2e-5 * max(1, abs(want)),
-                                           "bf16 d \(d) span \(span) spread \(spread) portable \(portable) dim \(t)")
+                        let widen = { (h: UInt16) in Double(Float(bitPattern: UInt32(h) << 16)) }
+                        for (name, got, want) in [("f32", out, reference(q, k.map(Double.init), v.map(Double.init), span: span, d: d, scale: scale)),
+                                                  ("bf16", outB, reference(q, kb.map(widen), vb.map(widen), span: span, d: d, scale: scale))] {
+                            for t in 0..<d {
+                                XCTAssertEqual(Double(got[t]), want[t], accuracy: 2e-5 * max(1, abs(want[t])),
+                                               "\(name) d \(d) span \(span) spread \(spread) portable \(portable) dim \(t)")
+                            }
+                            XCTAssertTrue(got[d].isNaN, "\(name): wrote past the head's \(d) dims")
                         }
-                        XCTAssertTrue(outB[d].isNaN, "bf16: wrote past the head's \(d) dims")
                     }
                 }
             }
