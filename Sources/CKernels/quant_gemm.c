@@ -155,20 +155,14 @@ __attribute__((target("avx2,fma"))) static void quantize_a16_block_avx2(const fl
 #endif
 
 void nc_quantize_a16(int m, int k, const float *a, int lda, int16_t *xq, float *xs) {
+    void (*block)(const float *, int16_t *, float *) = quantize_a16_block;
+#ifdef NC_X86
+    if (nc_quant_uses_avx2() && !nc_quant_force_portable) block = quantize_a16_block_avx2;
+#endif
     const int blocks = k / NC_Q8_BLOCK;
     for (int i = 0; i < m; i++)
-        for (int b = 0; b < blocks; b++) {
-            const float *x = a + (long)i * lda + b * NC_Q8_BLOCK;
-            int16_t *q = xq + (long)i * k + b * NC_Q8_BLOCK;
-            float *s = xs + (long)i * blocks + b;
-#ifdef NC_X86
-            if (nc_quant_uses_avx2() && !nc_quant_force_portable) {
-                quantize_a16_block_avx2(x, q, s);
-                continue;
-            }
-#endif
-            quantize_a16_block(x, q, s);
-        }
+        for (int b = 0; b < blocks; b++)
+            block(a + (long)i * lda + b * NC_Q8_BLOCK, xq + (long)i * k + b * NC_Q8_BLOCK, xs + (long)i * blocks + b);
 }
 
 #ifdef NC_X86

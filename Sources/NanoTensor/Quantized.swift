@@ -100,31 +100,32 @@ public final class QuantizedWeights {
             }
             return
         }
+        // decoding: the rows of W split between the threads in blocks of threadBlock (small matrices on one thread)
         let blocks = (n + Self.threadBlock - 1) / Self.threadBlock
         let parts = Threading.ranges(blocks, parts: n * k >= 1 << 16 ? Threading.workers : 1)
-        if let bf16 {
+        func eachThreadsRows(_ body: (_ j0: Int, _ j1: Int) -> Void) {
             Threading.parallelFor(parts.count) { p in
                 let j0 = parts[p].lowerBound * Self.threadBlock, j1 = min(n, parts[p].upperBound * Self.threadBlock)
-                guard j1 > j0 else { return }
-                nc_gemm_bf16_nt(Int32(m), Int32(j1 - j0), Int32(k), a, Int32(lda), bf16 + j0 * k, c + j0, Int32(ldc))
+                if j1 > j0 { body(j0, j1) }
+            }
+        }
+        let perBlock = Int(NC_Q8_BLOCK)
+        if let bf16 {
+            eachThreadsRows { j0, j1 in nc_gemm_bf16_nt(Int32(m), Int32(j1 - j0), Int32(k), a, Int32(lda), bf16 + j0 * k, c + j0, Int32(ldc)) }
+        } else if let q8, let scales, m == 1 {
+            // one row: rounded to int16 once (both threads read it; on the stack: no allocation per product), then
+            // integer dot products per block
+            withUnsafeTemporaryAllocation(of: Int16.self, capacity: k) { xq in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: k / perBlock) { xs in
+                    let (xq, xs) = (xq.baseAddress!, xs.baseAddress!)
+                    nc_quantize_a16(1, Int32(k), a, Int32(lda), xq, xs)
+                    eachThreadsRows { j0, j1 in
+                        nc_gemv_q8_a16(Int32(j1 - j0), Int32(k), xq, xs, q8 + j0 * k, scales + j0 * k / perBlock, c + j0)
+                    }
+                }
             }
         } else if let q8, let scales {
-            let perBlock = Int(NC_Q8_BLOCK)
-            if m == 1 {
-                // one row: rounded to int16 once (both threads read it), then integer dot products per block
-                let xq = UnsafeMutablePointer<Int16>.allocate(capacity: k), xs = UnsafeMutablePointer<Float>.allocate(capacity: k / perBlock)
-                defer { xq.deallocate(); xs.deallocate() }
-                nc_quantize_a16(1, Int32(k), a, Int32(lda), xq, xs)
-                Threading.parallelFor(parts.count) { p in
-                    let j0 = parts[p].lowerBound * Self.threadBlock, j1 = min(n, parts[p].upperBound * Self.threadBlock)
-                    guard j1 > j0 else { return }
-                    nc_gemv_q8_a16(Int32(j1 - j0), Int32(k), xq, xs, q8 + j0 * k, scales + j0 * k / perBlock, c + j0)
-                }
-                return
-            }
-            Threading.parallelFor(parts.count) { p in
-                let j0 = parts[p].lowerBound * Self.threadBlock, j1 = min(n, parts[p].upperBound * Self.threadBlock)
-                guard j1 > j0 else { return }
+            eachThreadsRows { j0, j1 in
                 nc_gemm_q8_nt(Int32(m), Int32(j1 - j0), Int32(k), a, Int32(lda), q8 + j0 * k, scales + j0 * k / perBlock, c + j0, Int32(ldc))
             }
         }

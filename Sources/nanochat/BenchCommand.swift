@@ -351,7 +351,7 @@ struct BenchInfer: ParsableCommand {
                 for _ in 0..<5 {
                     for format in weights {
                         model.useWeights(format)
-                        let cache = KVCache(config: plan.config, batch: 1, capacity: prompt + tokens, bf16: model.kvCacheBF16)
+                        let cache = KVCache(for: model, batch: 1, capacity: prompt + tokens)
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         _ = model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true)
                         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -372,7 +372,7 @@ struct BenchInfer: ParsableCommand {
                     let bwBefore = weightSizedBandwidth()
                     let prefill = prefillRate[format]!
                     func decode(batch: Int) -> Double {
-                        let cache = KVCache(config: plan.config, batch: batch, capacity: prompt + tokens + 1, bf16: model.kvCacheBF16)
+                        let cache = KVCache(for: model, batch: batch, capacity: prompt + tokens + 1)
                         _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true)
                         let col = [Int32](repeating: 7, count: batch)
                         _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true)  // warm

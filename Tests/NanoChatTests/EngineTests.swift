@@ -47,7 +47,7 @@ final class EngineTests: XCTestCase {
             model.useWeights(format)
             XCTAssertEqual(model.kvCacheBF16, format != .f32)
             let full = Tensor.withoutGrad { model.forward(ids, batch: 1, time: t) }
-            let cache = KVCache(config: model.config, batch: 1, capacity: t, bf16: model.kvCacheBF16)
+            let cache = KVCache(for: model, batch: 1, capacity: t)
             let f32Bytes = KVCache(config: model.config, batch: 1, capacity: t).bytes
             XCTAssertEqual(cache.bytes, format == .f32 ? f32Bytes : f32Bytes / 2)
             _ = model.forward(Array(ids[0..<prefill]), batch: 1, time: prefill, cache: cache)

@@ -73,7 +73,7 @@ public final class Batcher: @unchecked Sendable {
     private func loop() {
         let model = engine.model
         let vocab = model.config.vocab_size
-        let cache = KVCache(config: model.config, batch: slots, capacity: 256, bf16: model.kvCacheBF16)  // grows when a conversation needs it
+        let cache = KVCache(for: model, batch: slots, capacity: 256)  // grows when a conversation needs it
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: slots * vocab)  // by slot
         defer { logits.deallocate() }
         var running: [Running] = []
@@ -94,7 +94,7 @@ public final class Batcher: @unchecked Sendable {
                     continue
                 }
                 prefilling.append(Prefilling(arrival: p, slot: slot,
-                                             cache: KVCache(config: model.config, batch: 1, capacity: p.request.prompt.count, bf16: model.kvCacheBF16)))
+                                             cache: KVCache(for: model, batch: 1, capacity: p.request.prompt.count)))
             }
             // one chunk of the oldest prompt being prefilled; when it is complete the request joins the batch
             if var f = prefilling.first {

@@ -62,7 +62,7 @@ public final class Engine {
         if let refusal = refusal(prompt: tokens, maxTokens: limit) { throw refusal }
         guard numSamples >= 1 else { throw NanoChatError("numSamples must be at least 1") }
         var rng = RNG(seed: seed)
-        let prefillCache = KVCache(config: model.config, batch: 1, capacity: tokens.count, bf16: model.kvCacheBF16)
+        let prefillCache = KVCache(for: model, batch: 1, capacity: tokens.count)
         let prompt = tokens.map { Int32($0) }
         // every row starts from the prompt's last logits; then row r reads row r of the step's output
         var logits = model.forward(prompt, batch: 1, time: prompt.count, cache: prefillCache, lastOnly: true)

@@ -193,7 +193,7 @@ public enum CoreEval {
             let longest = members.map { rows[$0].tokens.count }.max()!
             guard members.count > 1, shared >= minimumShared else { packed += members; continue }
             let prefix = rows[members[0]].tokens[..<shared].map { Int32($0) }
-            let one = KVCache(config: model.config, batch: 1, capacity: shared, bf16: model.kvCacheBF16)
+            let one = KVCache(for: model, batch: 1, capacity: shared)
             _ = Tensor.withoutGrad { model.hiddenStates(prefix, batch: 1, time: shared, cache: one) }
             let S = longest - shared
             let cache = one.broadcast(batch: members.count, capacity: longest)

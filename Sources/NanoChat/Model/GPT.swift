@@ -114,10 +114,12 @@ public final class GPT {
     public let resid_lambdas: Tensor, x0_lambdas: Tensor
     public let smear_gate: Tensor, smear_lambda: Tensor, backout_lambda: Tensor
     let rotary: Rotary
-    /// Whether the KV caches this model decodes with keep bf16 (`KVCache(bf16:)`), set by `useWeights`: with bf16 or
-    /// int8 weights, whose own rounding is coarser, a step streams half the cache's bytes; float32 weights keep a
-    /// float32 cache, so their cached decoding equals a full forward.
-    public private(set) var kvCacheBF16 = false
+    /// The format inference multiplies in (`useWeights`).
+    public private(set) var weightFormat = WeightFormat.f32
+    /// Whether the KV caches this model decodes with keep bf16 (`KVCache(for:)`): with bf16 or int8 weights, whose own
+    /// rounding is coarser, a step streams half the cache's bytes; float32 weights keep a float32 cache, so their
+    /// cached decoding equals a full forward.
+    public var kvCacheBF16: Bool { weightFormat != .f32 }
 
     public static let softcap: Float = 15
     public static let smearChannels = 24
@@ -301,7 +303,7 @@ extension GPT {
     /// float32. Returns the bytes a decode step then reads from those matrices. `.f32` removes the quantized copies.
     @discardableResult
     public func useWeights(_ format: WeightFormat) -> Int {
-        kvCacheBF16 = format != .f32
+        weightFormat = format
         var bytes = 0
         var matrices = h.flatMap { [$0.attn.c_q, $0.attn.c_k, $0.attn.c_v, $0.attn.c_proj, $0.mlp.c_fc, $0.mlp.c_proj] }
         matrices.append(lm_head)

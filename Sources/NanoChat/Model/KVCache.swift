@@ -2,9 +2,9 @@ import Foundation
 import NanoTensor
 
 /// Keys and values of every layer for B rows, [L][B, Hkv, Tmax, D] (each head's positions contiguous, so
-/// attention streams them instead of striding across heads), in float32 or in bf16 (`bf16`: what a model decoding
-/// with bf16 or int8 weights asks for, `GPT.kvCacheBF16`; half the bytes to stream each step), plus the smear state (the last position's
-/// pre-smear normalised embedding per row). Each row has its own next position: the rows of one generation
+/// attention streams them instead of striding across heads), in float32 or in bf16 (what `init(for:)` picks for a
+/// model decoding with bf16 or int8 weights: half the bytes to stream each step), plus the smear state (the last
+/// position's pre-smear normalised embedding per row). Each row has its own next position: the rows of one generation
 /// move together (`position`), while the continuous batcher (`Batcher`) keeps one conversation per row and
 /// steps only the rows it passes to `forward(rows:)`, each at its own position.
 public final class KVCache {
@@ -19,6 +19,11 @@ public final class KVCache {
     var prevEmbedding: UnsafeMutablePointer<Float>?
     /// Attention scores, one run of `capacity` per thread: decoding allocates nothing per step.
     var scores: UnsafeMutablePointer<Float>
+
+    /// A cache for `model`'s decoding: its shape, and bf16 when the model multiplies in bf16 or int8.
+    public convenience init(for model: GPT, batch: Int, capacity: Int) {
+        self.init(config: model.config, batch: batch, capacity: capacity, bf16: model.kvCacheBF16)
+    }
 
     public convenience init(config: GPTConfig, batch: Int, capacity: Int, bf16: Bool = false) {
         self.init(layers: config.n_layer, batch: batch, capacity: capacity, kvHeads: config.n_kv_head,
