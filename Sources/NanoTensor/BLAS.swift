@@ -90,8 +90,8 @@ public func measureReadBandwidth(megabytes: Int = 512, threads: Int = 1) -> Doub
         sums.withUnsafeMutableBufferPointer { s in
             let s = s
             let body: (Int) -> Void = { p in
-                // four independent sums: one chain of dependent adds would cap the rate at the add latency (about
-                // 30 GB/s a core here), below what the caches deliver to a model whose weights fit in them
+                // four independent sums: one chain of dependent adds is bound by the add latency, and read a 26 MB buffer
+                // (partly in L3) at 19-23 GB/s where four read it at 20-26
                 var (a0, a1, a2, a3) = (SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>())
                 var i = parts[p].lowerBound
                 while i + 32 <= parts[p].upperBound {
