@@ -115,3 +115,43 @@ public func measureReadBandwidth(megabytes: Int = 512, threads: Int = 1) -> Doub
     }
     return best
 }
+
+/// The CPU's peak float32 rate on `threads` cores, as a spec sheet gives it: cores x FLOPs per cycle (two FMA pipes
+/// of the widest vectors the CPU has: 16 lanes with AVX-512 on Intel and on AMD from Zen 5, 8 lanes with AVX2 and
+/// on Zen 4, whose AVX-512 runs on 256-bit pipes) x the clock: the highest of what the kernel reports and what a
+/// chain of dependent adds measures (a virtual machine reports the nominal clock while the core boosts above it).
+/// MFU is measured against it, as upstream measures a GPU against its data sheet, so it stays under 100%.
+public struct CPUPeak: Sendable {
+    public var threads: Int
+    public var flopsPerCycle: Int
+    public var gigahertz: Double
+    public var vectors: String
+    public var flops: Double { Double(threads * flopsPerCycle) * gigahertz * 1e9 }
+    public var description: String {
+        String(format: "%d core(s) x %d FLOP/cycle (%@) x %.2f GHz = %.1f GFLOP/s", threads, flopsPerCycle, vectors, gigahertz, flops / 1e9)
+    }
+
+    /// From /proc/cpuinfo (flags, vendor, family, clock) and cpufreq's maximum where the kernel exposes one.
+    public static func current(threads: Int, cpuinfo: String? = nil, maxKHz: String? = nil, measuredClock: Double? = nil) -> CPUPeak {
+        let text = cpuinfo ?? (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> String? {
+            text.split(separator: "\n").first { $0.hasPrefix(name) }
+                .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) }
+        }
+        let flags = Set((field("flags") ?? "").split(separator: " ").map(String.init))
+        let amd = field("vendor_id") == "AuthenticAMD"
+        let family = Int(field("cpu family") ?? "") ?? 0
+        let (lanes, vectors): (Int, String)
+        if flags.contains("avx512f") && (!amd || family >= 26) { (lanes, vectors) = (16, "AVX-512 FMA") }
+        else if flags.contains("avx512f") { (lanes, vectors) = (8, "AVX-512 on 256-bit FMA pipes") }
+        else if flags.contains("fma") && flags.contains("avx2") { (lanes, vectors) = (8, "AVX2 FMA") }
+        else if flags.contains("avx") { (lanes, vectors) = (4, "AVX, no FMA") }
+        else { (lanes, vectors) = (2, "SSE, no FMA") }
+        let sysMax = maxKHz ?? (try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", encoding: .utf8))
+        let reported = sysMax.flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }.map { $0 / 1e6 }
+            ?? Double(field("cpu MHz") ?? "").map { $0 / 1e3 } ?? 2.0
+        let ghz = max(reported, measuredClock ?? nc_measure_clock_ghz(0.05))
+        // two FMA pipes, each lanes x 2 FLOPs (multiply and add)
+        return CPUPeak(threads: threads, flopsPerCycle: 2 * lanes * 2, gigahertz: ghz, vectors: vectors)
+    }
+}

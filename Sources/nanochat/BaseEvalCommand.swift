@@ -45,9 +45,11 @@ struct BaseEvalCommand: ParsableCommand {
             func say(_ line: String) { if comm.isMain { print(line) } }
             let bundleDir = evalBundle.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? EvalBundle.defaultDirectory
             var bundle: EvalBundle? = nil
+            var coreNotScored = false
             if modes.contains("core") {
                 if eval == nil && evalBundle == nil && !FileManager.default.fileExists(atPath: bundleDir.appendingPathComponent("core.yaml").path) {
-                    say("CORE skipped: no task bundle at \(bundleDir.path) (make one with `nanochat dataset tasks`)")
+                    say("CORE: not scored, no task bundle at \(bundleDir.path) (`nanochat dataset tasks` makes one from the sources it finds)")
+                    coreNotScored = true
                 } else {
                     bundle = try EvalBundle(directory: bundleDir)
                 }
@@ -93,8 +95,11 @@ struct BaseEvalCommand: ParsableCommand {
             if let bundle {
                 let (core, results) = try runCore(bundle: bundle, model: model, tokenizer: tok, step: s, comm: comm)
                 section.insert(("CORE", String(format: "%.4f", core)), at: 1)
+                section.insert(("CORE tasks", "\(results.count) of \(bundle.tasks.count + bundle.missing.count)"
+                                + (bundle.missing.isEmpty ? "" : "; not scored: \(bundle.missing.joined(separator: ", "))")), at: 2)
                 section += results.map { ($0.label, String(format: "%.4f (centered %.4f, %d examples)", $0.accuracy, $0.centered, $0.examples)) }
             }
+            if coreNotScored { section.append(("CORE tasks", "0 of \(CoreTasks.upstreamTasks.count); not scored: no task bundle")) }
             if comm.isMain { try Report.log(section: "Base model evaluation", data: section) }
         }
     }
@@ -147,7 +152,7 @@ struct BaseEvalCommand: ParsableCommand {
         let total = bundle.tasks.count + bundle.missing.count
         let label = tasks.count == total ? "CORE metric" : "CORE (\(tasks.count) of \(total) tasks)"
         say(String(format: "%@: %.4f", label, core))
-        if !bundle.missing.isEmpty { say("not scored (no offline source): \(bundle.missing.joined(separator: ", "))") }
+        if !bundle.missing.isEmpty { say("not scored (no source for them when the bundle was made): \(bundle.missing.joined(separator: ", "))") }
         return (core, results)
     }
 }

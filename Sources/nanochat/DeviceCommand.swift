@@ -23,6 +23,7 @@ struct DeviceCommand: ParsableCommand {
         let blas = "OpenBLAS"
         #endif
         print("cpu: \(Threading.workers) threads for our kernels, \(blas) for the products")
+        print("cpu peak: \(CPUPeak.current(threads: Threading.workers).description) (MFU is reported against it)")
         do {
             let lib = try CUDALibrary.load(path: cudaLib)
             let d = try lib.device()

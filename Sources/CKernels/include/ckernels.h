@@ -70,4 +70,8 @@ static inline void nc_cpu_pause(void) {
 #endif
 }
 
+// The clock the core runs at now, in GHz, from a chain of dependent adds timed for `seconds` (best of the tries);
+// 0 where it cannot be measured (not x86-64).
+double nc_measure_clock_ghz(double seconds);
+
 #endif

@@ -45,19 +45,14 @@ public enum ShardDownloader {
             queue.addOperation {
                 let name = shardName(i)
                 let dest = directory.appendingPathComponent(name)
-                var ok = FileManager.default.fileExists(atPath: dest.path)
-                var attempt = 0
-                while !ok && attempt < attempts {
-                    attempt += 1
+                if !FileManager.default.fileExists(atPath: dest.path) {
                     do {
-                        let n = try fetch(URL(string: "\(baseURL)/\(name)")!, to: dest, timeout: timeout) { delta in
+                        _ = try fetchRetrying(URL(string: "\(baseURL)/\(name)")!, to: dest, attempts: attempts, backoff: backoff,
+                                              timeout: timeout) { delta in
                             lock.lock(); progress.bytes += delta; let p = progress; lock.unlock(); report(p)
                         }
-                        _ = n
-                        ok = true
                     } catch {
-                        if attempt < attempts { Thread.sleep(forTimeInterval: backoff * pow(2, Double(attempt - 1))) }
-                        else { lock.lock(); failures.append("\(name): \(error)"); progress.failed += 1; lock.unlock() }
+                        lock.lock(); failures.append("\(name): \(error)"); progress.failed += 1; lock.unlock()
                     }
                 }
                 lock.lock(); progress.filesDone += 1; let p = progress; lock.unlock()
@@ -66,6 +61,23 @@ public enum ShardDownloader {
         }
         queue.waitUntilAllOperationsAreFinished()
         return failures.sorted()
+    }
+
+    /// `fetch` tried up to `attempts` times, waiting `backoff`, then twice, four times as long between tries
+    /// (`onRetry` hears each failure that is tried again). Throws the last failure.
+    static func fetchRetrying(_ url: URL, to dest: URL, attempts: Int, backoff: Double, timeout: Double,
+                              onRetry: (Int, Error) -> Void = { _, _ in }, verify: ((URL, Int) throws -> Void)? = nil,
+                              onBytes: @escaping (Int64) -> Void = { _ in }) throws -> Int {
+        for attempt in 1... {
+            do {
+                return try fetch(url, to: dest, timeout: timeout, onBytes: onBytes, verify: verify)
+            } catch {
+                guard attempt < max(1, attempts) else { throw error }
+                onRetry(attempt, error)
+                Thread.sleep(forTimeInterval: backoff * pow(2, Double(attempt - 1)))
+            }
+        }
+        fatalError("unreachable")
     }
 
     /// One attempt: GET into `<dest>.tmp`, verify, rename. Throws on HTTP errors, short bodies, bad magic.

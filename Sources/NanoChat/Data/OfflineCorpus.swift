@@ -14,8 +14,8 @@ public enum OfflineCorpus {
     }
 
     public static let sources: [Source] = [
-        Source(name: "python-docs", package: "python3.11-doc") { try rstTree("/usr/share/doc/python3.11/html/_sources") },
-        Source(name: "linux-docs", package: "linux-doc-6.1") { try rstTree("/usr/share/doc/linux-doc-6.1/html/_sources") },
+        Source(name: "python-docs", package: "python3.11-doc") { try rstTree(system("/usr/share/doc/python3.11/html/_sources")) },
+        Source(name: "linux-docs", package: "linux-doc-6.1") { try rstTree(system("/usr/share/doc/linux-doc-6.1/html/_sources")) },
         Source(name: "perl-docs", package: "perl-doc") { try podFiles() },
         Source(name: "gcide-dictionary", package: "dict-gcide") { try gcide() },
         Source(name: "wordnet-glosses", package: "wordnet-base") { try wordnet() },
@@ -26,19 +26,26 @@ public enum OfflineCorpus {
 
     public static var packages: [String] { sources.map(\.package) }
 
+    /// Where a Debian package's file is looked for: `path` itself, or under `NANOCHAT_SYSTEM_DATA` when that is set
+    /// (the missing-source tests point it at an empty folder to hide every package).
+    public static func system(_ path: String) -> String {
+        (ProcessInfo.processInfo.environment["NANOCHAT_SYSTEM_DATA"] ?? "") + path
+    }
+
     public struct Report { public var name: String; public var documents: Int; public var characters: Int }
 
-    /// Builds the corpus into `output`; `log` gets a line per source. Returns per-source counts.
+    /// Builds the corpus into `output`; `log` gets a line per source. Returns per-source counts and the sources whose
+    /// Debian package is not installed. When the installed sources give fewer than four validation shards' worth of
+    /// documents, the `fallback` text files (plain text, paragraphs at blank lines) are added, and the validation
+    /// split shrinks to a tenth of what there is, so that a machine without Debian's archive can still train.
     public static func prepare(output: URL, docChars: Int = 4000, valDocs: Int = 1024, docsPerShard: Int = 8192,
-                               log: (String) -> Void) throws -> [Report] {
+                               fallback: [URL] = [], log: (String) -> Void) throws -> (reports: [Report], missing: [Source]) {
         var seenParagraphs = Set<Int>()
         var documents: [[UInt8]] = []
         var reports: [Report] = []
-        for source in sources {
-            guard let texts = try source.load() else {
-                log("\(source.name): not installed (Debian package \(source.package)); skipped")
-                continue
-            }
+        var missing: [Source] = []
+        var valDocs = valDocs
+        func add(_ name: String, _ texts: [String]) {
             var docs = 0, chars = 0
             for text in texts {
                 for doc in cut(stripGutenberg(text), docChars: docChars, seen: &seenParagraphs) {
@@ -47,18 +54,34 @@ public enum OfflineCorpus {
                     chars += doc.unicodeScalars.count
                 }
             }
-            reports.append(Report(name: source.name, documents: docs, characters: chars))
-            log(String(format: "%@ %7d documents %11d characters  ~%.1fM tokens", source.name.padding(toLength: 18, withPad: " ", startingAt: 0),
+            reports.append(Report(name: name, documents: docs, characters: chars))
+            log(String(format: "%@ %7d documents %11d characters  ~%.1fM tokens", name.padding(toLength: 18, withPad: " ", startingAt: 0),
                        docs, chars, Double(chars) / 4.3 / 1e6))
         }
+        for source in sources {
+            guard let texts = try source.load() else {
+                log("\(source.name): not installed (Debian package \(source.package)); its text is left out")
+                missing.append(source)
+                continue
+            }
+            add(source.name, texts)
+        }
+        if documents.count < 4 * valDocs, !fallback.isEmpty {
+            log("the Debian sources gave \(documents.count) documents; adding the fallback text \(fallback.map(\.lastPathComponent).joined(separator: ", "))")
+            for url in fallback {
+                add(url.deletingPathExtension().lastPathComponent, [String(decoding: try FileIO.read(url, what: "fallback text"), as: UTF8.self)])
+            }
+            valDocs = min(valDocs, max(1, documents.count / 10))
+        }
         guard documents.count > valDocs else {
-            throw NanoChatError("only \(documents.count) documents from the offline sources; install them with scripts/bootstrap --with-data")
+            throw NanoChatError("only \(documents.count) documents from the offline sources; install them with scripts/bootstrap --with-data, "
+                                + "or give a plain-text file with --fallback-text")
         }
         let shardCount = try writeShuffledShards(documents, to: output, valDocs: valDocs, docsPerShard: docsPerShard)
         let total = reports.reduce(0) { $0 + $1.characters }
         log(String(format: "total %d documents, %d characters (~%.1fM tokens): %d train shards + 1 val shard in %@",
                    documents.count, total, Double(total) / 4.3 / 1e6, shardCount - 1, output.path))
-        return reports
+        return (reports, missing)
     }
 
     /// Shuffles documents with a fixed seed and writes them as parquet shards in upstream's layout: training
@@ -194,7 +217,7 @@ public enum OfflineCorpus {
     }
 
     static func podFiles() throws -> [String]? {
-        let base = "/usr/share/perl"
+        let base = system("/usr/share/perl")
         guard let versions = try? FileManager.default.contentsOfDirectory(atPath: base) else { return nil }
         for v in versions.sorted().reversed() {
             if let fs = files(under: "\(base)/\(v)/pod", suffix: ".pod"), !fs.isEmpty {
@@ -233,7 +256,7 @@ public enum OfflineCorpus {
     }
 
     static func gcide() throws -> [String]? {
-        let path = "/usr/share/dictd/gcide.dict.dz"
+        let path = system("/usr/share/dictd/gcide.dict.dz")
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         let text = String(decoding: try gunzip([UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))), as: UTF8.self)
         // entries are blank-line separated; drop pronunciations \..\, source tags [1913 Webster], etymologies [..]
@@ -252,7 +275,7 @@ public enum OfflineCorpus {
     static func wordnet() throws -> [String]? {
         var texts: [String] = []
         for pos in ["noun", "verb", "adj", "adv"] {
-            let path = "/usr/share/wordnet/data.\(pos)"
+            let path = system("/usr/share/wordnet/data.\(pos)")
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
             var glosses: [String] = []
             for line in text.split(separator: "\n") where !line.hasPrefix("  ") {
@@ -267,9 +290,9 @@ public enum OfflineCorpus {
     }
 
     static func bible() throws -> [String]? {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/bible") else { return nil }
+        guard FileManager.default.isExecutableFile(atPath: system("/usr/bin/bible")) else { return nil }
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/bible")
+        p.executableURL = URL(fileURLWithPath: system("/usr/bin/bible"))
         p.arguments = ["-f", "gen1:1-rev22:21"]
         let pipe = Pipe()
         p.standardOutput = pipe
@@ -295,7 +318,7 @@ public enum OfflineCorpus {
     }
 
     static func fortunes() throws -> [String]? {
-        let dir = "/usr/share/games/fortunes"
+        let dir = system("/usr/share/games/fortunes")
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return nil }
         var texts: [String] = []
         for name in names.sorted() where !name.contains(".") {
@@ -307,7 +330,7 @@ public enum OfflineCorpus {
     }
 
     static func jargon() throws -> [String]? {
-        let path = "/usr/share/doc/jargon-text/jargon.txt.gz"
+        let path = system("/usr/share/doc/jargon-text/jargon.txt.gz")
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         let text = String(decoding: try gunzip([UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))), as: UTF8.self)
         // {cross-references} become plain words

@@ -41,7 +41,7 @@ public struct EvalBundle {
         let yamlURL = directory.appendingPathComponent("core.yaml")
         guard FileManager.default.fileExists(atPath: yamlURL.path) else {
             throw NanoChatError("no CORE task bundle at \(directory.path) (core.yaml missing): run `nanochat dataset tasks` "
-                                + "(offline, 20 of the 22 tasks) or `nanochat dataset tasks --online` (upstream's bundle), or pass --eval-bundle DIR")
+                                + "(offline: the tasks whose sources it finds, 20 of the 22 at most) or `nanochat dataset tasks --online` (upstream's bundle), or pass --eval-bundle DIR")
         }
         let yaml = try MiniYAML.parse(String(decoding: try FileIO.read(yamlURL, what: "CORE task list"), as: UTF8.self), file: yamlURL.path)
         let baselines = try Self.readBaselines(directory.appendingPathComponent("eval_meta_data.csv"))
@@ -143,7 +143,11 @@ public struct EvalBundle {
     }
 
     /// Writes a bundle: core.yaml, eval_meta_data.csv and the JSONL files (the offline conversion and tests use it).
-    public static func write(tasks: [(task: Task, items: [Item])], source: String, missing: [String], to directory: URL) throws {
+    /// Returns each task's item count and the sha256 of its JSONL file (the fingerprint `dataset tasks` compares
+    /// with the reference conversion).
+    @discardableResult
+    public static func write(tasks: [(task: Task, items: [Item])], source: String, missing: [String], to directory: URL) throws -> [String: (count: Int, sha256: String)] {
+        var fingerprints: [String: (count: Int, sha256: String)] = [:]
         var yaml = "# CORE tasks in upstream's eval-bundle layout, written by `nanochat dataset tasks`.\n"
         yaml += "source: \(MiniYAML.quote(source))\n"
         if !missing.isEmpty { yaml += "missing: [\(missing.joined(separator: ", "))]\n" }
@@ -166,10 +170,12 @@ public struct EvalBundle {
                 out.append(0x0A)
             }
             try FileIO.writeAtomically(out, to: directory.appendingPathComponent("eval_data").appendingPathComponent(task.datasetURI))
+            fingerprints[task.label] = (items.count, SHA256.hex(out))
         }
         try FileIO.writeAtomically(csv, to: directory.appendingPathComponent("eval_meta_data.csv"))
         // core.yaml last: its presence says the bundle is complete
         try FileIO.writeAtomically(yaml, to: directory.appendingPathComponent("core.yaml"))
+        return fingerprints
     }
 }
 

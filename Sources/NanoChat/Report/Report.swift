@@ -8,7 +8,7 @@ public enum Report {
     public static var directory: URL { BaseDir.url.appendingPathComponent("report", isDirectory: true) }
 
     /// Section files in the order the report shows them.
-    public static let order = ["tokenizer-training", "tokenizer-evaluation", "base-model-training", "base-model-evaluation",
+    public static let order = ["pretraining-data", "tokenizer-training", "tokenizer-evaluation", "base-model-training", "task-data", "base-model-evaluation",
                                "chat-evaluation-base", "midtraining", "chat-evaluation-mid", "chat-sft", "chat-evaluation-sft",
                                "chat-rl", "chat-evaluation-rl"]
     /// The metrics of the summary table, in its row order (CORE first, ChatCORE last).
@@ -153,11 +153,26 @@ public enum Report {
         var md = header
         var values: [String: [String: String]] = [:]
         var lastTime: Date? = nil
+        var coreLabel = "CORE"
+        var missingSources: [String] = [], notScored: [String] = []
         for name in order {
             guard let text = try? String(contentsOf: directory.appendingPathComponent(name + ".md"), encoding: .utf8) else { continue }
             md += text
             let kv = items(text)
+            // sources that could not be had (dataset prepare, dataset tasks) and what they took with them
+            for key in kv.keys.sorted() where key.hasPrefix("missing source ") {
+                missingSources.append("\(key.dropFirst(15)): \(kv[key]!)")
+            }
             if name == "base-model-evaluation", let core = kv["CORE"] { values["base", default: [:]]["CORE"] = core }
+            if name == "base-model-evaluation", let tasks = kv["CORE tasks"] {
+                // "14 of 22; not scored: ..." -> the row reads "CORE (14 of 22 tasks)"
+                let parts = tasks.components(separatedBy: "; not scored: ")
+                if parts.count == 2 { coreLabel = "CORE (\(parts[0]) tasks)"; notScored.append("CORE: " + parts[1]) }
+            }
+            if name.hasPrefix("chat-evaluation-"), let skipped = kv["not scored (no task data)"] {
+                let line = "chat-eval: " + skipped
+                if !notScored.contains(line) { notScored.append(line) }
+            }
             if name.hasPrefix("chat-evaluation-") {
                 let stage = String(name.dropFirst("chat-evaluation-".count))
                 for m in metrics where kv[m] != nil { values[stage, default: [:]][m] = kv[m] }
@@ -178,8 +193,14 @@ public enum Report {
         md += "| Metric | " + columns.map(\.0).joined(separator: " | ") + " |\n"
         md += "|---|" + columns.map { _ in "---|" }.joined() + "\n"
         for m in metrics where columns.contains(where: { values[$0.1]?[m] != nil }) {
-            md += "| \(m) | " + columns.map { values[$0.1]?[m] ?? "-" }.joined(separator: " | ") + " |\n"
+            md += "| \(m == "CORE" ? coreLabel : m) | " + columns.map { values[$0.1]?[m] ?? "-" }.joined(separator: " | ") + " |\n"
         }
+        }
+        if !missingSources.isEmpty {
+            md += "\nMissing sources (the run went on without them):\n\n" + missingSources.map { "- \($0)\n" }.joined()
+        }
+        if !notScored.isEmpty {
+            md += "\nNot scored:\n\n" + notScored.map { "- \($0)\n" }.joined()
         }
         if let startLine = header.split(separator: "\n").first(where: { $0.hasPrefix("Run started: ") }),
            let start = sectionTime("timestamp: " + startLine.dropFirst(13)), let end = lastTime {

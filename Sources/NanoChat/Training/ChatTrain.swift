@@ -58,7 +58,8 @@ public struct ChatTrainOptions: ParsableArguments {
 /// source was not downloaded; see `ConversationTasks`).
 public func chatMixtures(stage: ChatStage, options o: ChatTrainOptions, root: URL) throws -> (train: TaskMixture, val: TaskMixture) {
     let cap = o.rowsPerTask
-    let words = try SpellingBee.words(root: root)
+    // the spelling tasks need Debian's word list; without it they are left out of the mixture (its summary shows it)
+    let words = FileManager.default.fileExists(atPath: root.appendingPathComponent("words_alpha.txt").path) ? try SpellingBee.words(root: root) : []
     var general = try ConversationTasks.generalChat(split: "train", root: root)
     var valChat = try ConversationTasks.generalChat(split: "test", root: root)
     if valChat.isEmpty {
@@ -74,13 +75,19 @@ public func chatMixtures(stage: ChatStage, options o: ChatTrainOptions, root: UR
     for t in mc { train += t.prefix(cap).repeated(o.mmluEpochs ?? (mid ? 1 : 3)) }
     train += math.prefix(cap).repeated(o.gsm8kEpochs ?? (mid ? 1 : 4))
     train += identity.repeated(o.identityEpochs)
-    train.append(ConversationTasks.simpleSpelling(size: o.simpleSpellingSize ?? (mid ? 200_000 : 300), words: words))
-    train.append(ConversationTasks.spellingBee(size: o.spellingBeeSize ?? (mid ? 80_000 : 300), words: words))
+    if !words.isEmpty {
+        train.append(ConversationTasks.simpleSpelling(size: o.simpleSpellingSize ?? (mid ? 200_000 : 300), words: words))
+        train.append(ConversationTasks.spellingBee(size: o.spellingBeeSize ?? (mid ? 80_000 : 300), words: words))
+    }
     train = train.filter { $0.count > 0 }
     // validation, as upstream: chat test, MMLU test (first 5200), GSM8K test (first 420)
     var val = valChat.map { $0.prefix(cap < 0 ? -1 : max(1, cap / 10)) }
     if ConversationTasks.exists("mmlu", "test", root) { val.append(try ConversationTasks.multipleChoice("mmlu", split: "test", root: root).prefix(5200)) }
     if ConversationTasks.exists("gsm8k", "test", root) { val.append(try ConversationTasks.gsm8k("gsm8k", split: "test", root: root).prefix(420)) }
+    // with none of those sources, the generated arithmetic test problems still give a validation loss
+    if val.allSatisfy({ $0.count == 0 }) && ConversationTasks.exists("arithmetic", "test", root) {
+        val.append(try ConversationTasks.gsm8k("arithmetic", split: "test", root: root).prefix(420))
+    }
     return (try TaskMixture(train), try TaskMixture(val.filter { $0.count > 0 }))
 }
 
@@ -180,7 +187,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
     func mixtureProgress() -> Double { comm.max(loaders.map(\.progress).max()!) }
     let tokenBytes = tokenizer.tokenByteCounts
     let flopsPerToken = DepthPlan.flopsPerToken(model.config)
-    let peak = comm.sum(measureSgemmGFLOPS() * 1e9)
+    let peak = comm.sum(CPUPeak.current(threads: Threading.workers).flops)  // MFU against the CPU's spec-sheet peak, as base-train
     let numIterations = o.numIterations
     say("\(stage.title) from \(source) \(start.label): \(model.config)")
     say("train mixture: \(mixtures.train.summary)")
