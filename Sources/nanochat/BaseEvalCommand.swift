@@ -36,8 +36,8 @@ struct BaseEvalCommand: ParsableCommand {
             if let unknown = modes.first(where: { !["core", "bpb", "sample"].contains($0) }) {
                 throw NanoChatError("--eval: unknown mode \(unknown); expected a comma list of core, bpb, sample")
             }
-            // read the bundle before the model, so that a missing or broken bundle fails fast; by default (no --eval)
-            // a missing bundle only skips CORE, with the command that makes one
+            // read the bundle before the model, so that a broken bundle fails fast; no bundle in the default place
+            // only skips CORE, saying so
             if comm.worldSize > 1 && dumpExamples != nil {
                 throw NanoChatError("--dump-examples writes every example's result, which only a single process holds; run without mpirun")
             }
@@ -47,7 +47,9 @@ struct BaseEvalCommand: ParsableCommand {
             var bundle: EvalBundle? = nil
             var coreNotScored = false
             if modes.contains("core") {
-                if eval == nil && evalBundle == nil && !FileManager.default.fileExists(atPath: bundleDir.appendingPathComponent("core.yaml").path) {
+                // no bundle in the default place: the sources gave no CORE task, which is reported, not an error
+                // (a --eval-bundle folder without one is an error)
+                if evalBundle == nil && !FileManager.default.fileExists(atPath: bundleDir.appendingPathComponent("core.yaml").path) {
                     say("CORE: not scored, no task bundle at \(bundleDir.path) (`nanochat dataset tasks` makes one from the sources it finds)")
                     coreNotScored = true
                 } else {

@@ -36,7 +36,14 @@ struct ChatEvalCommand: ParsableCommand {
                 for name in notScored where comm.isMain {
                     print("\(name): not scored, no task data (\(ChatTasks.dataFile[name]!.file) needs \(ChatTasks.dataFile[name]!.source); see nanochat dataset tasks)")
                 }
-                if names.isEmpty { throw NanoChatError("no chat-evaluation task has its data in \(root.path): run nanochat dataset tasks") }
+                if names.isEmpty {
+                    // nothing to score is what the sources allowed, not an error: the report says so
+                    if comm.isMain {
+                        print("chat-eval: no task has its data in \(root.path), nothing scored (nanochat dataset tasks names the missing sources)")
+                        try Report.log(section: "Chat evaluation \(model.source)", data: [("not scored (no task data)", notScored.joined(separator: ", "))])
+                    }
+                    return
+                }
             }
             // read every task before loading the model, so that missing data fails fast
             var problems: [String: [ChatProblem]] = [:]

@@ -110,6 +110,11 @@ public enum CoreEval {
                                 progress: (Int, Int) -> Void = { _, _ in }) throws -> TaskResult {
         let started = Date()
         let items = selectExamples(allItems, maxPerTask: maxPerTask)
+        // each example takes its shots from the other examples kept (as upstream, whose random.sample refuses fewer)
+        if task.fewShot > 0 && items.count <= task.fewShot {
+            throw NanoChatError("CORE \(task.label): \(task.fewShot)-shot needs more than \(task.fewShot) examples to draw the shots from, "
+                                + "and \(items.count) are kept" + (maxPerTask > 0 ? " (--max-per-task \(maxPerTask)); give at least \(task.fewShot + 1)" : ""))
+        }
         // rank r of W scores examples r, r+W, ... (as upstream); the right answers are summed across ranks
         let mine = Array(stride(from: comm.rank, to: items.count, by: comm.worldSize))
         var rows: [Row] = []

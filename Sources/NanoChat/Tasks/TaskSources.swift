@@ -143,10 +143,10 @@ public enum TaskSources {
     }
 
     /// One file an index offers: its name, where to get it, the sha256 the index publishes for it.
-    struct Offer { var file: String; var url: URL; var sha256: String? }
+    public struct Offer { public var file: String; public var url: URL; public var sha256: String? }
 
     /// The files of `project` in a PEP 503 simple index page: `<a href="URL#sha256=HEX">FILE</a>`.
-    static func parseIndex(_ html: String, base: URL) -> [Offer] {
+    public static func parseIndex(_ html: String, base: URL) -> [Offer] {
         guard let re = try? NSRegularExpression(pattern: #"<a\s[^>]*href="([^"]+)"[^>]*>\s*([^<\s]+)\s*</a>"#, options: [.caseInsensitive]) else { return [] }
         let ns = html as NSString
         return re.matches(in: html, range: NSRange(location: 0, length: ns.length)).compactMap { m in
