@@ -101,7 +101,9 @@ struct BaseEvalCommand: ParsableCommand {
                                 + (bundle.missing.isEmpty ? "" : "; not scored: \(bundle.missing.joined(separator: ", "))")), at: 2)
                 section += results.map { ($0.label, String(format: "%.4f (centered %.4f, %d examples)", $0.accuracy, $0.centered, $0.examples)) }
             }
-            if coreNotScored { section.append(("CORE tasks", "0 of \(CoreTasks.upstreamTasks.count); not scored: no task bundle")) }
+            if coreNotScored {
+                section.append(("CORE tasks", "0 of \(CoreTasks.upstreamTasks.count); not scored: all \(CoreTasks.upstreamTasks.count) (no task bundle: its sources were missing)"))
+            }
             if comm.isMain { try Report.log(section: "Base model evaluation", data: section) }
         }
     }

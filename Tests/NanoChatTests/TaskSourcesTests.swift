@@ -121,8 +121,9 @@ final class TaskSourcesTests: XCTestCase {
         let a = TaskSources.fetch(.bigbench, into: dir, index: "http://127.0.0.1:\(closed)/simple", attempts: 2, backoff: 0.01) { lines.append($0) }
         let b = TaskSources.fetch(.olmo, into: dir, index: "http://127.0.0.1:\(closed)/simple", attempts: 2, backoff: 0.01) { lines.append($0) }
         XCTAssertNil(a.file); XCTAssertNil(b.file)
-        XCTAssertTrue(a.detail.hasPrefix("the package index is unreachable"), a.detail)
-        XCTAssertTrue(b.detail.hasPrefix("the package index is unreachable"), b.detail)
+        XCTAssertTrue(a.detail.hasPrefix("the package index http://127.0.0.1:\(closed)/simple is unreachable ("), a.detail)
+        XCTAssertFalse(a.detail.contains("/simple/bigbench/"), "the index is named once, not the page: \(a.detail)")
+        XCTAssertEqual(b.detail, a.detail)
         XCTAssertEqual(lines.filter { $0.hasPrefix("ai2-olmo:") }, [], "the second source does not ask again")
         XCTAssertLessThan(Date().timeIntervalSince(start), 20)
     }

@@ -200,7 +200,7 @@ public enum TaskSources {
             return status
         }
         if let why = unreachable[index] {
-            status.detail = "the package index is unreachable (\(why))"
+            status.detail = "the package index \(index) is unreachable (\(why))"
             return status
         }
         // the index's page for the project
@@ -218,12 +218,13 @@ public enum TaskSources {
                                                   verify: { _, _ in })
             html = String(decoding: try Data(contentsOf: pageFile), as: UTF8.self)
         } catch {
-            let text = "\(error)"
+            // the error without the page's address: the detail names the index itself
+            let text = "\(error)".replacingOccurrences(of: page.absoluteString + ": ", with: "")
             if text.contains("HTTP 404") {
                 status.detail = "the index has no project \(source.name)"
             } else {
                 unreachable[index] = text
-                status.detail = "the package index is unreachable (\(text))"
+                status.detail = "the package index \(index) is unreachable (\(text))"
             }
             return status
         }
