@@ -150,7 +150,7 @@ public struct CPUPeak: Sendable {
         let sysMax = maxKHz ?? (try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", encoding: .utf8))
         let reported = sysMax.flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }.map { $0 / 1e6 }
             ?? Double(field("cpu MHz") ?? "").map { $0 / 1e3 } ?? 2.0
-        let ghz = max(reported, measuredClock ?? nc_measure_clock_ghz(0.05))
+        let ghz = max(reported, measuredClock ?? nc_measure_clock_ghz(0.1))
         // two FMA pipes, each lanes x 2 FLOPs (multiply and add)
         return CPUPeak(threads: threads, flopsPerCycle: 2 * lanes * 2, gigahertz: ghz, vectors: vectors)
     }

@@ -17,12 +17,8 @@ struct DeviceCommand: ParsableCommand {
     @Flag(help: "Fail unless the CUDA backend loads and finds a GPU.") var requireCuda = false
 
     func run() throws {
-        #if canImport(Accelerate)
-        let blas = "Accelerate"
-        #else
-        let blas = "OpenBLAS"
-        #endif
-        print("cpu: \(Threading.workers) threads for our kernels, \(blas) for the products")
+        print("cpu: \(CPUInfo.current.description)")
+        print("cpu kernels: ours \(ourKernelSet) on \(Threading.workers) threads; products through \(OpenBLASCore.description)")
         print("cpu peak: \(CPUPeak.current(threads: Threading.workers).description) (MFU is reported against it)")
         do {
             let lib = try CUDALibrary.load(path: cudaLib)

@@ -11,6 +11,12 @@ struct NanoChatCommand: AsyncParsableCommand {
         discussion: "Data, tokenizers and checkpoints live under NANOCHAT_BASE_DIR (default ~/.cache/nanochat).",
         subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, MidTrainCommand.self, ChatSFTCommand.self, ChatRLCommand.self, ChatEvalCommand.self, ReportCommand.self, ChatCLICommand.self, ChatWebCommand.self, DeviceCommand.self, BenchCommand.self]
     )
+
+    static func main() async {
+        // before any product: OpenBLAS on a CPU newer than itself runs SSE3 kernels unless told otherwise
+        OpenBLASCore.steerBeforeStart()
+        await main(nil)
+    }
 }
 
 /// Runs a command body, turning our errors into a message on stderr and exit code 1 (no stack trace).

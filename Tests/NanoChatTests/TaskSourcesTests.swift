@@ -161,34 +161,4 @@ final class TaskSourcesTests: XCTestCase {
         XCTAssertEqual(none.missing.count, 22)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
     }
-
-    func testCPUPeakFromFeatures() {
-        func info(_ vendor: String, family: Int, _ flags: String, mhz: String = "2600.000") -> String {
-            "vendor_id\t: \(vendor)\ncpu family\t: \(family)\ncpu MHz\t\t: \(mhz)\nflags\t\t: fpu sse sse2 \(flags)\n"
-        }
-        // Intel with AVX-512 (two 512-bit FMA pipes): 64 FLOP/cycle; the clock: the higher of reported and measured
-        let xeon = CPUPeak.current(threads: 2, cpuinfo: info("GenuineIntel", family: 6, "avx avx2 fma avx512f amx_tile"), maxKHz: "", measuredClock: 3.0)
-        XCTAssertEqual(xeon.flopsPerCycle, 64)
-        XCTAssertEqual(xeon.gigahertz, 3.0, accuracy: 1e-9)
-        XCTAssertEqual(xeon.flops, 2 * 64 * 3.0e9, accuracy: 1)
-        // Zen 4: AVX-512 on 256-bit pipes; Zen 5 (family 26): full width
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 25, "avx avx2 fma avx512f"), maxKHz: "", measuredClock: 0).flopsPerCycle, 32)
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 26, "avx avx2 fma avx512f"), maxKHz: "", measuredClock: 0).flopsPerCycle, 64)
-        // Zen 3 / Haswell: AVX2 + FMA; Sandy Bridge: AVX without FMA; a CPU the kernel says little about
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 25, "avx avx2 fma"), maxKHz: "", measuredClock: 0).flopsPerCycle, 32)
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("GenuineIntel", family: 6, "avx"), maxKHz: "", measuredClock: 0).flopsPerCycle, 16)
-        let bare = CPUPeak.current(threads: 1, cpuinfo: "", maxKHz: "", measuredClock: 0)
-        XCTAssertEqual(bare.flopsPerCycle, 8)
-        XCTAssertEqual(bare.gigahertz, 2.0, accuracy: 1e-9)
-        // cpufreq's maximum (kHz) wins over the current clock /proc/cpuinfo shows
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("GenuineIntel", family: 6, "avx2 fma"), maxKHz: "3800000\n", measuredClock: 0).gigahertz, 3.8, accuracy: 1e-9)
-    }
-
-    /// The property MFU rests on: what the BLAS reaches on this machine stays under the peak it is measured against.
-    func testSgemmStaysUnderTheCPUPeak() {
-        let peak = CPUPeak.current(threads: Threading.workers)
-        let sgemm = measureSgemmGFLOPS(size: 512, seconds: 0.3)
-        XCTAssertGreaterThan(peak.gigahertz, 0.5)
-        XCTAssertLessThan(sgemm, peak.flops / 1e9 * 1.02, "sgemm \(sgemm) GFLOP/s against a peak of \(peak.description)")
-    }
 }

@@ -74,4 +74,17 @@ static inline void nc_cpu_pause(void) {
 // 0 where it cannot be measured (not x86-64).
 double nc_measure_clock_ghz(double seconds);
 
+// The CPU's vendor, family, model, brand string and the vector extensions it has *and* the OS lets it use
+// (cpu_features.c, CPUID and XGETBV); all zero where this is not x86-64.
+typedef struct {
+    char vendor[13];
+    char brand[49];
+    int family, model;
+    int sse42, avx, fma, avx2, avx512f, avx512dq, avx512bw, avx512vl, avx512vnni, avx512bf16;
+    int amx_tile, amx_int8, amx_bf16;
+} nc_cpu_features;
+nc_cpu_features nc_cpu_detect(void);
+// Asks Linux for the AMX tile state (needed once per process before AMX instructions); 1 when granted.
+int nc_amx_request(void);
+
 #endif

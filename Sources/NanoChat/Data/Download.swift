@@ -48,9 +48,9 @@ public enum ShardDownloader {
                 if !FileManager.default.fileExists(atPath: dest.path) {
                     do {
                         _ = try fetchRetrying(URL(string: "\(baseURL)/\(name)")!, to: dest, attempts: attempts, backoff: backoff,
-                                              timeout: timeout) { delta in
+                                              timeout: timeout, onBytes: { delta in
                             lock.lock(); progress.bytes += delta; let p = progress; lock.unlock(); report(p)
-                        }
+                        })
                     } catch {
                         lock.lock(); failures.append("\(name): \(error)"); progress.failed += 1; lock.unlock()
                     }

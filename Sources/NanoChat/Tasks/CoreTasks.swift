@@ -269,12 +269,13 @@ public enum EvalBundleDownload {
         if !FileManager.default.fileExists(atPath: zip.path) {
             do {
                 let size = try ShardDownloader.fetchRetrying(url, to: zip, attempts: attempts, backoff: backoff, timeout: timeout,
-                                                             onRetry: { log("attempt \($0) of \(attempts) failed: \($1)") }) { tmp, size in
+                                                             onRetry: { log("attempt \($0) of \(attempts) failed: \($1)") },
+                                                             verify: { tmp, size in
                     let head = try FileHandle(forReadingFrom: tmp).read(upToCount: 4) ?? Data()
                     guard size >= 22, head == Data([0x50, 0x4B, 0x03, 0x04]) else {
                         throw NanoChatError("\(urlString): the body (\(size) bytes) is not a zip file")
                     }
-                }
+                })
                 log("downloaded \(urlString) (\(size / 1_000_000) MB)")
             } catch {
                 throw NanoChatError("could not download the eval bundle after \(attempts) attempts: \(error)")

@@ -161,6 +161,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     if let device {
         say("device: \(device.description) (MFU against \(String(format: "%.0f", peak / 1e12)) TFLOP/s)")
     } else {
+        say("CPU: \(CPUInfo.current.description); our kernels \(ourKernelSet); \(OpenBLASCore.description)")
         say("CPU peak: \(cpuPeak.description) per rank, \(world) rank(s) (MFU is reported against the peak)")
         say(String(format: "sgemm: %.1f GFLOP/s measured over %d rank(s) of %d thread(s), %.0f%% of the peak", sgemm / 1e9, world, Threading.workers, 100 * sgemm / peak))
     }

@@ -1,0 +1,79 @@
+import CKernels
+import Foundation
+import NanoTensor
+import XCTest
+
+/// The CPU as the kernels and the BLAS see it: its peak (MFU's denominator) and the OpenBLAS core it should run.
+final class CPUInfoTests: XCTestCase {
+    func testCPUPeakFromFeatures() {
+        func info(_ vendor: String, family: Int, _ flags: String, mhz: String = "2600.000") -> String {
+            "vendor_id\t: \(vendor)\ncpu family\t: \(family)\ncpu MHz\t\t: \(mhz)\nflags\t\t: fpu sse sse2 \(flags)\n"
+        }
+        // Intel with AVX-512 (two 512-bit FMA pipes): 64 FLOP/cycle; the clock: the higher of reported and measured
+        let xeon = CPUPeak.current(threads: 2, cpuinfo: info("GenuineIntel", family: 6, "avx avx2 fma avx512f amx_tile"), maxKHz: "", measuredClock: 3.0)
+        XCTAssertEqual(xeon.flopsPerCycle, 64)
+        XCTAssertEqual(xeon.gigahertz, 3.0, accuracy: 1e-9)
+        XCTAssertEqual(xeon.flops, 2 * 64 * 3.0e9, accuracy: 1)
+        // Zen 4: AVX-512 on 256-bit pipes; Zen 5 (family 26): full width
+        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 25, "avx avx2 fma avx512f"), maxKHz: "", measuredClock: 0).flopsPerCycle, 32)
+        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 26, "avx avx2 fma avx512f"), maxKHz: "", measuredClock: 0).flopsPerCycle, 64)
+        // Zen 3 / Haswell: AVX2 + FMA; Sandy Bridge: AVX without FMA; a CPU the kernel says little about
+        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 25, "avx avx2 fma"), maxKHz: "", measuredClock: 0).flopsPerCycle, 32)
+        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("GenuineIntel", family: 6, "avx"), maxKHz: "", measuredClock: 0).flopsPerCycle, 16)
+        let bare = CPUPeak.current(threads: 1, cpuinfo: "", maxKHz: "", measuredClock: 0)
+        XCTAssertEqual(bare.flopsPerCycle, 8)
+        XCTAssertEqual(bare.gigahertz, 2.0, accuracy: 1e-9)
+        // cpufreq's maximum (kHz) wins over the current clock /proc/cpuinfo shows
+        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("GenuineIntel", family: 6, "avx2 fma"), maxKHz: "3800000\n", measuredClock: 0).gigahertz, 3.8, accuracy: 1e-9)
+    }
+
+    /// The property MFU rests on: what the BLAS reaches on this machine stays under the peak it is measured against.
+    func testSgemmStaysUnderTheCPUPeak() {
+        let peak = CPUPeak.current(threads: Threading.workers)
+        let sgemm = measureSgemmGFLOPS(size: 512, seconds: 0.3)
+        XCTAssertGreaterThan(peak.gigahertz, 0.5)
+        XCTAssertLessThan(sgemm, peak.flops / 1e9 * 1.02, "sgemm \(sgemm) GFLOP/s against a peak of \(peak.description)")
+    }
+
+    /// The core from the CPU's features, including CPUs the library does not know (it then runs Prescott kernels).
+    func testOpenBLASCoreFromFeatures() {
+        var emerald = CPUInfo(vendor: "GenuineIntel", brand: "INTEL(R) XEON(R) PLATINUM 8581C", family: 6, model: 207)
+        emerald.sse42 = true; emerald.avx = true; emerald.fma = true; emerald.avx2 = true
+        emerald.avx512f = true; emerald.avx512dq = true; emerald.avx512bw = true; emerald.avx512vl = true
+        emerald.avx512bf16 = true; emerald.amxTile = true
+        XCTAssertEqual(OpenBLASCore.best(for: emerald), "Cooperlake")
+        XCTAssertEqual(OpenBLASCore.steer(current: "Prescott", cpu: emerald, userChoice: nil), "Cooperlake", "an unknown CPU gets its features' core")
+        XCTAssertNil(OpenBLASCore.steer(current: "Prescott", cpu: emerald, userChoice: "Haswell"), "a core the user set stands")
+        XCTAssertNil(OpenBLASCore.steer(current: "Cooperlake", cpu: emerald, userChoice: nil))
+        var skylake = emerald; skylake.avx512bf16 = false; skylake.amxTile = false
+        XCTAssertEqual(OpenBLASCore.steer(current: "Haswell", cpu: skylake, userChoice: nil), "SkylakeX")
+        // AVX-512 without BW/VL (Knights Landing) is not what the SkylakeX kernels need
+        var knights = skylake; knights.avx512bw = false; knights.avx512vl = false
+        XCTAssertEqual(OpenBLASCore.best(for: knights), "Haswell")
+        var zen3 = CPUInfo(vendor: "AuthenticAMD", family: 25, model: 1)
+        zen3.sse42 = true; zen3.avx = true; zen3.fma = true; zen3.avx2 = true
+        XCTAssertNil(OpenBLASCore.steer(current: "Zen", cpu: zen3, userChoice: nil))
+        XCTAssertEqual(OpenBLASCore.steer(current: "Prescott", cpu: zen3, userChoice: nil), "Zen")
+        var zen4 = zen3; zen4.model = 17; zen4.avx512f = true; zen4.avx512dq = true; zen4.avx512bw = true; zen4.avx512vl = true; zen4.avx512bf16 = true
+        XCTAssertEqual(OpenBLASCore.steer(current: "Zen", cpu: zen4, userChoice: nil), "Cooperlake")
+        var old = CPUInfo(vendor: "GenuineIntel", family: 6, model: 23)
+        old.sse42 = false
+        XCTAssertNil(OpenBLASCore.steer(current: "Penryn", cpu: old, userChoice: nil), "nothing better to pick")
+        XCTAssertNil(OpenBLASCore.steer(current: "SomeFutureCore", cpu: emerald, userChoice: nil), "a core this table does not know is left alone")
+    }
+
+    /// This machine: the detected features agree with the kernels' own run-time check, and the running core is at
+    /// least what the features call for (after steering).
+    func testThisMachine() {
+        let cpu = CPUInfo.current
+        XCTAssertEqual(cpu.avx2 && cpu.fma, nc_skinny_uses_avx2() != 0, cpu.description)
+        if let (core, version) = OpenBLASCore.running {
+            XCTAssertFalse(version.isEmpty)
+            let env = ProcessInfo.processInfo.environment
+            if env["OPENBLAS_CORETYPE"] == nil || env["NANOCHAT_BLAS_STEERED"] != nil {
+                // the test bundle is not steered (only the nanochat executable is): say what it runs, check the rule only
+                print("this machine: \(cpu.description); OpenBLAS \(version) runs \(core), the features call for \(OpenBLASCore.best(for: cpu))")
+            }
+        }
+    }
+}
