@@ -185,6 +185,7 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         try runDistributed { comm in
+            if comm.isMain && !json { printMachine() }
             for d in depth {
                 // base-train's options at this size; its learning rates and schedule as they are
                 let o = try BaseTrainOptions.parse(["--depth", "\(d)", "--head-dim", "\(headDim)", "--max-seq-len", "\(seqLen)",
@@ -335,6 +336,7 @@ struct BenchInfer: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            printMachine()
             let bw1 = measureReadBandwidth(threads: 1), bw = max(bw1, measureReadBandwidth(threads: Threading.workers))
             print(String(format: "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (all threads): the decode roofline", bw1, bw))
             for d in depth {
@@ -611,4 +613,10 @@ struct BenchWeights: ParsableCommand {
             model.useWeights(.f32)
         }
     }
+}
+
+/// The machine a figure came from, printed first by the benchmarks: CPU model, vector extensions, the kernel sets.
+func printMachine() {
+    print("machine: \(CPUInfo.current.description)")
+    print("kernels: ours \(ourKernelSet) on \(Threading.workers) threads; \(OpenBLASCore.description)")
 }

@@ -118,7 +118,12 @@ public enum OpenBLASCore {
         let env = ProcessInfo.processInfo.environment
         var how = "chosen by OpenBLAS"
         if let picked = env["NANOCHAT_BLAS_STEERED"] { how = "chosen from the CPU's features; OpenBLAS picked \(picked)" }
-        else if env["OPENBLAS_CORETYPE"] != nil { how = "OPENBLAS_CORETYPE" }
+        else if let set = env["OPENBLAS_CORETYPE"] {
+            // the user's (or the machine's) choice stands; say when it is weaker than the CPU allows
+            let want = best(for: .current)
+            how = "OPENBLAS_CORETYPE=\(set)"
+            if let have = rank[core.lowercased()], have < rank[want.lowercased()]! { how += "; this CPU could run \(want): unset it to let nanochat choose" }
+        }
         return "OpenBLAS \(version), \(core) kernels (\(how))"
     }
 }
