@@ -7,8 +7,8 @@ import XCTest
 /// from the very values the quantized weights stand for (and, for one row against int8, the int16 activations, rounded
 /// here independently), over the shapes that exercise every code path: one row, two, odd row counts, the 4-row tiles and
 /// their padded last block, tails of n that are not a multiple of 2 or 4, k with and without a tail of 8, input and
-/// output strides wider than the matrix, and the prefill path (17+ rows, BLAS over dequantized tiles). AVX2 and
-/// portable paths both.
+/// output strides wider than the matrix, and the prefill path (17+ rows, BLAS over dequantized tiles). Every kernel
+/// set the machine runs (AVX-512 for one row against int8, AVX2, portable).
 final class QuantizedTests: XCTestCase {
     func reference(m: Int, n: Int, k: Int, a: [Float], lda: Int, w: [Float]) -> [Double] {
         var out = [Double](repeating: 0, count: m * n)
@@ -16,7 +16,7 @@ final class QuantizedTests: XCTestCase {
         return out
     }
 
-    func check(_ format: WeightFormat, m: Int, n: Int, k: Int, portable: Bool, file: StaticString = #filePath, line: UInt = #line) {
+    func check(_ format: WeightFormat, m: Int, n: Int, k: Int, level: Int, file: StaticString = #filePath, line: UInt = #line) {
         var rng = RNG(seed: UInt64(m * 1000 + n * 10 + k))
         let lda = k + 3, ldc = n + 5
         let w = Tensor(shape: [n, k], values: (0..<(n * k)).map { _ in rng.normal() * 0.05 })
@@ -35,8 +35,6 @@ final class QuantizedTests: XCTestCase {
             }
         }
         var c = [Float](repeating: .nan, count: m * ldc)
-        nc_quant_force_portable = portable ? 1 : 0
-        defer { nc_quant_force_portable = 0 }
         a.withUnsafeBufferPointer { ap in c.withUnsafeMutableBufferPointer { cp in
             q.product(m: m, n: n, a: ap.baseAddress!, lda: lda, c: cp.baseAddress!, ldc: ldc)
         } }
@@ -49,7 +47,7 @@ final class QuantizedTests: XCTestCase {
             XCTAssertTrue(got.isFinite, "\(format) m \(m) n \(n) k \(k): element (\(i), \(j)) not written", file: file, line: line)
             num += (got - ref[i * n + j]) * (got - ref[i * n + j]); den += ref[i * n + j] * ref[i * n + j]
         } }
-        XCTAssertLessThan((num / den).squareRoot(), 1e-5, "\(format) m \(m) n \(n) k \(k) portable \(portable)", file: file, line: line)
+        XCTAssertLessThan((num / den).squareRoot(), 1e-5, "\(format) m \(m) n \(n) k \(k) kernel level \(level)", file: file, line: line)
         // the padding columns of C (ldc > n) are untouched
         for i in 0..<m { for j in n..<ldc { XCTAssertTrue(c[i * ldc + j].isNaN, "\(format): wrote past column n", file: file, line: line) } }
     }
@@ -89,14 +87,14 @@ final class QuantizedTests: XCTestCase {
     }
 
     func testBF16AndInt8ProductsAgainstFloat64() {
-        for portable in [false, true] {
+        forEachKernelLevel { level in
             for m in [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 40] {
                 for n in [1, 2, 3, 5, 6, 33] {
                     for k in [32, 64, 96] {
-                        check(.bf16, m: m, n: n, k: k, portable: portable)
-                        check(.int8, m: m, n: n, k: k, portable: portable)
+                        check(.bf16, m: m, n: n, k: k, level: level)
+                        check(.int8, m: m, n: n, k: k, level: level)
                     }
-                    check(.bf16, m: m, n: n, k: 45, portable: portable)  // a tail of k past the last 8
+                    check(.bf16, m: m, n: n, k: 45, level: level)  // a tail of k past the last 8
                 }
             }
         }

@@ -87,4 +87,12 @@ nc_cpu_features nc_cpu_detect(void);
 // Asks Linux for the AMX tile state (needed once per process before AMX instructions); 1 when granted.
 int nc_amx_request(void);
 
+/// The kernel set our C kernels use (kernel_level.c): 0 portable C, 1 AVX2 + FMA, 2 AVX-512 (F, BW, VL, DQ, with
+/// the OS saving the registers), at most what the CPU supports. Chosen by nc_kernel_choice when a test sets it (0, 1,
+/// 2), else by NANOCHAT_KERNELS=portable|avx2|avx512, else AVX2 (AVX-512 is opt-in: see kernel_level.c).
+/// nc_quant_force_portable = 1 is the same as choice 0 for the quantized kernels and the softcap.
+int nc_kernel_supported(void);
+int nc_kernel_level(void);
+extern int nc_kernel_choice;
+
 #endif

@@ -129,4 +129,10 @@ public enum OpenBLASCore {
 }
 
 /// The kernel set our own C kernels run on this CPU (picked at run time).
-public var ourKernelSet: String { nc_skinny_uses_avx2() != 0 ? "AVX2 + FMA" : "portable C" }
+public var ourKernelSet: String {
+    switch nc_kernel_level() {
+    case 2: return "AVX-512 (softcap, int8 one-row products) and AVX2 + FMA (the rest)"
+    case 1: return "AVX2 + FMA" + (nc_kernel_supported() == 2 ? " (AVX-512 kernels: NANOCHAT_KERNELS=avx512)" : "")
+    default: return "portable C"
+    }
+}
