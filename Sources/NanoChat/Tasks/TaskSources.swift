@@ -178,8 +178,8 @@ public enum TaskSources {
         var rejected: [String] = []
         // a folder of package files: pip's find-links, or an index given as a folder
         var folders = findLinks
-        let indexIsFolder = !index.contains("://")
-        if indexIsFolder { folders.append(URL(fileURLWithPath: index, isDirectory: true)) }
+        let indexIsFolder = !index.contains("://") || index.hasPrefix("file://")
+        if indexIsFolder { folders.append(URL(fileURLWithPath: index.replacingOccurrences(of: "file://", with: ""), isDirectory: true)) }
         for folder in folders {
             guard let file = source.present(in: folder) else { continue }
             let dest = dir.appendingPathComponent(file.lastPathComponent)
