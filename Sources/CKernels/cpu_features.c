@@ -1,11 +1,10 @@
-// What the CPU can run, from CPUID, and what the operating system lets it run, from XGETBV: AVX and AVX-512 need
-// the OS to save their registers (XCR0), AMX needs Linux to grant the tile state (arch_prctl).
+// What the CPU can run, from CPUID, and what the operating system lets it run, from XGETBV: AVX, AVX-512 and AMX
+// need the OS to save their registers (XCR0). (Using AMX would also need Linux's per-process grant, arch_prctl
+// ARCH_REQ_XCOMP_PERM; nothing uses AMX yet.)
 #include "ckernels.h"
 #include <string.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 static unsigned long long xcr0(void) {
     unsigned int lo, hi;
@@ -54,15 +53,10 @@ nc_cpu_features nc_cpu_detect(void) {
     return f;
 }
 
-int nc_amx_request(void) {
-    // Linux 5.16+: a process asks for the AMX tile data state before it may use it (ARCH_REQ_XCOMP_PERM, XTILEDATA)
-    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-}
 #else
 nc_cpu_features nc_cpu_detect(void) {
     nc_cpu_features f;
     memset(&f, 0, sizeof f);
     return f;
 }
-int nc_amx_request(void) { return 0; }
 #endif

@@ -84,8 +84,6 @@ typedef struct {
     int amx_tile, amx_int8, amx_bf16;
 } nc_cpu_features;
 nc_cpu_features nc_cpu_detect(void);
-// Asks Linux for the AMX tile state (needed once per process before AMX instructions); 1 when granted.
-int nc_amx_request(void);
 
 /// The kernel set our C kernels use (kernel_level.c): 0 portable C, 1 AVX2 + FMA, 2 AVX-512 (F, BW, VL, DQ, with
 /// the OS saving the registers), at most what the CPU supports. Chosen by nc_kernel_choice when a test sets it (0, 1,
