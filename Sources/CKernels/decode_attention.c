@@ -140,7 +140,7 @@ __attribute__((target("avx2,fma"))) static void attend_avx2_bf16(const float *q,
 
 void nc_attend_one(const float *q, const float *k, const float *v, int span, int d, float scale, float *scores, float *out) {
 #ifdef NC_X86
-    if (d % 8 == 0 && nc_quant_uses_avx2() && !nc_quant_force_portable) {
+    if (d % 8 == 0 && nc_kernel_level() >= 1) {
         attend_avx2_f32(q, k, v, span, d, scale, scores, out);
         return;
     }
@@ -151,7 +151,7 @@ void nc_attend_one(const float *q, const float *k, const float *v, int span, int
 void nc_attend_one_bf16(const float *q, const uint16_t *k, const uint16_t *v, int span, int d, float scale, float *scores,
                         float *out) {
 #ifdef NC_X86
-    if (d % 8 == 0 && nc_quant_uses_avx2() && !nc_quant_force_portable) {
+    if (d % 8 == 0 && nc_kernel_level() >= 1) {
         attend_avx2_bf16(q, k, v, span, d, scale, scores, out);
         return;
     }

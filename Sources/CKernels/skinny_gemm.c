@@ -102,23 +102,12 @@ __attribute__((target("avx2,fma"))) static void skinny_avx2(int m, int n, int k,
         }
     }
 }
-
-static int avx2_state = -1;
-int nc_skinny_uses_avx2(void) {
-    if (avx2_state < 0) {
-        __builtin_cpu_init();
-        avx2_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return avx2_state;
-}
-#else
-int nc_skinny_uses_avx2(void) { return 0; }
 #endif
 
 void nc_sgemm_skinny_nt(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                         float beta, float *c, int ldc) {
 #ifdef NC_X86
-    if (nc_skinny_uses_avx2()) { skinny_avx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return; }
+    if (nc_kernel_level() >= 1) { skinny_avx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return; }
 #endif
     skinny_portable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -62,18 +62,27 @@ final class CPUInfoTests: XCTestCase {
         XCTAssertNil(OpenBLASCore.steer(current: "SomeFutureCore", cpu: emerald, userChoice: nil), "a core this table does not know is left alone")
     }
 
-    /// This machine: the detected features agree with the kernels' own run-time check, and the running core is at
-    /// least what the features call for (after steering).
-    func testThisMachine() {
+    /// This machine: what CPUID and XGETBV say (cpu_features.c) against the kernel's own view in /proc/cpuinfo, and
+    /// the core OpenBLAS runs is one the table knows (otherwise steering could never act on it).
+    func testThisMachine() throws {
         let cpu = CPUInfo.current
-        XCTAssertEqual(cpu.avx2 && cpu.fma, nc_skinny_uses_avx2() != 0, cpu.description)
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { throw XCTSkip("no /proc/cpuinfo") }
+        // "key<tabs>: value", the first processor's
+        let fields = text.split(separator: "\n").map { $0.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) } }
+        let line = { (name: String) in fields.first { $0.count == 2 && $0[0] == name }?[1] ?? "" }
+        let flags = Set(line("flags").split(separator: " ").map(String.init))
+        for (name, have) in [("avx", cpu.avx), ("avx2", cpu.avx2), ("fma", cpu.fma), ("sse4_2", cpu.sse42), ("avx512f", cpu.avx512f),
+                             ("avx512bw", cpu.avx512bw), ("avx512vl", cpu.avx512vl), ("avx512_bf16", cpu.avx512bf16), ("amx_tile", cpu.amxTile)] {
+            XCTAssertEqual(have, flags.contains(name), "\(name): CPUID says \(have), /proc/cpuinfo says \(flags.contains(name))")
+        }
+        XCTAssertEqual(cpu.vendor, line("vendor_id"))
+        XCTAssertEqual(cpu.family, Int(line("cpu family")))
+        XCTAssertEqual(cpu.model, Int(line("model")))
+        XCTAssertEqual(cpu.brand, line("model name"))
+        XCTAssertEqual(Int(nc_kernel_supported()), cpu.avx512 && cpu.fma ? 2 : cpu.avx2 && cpu.fma ? 1 : 0)
         if let (core, version) = OpenBLASCore.running {
             XCTAssertFalse(version.isEmpty)
-            let env = ProcessInfo.processInfo.environment
-            if env["OPENBLAS_CORETYPE"] == nil || env["NANOCHAT_BLAS_STEERED"] != nil {
-                // the test bundle is not steered (only the nanochat executable is): say what it runs, check the rule only
-                print("this machine: \(cpu.description); OpenBLAS \(version) runs \(core), the features call for \(OpenBLASCore.best(for: cpu))")
-            }
+            XCTAssertNotNil(OpenBLASCore.rank[core.lowercased()], "OpenBLAS runs \(core), which the core table does not know")
         }
     }
 }

@@ -6,7 +6,7 @@ import XCTest
 /// The decode attention kernel (decode_attention.c) against a float64 softmax(q K^T / sqrt(d)) V, for spans that
 /// leave every tail of its four-key and eight-score loops, head dims below, at and above the 64-wide pass of its
 /// weighted sum (and not multiples of 8, which take the portable path), scores far apart (the max subtraction), and
-/// the portable path forced; keys and values in float32 and in bf16.
+/// every kernel set the machine runs (AVX2, portable); keys and values in float32 and in bf16.
 final class DecodeAttentionTests: XCTestCase {
     /// softmax(scale q K^T) V in float64, K and V [span, d] as the kernel sees them (already widened from bf16)
     func reference(_ q: [Float], _ k: [Double], _ v: [Double], span: Int, d: Int, scale: Float) -> [Double] {
@@ -18,9 +18,7 @@ final class DecodeAttentionTests: XCTestCase {
 
     func testOneQueryRowAgainstFloat64() {
         var rng = RNG(seed: 11)
-        for portable in [false, true] {
-            nc_quant_force_portable = portable ? 1 : 0
-            defer { nc_quant_force_portable = 0 }
+        forEachKernelLevel { level in
             for d in [8, 24, 60, 64, 72, 128] {
                 for span in [1, 2, 3, 4, 5, 7, 8, 9, 13, 64, 100, 257] {
                     for spread: Float in [1, 30] {
@@ -41,7 +39,7 @@ final class DecodeAttentionTests: XCTestCase {
                                                   ("bf16", outB, reference(q, kb.map(widen), vb.map(widen), span: span, d: d, scale: scale))] {
                             for t in 0..<d {
                                 XCTAssertEqual(Double(got[t]), want[t], accuracy: 2e-5 * max(1, abs(want[t])),
-                                               "\(name) d \(d) span \(span) spread \(spread) portable \(portable) dim \(t)")
+                                               "\(name) d \(d) span \(span) spread \(spread) kernel level \(level) dim \(t)")
                             }
                             XCTAssertTrue(got[d].isNaN, "\(name): wrote past the head's \(d) dims")
                         }

@@ -8,7 +8,7 @@ import XCTest
 /// here independently), over the shapes that exercise every code path: one row, two, odd row counts, the 4-row tiles and
 /// their padded last block, tails of n that are not a multiple of 2 or 4, k with and without a tail of 8, input and
 /// output strides wider than the matrix, and the prefill path (17+ rows, BLAS over dequantized tiles). Every kernel
-/// set the machine runs (AVX-512 for one row against int8, AVX2, portable).
+/// set the machine runs (AVX2, portable).
 final class QuantizedTests: XCTestCase {
     func reference(m: Int, n: Int, k: Int, a: [Float], lda: Int, w: [Float]) -> [Double] {
         var out = [Double](repeating: 0, count: m * n)

@@ -47,35 +47,38 @@ final class ThreadingTests: XCTestCase {
 
 final class GemvPathTests: XCTestCase {
     /// A one-row product takes the matrix-vector path; it must equal the general product for both layouts.
-    /// 2 to 16 rows against a weight matrix go through our skinny kernel (AVX2 or portable C): every tail of
-    /// k, n and m, row strides wider than the rows, alpha and beta; and split across threads by sgemmWeights.
+    /// 2 to 16 rows against a weight matrix go through our skinny kernel (on every kernel set the machine runs:
+    /// AVX2, portable C): every tail of k, n and m, row strides wider than the rows, alpha and beta; and split across
+    /// threads by sgemmWeights.
     func testSkinnyProductsMatchTheNaiveProduct() {
         var seed: UInt32 = 1
         func rnd() -> Float { seed = seed &* 1_664_525 &+ 1_013_904_223; return Float(seed >> 9) / Float(1 << 23) - 0.5 }
-        for m in [2, 3, 4, 5, 8, 13, 16] {
-            for (n, k) in [(1, 1), (7, 7), (64, 8), (65, 33), (200, 768), (1000, 19)] {
-                let lda = k + 3, ldb = k + 5, ldc = n + 2
-                let a = (0..<(m * lda)).map { _ in rnd() }, b = (0..<(n * ldb)).map { _ in rnd() }
-                let c0 = (0..<(m * ldc)).map { _ in rnd() }
-                for (alpha, beta): (Float, Float) in [(1, 0), (0.5, 1)] {
-                    var c = c0
-                    sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                          beta: beta, c: &c, ldc: ldc)
-                    var w = c0
-                    if beta == 0 {
-                        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in w.withUnsafeMutableBufferPointer { wp in
-                            sgemmWeights(m: m, n: n, k: k, a: ap.baseAddress!, lda: lda, b: bp.baseAddress!, ldb: ldb, c: wp.baseAddress!, ldc: ldc)
-                        } } }
+        forEachKernelLevel { level in
+            for m in [2, 3, 4, 5, 8, 13, 16] {
+                for (n, k) in [(1, 1), (7, 7), (64, 8), (65, 33), (200, 768), (1000, 19)] {
+                    let lda = k + 3, ldb = k + 5, ldc = n + 2
+                    let a = (0..<(m * lda)).map { _ in rnd() }, b = (0..<(n * ldb)).map { _ in rnd() }
+                    let c0 = (0..<(m * ldc)).map { _ in rnd() }
+                    for (alpha, beta): (Float, Float) in [(1, 0), (0.5, 1)] {
+                        var c = c0
+                        sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                              beta: beta, c: &c, ldc: ldc)
+                        var w = c0
+                        if beta == 0 {
+                            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in w.withUnsafeMutableBufferPointer { wp in
+                                sgemmWeights(m: m, n: n, k: k, a: ap.baseAddress!, lda: lda, b: bp.baseAddress!, ldb: ldb, c: wp.baseAddress!, ldc: ldc)
+                            } } }
+                        }
+                        for i in 0..<m { for j in 0..<n {
+                            var s: Float = 0
+                            for t in 0..<k { s += a[i * lda + t] * b[j * ldb + t] }
+                            let want = alpha * s + beta * c0[i * ldc + j]
+                            XCTAssertEqual(c[i * ldc + j], want, accuracy: 1e-4 * max(1, abs(want)), "m \(m) n \(n) k \(k) kernel level \(level)")
+                            if beta == 0 { XCTAssertEqual(w[i * ldc + j], want, accuracy: 1e-4 * max(1, abs(want))) }
+                        } }
+                        // the padding between rows of C is never written
+                        for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j]) } }
                     }
-                    for i in 0..<m { for j in 0..<n {
-                        var s: Float = 0
-                        for t in 0..<k { s += a[i * lda + t] * b[j * ldb + t] }
-                        let want = alpha * s + beta * c0[i * ldc + j]
-                        XCTAssertEqual(c[i * ldc + j], want, accuracy: 1e-4 * max(1, abs(want)), "m \(m) n \(n) k \(k)")
-                        if beta == 0 { XCTAssertEqual(w[i * ldc + j], want, accuracy: 1e-4 * max(1, abs(want))) }
-                    } }
-                    // the padding between rows of C is never written
-                    for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j]) } }
                 }
             }
         }

@@ -5,12 +5,9 @@
 /// weight matrix [out, in]), C is m x n (row stride ldc). Meant for m of 2 to 16 (decoding a batch of rows),
 /// where BLAS's sgemm packs all of B for only a few rows and runs far below both its FLOP and bandwidth rates.
 /// Reads B once, keeps the rows of A in cache. Single-threaded: callers split n between threads.
-/// Uses AVX2 and FMA when the CPU has them (checked once at run time), portable C otherwise.
+/// Uses AVX2 and FMA when nc_kernel_level() allows, portable C otherwise.
 void nc_sgemm_skinny_nt(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                         float beta, float *c, int ldc);
-
-/// 1 when the AVX2 + FMA path is used.
-int nc_skinny_uses_avx2(void);
 
 #include <stdint.h>
 
@@ -34,9 +31,6 @@ void nc_quantize_a16(int m, int k, const float *a, int lda, int16_t *xq, float *
 /// c[n] = W a for one row a given as nc_quantize_a16 made it: each block's dot product in exact integer arithmetic,
 /// then times both scales. Single-threaded, like the others.
 void nc_gemv_q8_a16(int n, int k, const int16_t *xq, const float *xs, const int8_t *q, const float *scales, float *c);
-/// 1 when the AVX2 + FMA paths are used; set nc_quant_force_portable = 1 to test the portable ones.
-int nc_quant_uses_avx2(void);
-extern int nc_quant_force_portable;
 
 /// Attention of one query row q[d] over `span` cached positions (decode_attention.c): out[d] = softmax(scale q K^T) V
 /// with K and V [span, d] rows side by side. scores: span floats of scratch. AVX2 + FMA when d is a multiple of 8.
@@ -85,10 +79,10 @@ typedef struct {
 } nc_cpu_features;
 nc_cpu_features nc_cpu_detect(void);
 
-/// The kernel set our C kernels use (kernel_level.c): 0 portable C, 1 AVX2 + FMA, 2 AVX-512 (F, BW, VL, DQ, with
-/// the OS saving the registers), at most what the CPU supports. Chosen by nc_kernel_choice when a test sets it (0, 1,
-/// 2), else by NANOCHAT_KERNELS=portable|avx2|avx512, else AVX2 (AVX-512 is opt-in: see kernel_level.c).
-/// nc_quant_force_portable = 1 is the same as choice 0 for the quantized kernels and the softcap.
+/// The kernel set every C kernel here uses (kernel_level.c): 0 portable C, 1 AVX2 + FMA, 2 AVX-512 (F, BW, VL, DQ,
+/// with the OS saving the registers; only the softcap has an AVX-512 body, the others run their AVX2 one). The
+/// widest the CPU supports (nc_kernel_supported), unless nc_kernel_choice (tests: 0, 1, 2) or
+/// NANOCHAT_KERNELS=portable|avx2|avx512 asks for less.
 int nc_kernel_supported(void);
 int nc_kernel_level(void);
 extern int nc_kernel_choice;

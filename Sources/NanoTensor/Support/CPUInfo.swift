@@ -67,7 +67,7 @@ public struct CPUInfo: Sendable {
 /// is never overridden).
 public enum OpenBLASCore {
     /// OpenBLAS's x86-64 cores by the widest kernels they use (0: SSE3, 4: AVX2 + FMA, 5: AVX-512, 6: AVX-512 BF16).
-    static let rank: [String: Int] = [
+    public static let rank: [String: Int] = [
         "prescott": 0, "katmai": 0, "coppermine": 0, "northwood": 0, "banias": 0, "athlon": 0, "atom": 1, "core2": 1,
         "penryn": 1, "dunnington": 1, "opteron": 1, "bobcat": 1, "barcelona": 2, "nehalem": 2, "sandybridge": 3,
         "bulldozer": 3, "piledriver": 3, "steamroller": 3, "excavator": 3, "haswell": 4, "zen": 4, "skylakex": 5,
@@ -131,8 +131,8 @@ public enum OpenBLASCore {
 /// The kernel set our own C kernels run on this CPU (picked at run time).
 public var ourKernelSet: String {
     switch nc_kernel_level() {
-    case 2: return "AVX-512 (softcap, int8 one-row products) and AVX2 + FMA (the rest)"
-    case 1: return "AVX2 + FMA" + (nc_kernel_supported() == 2 ? " (AVX-512 kernels: NANOCHAT_KERNELS=avx512)" : "")
+    case 2: return "AVX-512 (softcap) and AVX2 + FMA (the others)"
+    case 1: return "AVX2 + FMA"
     default: return "portable C"
     }
 }
