@@ -6,25 +6,29 @@ import XCTest
 /// The CPU as the kernels and the BLAS see it: its peak (MFU's denominator) and the OpenBLAS core it should run.
 final class CPUInfoTests: XCTestCase {
     func testCPUPeakFromFeatures() {
-        func info(_ vendor: String, family: Int, _ flags: String, mhz: String = "2600.000") -> String {
-            "vendor_id\t: \(vendor)\ncpu family\t: \(family)\ncpu MHz\t\t: \(mhz)\nflags\t\t: fpu sse sse2 \(flags)\n"
+        func cpu(_ vendor: String, family: Int, avx: Bool = true, avx2: Bool = true, fma: Bool = true, avx512: Bool = false) -> CPUInfo {
+            var c = CPUInfo(vendor: vendor, family: family)
+            c.avx = avx; c.avx2 = avx2; c.fma = fma; c.avx512f = avx512
+            return c
         }
-        // Intel with AVX-512 (two 512-bit FMA pipes): 64 FLOP/cycle; the clock: the higher of reported and measured
-        let xeon = CPUPeak.current(threads: 2, cpuinfo: info("GenuineIntel", family: 6, "avx avx2 fma avx512f amx_tile"), maxKHz: "", measuredClock: 3.0)
+        // Intel with AVX-512 (two 512-bit FMA pipes): 64 FLOP/cycle
+        let xeon = CPUPeak(cpu: cpu("GenuineIntel", family: 6, avx512: true), threads: 2, gigahertz: 3.0)
         XCTAssertEqual(xeon.flopsPerCycle, 64)
-        XCTAssertEqual(xeon.gigahertz, 3.0, accuracy: 1e-9)
         XCTAssertEqual(xeon.flops, 2 * 64 * 3.0e9, accuracy: 1)
         // Zen 4: AVX-512 on 256-bit pipes; Zen 5 (family 26): full width
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 25, "avx avx2 fma avx512f"), maxKHz: "", measuredClock: 0).flopsPerCycle, 32)
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 26, "avx avx2 fma avx512f"), maxKHz: "", measuredClock: 0).flopsPerCycle, 64)
-        // Zen 3 / Haswell: AVX2 + FMA; Sandy Bridge: AVX without FMA; a CPU the kernel says little about
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("AuthenticAMD", family: 25, "avx avx2 fma"), maxKHz: "", measuredClock: 0).flopsPerCycle, 32)
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("GenuineIntel", family: 6, "avx"), maxKHz: "", measuredClock: 0).flopsPerCycle, 16)
-        let bare = CPUPeak.current(threads: 1, cpuinfo: "", maxKHz: "", measuredClock: 0)
-        XCTAssertEqual(bare.flopsPerCycle, 8)
-        XCTAssertEqual(bare.gigahertz, 2.0, accuracy: 1e-9)
-        // cpufreq's maximum (kHz) wins over the current clock /proc/cpuinfo shows
-        XCTAssertEqual(CPUPeak.current(threads: 1, cpuinfo: info("GenuineIntel", family: 6, "avx2 fma"), maxKHz: "3800000\n", measuredClock: 0).gigahertz, 3.8, accuracy: 1e-9)
+        XCTAssertEqual(CPUPeak(cpu: cpu("AuthenticAMD", family: 25, avx512: true), threads: 1, gigahertz: 1).flopsPerCycle, 32)
+        XCTAssertEqual(CPUPeak(cpu: cpu("AuthenticAMD", family: 26, avx512: true), threads: 1, gigahertz: 1).flopsPerCycle, 64)
+        // Zen 3 / Haswell: AVX2 + FMA; Sandy Bridge: AVX without FMA; no AVX at all
+        XCTAssertEqual(CPUPeak(cpu: cpu("AuthenticAMD", family: 25), threads: 1, gigahertz: 1).flopsPerCycle, 32)
+        XCTAssertEqual(CPUPeak(cpu: cpu("GenuineIntel", family: 6, avx2: false, fma: false), threads: 1, gigahertz: 1).flopsPerCycle, 16)
+        XCTAssertEqual(CPUPeak(cpu: cpu("GenuineIntel", family: 6, avx: false, avx2: false, fma: false), threads: 1, gigahertz: 1).flopsPerCycle, 8)
+        // the reported clock: cpufreq's maximum (kHz) wins over the clock /proc/cpuinfo shows; nothing known: nil
+        let info = "vendor_id\t: GenuineIntel\ncpu MHz\t\t: 2600.000\nflags\t\t: fpu avx2\n"
+        XCTAssertEqual(CPUPeak.reportedGigahertz(cpuinfo: info, maxKHz: "3800000\n")!, 3.8, accuracy: 1e-9)
+        XCTAssertEqual(CPUPeak.reportedGigahertz(cpuinfo: info, maxKHz: nil)!, 2.6, accuracy: 1e-9)
+        XCTAssertNil(CPUPeak.reportedGigahertz(cpuinfo: "", maxKHz: nil))
+        // this machine's clock: at least what it reports (a VM's nominal clock), measured once
+        XCTAssertGreaterThanOrEqual(CPUPeak.clock, CPUPeak.reportedGigahertz(cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "", maxKHz: nil) ?? 0)
     }
 
     /// The property MFU rests on: what the BLAS reaches on this machine stays under the peak it is measured against.

@@ -58,6 +58,55 @@ public struct CPUInfo: Sendable {
     }
 }
 
+/// The CPU's peak float32 rate on `threads` cores, as a spec sheet gives it: cores x FLOPs per cycle (two FMA pipes
+/// of the widest vectors the CPU has: 16 lanes with AVX-512 on Intel and on AMD from Zen 5, 8 lanes with AVX2 and
+/// on Zen 4, whose AVX-512 runs on 256-bit pipes) x the clock: the higher of what the kernel reports and what a
+/// chain of dependent adds measures (a virtual machine reports the nominal clock while the core boosts above it).
+/// MFU is measured against it, as upstream measures a GPU against its data sheet, so it stays under 100%.
+public struct CPUPeak: Sendable {
+    public var threads: Int
+    public var flopsPerCycle: Int
+    public var gigahertz: Double
+    public var vectors: String
+    public var flops: Double { Double(threads * flopsPerCycle) * gigahertz * 1e9 }
+    public var description: String {
+        String(format: "%d core(s) x %d FLOP/cycle (%@) x %.2f GHz = %.1f GFLOP/s", threads, flopsPerCycle, vectors, gigahertz, flops / 1e9)
+    }
+
+    public init(cpu: CPUInfo, threads: Int, gigahertz: Double) {
+        let (lanes, vectors): (Int, String)
+        if cpu.avx512f && (cpu.vendor != "AuthenticAMD" || cpu.family >= 26) { (lanes, vectors) = (16, "AVX-512 FMA") }
+        else if cpu.avx512f { (lanes, vectors) = (8, "AVX-512 on 256-bit FMA pipes") }
+        else if cpu.avx2 && cpu.fma { (lanes, vectors) = (8, "AVX2 FMA") }
+        else if cpu.avx { (lanes, vectors) = (4, "AVX, no FMA") }
+        else { (lanes, vectors) = (2, "SSE, no FMA") }
+        // two pipes, each lanes x 2 FLOPs (multiply and add)
+        self.init(threads: threads, flopsPerCycle: 2 * lanes * 2, gigahertz: gigahertz, vectors: vectors)
+    }
+
+    init(threads: Int, flopsPerCycle: Int, gigahertz: Double, vectors: String) {
+        self.threads = threads; self.flopsPerCycle = flopsPerCycle; self.gigahertz = gigahertz; self.vectors = vectors
+    }
+
+    /// The clock the kernel reports: cpufreq's maximum where it exposes one (kHz), else /proc/cpuinfo's "cpu MHz".
+    public static func reportedGigahertz(cpuinfo: String, maxKHz: String?) -> Double? {
+        if let khz = maxKHz.flatMap({ Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) { return khz / 1e6 }
+        let line = cpuinfo.split(separator: "\n").first { $0.hasPrefix("cpu MHz") }
+        return line.flatMap { Double($0.split(separator: ":", maxSplits: 1).last?.trimmingCharacters(in: .whitespaces) ?? "") }.map { $0 / 1e3 }
+    }
+
+    /// The clock, measured once a process (0.1 s): the higher of the reported and the measured one.
+    public static let clock: Double = {
+        let reported = reportedGigahertz(cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "",
+                                         maxKHz: try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", encoding: .utf8))
+        let best = max(reported ?? 0, nc_measure_clock_ghz(0.1))  // the measurement is 0 where it cannot run (not x86-64)
+        return best > 0 ? best : 2.0  // neither known: a nominal 2 GHz, so that MFU still prints
+    }()
+
+    /// This machine's peak on `threads` cores.
+    public static func current(threads: Int) -> CPUPeak { CPUPeak(cpu: .current, threads: threads, gigahertz: clock) }
+}
+
 /// Which OpenBLAS kernel set (its "core") the CPU should run, and the steering that makes it run it. OpenBLAS
 /// built with DYNAMIC_ARCH picks a core from the CPU's family and model when it loads; a CPU newer than the library
 /// is unknown to it, and it falls back to Prescott (SSE3) kernels: Debian's 0.3.21 does so on Intel's family 6
@@ -120,9 +169,8 @@ public enum OpenBLASCore {
         if let picked = env["NANOCHAT_BLAS_STEERED"] { how = "chosen from the CPU's features; OpenBLAS picked \(picked)" }
         else if let set = env["OPENBLAS_CORETYPE"] {
             // the user's (or the machine's) choice stands; say when it is weaker than the CPU allows
-            let want = best(for: .current)
             how = "OPENBLAS_CORETYPE=\(set)"
-            if let have = rank[core.lowercased()], have < rank[want.lowercased()]! { how += "; this CPU could run \(want): unset it to let nanochat choose" }
+            if let better = steer(current: core, cpu: .current, userChoice: nil) { how += "; this CPU could run \(better): unset it to let nanochat choose" }
         }
         return "OpenBLAS \(version), \(core) kernels (\(how))"
     }
