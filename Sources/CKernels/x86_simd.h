@@ -35,4 +35,25 @@ __attribute__((target("avx2,fma"))) static inline float nc_hsum8(__m256 v) {
 
 __attribute__((target("avx2,fma"))) static inline __m256 nc_exp8(__m256 x) { NC_EXP_BODY(256, x) }
 __attribute__((target("avx512f"))) static inline __m512 nc_exp16(__m512 x) { NC_EXP_BODY(512, x) }
+
+// tanh, the same formula as NanoTensor's vtanh: sign(x) (1 - 2 / (exp(2|x|) + 1)), and near zero (|x| <= 0.02,
+// where that cancels) x - x^3/3 + 2x^5/15. One body for both widths, as NC_EXP_BODY; only the final choice between
+// the two branches differs (a blend by a vector mask with AVX2, by a bit mask with AVX-512).
+#define NC_TANH_BODY(W, x, EXP, SELECT_GT)                                                                            \
+    const __m##W signMask = _mm##W##_castsi##W##_ps(_mm##W##_set1_epi32((int)0x80000000u));                           \
+    __m##W sign = _mm##W##_and_ps(x, signMask), ax = _mm##W##_andnot_ps(signMask, x);                                 \
+    __m##W e = EXP(_mm##W##_mul_ps(_mm##W##_set1_ps(2.f), _mm##W##_min_ps(ax, _mm##W##_set1_ps(44.f))));              \
+    __m##W big = _mm##W##_sub_ps(_mm##W##_set1_ps(1.f), _mm##W##_div_ps(_mm##W##_set1_ps(2.f), _mm##W##_add_ps(e, _mm##W##_set1_ps(1.f)))); \
+    big = _mm##W##_or_ps(big, sign);                                                                                  \
+    __m##W x2 = _mm##W##_mul_ps(x, x);                                                                                \
+    __m##W small = _mm##W##_mul_ps(x, _mm##W##_fmadd_ps(x2, _mm##W##_fmadd_ps(x2, _mm##W##_set1_ps(2.f / 15.f),      \
+                                   _mm##W##_set1_ps(-1.f / 3.f)), _mm##W##_set1_ps(1.f)));                            \
+    return SELECT_GT(ax, _mm##W##_set1_ps(0.02f), big, small);
+
+// a > b ? yes : no, lane by lane
+#define NC_SELECT_GT8(a, b, yes, no) _mm256_blendv_ps(no, yes, _mm256_cmp_ps(a, b, _CMP_GT_OQ))
+#define NC_SELECT_GT16(a, b, yes, no) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), no, yes)
+
+__attribute__((target("avx2,fma"))) static inline __m256 nc_tanh8(__m256 x) { NC_TANH_BODY(256, x, nc_exp8, NC_SELECT_GT8) }
+__attribute__((target("avx512f,avx512dq"))) static inline __m512 nc_tanh16(__m512 x) { NC_TANH_BODY(512, x, nc_exp16, NC_SELECT_GT16) }
 #endif

@@ -3,7 +3,7 @@ import Foundation
 import NanoTensor
 import XCTest
 
-/// The logit softcap kernel (softcap.c): cap * tanh(x / cap) against float64, on every kernel set the machine runs
+/// The logit softcap kernel (logits.c): cap * tanh(x / cap) against float64, on every kernel set the machine runs
 /// (AVX-512, AVX2, portable), every tail length past the last vector of 8 or 16, values from zero (the series branch) to far beyond the cap (saturation).
 final class SoftcapTests: XCTestCase {
     func testSoftcapAgainstFloat64() {

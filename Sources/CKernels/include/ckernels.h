@@ -39,9 +39,44 @@ void nc_attend_one(const float *q, const float *k, const float *v, int span, int
 void nc_attend_one_bf16(const float *q, const uint16_t *k, const uint16_t *v, int span, int d, float scale, float *scores,
                         float *out);
 
+/// The softmax rows of the training attention (attention_rows.c). A query's scores row[0..<n], of which the keys lo...hi
+/// (inclusive) are in its window: nc_softmax_window turns the row into the softmax over lo...hi (0 outside) and returns
+/// its log-sum-exp; nc_softmax_window_recompute sets row[j] = exp(row[j] - lse) on lo...hi (0 outside), the backward
+/// pass's probabilities from the saved log-sum-exp; nc_softmax_backward_row sets dp[j] = p[j] (dp[j] - rowdot) scale.
+/// AVX-512 or AVX2 + FMA as nc_kernel_level() allows, libm's expf otherwise.
+float nc_softmax_window(float *row, int n, int lo, int hi);
+void nc_softmax_window_recompute(float *row, int n, int lo, int hi, float lse);
+void nc_softmax_backward_row(const float *p, float *dp, int n, float rowdot, float scale);
+
 /// x[i] = cap * tanh(x[i] / cap) for i in 0..<n (softcap.c): the logit softcap. AVX2 + FMA when the CPU has them
 /// (the same approximation as NanoTensor's vtanh, a few ulp from tanh), libm's tanhf otherwise.
 void nc_softcap(float *x, long n, float cap);
+/// One row of the LM head's training loss (logits.c): row[vocab] is softcapped in place, and the row's cross-entropy
+/// log(sum_j exp(row[j])) - row[target] is returned (0 when target < 0). With want_grad the row is then overwritten by
+/// the loss's gradient with respect to the logits before the softcap, times grad_scale:
+/// (softmax - onehot(target)) (1 - tanh^2) grad_scale, all zero when target < 0. ex: vocab floats of scratch.
+/// AVX-512 or AVX2 + FMA (the softcap's exp and tanh) as nc_kernel_level() allows, libm otherwise.
+float nc_softcap_xent_row(float *row, long vocab, float cap, int target, int want_grad, float grad_scale, float *ex);
+
+/// Row and element-wise kernels of training (elementwise.c), compiled at three widths and picked by nc_kernel_level():
+/// nc_rmsnorm_row: y[c] = x / sqrt(mean(x^2) + eps) (eps: float32's machine epsilon), returns 1 / sqrt(mean(x^2) + eps);
+/// nc_rmsnorm_backward_row: dx += inv (g - y mean(g . y)) for y the forward's output and inv what it returned.
+float nc_rmsnorm_row(const float *x, float *y, int c);
+void nc_rmsnorm_backward_row(const float *g, const float *y, float inv, int c, float *dx);
+/// The rotary embedding of one head's row (half-split: y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos, with cs and sn the
+/// d/2 cosines and sines of its position), then RMSNorm over the d values and times gain; returns the norm's 1 / rms.
+/// The backward adds the gradient with respect to x into dx, from g (the output's gradient) and out (the output).
+float nc_rotary_norm_row(const float *x, float *y, const float *cs, const float *sn, int d, float gain);
+void nc_rotary_norm_backward_row(const float *g, const float *out, const float *cs, const float *sn, float inv, float gain,
+                                 int d, float *dx);
+/// AdamW on n elements: p *= decay; m += (1 - beta1)(g - m); v += (1 - beta2)(g^2 - v);
+/// p -= step_size m / (sqrt(v) / bias2_sqrt + eps), with g = grad * grad_scale (grad NULL: zero).
+void nc_adamw_update(float *p, float *m, float *v, const float *grad, long n, float grad_scale, float decay, float beta1,
+                     float beta2, float step_size, float bias2_sqrt, float eps);
+/// Muon's Nesterov momentum (m += (1 - mu)(g - m); u = g + mu (m - g), g = grad * grad_scale, grad NULL: zero) and its
+/// update with cautious weight decay (p -= lr u + (u p >= 0 ? lr wd p : 0)).
+void nc_muon_momentum(float *m, const float *grad, float *u, long n, float grad_scale, float mu);
+void nc_muon_update(float *p, const float *u, long n, float lr, float wd);
 
 /// The worker pool behind Threading.parallelFor (worker_pool.c): threads - 1 helper threads that poll for work for
 /// spin_ns after each region before they sleep. Returns the number of threads regions run on (helpers + caller).

@@ -229,13 +229,9 @@ public final class MuonAdamW {
             // element-wise and independent: split the big embedding tables over the cores
             let parts = Threading.ranges(n, parts: n >= 1 << 16 ? Threading.workers : 1)
             Threading.parallelFor(parts.count) { part in
-                for i in parts[part] {
-                    let gr = (grad?[i] ?? 0) * gscale
-                    pp[i] *= decay
-                    m[i] += (1 - b1) * (gr - m[i])
-                    v[i] += (1 - b2) * (gr * gr - v[i])
-                    pp[i] -= stepSize * m[i] / ((v[i]).squareRoot() / bias2Sqrt + eps)
-                }
+                let i = parts[part].lowerBound
+                OptimizerKernels.adamw(pp + i, m: m + i, v: v + i, grad: grad.map { UnsafePointer($0 + i) }, count: parts[part].count,
+                                       gradScale: gscale, decay: decay, beta1: b1, beta2: b2, stepSize: stepSize, bias2Sqrt: bias2Sqrt, eps: eps)
             }
         }
     }
@@ -273,11 +269,7 @@ public final class MuonAdamW {
             let mbuf = momentum + j * size
             var u = x.data
             // 1. Nesterov momentum: M = mu M + (1-mu) G ; U = (1-mu) G + mu M
-            for i in 0..<size {
-                let gr = (grad?[i] ?? 0) * gscale
-                mbuf[i] += (1 - mu) * (gr - mbuf[i])
-                u[i] = gr + mu * (mbuf[i] - gr)
-            }
+            OptimizerKernels.muonMomentum(mbuf, grad: grad.map { UnsafePointer($0) }, into: u, count: size, gradScale: gscale, mu: mu)
             // 3. MuonEq: every row rescaled to the same norm, ||U||_F / sqrt(rows)
             let target = Float(frobenius(u, size)) / Float(rows).squareRoot()
             for r in 0..<rows {
@@ -342,11 +334,7 @@ public final class MuonAdamW {
                 for j in 0..<cols { row[j] *= (perRow ? st[r] : st[j]) * ratio }
             }
             // 9. cautious weight decay and the update
-            let pp = p.data
-            for i in 0..<size {
-                let decay: Float = u[i] * pp[i] >= 0 ? lrEff * wd * pp[i] : 0
-                pp[i] -= lrEff * u[i] + decay
-            }
+            OptimizerKernels.muonUpdate(p.data, u, count: size, lr: lrEff, weightDecay: wd)
         }
     }
 

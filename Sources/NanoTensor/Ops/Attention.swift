@@ -4,7 +4,8 @@ import Foundation
 /// Causal self-attention with a sliding window and grouped KV heads, computed in query tiles so the T x T score
 /// matrix never exists: each tile of 64 queries meets only the keys its window allows (at most 64 + window),
 /// its softmax is exact over that span, and the backward pass recomputes the tile's probabilities from the
-/// saved log-sum-exp (the FlashAttention recipe, with BLAS doing the tile products).
+/// saved log-sum-exp (the FlashAttention recipe, with BLAS doing the tile products and the C kernels of
+/// attention_rows.c the softmax rows).
 ///
 /// q: [B, T, H, D]; k, v: [B, T, Hkv, D] with H a multiple of Hkv. The query at position t attends keys
 /// j with t - window <= j <= t (window >= T means plain causal). Output: [B, T, H, D].
@@ -39,19 +40,7 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
                 for i in 0..<nq {
                     let qi = q0 + i
                     let lo = max(k0, qi - w) - k0, hi = qi - k0  // inclusive
-                    let row = s + i * nk
-                    var m = -Float.infinity
-                    for j in lo...hi { m = max(m, row[j]) }
-                    var sum: Float = 0
-                    for j in 0..<nk {
-                        if j < lo || j > hi { row[j] = 0; continue }
-                        let e = expf(row[j] - m)
-                        row[j] = e
-                        sum += e
-                    }
-                    let inv = 1 / sum
-                    for j in lo...hi { row[j] *= inv }
-                    pl[(bi * h + hh) * t + qi] = m + logf(sum)
+                    pl[(bi * h + hh) * t + qi] = nc_softmax_window(s + i * nk, Int32(nk), Int32(lo), Int32(hi))
                 }
                 sgemm(transA: false, transB: false, m: nq, n: d, k: nk, a: s, lda: nk, b: vb, ldb: kStride,
                       c: po + (bi * t + q0) * qStride + hh * d, ldc: qStride)
@@ -82,9 +71,7 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
                     for i in 0..<nq {
                         let qi = q0 + i
                         let lo = max(k0, qi - w) - k0, hi = qi - k0
-                        let row = p + i * nk
-                        let l = pl[(bi * h + hh) * t + qi]
-                        for j in 0..<nk { row[j] = (j < lo || j > hi) ? 0 : expf(row[j] - l) }
+                        nc_softmax_window_recompute(p + i * nk, Int32(nk), Int32(lo), Int32(hi), pl[(bi * h + hh) * t + qi])
                         rowDot[i] = dot(gob + i * qStride, ob + i * qStride, d)
                     }
                     // dV += P^T dO
@@ -93,10 +80,7 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
                     // dP = dO V^T, then dS = P (dP - rowDot) * scale
                     sgemm(transA: false, transB: true, m: nq, n: nk, k: d, a: gob, lda: qStride, b: vb, ldb: kStride,
                           c: dp, ldc: nk)
-                    for i in 0..<nq {
-                        let pr = p + i * nk, dr = dp + i * nk, rd = rowDot[i]
-                        for j in 0..<nk { dr[j] = pr[j] * (dr[j] - rd) * scale }
-                    }
+                    for i in 0..<nq { nc_softmax_backward_row(p + i * nk, dp + i * nk, Int32(nk), rowDot[i], scale) }
                     // dQ += dS K ; dK += dS^T Q
                     sgemm(transA: false, transB: false, m: nq, n: d, k: nk, a: dp, lda: nk, b: kb, ldb: kStride,
                           beta: 1, c: gq + qOff, ldc: qStride)

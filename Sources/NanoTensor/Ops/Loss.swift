@@ -97,7 +97,8 @@ public enum LMHead {
     }
 
     /// One chunk: logits by BLAS, then per row (split over the cores) softcap, log-sum-exp, loss and, when
-    /// `gradScale` is set, the logit gradient (softmax - onehot) * (1 - tanh^2) * gradScale in place.
+    /// `gradScale` is set, the logit gradient (softmax - onehot) * (1 - tanh^2) * gradScale in place (C: nc_softcap_xent_row,
+    /// AVX-512 or AVX2 where the CPU has them).
     static func forwardChunk(_ x: UnsafePointer<Float>, rows: Int, w: Tensor, c: Int, vocab: Int,
                              softcap: Float, targets: [Int32], logits: UnsafeMutablePointer<Float>,
                              losses: UnsafeMutablePointer<Float>, gradScale: Float?, weights: [Float]? = nil) {
@@ -112,53 +113,10 @@ public enum LMHead {
         Profiler.measure("lmHead.softcap+softmax") { Threading.parallelFor(parts.count) { pi in
             let scratch = Tensor(shape: [vocab], zeroed: false)  // exp of each softcapped logit, L2-resident
             let ex = scratch.data
-            let invCap = 1 / softcap
             for i in parts[pi] {
-                let row = logits + i * vocab
-                // Softcapped logits lie in [-cap, cap], so exp cannot overflow: no max pass is needed.
-                var acc = SIMD8<Float>()
-                var j = 0
-                while j + 8 <= vocab {
-                    let t = softcap * vtanh(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) * invCap)
-                    UnsafeMutableRawPointer(row + j).storeBytes(of: t, as: SIMD8<Float>.self)
-                    let e = vexp(t)
-                    UnsafeMutableRawPointer(ex + j).storeBytes(of: e, as: SIMD8<Float>.self)
-                    acc += e
-                    j += 8
-                }
-                var sum = acc.sum()
-                while j < vocab {
-                    row[j] = softcap * fastTanh(row[j] * invCap)
-                    ex[j] = fastExp(row[j])
-                    sum += ex[j]
-                    j += 1
-                }
-                let lse = logf(sum)
-                let t = Int(targets[i])
-                let targetLogit = t >= 0 ? row[t] : 0
-                losses[i] = t >= 0 ? lse - targetLogit : 0
-                guard let scaleAll = gradScale else { continue }
-                let gs = scaleAll * (weights?[i] ?? 1)
-                if t < 0 {
-                    row.update(repeating: 0, count: vocab)
-                    continue
-                }
-                // d loss / d logit = (softmax - onehot) * (1 - tanh^2), times the mean's 1/count
-                let scale = gs / sum
-                j = 0
-                while j + 8 <= vocab {
-                    let th = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) * invCap
-                    let e = UnsafeRawPointer(ex + j).loadUnaligned(as: SIMD8<Float>.self)
-                    UnsafeMutableRawPointer(row + j).storeBytes(of: e * scale * (1 - th * th), as: SIMD8<Float>.self)
-                    j += 8
-                }
-                while j < vocab {
-                    let th = row[j] * invCap
-                    row[j] = ex[j] * scale * (1 - th * th)
-                    j += 1
-                }
-                let tt = targetLogit * invCap
-                row[t] -= (1 - tt * tt) * gs
+                let t = targets[i]
+                let gs = (gradScale ?? 0) * (weights?[i] ?? 1)
+                losses[i] = nc_softcap_xent_row(logits + i * vocab, vocab, softcap, t, gradScale == nil ? 0 : 1, gs, ex)
             }
         } }
     }

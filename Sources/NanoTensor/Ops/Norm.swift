@@ -1,33 +1,35 @@
+import CKernels
 import Foundation
 
 /// RMSNorm eps: float32 machine epsilon, as PyTorch's F.rms_norm default used by upstream.
 public let rmsNormEps: Float = Float.ulpOfOne
 
-/// Parameter-free RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps).
+/// Parameter-free RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps). The rows go to the C kernels of
+/// elementwise.c (AVX-512 or AVX2 where the CPU has them), split over the cores when there are enough of them.
 public func rmsNorm(_ x: Tensor) -> Tensor {
     let c = x.shape.last!
     let rows = x.count / c
     let out = Tensor(shape: x.shape, zeroed: false)
     let rstd = Tensor(shape: [rows], zeroed: false)
     let px = x.data, po = out.data, pr = rstd.data
-    for r in 0..<rows {
-        let xr = px + r * c, yr = po + r * c
-        let inv = 1 / (dot(xr, xr, c) / Float(c) + rmsNormEps).squareRoot()
-        pr[r] = inv
-        for j in 0..<c { yr[j] = xr[j] * inv }
+    let parts = rowParts(rows, width: c)
+    Threading.parallelFor(parts.count) { p in
+        for r in parts[p] { pr[r] = nc_rmsnorm_row(px + r * c, po + r * c, Int32(c)) }
     }
     Tensor.record(out, [x], op: "rmsNorm") { out in
         let g = out.grad!.data, y = out.data
         let pr = rstd.data  // captures rstd: the saved statistics must outlive the forward call
         let gx = x.gradData()
-        for r in 0..<rows {
-            let gr = g + r * c, yr = y + r * c, dst = gx + r * c
-            let m = dot(gr, yr, c) / Float(c)
-            let inv = pr[r]
-            for j in 0..<c { dst[j] += inv * (gr[j] - yr[j] * m) }
+        Threading.parallelFor(parts.count) { p in
+            for r in parts[p] { nc_rmsnorm_backward_row(g + r * c, y + r * c, pr[r], Int32(c), gx + r * c) }
         }
     }
     return out
+}
+
+/// Row ranges for the threads: one range (this thread) when the rows are too few to repay waking another.
+func rowParts(_ rows: Int, width: Int) -> [Range<Int>] {
+    Threading.ranges(rows, parts: rows * width >= 1 << 16 ? Threading.workers : 1)
 }
 
 /// Rotary embedding tables for positions 0..<length: cos and sin, each [length, headDim/2], float32 as upstream
@@ -60,42 +62,21 @@ public func rotaryNorm(_ x: Tensor, cos: Tensor, sin: Tensor, gain: Float, posit
     let out = Tensor(shape: x.shape, zeroed: false)
     let rstd = Tensor(shape: [rows], zeroed: false)
     let px = x.data, po = out.data, pr = rstd.data, pc = cos.data, ps = sin.data
-    for r in 0..<rows {
-        let pos = offsets[r / (t * h)] + (r / h) % t
-        let xr = px + r * d, yr = po + r * d
-        let cr = pc + pos * half, sr = ps + pos * half
-        var ss: Float = 0
-        for j in 0..<half {
-            let x1 = xr[j], x2 = xr[j + half]
-            let y1 = x1 * cr[j] + x2 * sr[j]
-            let y2 = -x1 * sr[j] + x2 * cr[j]
-            yr[j] = y1
-            yr[j + half] = y2
-            ss += y1 * y1 + y2 * y2
+    let parts = rowParts(rows, width: d)
+    Threading.parallelFor(parts.count) { p in
+        for r in parts[p] {
+            let pos = offsets[r / (t * h)] + (r / h) % t
+            pr[r] = nc_rotary_norm_row(px + r * d, po + r * d, pc + pos * half, ps + pos * half, Int32(d), gain)
         }
-        let inv = 1 / (ss / Float(d) + rmsNormEps).squareRoot()
-        pr[r] = inv
-        let k = inv * gain
-        for j in 0..<d { yr[j] *= k }
     }
     Tensor.record(out, [x], op: "rotaryNorm") { out in
         let g = out.grad!.data, o = out.data
         let pr = rstd.data  // captures rstd
         let gx = x.gradData()
-        var dy = [Float](repeating: 0, count: d)
-        for r in 0..<rows {
-            let pos = offsets[r / (t * h)] + (r / h) % t
-            let gr = g + r * d, orow = o + r * d, dst = gx + r * d
-            let cr = pc + pos * half, sr = ps + pos * half
-            let inv = pr[r]
-            // out = gain * yhat, yhat = y * inv: dy = inv * (gain*g - yhat * mean(gain*g . yhat))
-            // with yhat = orow / gain: mean((gain g) . yhat) = mean(g . orow)
-            let m = dot(gr, orow, d) / Float(d)
-            for j in 0..<d { dy[j] = inv * (gain * gr[j] - orow[j] / gain * m) }
-            for j in 0..<half {
-                let d1 = dy[j], d2 = dy[j + half]
-                dst[j] += d1 * cr[j] - d2 * sr[j]
-                dst[j + half] += d1 * sr[j] + d2 * cr[j]
+        Threading.parallelFor(parts.count) { p in
+            for r in parts[p] {
+                let pos = offsets[r / (t * h)] + (r / h) % t
+                nc_rotary_norm_backward_row(g + r * d, o + r * d, pc + pos * half, ps + pos * half, pr[r], gain, Int32(d), gx + r * d)
             }
         }
     }

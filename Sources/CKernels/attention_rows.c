@@ -1,0 +1,156 @@
+// The softmax rows of the tiled training attention (NanoTensor's causalAttention; see ckernels.h). Each tile of 64
+// queries has its scores from BLAS; these turn a row of scores into probabilities over the keys the query's window
+// allows, recompute them from the saved log-sum-exp in the backward pass, and form dS = P (dP - rowdot) scale.
+// In Swift these ran libm's expf one score at a time: a third of the attention's time at d4.
+#include "ckernels.h"
+
+#include <math.h>
+
+#include "x86_simd.h"
+
+static float softmax_window_portable(float *row, int n, int lo, int hi) {
+    float m = -INFINITY;
+    for (int j = lo; j <= hi; j++) m = row[j] > m ? row[j] : m;
+    float sum = 0;
+    for (int j = lo; j <= hi; j++) {
+        row[j] = expf(row[j] - m);
+        sum += row[j];
+    }
+    float inv = 1 / sum;
+    for (int j = lo; j <= hi; j++) row[j] *= inv;
+    for (int j = 0; j < lo; j++) row[j] = 0;
+    for (int j = hi + 1; j < n; j++) row[j] = 0;
+    return m + logf(sum);
+}
+
+static void softmax_recompute_portable(float *row, int n, int lo, int hi, float lse) {
+    for (int j = lo; j <= hi; j++) row[j] = expf(row[j] - lse);
+    for (int j = 0; j < lo; j++) row[j] = 0;
+    for (int j = hi + 1; j < n; j++) row[j] = 0;
+}
+
+static void softmax_backward_portable(const float *p, float *dp, int n, float rowdot, float scale) {
+    for (int j = 0; j < n; j++) dp[j] = p[j] * (dp[j] - rowdot) * scale;
+}
+
+#ifdef NC_X86
+// W-bit bodies (256: AVX2, 512: AVX-512) over the window lo...hi. MASK(n) is a tail mask of the n < W/32 lanes left;
+// LOADM/STOREM load (zeros past the mask) and store under it. The lanes a mask drops never reach the sum or the max.
+#define NC_SOFTMAX_WINDOW_BODY(W, EXP, HSUM, HMAX, MASKT, MASK, LOADM, STOREM)                                        \
+    const int lanes = W / 32;                                                                                         \
+    __m##W mv = _mm##W##_set1_ps(-INFINITY);                                                                          \
+    int j = lo;                                                                                                       \
+    for (; j + lanes <= hi + 1; j += lanes) mv = _mm##W##_max_ps(mv, _mm##W##_loadu_ps(row + j));                     \
+    float m = HMAX(mv);                                                                                               \
+    for (int r = j; r <= hi; r++) m = row[r] > m ? row[r] : m;                                                        \
+    const __m##W mb = _mm##W##_set1_ps(m);                                                                            \
+    __m##W acc = _mm##W##_setzero_ps();                                                                               \
+    for (j = lo; j + lanes <= hi + 1; j += lanes) {                                                                   \
+        __m##W e = EXP(_mm##W##_sub_ps(_mm##W##_loadu_ps(row + j), mb));                                              \
+        _mm##W##_storeu_ps(row + j, e);                                                                               \
+        acc = _mm##W##_add_ps(acc, e);                                                                                \
+    }                                                                                                                 \
+    if (j <= hi) {                                                                                                    \
+        MASKT k = MASK(hi + 1 - j);                                                                                   \
+        __m##W e = EXP(_mm##W##_sub_ps(LOADM(row + j, k), mb));                                                       \
+        e = _mm##W##_and_ps(e, MASKF(k));                                                                             \
+        STOREM(row + j, k, e);                                                                                        \
+        acc = _mm##W##_add_ps(acc, e);                                                                                \
+    }                                                                                                                 \
+    float sum = HSUM(acc);                                                                                            \
+    const __m##W inv = _mm##W##_set1_ps(1 / sum);                                                                     \
+    for (j = lo; j + lanes <= hi + 1; j += lanes) _mm##W##_storeu_ps(row + j, _mm##W##_mul_ps(_mm##W##_loadu_ps(row + j), inv)); \
+    for (; j <= hi; j++) row[j] *= 1 / sum;                                                                           \
+    for (j = 0; j < lo; j++) row[j] = 0;                                                                              \
+    for (j = hi + 1; j < n; j++) row[j] = 0;                                                                          \
+    return m + logf(sum);
+
+#define NC_SOFTMAX_RECOMPUTE_BODY(W, EXP, MASKT, MASK, LOADM, STOREM)                                                 \
+    const int lanes = W / 32;                                                                                         \
+    const __m##W lb = _mm##W##_set1_ps(lse);                                                                          \
+    int j = lo;                                                                                                       \
+    for (; j + lanes <= hi + 1; j += lanes) _mm##W##_storeu_ps(row + j, EXP(_mm##W##_sub_ps(_mm##W##_loadu_ps(row + j), lb))); \
+    if (j <= hi) {                                                                                                    \
+        MASKT k = MASK(hi + 1 - j);                                                                                   \
+        STOREM(row + j, k, EXP(_mm##W##_sub_ps(LOADM(row + j, k), lb)));                                              \
+    }                                                                                                                 \
+    for (j = 0; j < lo; j++) row[j] = 0;                                                                              \
+    for (j = hi + 1; j < n; j++) row[j] = 0;
+
+#define NC_SOFTMAX_BACKWARD_BODY(W)                                                                                   \
+    const int lanes = W / 32;                                                                                         \
+    const __m##W rd = _mm##W##_set1_ps(rowdot), sc = _mm##W##_set1_ps(scale);                                         \
+    int j = 0;                                                                                                        \
+    for (; j + lanes <= n; j += lanes) {                                                                              \
+        __m##W d = _mm##W##_sub_ps(_mm##W##_loadu_ps(dp + j), rd);                                                    \
+        _mm##W##_storeu_ps(dp + j, _mm##W##_mul_ps(_mm##W##_mul_ps(_mm##W##_loadu_ps(p + j), d), sc));                 \
+    }                                                                                                                 \
+    for (; j < n; j++) dp[j] = p[j] * (dp[j] - rowdot) * scale;
+
+// AVX2: the mask is a vector of all-ones lanes, applied by maskload/maskstore
+__attribute__((target("avx2,fma"))) static inline __m256i mask8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+__attribute__((target("avx2,fma"))) static inline float hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#define LOADM8(p, k) _mm256_maskload_ps(p, k)
+#define STOREM8(p, k, v) _mm256_maskstore_ps(p, k, v)
+#define MASKF(k) _mm256_castsi256_ps(k)
+__attribute__((target("avx2,fma"))) static float softmax_window_avx2(float *row, int n, int lo, int hi) {
+    NC_SOFTMAX_WINDOW_BODY(256, nc_exp8, nc_hsum8, hmax8, __m256i, mask8, LOADM8, STOREM8)
+}
+__attribute__((target("avx2,fma"))) static void softmax_recompute_avx2(float *row, int n, int lo, int hi, float lse) {
+    NC_SOFTMAX_RECOMPUTE_BODY(256, nc_exp8, __m256i, mask8, LOADM8, STOREM8)
+}
+__attribute__((target("avx2,fma"))) static void softmax_backward_avx2(const float *p, float *dp, int n, float rowdot, float scale) {
+    NC_SOFTMAX_BACKWARD_BODY(256)
+}
+#undef MASKF
+
+// AVX-512: a bit mask
+__attribute__((target("avx512f"))) static inline __mmask16 mask16(int n) { return (__mmask16)((1u << n) - 1); }
+#define LOADM16(p, k) _mm512_maskz_loadu_ps(k, p)
+#define STOREM16(p, k, v) _mm512_mask_storeu_ps(p, k, v)
+#define MASKF(k) _mm512_castsi512_ps(_mm512_maskz_set1_epi32(k, -1))
+__attribute__((target("avx512f,avx512dq,fma"))) static float softmax_window_avx512(float *row, int n, int lo, int hi) {
+    NC_SOFTMAX_WINDOW_BODY(512, nc_exp16, _mm512_reduce_add_ps, _mm512_reduce_max_ps, __mmask16, mask16, LOADM16, STOREM16)
+}
+__attribute__((target("avx512f,avx512dq,fma"))) static void softmax_recompute_avx512(float *row, int n, int lo, int hi, float lse) {
+    NC_SOFTMAX_RECOMPUTE_BODY(512, nc_exp16, __mmask16, mask16, LOADM16, STOREM16)
+}
+__attribute__((target("avx512f,avx512dq,fma"))) static void softmax_backward_avx512(const float *p, float *dp, int n, float rowdot, float scale) {
+    NC_SOFTMAX_BACKWARD_BODY(512)
+}
+#undef MASKF
+#endif
+
+float nc_softmax_window(float *row, int n, int lo, int hi) {
+#ifdef NC_X86
+    int level = nc_kernel_level();
+    if (level >= 2) return softmax_window_avx512(row, n, lo, hi);
+    if (level >= 1) return softmax_window_avx2(row, n, lo, hi);
+#endif
+    return softmax_window_portable(row, n, lo, hi);
+}
+
+void nc_softmax_window_recompute(float *row, int n, int lo, int hi, float lse) {
+#ifdef NC_X86
+    int level = nc_kernel_level();
+    if (level >= 2) { softmax_recompute_avx512(row, n, lo, hi, lse); return; }
+    if (level >= 1) { softmax_recompute_avx2(row, n, lo, hi, lse); return; }
+#endif
+    softmax_recompute_portable(row, n, lo, hi, lse);
+}
+
+void nc_softmax_backward_row(const float *p, float *dp, int n, float rowdot, float scale) {
+#ifdef NC_X86
+    int level = nc_kernel_level();
+    if (level >= 2) { softmax_backward_avx512(p, dp, n, rowdot, scale); return; }
+    if (level >= 1) { softmax_backward_avx2(p, dp, n, rowdot, scale); return; }
+#endif
+    softmax_backward_portable(p, dp, n, rowdot, scale);
+}
