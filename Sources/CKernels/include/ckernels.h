@@ -115,7 +115,7 @@ typedef struct {
 nc_cpu_features nc_cpu_detect(void);
 
 /// The kernel set every C kernel here uses (kernel_level.c): 0 portable C, 1 AVX2 + FMA, 2 AVX-512 (F, BW, VL, DQ,
-/// with the OS saving the registers; only the softcap has an AVX-512 body, the others run their AVX2 one). The
+/// with the OS saving the registers; the kernels without an AVX-512 body run their AVX2 one there). The
 /// widest the CPU supports (nc_kernel_supported), unless nc_kernel_choice (tests: 0, 1, 2) or
 /// NANOCHAT_KERNELS=portable|avx2|avx512 asks for less.
 int nc_kernel_supported(void);
