@@ -6,15 +6,19 @@
 
 #include <math.h>
 
+#include "scalar_math.h"
 #include "x86_simd.h"
 
 static float softmax_window_portable(float *row, int n, int lo, int hi) {
     float m = -INFINITY;
     for (int j = lo; j <= hi; j++) m = row[j] > m ? row[j] : m;
     float sum = 0;
-    for (int j = lo; j <= hi; j++) {
-        row[j] = expf(row[j] - m);
-        sum += row[j];
+    for (int j = lo; j <= hi; j++) row[j] = nc_exp_scalar(row[j] - m);
+    {
+#ifdef __clang__
+#pragma clang fp reassociate(on)
+#endif
+        for (int j = lo; j <= hi; j++) sum += row[j];
     }
     float inv = 1 / sum;
     for (int j = lo; j <= hi; j++) row[j] *= inv;
@@ -24,7 +28,7 @@ static float softmax_window_portable(float *row, int n, int lo, int hi) {
 }
 
 static void softmax_recompute_portable(float *row, int n, int lo, int hi, float lse) {
-    for (int j = lo; j <= hi; j++) row[j] = expf(row[j] - lse);
+    for (int j = lo; j <= hi; j++) row[j] = nc_exp_scalar(row[j] - lse);
     for (int j = 0; j < lo; j++) row[j] = 0;
     for (int j = hi + 1; j < n; j++) row[j] = 0;
 }

@@ -7,6 +7,7 @@
 
 #include <math.h>
 
+#include "scalar_math.h"
 #include "x86_simd.h"
 
 #ifdef NC_X86
@@ -40,28 +41,36 @@ void nc_softcap(float *x, long n, float cap) {
     if (level >= 2) { softcap_avx512(x, n, cap); return; }
     if (level >= 1) { softcap_avx2(x, n, cap); return; }
 #endif
-    for (long i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
+    const float inv = 1 / cap;
+    for (long i = 0; i < n; i++) x[i] = cap * nc_tanh_scalar(x[i] * inv);
 }
 
 // One row of the LM head's loss: softcap, log-sum-exp, the loss and (training) the logit gradient, in two passes
 // over the row while it is in cache. Softcapped logits lie in [-cap, cap], so exp cannot overflow and no max pass is
 // needed. The gradient: d loss / d logit = (softmax - onehot(target)) (1 - tanh^2) grad_scale.
-// Portable: libm's tanhf, expf. In Swift's SIMD8 (SSE here) this was 17% of a d4 training step.
+// Portable: scalar_math.h's exp and tanh in loops the compiler vectorizes (its sum may be reassociated to that end).
+// In Swift's SIMD8 (SSE here) this was 17% of a d4 training step.
 static float xent_row_portable(float *row, long vocab, float cap, int target, int want_grad, float grad_scale, float *ex) {
-    double sum = 0;
+    const float inv_cap = 1 / cap;
     for (long j = 0; j < vocab; j++) {
-        row[j] = cap * tanhf(row[j] / cap);
-        ex[j] = expf(row[j]);
-        sum += ex[j];
+        row[j] = cap * nc_tanh_scalar(row[j] * inv_cap);
+        ex[j] = nc_exp_scalar(row[j]);
+    }
+    float sum = 0;
+    {
+#ifdef __clang__
+#pragma clang fp reassociate(on)
+#endif
+        for (long j = 0; j < vocab; j++) sum += ex[j];
     }
     float target_logit = target >= 0 ? row[target] : 0;
-    float loss = target >= 0 ? logf((float)sum) - target_logit : 0;
+    float loss = target >= 0 ? logf(sum) - target_logit : 0;
     if (!want_grad) return loss;
     if (target < 0) {
         for (long j = 0; j < vocab; j++) row[j] = 0;
         return loss;
     }
-    float scale = grad_scale / (float)sum, inv_cap = 1 / cap;
+    float scale = grad_scale / sum;
     for (long j = 0; j < vocab; j++) {
         float th = row[j] * inv_cap;
         row[j] = ex[j] * scale * (1 - th * th);

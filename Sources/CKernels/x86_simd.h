@@ -13,7 +13,7 @@ __attribute__((target("avx2,fma"))) static inline float nc_hsum8(__m256 v) {
 }
 
 // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln 2 / 2, Cephes' degree-5 polynomial for exp(r) (the same steps
-// and constants as NanoTensor's vexp); x is clamped to [-87.3, 88.3]. One body for both widths: W is the vector's
+// and constants as scalar_math.h's nc_exp_scalar); x is clamped to [-87.3, 88.3]. One body for both widths: W is the vector's
 // bits (256: eight floats with AVX2, 512: sixteen with AVX-512), and every intrinsic is _mm<W>_...
 #define NC_EXP_BODY(W, x)                                                                                             \
     x = _mm##W##_min_ps(_mm##W##_max_ps(x, _mm##W##_set1_ps(-87.3f)), _mm##W##_set1_ps(88.3f));                        \
@@ -36,7 +36,7 @@ __attribute__((target("avx2,fma"))) static inline float nc_hsum8(__m256 v) {
 __attribute__((target("avx2,fma"))) static inline __m256 nc_exp8(__m256 x) { NC_EXP_BODY(256, x) }
 __attribute__((target("avx512f"))) static inline __m512 nc_exp16(__m512 x) { NC_EXP_BODY(512, x) }
 
-// tanh, the same formula as NanoTensor's vtanh: sign(x) (1 - 2 / (exp(2|x|) + 1)), and near zero (|x| <= 0.02,
+// tanh, the same formula as scalar_math.h's nc_tanh_scalar: sign(x) (1 - 2 / (exp(2|x|) + 1)), and near zero (|x| <= 0.02,
 // where that cancels) x - x^3/3 + 2x^5/15. One body for both widths, as NC_EXP_BODY; only the final choice between
 // the two branches differs (a blend by a vector mask with AVX2, by a bit mask with AVX-512).
 #define NC_TANH_BODY(W, x, EXP, SELECT_GT)                                                                            \

@@ -43,19 +43,20 @@ void nc_attend_one_bf16(const float *q, const uint16_t *k, const uint16_t *v, in
 /// (inclusive) are in its window: nc_softmax_window turns the row into the softmax over lo...hi (0 outside) and returns
 /// its log-sum-exp; nc_softmax_window_recompute sets row[j] = exp(row[j] - lse) on lo...hi (0 outside), the backward
 /// pass's probabilities from the saved log-sum-exp; nc_softmax_backward_row sets dp[j] = p[j] (dp[j] - rowdot) scale.
-/// AVX-512 or AVX2 + FMA as nc_kernel_level() allows, libm's expf otherwise.
+/// AVX-512 or AVX2 + FMA as nc_kernel_level() allows, portable C (vectorized by the compiler) otherwise.
 float nc_softmax_window(float *row, int n, int lo, int hi);
 void nc_softmax_window_recompute(float *row, int n, int lo, int hi, float lse);
 void nc_softmax_backward_row(const float *p, float *dp, int n, float rowdot, float scale);
 
-/// x[i] = cap * tanh(x[i] / cap) for i in 0..<n (softcap.c): the logit softcap. AVX2 + FMA when the CPU has them
-/// (the same approximation as NanoTensor's vtanh, a few ulp from tanh), libm's tanhf otherwise.
+/// x[i] = cap * tanh(x[i] / cap) for i in 0..<n (logits.c): the logit softcap. AVX-512 or AVX2 + FMA when the CPU has them
+/// (a few ulp from tanh; scalar_math.h has the same formula for the portable path, which the compiler vectorizes).
 void nc_softcap(float *x, long n, float cap);
 /// One row of the LM head's training loss (logits.c): row[vocab] is softcapped in place, and the row's cross-entropy
 /// log(sum_j exp(row[j])) - row[target] is returned (0 when target < 0). With want_grad the row is then overwritten by
 /// the loss's gradient with respect to the logits before the softcap, times grad_scale:
 /// (softmax - onehot(target)) (1 - tanh^2) grad_scale, all zero when target < 0. ex: vocab floats of scratch.
-/// AVX-512 or AVX2 + FMA (the softcap's exp and tanh) as nc_kernel_level() allows, libm otherwise.
+/// AVX-512 or AVX2 + FMA (the softcap's exp and tanh) as nc_kernel_level() allows, portable C (vectorized by the
+/// compiler) otherwise.
 float nc_softcap_xent_row(float *row, long vocab, float cap, int target, int want_grad, float grad_scale, float *ex);
 
 /// Row and element-wise kernels of training (elementwise.c), compiled at three widths and picked by nc_kernel_level():
