@@ -18,6 +18,14 @@
 #define NC_REASSOCIATE
 #endif
 
+// sqrt without errno: libm's sqrtf may set errno (on a negative input), a side effect that keeps a loop around it
+// from being vectorized
+#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_sqrt)
+#define NC_SQRT(x) __builtin_elementwise_sqrt(x)
+#else
+#define NC_SQRT(x) sqrtf(x)
+#endif
+
 #ifdef NC_X86
 #define NC_AVX2_FN __attribute__((target("avx2,fma")))
 #define NC_AVX512_FN __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma"), min_vector_width(512)))
@@ -109,7 +117,7 @@ NC_BODY void adamw_update_body(float *p, float *m, float *v, const float *grad, 
         float vi = v[i] + (1 - beta2) * (g * g - v[i]);
         m[i] = mi;
         v[i] = vi;
-        p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bias2_sqrt + eps);
+        p[i] = p[i] * decay - step_size * mi / (NC_SQRT(vi) / bias2_sqrt + eps);
     }
 }
 NC_DISPATCH_VOID(adamw_update,
