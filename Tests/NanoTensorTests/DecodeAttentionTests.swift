@@ -5,8 +5,9 @@ import XCTest
 
 /// The decode attention kernel (decode_attention.c) against a float64 softmax(q K^T / sqrt(d)) V, for spans that
 /// leave every tail of its four-key and eight-score loops, head dims below, at and above the 64-wide pass of its
-/// weighted sum (and not multiples of 8, which take the portable path), scores far apart (the max subtraction), and
-/// every kernel set the machine runs (AVX2, portable); keys and values in float32 and in bf16.
+/// weighted sum (64 dimensions a pass with AVX2, 128 with AVX-512; dims not a multiple of 16 run AVX2 and not a
+/// multiple of 8 the portable path), scores far apart (the max subtraction), and
+/// every kernel set the machine runs (AVX-512, AVX2, portable); keys and values in float32 and in bf16.
 final class DecodeAttentionTests: XCTestCase {
     /// softmax(scale q K^T) V in float64, K and V [span, d] as the kernel sees them (already widened from bf16)
     func reference(_ q: [Float], _ k: [Double], _ v: [Double], span: Int, d: Int, scale: Float) -> [Double] {
@@ -19,7 +20,7 @@ final class DecodeAttentionTests: XCTestCase {
     func testOneQueryRowAgainstFloat64() {
         var rng = RNG(seed: 11)
         forEachKernelLevel { level in
-            for d in [8, 24, 60, 64, 72, 128] {
+            for d in [8, 24, 48, 60, 64, 72, 128, 256] {
                 for span in [1, 2, 3, 4, 5, 7, 8, 9, 13, 64, 100, 257] {
                     for spread: Float in [1, 30] {
                         let q = (0..<d).map { _ in rng.normal() * spread / Float(d).squareRoot() }

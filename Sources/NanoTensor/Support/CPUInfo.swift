@@ -179,7 +179,7 @@ public enum OpenBLASCore {
 /// The kernel set our own C kernels run on this CPU (picked at run time).
 public var ourKernelSet: String {
     switch nc_kernel_level() {
-    case 2: return "AVX-512 (training kernels, softcap, skinny f32 product) and AVX2 + FMA (quantized products, cached attention)"
+    case 2: return "AVX-512 (training kernels, softcap, cached attention, skinny f32 product) and AVX2 + FMA (quantized products)"
     case 1: return "AVX2 + FMA"
     default: return "portable C"
     }
