@@ -2,7 +2,7 @@
 // and the optimizer's element-wise updates (AdamW; Muon's momentum and its cautious update). Each is written once as
 // plain loops (a *_body function) and compiled three times: at the baseline (SSE2 on x86-64), with AVX2 + FMA, and
 // with AVX-512 at 512-bit width, the compiler vectorizing the loops for each; nc_kernel_level() picks one. Their sums
-// of squares may be reassociated (NC_REASSOCIATE), so that they vectorize too. Swift compiles for the x86-64
+// of squares may be reassociated (NC_REASSOCIATE), so that they vectorize too; they are accumulated in double. Swift compiles for the x86-64
 // baseline, so in Swift these loops ran four floats at a time at best.
 #include "ckernels.h"
 
@@ -51,13 +51,15 @@
 #define NC_DISPATCH_VOID(name, params, args) void nc_##name params { name##_body args; }
 #endif
 
+// accumulated in double (each product exact there), as the CUDA library's host reference does: the norms' statistics
+// then round once, and runs on different kernel sets agree to the last bit more often
 NC_BODY float sum_of_products(const float *x, const float *y, int n) {
-    float s = 0;
+    double s = 0;
     {
         NC_REASSOCIATE
-        for (int j = 0; j < n; j++) s += x[j] * y[j];
+        for (int j = 0; j < n; j++) s += (double)x[j] * (double)y[j];
     }
-    return s;
+    return (float)s;
 }
 
 // y = x / sqrt(mean(x^2) + eps), eps float32's machine epsilon (PyTorch's F.rms_norm default); returns 1 / sqrt(...)
