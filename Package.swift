@@ -30,6 +30,9 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Our own C kernels where Swift cannot reach the instructions (AVX2/FMA, chosen at run time).
         .target(name: "CKernels"),
+        // The typed function tables of the libraries loaded at run time (the CUDA library, the MPI shim), from their
+        // own headers (cuda/nanochat_cuda.h, mpi/nanochat_mpi.h).
+        .target(name: "CNanoABI"),
         .target(
             name: "NanoTensor",
             dependencies: ["CKernels", .target(name: "CBLAS", condition: .when(platforms: [.linux]))]
@@ -37,7 +40,7 @@ let package = Package(
         .target(
             name: "NanoChat",
             // ArgumentParser: each command's options struct is the one its library code reads (BaseTrainOptions)
-            dependencies: ["NanoTensor", "CZstd", "CZlib", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["NanoTensor", "CNanoABI", "CZstd", "CZlib", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(
             name: "NanoChatServer",
@@ -46,7 +49,7 @@ let package = Package(
         ),
         // The GPU backend: the CUDA library (cuda/), loaded with dlopen at run time (nothing here links CUDA), and
         // the model and optimizer on the device.
-        .target(name: "NanoCUDA", dependencies: ["NanoChat", "NanoTensor"]),
+        .target(name: "NanoCUDA", dependencies: ["NanoChat", "NanoTensor", "CNanoABI"]),
         // What `nanochat bench` measures with: the training throughput bench and the server load test.
         .target(name: "NanoChatBench", dependencies: ["NanoChat", "NanoTensor"]),
         .executableTarget(

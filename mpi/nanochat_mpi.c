@@ -6,6 +6,8 @@
 // failed collective reports instead of aborting inside MPI); ncmpi_error_string turns a code into text.
 // Hangs: a watchdog thread aborts this process when one collective has waited longer than the timeout, so a
 // stopped or deadlocked peer ends the job (mpirun then takes the other ranks down) instead of hanging it forever.
+#include "nanochat_mpi.h"
+
 #include <mpi.h>
 #include <pthread.h>
 #include <stdio.h>

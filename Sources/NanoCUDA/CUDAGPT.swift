@@ -154,56 +154,56 @@ public final class CUDAGPT {
     /// Without targets the raw (not softcapped) logits stay in `logits`.
     func forward(inputs: [Int32], targets tgt: [Int32]?, gradScale: Float) throws {
         precondition(inputs.count == N, "forward: \(inputs.count) ids for \(batch) x \(time)")
-        let cu = cuda, ctx = cuda.ctx, o = cuda.ops
+        let cu = cuda, ctx = cuda.ctx, o = cuda.api
         let (B, T) = (Int64(batch), Int64(time))
         let n = Int64(N)
-        try cu.upload(inputs, to: ids.pointer)
-        if let tgt { try cu.upload(tgt, to: targets.pointer) }
+        try cu.upload(inputs, to: ids.ints)
+        if let tgt { try cu.upload(tgt, to: targets.ints) }
         cu.profileStart()
 
         // x = norm(wte[idx]); smear; x0 = x
-        try cu.check(o.embeddingForward(ctx, h.pointer, p("transformer.wte.weight"), ids.pointer, n, Int64(C)), "embedding")
-        try cu.check(o.rmsnormForward(ctx, xnorm0.pointer, rstd0.pointer, h.pointer, n, Int64(C)), "rmsnorm")
-        try cu.check(o.smearForward(ctx, x0.pointer, smearGates.pointer, xnorm0.pointer, p("smear_gate.weight"), p("smear_lambda"),
+        try cu.check(o.nc_embedding_forward(ctx, h.pointer, p("transformer.wte.weight"), ids.ints, n, Int64(C)), "embedding")
+        try cu.check(o.nc_rmsnorm_forward(ctx, xnorm0.pointer, rstd0.pointer, h.pointer, n, Int64(C)), "rmsnorm")
+        try cu.check(o.nc_smear_forward(ctx, x0.pointer, smearGates.pointer, xnorm0.pointer, p("smear_gate.weight"), p("smear_lambda"),
                                     B, T, Int64(C), Int32(Self.smearChannels)), "smear")
         for i in 0..<L {
             // x = resid_lambdas[i] x + x0_lambdas[i] x0
             let input = i == 0 ? x0 : xout[i - 1]
-            try cu.check(o.scalarMixForward(ctx, xin[i].pointer, input.pointer, x0.pointer, p("resid_lambdas"), Int64(i),
+            try cu.check(o.nc_scalar_mix_forward(ctx, xin[i].pointer, input.pointer, x0.pointer, p("resid_lambdas"), Int64(i),
                                             p("x0_lambdas"), Int64(i), n * Int64(C)), "scalar mix")
             // attention: q, k, v from norm(x); value embedding mix; rotary + QK-norm; causal attention; c_proj
-            try cu.check(o.rmsnormForward(ctx, h.pointer, rstd1[i].pointer, xin[i].pointer, n, Int64(C)), "rmsnorm")
+            try cu.check(o.nc_rmsnorm_forward(ctx, h.pointer, rstd1[i].pointer, xin[i].pointer, n, Int64(C)), "rmsnorm")
             try cu.matmul(qraw.pointer, h.pointer, p(layer(i, "attn.c_q")), m: N, n: C, k: C, transB: true, bf16: bf16)
             try cu.matmul(kraw.pointer, h.pointer, p(layer(i, "attn.c_k")), m: N, n: Ckv, k: C, transB: true, bf16: bf16)
             if let sig = veSig[i] {
                 try cu.matmul(vraw.pointer, h.pointer, p(layer(i, "attn.c_v")), m: N, n: Ckv, k: C, transB: true, bf16: bf16)
-                try cu.check(o.embeddingForward(ctx, ve.pointer, p("value_embeds.\(i).weight"), ids.pointer, n, Int64(Ckv)), "value embedding")
-                try cu.check(o.veForward(ctx, vmix[i].pointer, sig.pointer, vraw.pointer, ve.pointer, h.pointer, p(layer(i, "attn.ve_gate")),
+                try cu.check(o.nc_embedding_forward(ctx, ve.pointer, p("value_embeds.\(i).weight"), ids.ints, n, Int64(Ckv)), "value embedding")
+                try cu.check(o.nc_value_embedding_forward(ctx, vmix[i].pointer, sig.pointer, vraw.pointer, ve.pointer, h.pointer, p(layer(i, "attn.ve_gate")),
                                          n, Int64(Hkv), Int64(D), Int64(C), Int32(Self.veGateChannels)), "value-embedding gate")
             } else {
                 try cu.matmul(vmix[i].pointer, h.pointer, p(layer(i, "attn.c_v")), m: N, n: Ckv, k: C, transB: true, bf16: bf16)
             }
-            try cu.check(o.rotaryNormForward(ctx, qn[i].pointer, rstdq[i].pointer, qraw.pointer, cosTable.pointer, sinTable.pointer,
+            try cu.check(o.nc_rotary_norm_forward(ctx, qn[i].pointer, rstdq[i].pointer, qraw.pointer, cosTable.pointer, sinTable.pointer,
                                              B, T, Int64(H), Int64(D), 0, Attention.qkGain), "rotary q")
-            try cu.check(o.rotaryNormForward(ctx, kn[i].pointer, rstdk[i].pointer, kraw.pointer, cosTable.pointer, sinTable.pointer,
+            try cu.check(o.nc_rotary_norm_forward(ctx, kn[i].pointer, rstdk[i].pointer, kraw.pointer, cosTable.pointer, sinTable.pointer,
                                              B, T, Int64(Hkv), Int64(D), 0, Attention.qkGain), "rotary k")
-            try cu.check((bf16 ? o.attentionForwardBF16 : o.attentionForward)(ctx, attnOut[i].pointer, lse[i].pointer, qn[i].pointer, kn[i].pointer, vmix[i].pointer,
+            try cu.check((bf16 ? o.nc_attention_forward_bf16 : o.nc_attention_forward)(ctx, attnOut[i].pointer, lse[i].pointer, qn[i].pointer, kn[i].pointer, vmix[i].pointer,
                                             B, T, Int64(H), Int64(Hkv), Int64(D), Int64(windows[i])), "attention")
             try cu.copy(xin[i].pointer, to: xmid[i].pointer, floats: N * C)
             try cu.matmul(xmid[i].pointer, attnOut[i].pointer, p(layer(i, "attn.c_proj")), m: N, n: C, k: C, transB: true, beta: 1, bf16: bf16)
             // MLP: c_fc, relu², c_proj, added to the residual
-            try cu.check(o.rmsnormForward(ctx, h.pointer, rstd2[i].pointer, xmid[i].pointer, n, Int64(C)), "rmsnorm")
+            try cu.check(o.nc_rmsnorm_forward(ctx, h.pointer, rstd2[i].pointer, xmid[i].pointer, n, Int64(C)), "rmsnorm")
             try cu.matmul(fc[i].pointer, h.pointer, p(layer(i, "mlp.c_fc")), m: N, n: F, k: C, transB: true, bf16: bf16)
-            try cu.check(o.relu2Forward(ctx, r.pointer, fc[i].pointer, n * Int64(F)), "relu2")
+            try cu.check(o.nc_relu2_forward(ctx, r.pointer, fc[i].pointer, n * Int64(F)), "relu2")
             try cu.copy(xmid[i].pointer, to: xout[i].pointer, floats: N * C)
             try cu.matmul(xout[i].pointer, r.pointer, p(layer(i, "mlp.c_proj")), m: N, n: C, k: F, transB: true, beta: 1, bf16: bf16)
         }
         // backout, final norm, lm_head, softcap + cross-entropy
-        try cu.check(o.backoutForward(ctx, h.pointer, xout[L - 1].pointer, xout[L / 2].pointer, p("backout_lambda"), n * Int64(C)), "backout")
-        try cu.check(o.rmsnormForward(ctx, xfinal.pointer, rstdFinal.pointer, h.pointer, n, Int64(C)), "rmsnorm")
+        try cu.check(o.nc_backout_forward(ctx, h.pointer, xout[L - 1].pointer, xout[L / 2].pointer, p("backout_lambda"), n * Int64(C)), "backout")
+        try cu.check(o.nc_rmsnorm_forward(ctx, xfinal.pointer, rstdFinal.pointer, h.pointer, n, Int64(C)), "rmsnorm")
         try cu.matmul(logits.pointer, xfinal.pointer, p("lm_head.weight"), m: N, n: V, k: C, transB: true, bf16: bf16)
         if tgt != nil {
-            try cu.check(o.softcapCrossEntropy(ctx, logits.pointer, losses.pointer, targets.pointer, n, Int64(config.vocab_size),
+            try cu.check(o.nc_softcap_cross_entropy(ctx, logits.pointer, losses.pointer, targets.ints, n, Int64(config.vocab_size),
                                                Int64(V), GPT.softcap, gradScale), "softcap cross-entropy")
         }
     }
@@ -239,55 +239,55 @@ public final class CUDAGPT {
 
     /// Adds the gradient of the last `forward` (its logits already hold d(loss)/d(logits)) into the gradients.
     func backward() throws {
-        let cu = cuda, ctx = cuda.ctx, o = cuda.ops
+        let cu = cuda, ctx = cuda.ctx, o = cuda.api
         let (B, T) = (Int64(batch), Int64(time))
         let n = Int64(N), nc = Int64(N * C)
         // lm_head: d xfinal = dlogits W; dW += dlogits^T xfinal
         try cu.matmul(dh.pointer, logits.pointer, p("lm_head.weight"), m: N, n: C, k: V, bf16: bf16)
         try cu.matmul(g("lm_head.weight"), logits.pointer, xfinal.pointer, m: V, n: C, k: N, transA: true, beta: 1, bf16: bf16)
-        try cu.check(o.rmsnormBackward(ctx, dtop.pointer, dh.pointer, xfinal.pointer, rstdFinal.pointer, n, Int64(C), 0), "rmsnorm backward")
+        try cu.check(o.nc_rmsnorm_backward(ctx, dtop.pointer, dh.pointer, xfinal.pointer, rstdFinal.pointer, n, Int64(C), 0), "rmsnorm backward")
         // backout: the gradient reaches the last layer's output unchanged, and layer L/2's output as -lambda times it
         try cu.copy(dtop.pointer, to: dx.pointer, floats: N * C)
         var dcur = dx, dnext = dprev
         try cu.zero(dx0.pointer, floats: N * C)
         for i in stride(from: L - 1, through: 0, by: -1) {
             if i == L / 2 {
-                try cu.check(o.backoutBackward(ctx, dcur.pointer, g("backout_lambda"), dtop.pointer, xout[i].pointer, p("backout_lambda"), nc),
+                try cu.check(o.nc_backout_backward(ctx, dcur.pointer, g("backout_lambda"), dtop.pointer, xout[i].pointer, p("backout_lambda"), nc),
                              "backout backward")
             }
             // MLP (dcur = d xout[i]): recompute norm(xmid) and relu², then the products' gradients
-            try cu.check(o.rmsnormForward(ctx, h.pointer, rstdScratch.pointer, xmid[i].pointer, n, Int64(C)), "rmsnorm")
-            try cu.check(o.relu2Forward(ctx, r.pointer, fc[i].pointer, n * Int64(F)), "relu2")
+            try cu.check(o.nc_rmsnorm_forward(ctx, h.pointer, rstdScratch.pointer, xmid[i].pointer, n, Int64(C)), "rmsnorm")
+            try cu.check(o.nc_relu2_forward(ctx, r.pointer, fc[i].pointer, n * Int64(F)), "relu2")
             try cu.matmul(g(layer(i, "mlp.c_proj")), dcur.pointer, r.pointer, m: C, n: F, k: N, transA: true, beta: 1, bf16: bf16)
             try cu.matmul(r.pointer, dcur.pointer, p(layer(i, "mlp.c_proj")), m: N, n: F, k: C, bf16: bf16)
-            try cu.check(o.relu2Backward(ctx, r.pointer, r.pointer, fc[i].pointer, n * Int64(F), 0), "relu2 backward")
+            try cu.check(o.nc_relu2_backward(ctx, r.pointer, r.pointer, fc[i].pointer, n * Int64(F), 0), "relu2 backward")
             try cu.matmul(g(layer(i, "mlp.c_fc")), r.pointer, h.pointer, m: F, n: C, k: N, transA: true, beta: 1, bf16: bf16)
             try cu.matmul(dh.pointer, r.pointer, p(layer(i, "mlp.c_fc")), m: N, n: C, k: F, bf16: bf16)
-            try cu.check(o.rmsnormBackward(ctx, dcur.pointer, dh.pointer, h.pointer, rstd2[i].pointer, n, Int64(C), 1), "rmsnorm backward")
+            try cu.check(o.nc_rmsnorm_backward(ctx, dcur.pointer, dh.pointer, h.pointer, rstd2[i].pointer, n, Int64(C), 1), "rmsnorm backward")
             // attention (dcur = d xmid[i]): c_proj, attention, rotary + QK-norm, value embedding, c_q/c_k/c_v
             try cu.matmul(g(layer(i, "attn.c_proj")), dcur.pointer, attnOut[i].pointer, m: C, n: C, k: N, transA: true, beta: 1, bf16: bf16)
             try cu.matmul(dout.pointer, dcur.pointer, p(layer(i, "attn.c_proj")), m: N, n: C, k: C, bf16: bf16)
             try cu.zero(dqn.pointer, floats: N * C)
             try cu.zero(dkn.pointer, floats: N * Ckv)
             try cu.zero(dvmix.pointer, floats: N * Ckv)
-            try cu.check((bf16 ? o.attentionBackwardBF16 : o.attentionBackward)(ctx, dqn.pointer, dkn.pointer, dvmix.pointer, delta.pointer, qn[i].pointer, kn[i].pointer,
+            try cu.check((bf16 ? o.nc_attention_backward_bf16 : o.nc_attention_backward)(ctx, dqn.pointer, dkn.pointer, dvmix.pointer, delta.pointer, qn[i].pointer, kn[i].pointer,
                                              vmix[i].pointer, attnOut[i].pointer, dout.pointer, lse[i].pointer, B, T, Int64(H), Int64(Hkv),
                                              Int64(D), Int64(windows[i])), "attention backward")
-            try cu.check(o.rotaryNormBackward(ctx, qraw.pointer, dqn.pointer, qn[i].pointer, rstdq[i].pointer, cosTable.pointer, sinTable.pointer,
+            try cu.check(o.nc_rotary_norm_backward(ctx, qraw.pointer, dqn.pointer, qn[i].pointer, rstdq[i].pointer, cosTable.pointer, sinTable.pointer,
                                               B, T, Int64(H), Int64(D), 0, Attention.qkGain, 0), "rotary q backward")
-            try cu.check(o.rotaryNormBackward(ctx, kraw.pointer, dkn.pointer, kn[i].pointer, rstdk[i].pointer, cosTable.pointer, sinTable.pointer,
+            try cu.check(o.nc_rotary_norm_backward(ctx, kraw.pointer, dkn.pointer, kn[i].pointer, rstdk[i].pointer, cosTable.pointer, sinTable.pointer,
                                               B, T, Int64(Hkv), Int64(D), 0, Attention.qkGain, 0), "rotary k backward")
-            try cu.check(o.rmsnormForward(ctx, h.pointer, rstdScratch.pointer, xin[i].pointer, n, Int64(C)), "rmsnorm")
+            try cu.check(o.nc_rmsnorm_forward(ctx, h.pointer, rstdScratch.pointer, xin[i].pointer, n, Int64(C)), "rmsnorm")
             try cu.zero(dh.pointer, floats: N * C)
             var dv = dvmix
             if let sig = veSig[i] {
-                try cu.check(o.embeddingForward(ctx, ve.pointer, p("value_embeds.\(i).weight"), ids.pointer, n, Int64(Ckv)), "value embedding")
+                try cu.check(o.nc_embedding_forward(ctx, ve.pointer, p("value_embeds.\(i).weight"), ids.ints, n, Int64(Ckv)), "value embedding")
                 try cu.zero(vraw.pointer, floats: N * Ckv)
                 try cu.zero(dve.pointer, floats: N * Ckv)
-                try cu.check(o.veBackward(ctx, vraw.pointer, dve.pointer, dh.pointer, g(layer(i, "attn.ve_gate")), dvmix.pointer, ve.pointer,
+                try cu.check(o.nc_value_embedding_backward(ctx, vraw.pointer, dve.pointer, dh.pointer, g(layer(i, "attn.ve_gate")), dvmix.pointer, ve.pointer,
                                           h.pointer, p(layer(i, "attn.ve_gate")), sig.pointer, n, Int64(Hkv), Int64(D), Int64(C),
                                           Int32(Self.veGateChannels)), "value-embedding gate backward")
-                try cu.check(o.embeddingBackward(ctx, g("value_embeds.\(i).weight"), dve.pointer, ids.pointer, n, Int64(Ckv)), "value embedding backward")
+                try cu.check(o.nc_embedding_backward(ctx, g("value_embeds.\(i).weight"), dve.pointer, ids.ints, n, Int64(Ckv)), "value embedding backward")
                 dv = vraw
             }
             try cu.matmul(g(layer(i, "attn.c_q")), qraw.pointer, h.pointer, m: C, n: C, k: N, transA: true, beta: 1, bf16: bf16)
@@ -296,20 +296,20 @@ public final class CUDAGPT {
             try cu.matmul(dh.pointer, qraw.pointer, p(layer(i, "attn.c_q")), m: N, n: C, k: C, beta: 1, bf16: bf16)
             try cu.matmul(dh.pointer, kraw.pointer, p(layer(i, "attn.c_k")), m: N, n: C, k: Ckv, beta: 1, bf16: bf16)
             try cu.matmul(dh.pointer, dv.pointer, p(layer(i, "attn.c_v")), m: N, n: C, k: Ckv, beta: 1, bf16: bf16)
-            try cu.check(o.rmsnormBackward(ctx, dcur.pointer, dh.pointer, h.pointer, rstd1[i].pointer, n, Int64(C), 1), "rmsnorm backward")
+            try cu.check(o.nc_rmsnorm_backward(ctx, dcur.pointer, dh.pointer, h.pointer, rstd1[i].pointer, n, Int64(C), 1), "rmsnorm backward")
             // x = resid[i] input + x0l[i] x0 (dcur = d xin[i]); layer 0's input is x0 itself
             let input = i == 0 ? x0 : xout[i - 1]
             if i > 0 { try cu.zero(dnext.pointer, floats: N * C) }
-            try cu.check(o.scalarMixBackward(ctx, i == 0 ? dx0.pointer : dnext.pointer, dx0.pointer, g("resid_lambdas"), g("x0_lambdas"),
+            try cu.check(o.nc_scalar_mix_backward(ctx, i == 0 ? dx0.pointer : dnext.pointer, dx0.pointer, g("resid_lambdas"), g("x0_lambdas"),
                                              dcur.pointer, input.pointer, x0.pointer, p("resid_lambdas"), Int64(i), p("x0_lambdas"), Int64(i), nc),
                          "scalar mix backward")
             swap(&dcur, &dnext)
         }
         // smear, the embedding norm, the embedding
         try cu.zero(dh.pointer, floats: N * C)
-        try cu.check(o.smearBackward(ctx, dh.pointer, g("smear_gate.weight"), g("smear_lambda"), dx0.pointer, xnorm0.pointer, smearGates.pointer,
+        try cu.check(o.nc_smear_backward(ctx, dh.pointer, g("smear_gate.weight"), g("smear_lambda"), dx0.pointer, xnorm0.pointer, smearGates.pointer,
                                      p("smear_gate.weight"), p("smear_lambda"), B, T, Int64(C), Int32(Self.smearChannels)), "smear backward")
-        try cu.check(o.rmsnormBackward(ctx, dout.pointer, dh.pointer, xnorm0.pointer, rstd0.pointer, n, Int64(C), 0), "rmsnorm backward")
-        try cu.check(o.embeddingBackward(ctx, g("transformer.wte.weight"), dout.pointer, ids.pointer, n, Int64(C)), "embedding backward")
+        try cu.check(o.nc_rmsnorm_backward(ctx, dout.pointer, dh.pointer, xnorm0.pointer, rstd0.pointer, n, Int64(C), 0), "rmsnorm backward")
+        try cu.check(o.nc_embedding_backward(ctx, g("transformer.wte.weight"), dout.pointer, ids.ints, n, Int64(C)), "embedding backward")
     }
 }

@@ -1,4 +1,6 @@
+import CNanoABI
 import Foundation
+import NanoChat
 
 #if canImport(Glibc)
 import Glibc
@@ -6,13 +8,13 @@ import Glibc
 import Darwin
 #endif
 
-/// The CUDA library (`cuda/`, built by nvcc into `libnanochat_cuda.so`), loaded at run time with `dlopen`: nothing
-/// in `swift build` needs CUDA, and a machine without it gets a clear reason instead of a link error.
-/// Where it is looked for: `$NANOCHAT_CUDA_LIB`, beside the executable, then `.build/cuda/` (what `cuda/build.sh`
-/// writes) under the current folder.
+/// The CUDA library (`cuda/`, built by nvcc into `libnanochat_cuda.so`), loaded at run time with `dlopen`
+/// (`DynamicLibrary`, as the MPI shim): nothing in `swift build` needs CUDA, and a machine without it gets a clear
+/// reason instead of a link error. Where it is looked for: `$NANOCHAT_CUDA_LIB`, beside the executable, then
+/// `.build/cuda/` (what `cuda/build.sh` writes) under the current folder.
 public final class CUDALibrary {
-    public let path: String
-    private let handle: UnsafeMutableRawPointer
+    public var path: String { library.path }
+    private let library: DynamicLibrary
     private let context: OpaquePointer
 
     public struct Device: Sendable {
@@ -27,70 +29,35 @@ public final class CUDALibrary {
         public var description: String { "CUDA backend unavailable: \(reason)" }
     }
 
-    private typealias CreateFn = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32) -> Int32
-    private typealias DestroyFn = @convention(c) (OpaquePointer?) -> Void
-    private typealias ErrorFn = @convention(c) (OpaquePointer?) -> UnsafePointer<CChar>?
-    private typealias InfoFn = @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>?, Int32,
-                                               UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int64>?) -> Int32
-    private let destroy: DestroyFn
-    private let errorString: ErrorFn
-    private let info: InfoFn
-    /// The ops of nanochat_cuda.h, resolved once (CUDAOps.swift wraps them).
-    let ops: CUDAOps
+    /// The functions of cuda/nanochat_cuda.h, with the types of their declarations there (CNanoABI's table).
+    let api: nc_cuda_api
 
     public static let fileName = "libnanochat_cuda.so"
+    static let rebuild = "build it on a machine with CUDA: cuda/build.sh, or set NANOCHAT_CUDA_LIB"
 
     /// The places `load()` tries, in order.
     public static var candidates: [String] {
-        var out: [String] = []
-        if let p = ProcessInfo.processInfo.environment["NANOCHAT_CUDA_LIB"], !p.isEmpty { out.append(p) }
-        let exe = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
-        out.append(exe.appendingPathComponent(fileName).path)
-        out.append(URL(fileURLWithPath: ".build/cuda/" + fileName).path)
-        return out
+        DynamicLibrary.candidates(fileName: fileName, environmentKey: "NANOCHAT_CUDA_LIB", buildFolder: "cuda")
     }
 
     /// Loads the library from `path`, or the first candidate that exists, and opens device 0.
     public static func load(path: String? = nil) throws -> CUDALibrary {
-        let tried = path.map { [$0] } ?? candidates
-        guard let found = tried.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-            throw Unavailable(reason: "no \(fileName) (looked at \(tried.joined(separator: ", "))); build it on a machine with CUDA: cuda/build.sh, or set NANOCHAT_CUDA_LIB")
-        }
-        guard let handle = dlopen(found, RTLD_NOW | RTLD_LOCAL) else {
-            throw Unavailable(reason: "cannot load \(found): \(String(cString: dlerror()))")
-        }
         do {
-            return try CUDALibrary(path: found, handle: handle)
-        } catch {
-            dlclose(handle)
-            throw error
+            let library = try DynamicLibrary(candidates: path.map { [$0] } ?? candidates, global: false, rebuild: rebuild)
+            return try CUDALibrary(library: library, api: library.table(nc_cuda_api_load, rebuild: rebuild).pointee)
+        } catch let error as NanoChatError {
+            throw Unavailable(reason: error.description)
         }
     }
 
-    private init(path: String, handle: UnsafeMutableRawPointer) throws {
-        func symbol<T>(_ name: String, _ type: T.Type) throws -> T {
-            guard let p = dlsym(handle, name) else {
-                throw Unavailable(reason: "\(path) has no \(name): it was built from other sources than this nanochat; rebuild it with cuda/build.sh")
-            }
-            return unsafeBitCast(p, to: type)
-        }
-        self.path = path
-        self.handle = handle
-        let create = try symbol("nc_create", CreateFn.self)
-        destroy = try symbol("nc_destroy", DestroyFn.self)
-        errorString = try symbol("nc_error_string", ErrorFn.self)
-        info = try symbol("nc_device_info", InfoFn.self)
-        ops = try CUDAOps { name in
-            guard let p = dlsym(handle, name) else {
-                throw Unavailable(reason: "\(path) has no \(name): it was built from other sources than this nanochat; rebuild it with cuda/build.sh")
-            }
-            return p
-        }
+    private init(library: DynamicLibrary, api: nc_cuda_api) throws {
+        self.library = library
+        self.api = api
         var ctx: OpaquePointer? = nil
-        if create(&ctx, 0) != 0 {
-            let why = errorString(ctx).map { String(cString: $0) } ?? "unknown error"
-            destroy(ctx)
-            throw Unavailable(reason: "\(path) loaded, but no usable GPU: \(why)")
+        if api.nc_create(&ctx, 0) != 0 {
+            let why = api.nc_error_string(ctx).map { String(cString: $0) } ?? "unknown error"
+            api.nc_destroy(ctx)
+            throw Unavailable(reason: "\(library.path) loaded, but no usable GPU: \(why)")
         }
         context = ctx!
     }
@@ -107,7 +74,7 @@ public final class CUDALibrary {
     /// Starts the profile's clock (call before a timed region, after host work the GPU waited for).
     public func profileStart() {
         guard profiling else { return }
-        _ = ops.synchronize(context)
+        _ = api.nc_synchronize(context)
         profileMark = DispatchTime.now().uptimeNanoseconds
     }
 
@@ -123,7 +90,7 @@ public final class CUDALibrary {
     /// Turns an op's status into a thrown error that says which call failed and why.
     func check(_ status: Int32, _ what: @autoclosure () -> String) throws {
         if status == 0 && profiling {
-            _ = ops.synchronize(context)
+            _ = api.nc_synchronize(context)
             let now = DispatchTime.now().uptimeNanoseconds
             let name = what()
             if !name.hasPrefix("allocating") && !name.hasPrefix("reading GPU memory") {  // set-up and reports, not a step's work
@@ -136,22 +103,19 @@ public final class CUDALibrary {
             profileMark = now
         }
         guard status != 0 else { return }
-        let why = errorString(context).map { String(cString: $0) } ?? "unknown error"
+        let why = api.nc_error_string(context).map { String(cString: $0) } ?? "unknown error"
         throw CUDAError(description: "\(what()): \(why)")
     }
 
-    deinit {
-        destroy(context)
-        dlclose(handle)
-    }
+    deinit { api.nc_destroy(context) }
 
     /// The device the context opened.
     public func device() throws -> Device {
         var name = [CChar](repeating: 0, count: 256)
         var sms: Int32 = 0
         var bytes: Int64 = 0
-        guard info(context, &name, Int32(name.count), &sms, &bytes) == 0 else {
-            throw Unavailable(reason: String(cString: errorString(context)!))
+        guard api.nc_device_info(context, &name, Int32(name.count), &sms, &bytes) == 0 else {
+            throw Unavailable(reason: api.nc_error_string(context).map { String(cString: $0) } ?? "unknown error")
         }
         return Device(name: String(cString: name), multiprocessors: Int(sms), memoryBytes: bytes)
     }

@@ -58,13 +58,13 @@ public final class CUDAMuonAdamW {
                 adamStep[gi] += 1
                 for (pi, name) in g.params.enumerated() {
                     let s = model.slot(name)
-                    try cuda.check(cuda.ops.adamw(cuda.ctx, s.param, s.grad, adamM[gi][pi].pointer, adamV[gi][pi].pointer, Int64(s.count),
+                    try cuda.check(cuda.api.nc_adamw_step(cuda.ctx, s.param, s.grad, adamM[gi][pi].pointer, adamV[gi][pi].pointer, Int64(s.count),
                                                   Float(g.lr), Float(g.betas.0), Float(g.betas.1), Float(g.eps), Float(g.weightDecay),
                                                   Int32(adamStep[gi])), "AdamW \(name)")
                 }
             case .muon:
                 let first = model.slot(g.params[0]), shape = model.shapes[g.params[0]]!
-                try cuda.check(cuda.ops.muon(cuda.ctx, first.param, first.grad, muonMomentum[gi]!.pointer, muonSecond[gi]!.pointer,
+                try cuda.check(cuda.api.nc_muon_step(cuda.ctx, first.param, first.grad, muonMomentum[gi]!.pointer, muonSecond[gi]!.pointer,
                                              Int64(g.params.count), Int64(shape[0]), Int64(shape[1]), Float(g.lr), Float(g.weightDecay),
                                              Float(g.momentum), Float(g.beta2), Int32(g.nsSteps), model.bf16 ? 1 : 0),
                                "Muon group \(shape)")

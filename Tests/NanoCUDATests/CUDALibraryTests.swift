@@ -22,3 +22,75 @@ final class CUDALibraryTests: XCTestCase {
         }
     }
 }
+
+/// The typed tables of the libraries loaded at run time (Sources/CNanoABI): every function the headers declare is in
+/// its table, a library that lacks one is refused by name, and the host stand-in of the CUDA ABI loads in full.
+final class RuntimeABITests: XCTestCase {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func read(_ path: String) throws -> String { try String(contentsOf: root.appendingPathComponent(path), encoding: .utf8) }
+
+    /// The function names a header declares (`int nc_x(`, `const char *nc_x(`, `void nc_x(` at the start of a line).
+    func declared(in header: String, prefix: String) throws -> Set<String> {
+        let text = try read(header)
+        let regex = try NSRegularExpression(pattern: "^(?:int|void|const char \\*)\\s*(\(prefix)\\w+)\\(", options: [.anchorsMatchLines])
+        return Set(regex.matches(in: text, range: NSRange(text.startIndex..., in: text)).map { String(text[Range($0.range(at: 1), in: text)!]) })
+    }
+
+    /// The names in a CNanoABI list macro (`X(nc_x)` entries).
+    func listed(_ macro: String) throws -> Set<String> {
+        let text = try read("Sources/CNanoABI/include/CNanoABI.h")
+        let start = text.range(of: "#define \(macro)(X)")!.upperBound
+        let body = text[start...].prefix { $0 != "#" }
+        let regex = try NSRegularExpression(pattern: "X\\((\\w+)\\)")
+        let s = String(body)
+        return Set(regex.matches(in: s, range: NSRange(s.startIndex..., in: s)).map { String(s[Range($0.range(at: 1), in: s)!]) })
+    }
+
+    func testEveryDeclaredFunctionIsInItsTable() throws {
+        let cuda = try declared(in: "cuda/nanochat_cuda.h", prefix: "nc_"), mpi = try declared(in: "mpi/nanochat_mpi.h", prefix: "ncmpi_")
+        XCTAssertGreaterThan(cuda.count, 30)
+        XCTAssertGreaterThan(mpi.count, 10)
+        XCTAssertEqual(try listed("NC_CUDA_FUNCTIONS"), cuda, "cuda/nanochat_cuda.h against NC_CUDA_FUNCTIONS")
+        XCTAssertEqual(try listed("NC_MPI_FUNCTIONS"), mpi, "mpi/nanochat_mpi.h against NC_MPI_FUNCTIONS")
+    }
+
+    /// Compiles C sources into a shared library in a temporary folder (the C compiler every Swift toolchain has).
+    func sharedLibrary(_ sources: [String], named name: String) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nanochat-abi-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let out = dir.appendingPathComponent(name)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["cc", "-O1", "-shared", "-fPIC", "-I", root.appendingPathComponent("cuda").path] + sources + ["-o", out.path, "-lm"]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw XCTSkip("no C compiler to build a test library with") }
+        return out
+    }
+
+    func testALibraryMissingAFunctionIsRefusedByName() throws {
+        let src = FileManager.default.temporaryDirectory.appendingPathComponent("nanochat-abi-\(UUID().uuidString).c")
+        try "int nc_create(void **ctx, int device) { (void)ctx; (void)device; return 0; }\n".write(to: src, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: src) }
+        let lib = try sharedLibrary([src.path], named: CUDALibrary.fileName)
+        XCTAssertThrowsError(try CUDALibrary.load(path: lib.path)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("has no nc_destroy") && text.contains("built from other sources") && text.contains("cuda/build.sh"), text)
+        }
+    }
+
+    func testTheHostStandInLoadsThroughTheTable() throws {
+        let lib = try sharedLibrary([root.appendingPathComponent("cuda/host_emulation.c").path], named: CUDALibrary.fileName)
+        let cuda = try CUDALibrary.load(path: lib.path)
+        XCTAssertEqual(cuda.path, lib.path)
+        let name = try cuda.device().name
+        XCTAssertTrue(name.contains("host emulation"), name)
+        // a product through the table: [1 2; 3 4] [5; 6] = [17; 39]
+        let a = try cuda.allocate(floats: 4), b = try cuda.allocate(floats: 2), c = try cuda.allocate(floats: 2)
+        try cuda.upload([1, 2, 3, 4], to: a.pointer)
+        try cuda.upload([5, 6], to: b.pointer)
+        try cuda.matmul(c.pointer, a.pointer, b.pointer, m: 2, n: 1, k: 2, bf16: false)
+        XCTAssertEqual(try cuda.download(c.pointer, count: 2), [17, 39])
+    }
+}
