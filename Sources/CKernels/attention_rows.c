@@ -91,28 +91,27 @@ static void softmax_backward_portable(const float *p, float *dp, int n, float ro
     }                                                                                                                 \
     for (; j < n; j++) dp[j] = p[j] * (dp[j] - rowdot) * scale;
 
+// The three kernels at one width: SUFFIX names them, TARGET is their instruction set
+#define NC_SOFTMAX_ROW_KERNELS(W, SUFFIX, TARGET, EXP, HSUM, HMAX, MASKT, MASK, LOADM, STOREM)                        \
+    __attribute__((target(TARGET))) static float softmax_window_##SUFFIX(float *row, int n, int lo, int hi) {          \
+        NC_SOFTMAX_WINDOW_BODY(W, EXP, HSUM, HMAX, MASKT, MASK, LOADM, STOREM)                                         \
+    }                                                                                                                 \
+    __attribute__((target(TARGET))) static void softmax_recompute_##SUFFIX(float *row, int n, int lo, int hi, float lse) { \
+        NC_SOFTMAX_RECOMPUTE_BODY(W, EXP, MASKT, MASK, LOADM, STOREM)                                                  \
+    }                                                                                                                 \
+    __attribute__((target(TARGET))) static void softmax_backward_##SUFFIX(const float *p, float *dp, int n, float rowdot, \
+                                                                          float scale) {                              \
+        NC_SOFTMAX_BACKWARD_BODY(W)                                                                                   \
+    }
+
 // AVX2: the mask is a vector of all-ones lanes, applied by maskload/maskstore
 __attribute__((target("avx2,fma"))) static inline __m256i mask8(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-__attribute__((target("avx2,fma"))) static inline float hmax8(__m256 v) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 #define LOADM8(p, k) _mm256_maskload_ps(p, k)
 #define STOREM8(p, k, v) _mm256_maskstore_ps(p, k, v)
 #define MASKF(k) _mm256_castsi256_ps(k)
-__attribute__((target("avx2,fma"))) static float softmax_window_avx2(float *row, int n, int lo, int hi) {
-    NC_SOFTMAX_WINDOW_BODY(256, nc_exp8, nc_hsum8, hmax8, __m256i, mask8, LOADM8, STOREM8)
-}
-__attribute__((target("avx2,fma"))) static void softmax_recompute_avx2(float *row, int n, int lo, int hi, float lse) {
-    NC_SOFTMAX_RECOMPUTE_BODY(256, nc_exp8, __m256i, mask8, LOADM8, STOREM8)
-}
-__attribute__((target("avx2,fma"))) static void softmax_backward_avx2(const float *p, float *dp, int n, float rowdot, float scale) {
-    NC_SOFTMAX_BACKWARD_BODY(256)
-}
+NC_SOFTMAX_ROW_KERNELS(256, avx2, "avx2,fma", nc_exp8, nc_hsum8, nc_hmax8, __m256i, mask8, LOADM8, STOREM8)
 #undef MASKF
 
 // AVX-512: a bit mask
@@ -120,15 +119,8 @@ __attribute__((target("avx512f"))) static inline __mmask16 mask16(int n) { retur
 #define LOADM16(p, k) _mm512_maskz_loadu_ps(k, p)
 #define STOREM16(p, k, v) _mm512_mask_storeu_ps(p, k, v)
 #define MASKF(k) _mm512_castsi512_ps(_mm512_maskz_set1_epi32(k, -1))
-__attribute__((target("avx512f,avx512dq,fma"))) static float softmax_window_avx512(float *row, int n, int lo, int hi) {
-    NC_SOFTMAX_WINDOW_BODY(512, nc_exp16, _mm512_reduce_add_ps, _mm512_reduce_max_ps, __mmask16, mask16, LOADM16, STOREM16)
-}
-__attribute__((target("avx512f,avx512dq,fma"))) static void softmax_recompute_avx512(float *row, int n, int lo, int hi, float lse) {
-    NC_SOFTMAX_RECOMPUTE_BODY(512, nc_exp16, __mmask16, mask16, LOADM16, STOREM16)
-}
-__attribute__((target("avx512f,avx512dq,fma"))) static void softmax_backward_avx512(const float *p, float *dp, int n, float rowdot, float scale) {
-    NC_SOFTMAX_BACKWARD_BODY(512)
-}
+NC_SOFTMAX_ROW_KERNELS(512, avx512, "avx512f,avx512dq,fma", nc_exp16, _mm512_reduce_add_ps, _mm512_reduce_max_ps, __mmask16,
+                       mask16, LOADM16, STOREM16)
 #undef MASKF
 #endif
 

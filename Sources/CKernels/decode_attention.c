@@ -130,17 +130,10 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 kv_load16
         for (int c = 0; c < width / L; c++) _mm##W##_storeu_ps(out + t0 + L * c, _mm##W##_mul_ps(o[c], s));           \
     }
 
-__attribute__((target("avx2,fma"))) static inline float hmax8(__m256 v) {
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    return _mm_cvtss_f32(m4);
-}
-
 __attribute__((target("avx2,fma"), always_inline)) static inline void attend_avx2(const float *q, const void *k, const void *v,
                                                                                 int bf16, int span, int d, float scale,
                                                                                 float *scores, float *out) {
-    NC_ATTEND_BODY(256, kv_load8, nc_hsum8, hmax8, nc_exp8)
+    NC_ATTEND_BODY(256, kv_load8, nc_hsum8, nc_hmax8, nc_exp8)
 }
 
 __attribute__((target("avx512f,avx512dq,fma"), always_inline)) static inline void attend_avx512(

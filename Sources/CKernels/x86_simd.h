@@ -12,6 +12,14 @@ __attribute__((target("avx2,fma"))) static inline float nc_hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// the largest of a vector's eight floats
+__attribute__((target("avx2,fma"))) static inline float nc_hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln 2 / 2, Cephes' degree-5 polynomial for exp(r) (the same steps
 // and constants as scalar_math.h's nc_exp_scalar); x is clamped to [-87.3, 88.3]. One body for both widths: W is the vector's
 // bits (256: eight floats with AVX2, 512: sixteen with AVX-512), and every intrinsic is _mm<W>_...
