@@ -16,36 +16,6 @@ struct BenchCommand: ParsableCommand {
     )
 }
 
-/// Runs a reference script from tools/ with a Python that has the reference package; nil (with a message)
-/// when that is not possible, so the Swift figures still print.
-func runPythonReference(python: String, script: String, args: [String]) -> [String: Any]? {
-    guard FileManager.default.fileExists(atPath: script) else {
-        print("  (reference skipped: \(script) not found; run from the repository root or pass --tools-dir)")
-        return nil
-    }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = [python, script] + args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    do { try p.run() } catch {
-        print("  (reference skipped: cannot run \(python): \(error))")
-        return nil
-    }
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0,
-          let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-          let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-        let msg = String(decoding: errData, as: UTF8.self).split(separator: "\n").suffix(2).joined(separator: " | ")
-        print("  (reference skipped: \(python) \(script) failed: \(msg))")
-        return nil
-    }
-    return obj
-}
-
 struct BenchTokenizer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer",
@@ -340,83 +310,33 @@ struct BenchInfer: ParsableCommand {
             let bw1 = measureReadBandwidth(threads: 1), bw = max(bw1, measureReadBandwidth(threads: Threading.workers))
             print(String(format: "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (all threads): the decode roofline", bw1, bw))
             for d in depth {
-                let plan = DepthPlan(try BaseTrainOptions.parse(["--depth", "\(d)", "--head-dim", "64", "--window-pattern", "L"]),
-                                     vocabSize: 32768)
-                let model = try GPT(config: plan.config)
-                var rng = RNG(seed: 3)
-                let ids = (0..<prompt).map { _ in Int32(rng.next() % 32768) }
+                let bench = try InferBench(depth: d, prompt: prompt, tokens: tokens)
                 var ours: [WeightFormat: (d1: Double, d8: Double, prefill: Double)] = [:]
-                // Prefill, the formats taking turns (five rounds, each format's best kept): a prefill is short and the
-                // neighbours' load drifts over the minutes the formats' runs take, so measured one format after the
-                // other the comparison would mostly measure the drift.
-                var prefillBest: [WeightFormat: Double] = [:]
-                for _ in 0..<5 {
-                    for format in weights {
-                        model.useWeights(format)
-                        let cache = KVCache(for: model, batch: 1, capacity: prompt + tokens)
-                        let t0 = DispatchTime.now().uptimeNanoseconds
-                        _ = model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true)
-                        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                        prefillBest[format] = min(prefillBest[format] ?? .infinity, seconds)
-                    }
-                }
-                let prefillRate = prefillBest.mapValues { Double(prompt) / $0 }
+                let prefillRate = bench.prefillRates(weights)
                 for format in weights {
-                    let weightBytes = Double(model.useWeights(format))
-                    // Weights that fit partly in the last-level cache stream faster than DRAM: the limit is the read
-                    // bandwidth measured over a buffer of exactly the weights' size, read again and again as decoding does.
-                    // Measured before and again after this format's runs, the best kept: the neighbours who slow the
-                    // memory bus come and go, and a limit taken in a slow moment would flatter the share.
-                    let mb = Int((weightBytes / 1_048_576).rounded(.up))
-                    func weightSizedBandwidth() -> Double {
-                        max(measureReadBandwidth(megabytes: mb, threads: 1), measureReadBandwidth(megabytes: mb, threads: Threading.workers))
-                    }
-                    let bwBefore = weightSizedBandwidth()
+                    let weightBytes = bench.use(format)
+                    // the limit: measured before and again after this format's runs, the best kept (the neighbours who
+                    // slow the memory bus come and go, and a limit taken in a slow moment would flatter the share)
+                    let bwBefore = InferBench.bandwidth(overBytes: weightBytes)
+                    let (d1, parts1) = bench.decode(batch: 1), (d8, parts8) = bench.decode(batch: 8)
+                    let wsBW = max(bw, bwBefore, InferBench.bandwidth(overBytes: weightBytes))
+                    let limit = wsBW * 1e9 / Double(weightBytes)
                     let prefill = prefillRate[format]!
-                    func decode(batch: Int) -> Double {
-                        let cache = KVCache(for: model, batch: batch, capacity: prompt + tokens + 1)
-                        _ = model.forward(Array(repeating: ids, count: batch).flatMap { $0 }, batch: batch, time: prompt, cache: cache, lastOnly: true)
-                        let col = [Int32](repeating: 7, count: batch)
-                        _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true)  // warm
-                        // the best of at least three runs, and of as many more as fit in a second (up to 15): this
-                        // machine's neighbours make single runs noisy, and a small model's run takes only 0.1 s
-                        var best = Double.infinity, runs = 0, spent = 0.0
-                        while runs < 3 || (spent < 1 && runs < 15) {
-                            runs += 1
-                            cache.rewind(to: prompt + 1)
-                            Profiler.reset()
-                            Profiler.enabled = true
-                            let t0 = DispatchTime.now().uptimeNanoseconds
-                            for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }
-                            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                            spent += seconds
-                            Profiler.enabled = false
-                            if seconds < best {
-                                best = seconds
-                                breakdown[batch] = Profiler.report
-                            }
-                        }
-                        return Double(tokens * batch) / best
-                    }
-                    var breakdown: [Int: [(String, Double, Int)]] = [:]  // where the best run's step time went
-                    let d1 = decode(batch: 1), d8 = decode(batch: 8)
-                    let wsBW = max(bw, bwBefore, weightSizedBandwidth())
-                    let limit = wsBW * 1e9 / weightBytes
                     ours[format] = (d1, d8, prefill)
                     print(String(format: "d%d %@ (%.0f MB of weights read per step, %.1f GB/s over a buffer that size): decode batch 1 %.1f tok/s = %.2f of the %.0f tok/s limit; batch 8 %.1f tok/s (%.1f steps/s = %.2f of the limit); prefill %.0f tok/s",
-                                 d, format.rawValue, weightBytes / 1e6, wsBW, d1, d1 / limit, limit, d8, d8 / 8, d8 / 8 / limit, prefill))
-                    for (bs, rate) in [(1, d1), (8, d8)] {
-                        let step = Double(bs) / rate * 1e3, parts = breakdown[bs] ?? []
+                                 d, format.rawValue, Double(weightBytes) / 1e6, wsBW, d1, d1 / limit, limit, d8, d8 / 8, d8 / 8 / limit, prefill))
+                    for (bs, rate, parts) in [(1, d1, parts1), (8, d8, parts8)] {
+                        let step = Double(bs) / rate * 1e3
                         let named = parts.map { String(format: "%@ %.2f ms", $0.0, $0.1 * 1e3 / Double(tokens)) }
                         let rest = step - parts.reduce(0) { $0 + $1.1 } * 1e3 / Double(tokens)
                         print(String(format: "  batch %d step %.2f ms: %@, the rest %.2f ms", bs, step, named.joined(separator: ", "), rest))
                     }
                     for bs in batch.sorted() where bs != 1 && bs != 8 && bs >= 1 {
-                        let r = decode(batch: bs)
+                        let r = bench.decode(batch: bs).tokensPerSecond
                         print(String(format: "  d%d %@ decode batch %d: %.1f tok/s (%.1f steps/s)", d, format.rawValue, bs, r, r / Double(bs)))
                     }
                 }
-                model.useWeights(.f32)
+                bench.use(.f32)
                 if let upstream {
                     if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream_infer.py",
                                                     args: [upstream, "--depth", "\(d)", "--tokens", "\(tokens)", "--prompt", "\(prompt)"]),
@@ -613,10 +533,4 @@ struct BenchWeights: ParsableCommand {
             model.useWeights(.f32)
         }
     }
-}
-
-/// The machine a figure came from, printed first by the benchmarks: CPU model, vector extensions, the kernel sets.
-func printMachine() {
-    print("machine: \(CPUInfo.current.description)")
-    print("kernels: ours \(ourKernelSet) on \(Threading.workers) threads; \(OpenBLASCore.description)")
 }
