@@ -501,36 +501,15 @@ struct BenchWeights: ParsableCommand {
             let (model, tok) = (loaded.model, loaded.tokenizer)
             let seq = loaded.meta.max_seq_len ?? model.config.sequence_len
             print("model \(loaded.label): \(model.config)")
-            var reference: [[Int]] = []
-            var baseBPB = 0.0
-            for format in WeightFormat.allCases {
-                let bytes = model.useWeights(format)
-                let loader = try BestFitLoader(tokenizer: tok, shards: ShardSet(directory: BaseDir.pretrainData, split: "val"),
-                                               batch: deviceBatchSize, seqLen: seq)
-                let bpb = try evaluateBPB(model: model, loader: loader, steps: max(1, splitTokens / (deviceBatchSize * seq)),
-                                          tokenBytes: tok.tokenByteCounts)
-                let outs = Self.prompts.map { model.generate([tok.bosID] + tok.encode($0), maxTokens: maxTokens) }
-                if format == .f32 { reference = outs; baseBPB = bpb }
-                var same = 0, forced = 0, total = 0
-                for (p, (ref, out)) in zip(Self.prompts, zip(reference, outs)) {
-                    same += zip(ref, out).filter { $0 == $1 }.count
-                    total += ref.count
-                    // teacher-forced: would this model pick float32's token after float32's prefix?
-                    let ids = [tok.bosID] + tok.encode(p) + ref
-                    let n0 = ids.count - ref.count
-                    let logits = Tensor.withoutGrad { model.forward(ids.map { Int32($0) }, batch: 1, time: ids.count).array }
-                    let v = model.config.vocab_size
-                    for (i, t) in ref.enumerated() {
-                        let row = logits[((n0 + i - 1) * v)..<((n0 + i) * v)]
-                        if row.firstIndex(of: row.max()!)! - (n0 + i - 1) * v == t { forced += 1 }
-                    }
-                }
+            var baseBPB = Double.nan  // float32 comes first: the reference
+            try weightQualities(model: model, tokenizer: tok, seqLen: seq, splitTokens: splitTokens, batch: deviceBatchSize,
+                                maxTokens: maxTokens, prompts: Self.prompts) { r in
+                if r.format == .f32 { baseBPB = r.bitsPerByte }
                 print(String(format: "%@: %.1f MB of matrices; val bpb %.5f (%+.3f%% vs f32); greedy: %.1f%% identical tokens, %.1f%% teacher-forced agreement (%d prompts x %d tokens)",
-                             format.rawValue, Double(bytes) / 1e6, bpb, 100 * (bpb / baseBPB - 1), 100 * Double(same) / Double(total),
-                             100 * Double(forced) / Double(total), Self.prompts.count, maxTokens))
-                if format == .int8, let first = outs.first { print("  int8 sample: \(Self.prompts[0])\((try? tok.decode(first)) ?? "")") }
+                             r.format.rawValue, Double(r.bytes) / 1e6, r.bitsPerByte, 100 * (r.bitsPerByte / baseBPB - 1), 100 * r.identical,
+                             100 * r.teacherForced, Self.prompts.count, maxTokens))
+                if r.format == .int8 { print("  int8 sample: \(Self.prompts[0])\((try? tok.decode(r.firstContinuation)) ?? "")") }
             }
-            model.useWeights(.f32)
         }
     }
 }
