@@ -249,34 +249,15 @@ struct BenchData: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let url = URL(fileURLWithPath: file)
-            var best = Double.infinity, bytes = 0, elapsed = 0.0, runs = 0
-            while elapsed < 2 || runs < 2 {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                let pf = try ParquetFile(url: url)
-                bytes = 0
-                for rg in 0..<pf.rowGroups.count {
-                    for d in try pf.strings("text", rowGroup: rg) { bytes += d?.count ?? 0 }
-                }
-                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                best = min(best, dt); elapsed += dt; runs += 1
-            }
-            let ours = Double(bytes) / best / 1e6
-            print(String(format: "parquet decode, 1 thread, %.1f MB of text: nanochat-swift %.0f MB/s", Double(bytes) / 1e6, ours))
+            let (megabytes, ours) = try DataBench.parquetDecode(url)
+            print(String(format: "parquet decode, 1 thread, %.1f MB of text: nanochat-swift %.0f MB/s", megabytes, ours))
             if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_pyarrow.py", args: [file]),
                let rate = ref["mb_per_s"] as? Double {
                 print(String(format: "parquet decode, 1 thread: pyarrow %.0f MB/s -> ours is %.2fx", rate, ours / rate))
             }
             let tok = try Tokenizer.load(from: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.tokenizer)
             let dir = dataDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? url.deletingLastPathComponent()
-            let shards = try ShardSet(directory: dir, split: "train")
-            let loader = try BestFitLoader(tokenizer: tok, shards: shards, batch: 8, seqLen: 512)
-            loader.parallelTokenization = false
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            var tokens = 0
-            while Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 < 3 {
-                tokens += try loader.next().inputs.count
-            }
-            let rate = Double(tokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            let rate = try DataBench.loaderTokensPerSecond(tokenizer: tok, shards: ShardSet(directory: dir, split: "train"))
             print(String(format: "loader (best-fit, B=8 T=512, 1 thread): %.0f tokens/s = %.0fx what d4 training consumes (%.0f tok/s)",
                          rate, rate / trainTokensPerSecond, trainTokensPerSecond))
         }
