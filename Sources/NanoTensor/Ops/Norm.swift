@@ -1,10 +1,8 @@
 import CKernels
 import Foundation
 
-/// RMSNorm eps: float32 machine epsilon, as PyTorch's F.rms_norm default used by upstream.
-public let rmsNormEps: Float = Float.ulpOfOne
-
-/// Parameter-free RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps). The rows go to the C kernels of
+/// Parameter-free RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps), eps float32's machine epsilon (PyTorch's
+/// F.rms_norm default, which upstream uses). The rows go to the C kernels of
 /// elementwise.c (AVX-512 or AVX2 where the CPU has them), split over the cores when there are enough of them.
 public func rmsNorm(_ x: Tensor) -> Tensor {
     let c = x.shape.last!
