@@ -45,37 +45,21 @@ struct BenchTokenizer: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let docs = try TextDocuments(paths: input.map { URL(fileURLWithPath: $0) })
+            let bench = try TokenizerBench(paths: input, docCap: docCap, maxChars: maxChars)
             let work = FileManager.default.temporaryDirectory.appendingPathComponent("nanochat-bench-\(getpid())")
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: work) }
-
-            // Materialise the documents exactly as training sees them, so the reference gets the same input.
-            var used: [[UInt8]] = []
-            var chars = 0
-            try docs.forEach { d in
-                let (cropped, c) = TokTrain.cropToCodePoints(d, docCap)
-                used.append(cropped)
-                chars += c
-                return chars <= maxChars
-            }
-            let totalBytes = used.reduce(0) { $0 + $1.count }
             print(String(format: "corpus: %d documents, %.1f MB, %d characters; %d threads",
-                         used.count, Double(totalBytes) / 1e6, chars, Threading.workers))
+                         bench.documents.count, Double(bench.bytes) / 1e6, bench.characters, Threading.workers))
 
-            // 1. training
-            let t0 = Date()
-            let (tok, stats) = try TokTrain.train(documents: { body in for d in used { if try !body(d) { return } } },
-                                                  vocabSize: vocabSize, maxChars: Int.max, docCap: Int.max)
-            let ourTrain = Date().timeIntervalSince(t0)
+            // 1. training, then rustbpe on exactly the same documents
+            let (tok, ourTrain, stats) = try bench.train(vocabSize: vocabSize)
             let tokDir = work.appendingPathComponent("tok")
             try tok.save(to: tokDir)
             print(String(format: "train %d vocab: nanochat-swift %.2f s (count %.2f s, merges %.2f s)",
                          vocabSize, ourTrain, stats.countSeconds, stats.mergeSeconds))
-            var jsonl: [UInt8] = []
-            for d in used { JSONText.appendString(d, to: &jsonl); jsonl.append(0x0A) }
             let docsFile = work.appendingPathComponent("docs.jsonl")
-            try Data(jsonl).write(to: docsFile)
+            try bench.jsonl().write(to: docsFile)
             let refRanks = work.appendingPathComponent("rustbpe.tiktoken")
             if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_rustbpe.py",
                                             args: [docsFile.path, "\(vocabSize)", refRanks.path]),
@@ -86,28 +70,13 @@ struct BenchTokenizer: ParsableCommand {
             }
 
             // 2. encoding throughput on the first --encode-mb of the text
-            var text: [UInt8] = []
-            var encodeDocs: [String] = []
-            for d in used where text.count < encodeMb << 20 {
-                text += d
-                text.append(0x0A)
-                encodeDocs.append(String(decoding: d, as: UTF8.self))
-            }
+            let (text, encodeDocs) = bench.encodeText(megabytes: encodeMb)
             let textFile = work.appendingPathComponent("text.txt")
             try Data(text).write(to: textFile)
             let mb = Double(text.count) / 1e6
             _ = tok.encode(bytes: Array(text.prefix(100_000)))  // warm up
-            var best = Double.infinity
             var ntok = 0
-            var elapsed = 0.0
-            var runs = 0
-            while elapsed < 2 || runs < 2 {
-                let s = Date()
-                ntok = tok.encode(bytes: text).count
-                let dt = Date().timeIntervalSince(s)
-                best = min(best, dt); elapsed += dt; runs += 1
-            }
-            let ours1 = mb / best
+            let ours1 = mb / TokenizerBench.bestSeconds { ntok = tok.encode(bytes: text).count }
             print(String(format: "encode_ordinary, 1 thread, %.1f MB -> %d tokens (%.2f bytes/token): nanochat-swift %.1f MB/s",
                          mb, ntok, Double(text.count) / Double(ntok), ours1))
             if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_tiktoken.py",
@@ -117,15 +86,8 @@ struct BenchTokenizer: ParsableCommand {
                 print(String(format: "encode_ordinary, 1 thread: tiktoken %.1f MB/s   -> ours is %.2fx; token counts %@",
                              rate, ours1 / rate, refTokens == ntok ? "EQUAL" : "DIFFER (\(refTokens))"))
             }
-            best = .infinity
-            elapsed = 0; runs = 0
-            while elapsed < 2 || runs < 2 {
-                let s = Date()
-                _ = tok.encodeBatch(encodeDocs)
-                let dt = Date().timeIntervalSince(s)
-                best = min(best, dt); elapsed += dt; runs += 1
-            }
-            print(String(format: "encode batch, %d threads: nanochat-swift %.1f MB/s", Threading.workers, mb / best))
+            let batchRate = mb / TokenizerBench.bestSeconds { _ = tok.encodeBatch(encodeDocs) }
+            print(String(format: "encode batch, %d threads: nanochat-swift %.1f MB/s", Threading.workers, batchRate))
         }
     }
 }
