@@ -64,15 +64,6 @@ public let baseSamplePrompts = [
     "The opposite of hot is", "The planets of the solar system are:", "My favorite color is", "If 5*x + 3 = 13, then x is",
 ]
 
-/// What a training run reports per step (also the metrics log line).
-public struct StepReport {
-    public var step: Int, total: Int
-    public var loss: Double, smoothLoss: Double, lrm: Double
-    public var dt: Double, tokensPerSecond: Double, mfu: Double, flopsPerSecond: Double
-    public var totalTime: Double, eta: Double?
-    public var epoch: Int
-}
-
 /// Pretraining (upstream's base_train): the loop from flags to optimizer steps, with evaluation, sampling, checkpoints and
 /// a JSON Lines metrics log. `log` receives every console line (rank 0's; the other ranks stay quiet).
 ///
@@ -168,14 +159,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     /// The CPU model and optimizer brought up to date with the device (before samples and checkpoints).
     func syncFromDevice() throws { try device?.download(into: model, optimizer: optimizer) }
 
-    let metricsURL = dir.appendingPathComponent("metrics.jsonl")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let metrics = try MetricsLog.open(metricsURL, resumingAt: startStep, comm: comm)
-
-    var smooth = meta?.loop_state?.smooth_train_loss ?? 0
-    var totalTime = meta?.loop_state?.total_training_time ?? 0
-    var minVal = meta?.loop_state?.min_val_bpb
-    var valBPB: Double? = meta?.val_bpb
+    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: meta, saveEvery: o.saveEvery, comm: comm)
     var losses: [Double] = []
     var lastLoss = Double.nan
 
@@ -191,10 +175,8 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
             } else {
                 bpb = try evaluateBPB(model: model, loader: valLoader, steps: evalSteps, tokenBytes: tokenBytes, comm: comm)
             }
-            valBPB = bpb
-            minVal = min(minVal ?? bpb, bpb)
+            run.recordValidation(bpb, step: step)
             say(String(format: "step %05d | val bpb %.4f", step, bpb))
-            metrics?.write(["step": step, "val_bpb": bpb])
         }
         if comm.isMain && o.sampleEvery > 0 && (last || (step > 0 && step % o.sampleEvery == 0)) {
             try syncFromDevice()
@@ -204,14 +186,12 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
                 say("sample: \(prompt)\((try? tokenizer.decode(out)) ?? "")")
             }
         }
-        if last || (o.saveEvery > 0 && step > 0 && step != startStep && step % o.saveEvery == 0) {
+        if run.shouldSave(step: step, last: last) {
             try syncFromDevice()
             let lanePositions = try comm.gatherLanes(loaders.map(\.consumedState))
-            var m = CheckpointMeta(step: step, val_bpb: valBPB, model_config: model.config, user_config: o.userConfig,
+            var m = CheckpointMeta(step: step, val_bpb: run.valBPB, model_config: model.config, user_config: o.userConfig,
                                    device_batch_size: o.deviceBatchSize, max_seq_len: t, total_batch_size: plan.totalBatchSize,
-                                   dataloader_state_dict: loaders[0].consumedApproximate,
-                                   loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime),
-                                   stage: "base")
+                                   dataloader_state_dict: loaders[0].consumedApproximate, loop_state: run.loopState, stage: "base")
             m.loader_lanes = lanePositions
             try CheckpointManager.save(directory: dir, step: step, model: model, optimizer: optimizer, meta: m, comm: comm)
             say("saved checkpoint \(dir.path) step \(step)")
@@ -251,9 +231,8 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         }
         lastLoss = stepLoss
         losses.append(stepLoss)
-        smooth = 0.9 * smooth + 0.1 * stepLoss
-        let debiased = smooth / (1 - pow(0.9, Double(step + 1)))
-        if step > 10 { totalTime += dt }
+        let debiased = run.recordStep(step, loss: stepLoss, seconds: dt)
+        let totalTime = run.totalTime
         let tps = Double(plan.totalBatchSize) / dt
         let flops = Double(plan.flopsPerToken) * Double(plan.totalBatchSize) / dt
         let timedSteps = step - 10
@@ -263,7 +242,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         say(String(format: "step %05d/%05d (%.2f%%) | loss: %.6f | lrm: %.2f | dt: %.2fms | data wait: %.1fms%@ | tok/sec: %@ | mfu: %.2f | epoch: %d | total time: %.2fm%@",
                    step + 1, n, pct, debiased, lrm, dt * 1000, dataWait * 1000, comms, formatThousands(Int(tps)), 100 * flops / peak,
                    loaders[0].consumedApproximate.epoch, totalTime / 60, eta.map { String(format: " | eta: %.1fm", $0 / 60) } ?? ""))
-        metrics?.write(["step": step + 1, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps,
+        run.metrics?.write(["step": step + 1, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps,
                         "mfu": 100 * flops / peak, "flops_per_sec": flops, "data_wait": dataWait,
                         "comm_seconds": optimizer.lastCommunicationSeconds, "comm_bytes": optimizer.lastCommunicationBytes,
                         "epoch": loaders[0].consumedApproximate.epoch]
@@ -280,13 +259,13 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
             ("Ranks", "\(world)"),
             ("Training tokens", formatThousands(n * plan.totalBatchSize)),
             ("Tokens : scaling params ratio", String(format: "%.2f", Double(n * plan.totalBatchSize) / Double(max(plan.scalingParams, 1)))),
-            ("Minimum validation bpb", minVal.map { String(format: "%.4f", $0) } ?? "-"),
-            ("Final validation bpb", valBPB.map { String(format: "%.4f", $0) } ?? "-"),
+            ("Minimum validation bpb", run.minValBPB.map { String(format: "%.4f", $0) } ?? "-"),
+            ("Final validation bpb", run.valBPB.map { String(format: "%.4f", $0) } ?? "-"),
             ("Final training loss", String(format: "%.4f", lastLoss)),
-            ("Training time", String(format: "%.2fm", totalTime / 60)),
+            ("Training time", String(format: "%.2fm", run.totalTime / 60)),
             ("Total FLOPs", String(format: "%.3e", Double(plan.flopsPerToken) * Double(n * plan.totalBatchSize)))])
     }
-    return (lastLoss, valBPB, losses)
+    return (lastLoss, run.valBPB, losses)
 }
 
 func formatThousands(_ v: Int) -> String {
@@ -297,82 +276,4 @@ func formatThousands(_ v: Int) -> String {
         out.append(ch)
     }
     return String(out.reversed())
-}
-
-/// Keeps the metrics of what happened before resuming at `keepBelow`: training lines up to that many completed
-/// steps, evaluations before it (the resumed run evaluates step `keepBelow` again).
-func trimMetrics(_ url: URL, keepBelow step: Int) throws {
-    guard FileManager.default.fileExists(atPath: url.path) else { return }
-    if step == 0 { try FileManager.default.removeItem(at: url); return }
-    let lines = (try String(contentsOf: url, encoding: .utf8)).split(separator: "\n")
-    let kept = lines.filter { line in
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let s = obj["step"] as? Int else { return false }
-        return obj["val_bpb"] != nil ? s < step : s <= step
-    }
-    try FileIO.writeAtomically(kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n"), to: url)
-}
-
-/// Appends one JSON object per line (flushed each time, so plots and the report card can read a live run).
-public final class MetricsLog {
-    /// A run's log at `url`, trimmed to what came before `startStep` (a resume), on rank 0; nil on the other ranks,
-    /// which write nothing.
-    static func open(_ url: URL, resumingAt startStep: Int, comm: Communicator) throws -> MetricsLog? {
-        guard comm.isMain else { return nil }
-        try trimMetrics(url, keepBelow: startStep)
-        return try MetricsLog(url: url)
-    }
-
-    let handle: FileHandle
-    public init(url: URL) throws {
-        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
-        guard let h = try? FileHandle(forWritingTo: url) else { throw NanoChatError("cannot write metrics log \(url.path)") }
-        h.seekToEndOfFile()
-        handle = h
-    }
-    public func write(_ obj: [String: Any]) {
-        var o = obj
-        o["time"] = Date().timeIntervalSince1970
-        if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) {
-            handle.write(d + Data("\n".utf8))
-        }
-    }
-    deinit { try? handle.close() }
-}
-
-/// Sums the micro-steps' gradients whole: each backward starts from empty gradients and its result is added to
-/// the running sum afterwards, so the sum is made of whole micro-step gradients (not op by op), as the ranks'
-/// all-reduce makes it. Two ranks of one micro-step and one process with two then agree to the bit; with more terms
-/// the two sums are grouped differently (the all-reduce's tree against this running sum) and agree to float rounding.
-/// With one part per step it does nothing at all.
-final class GradientAccumulator {
-    let params: [Tensor]
-    let parts: Int
-    var sums: [Tensor?]
-
-    /// `parts`: backward passes summed per optimizer step (micro-steps, or RL's questions on this rank).
-    init(model: GPT, parts: Int) {
-        params = model.parameterNames.map { model.param($0) }
-        self.parts = parts
-        sums = Array(repeating: nil, count: params.count)
-    }
-
-    /// Takes the gradients of the part just run into the sum, leaving the parameters without gradients.
-    func collect() {
-        guard parts > 1 else { return }
-        for (i, p) in params.enumerated() {
-            guard let g = p.grad else { continue }
-            p.grad = nil
-            guard let s = sums[i] else { sums[i] = g; continue }
-            let (dst, src) = (s.data, g.data)
-            for j in 0..<g.count { dst[j] += src[j] }
-        }
-    }
-
-    /// Gives the summed gradients back to the parameters for the optimizer step.
-    func install() {
-        guard parts > 1 else { return }
-        for (i, p) in params.enumerated() { p.grad = sums[i] }
-        sums = Array(repeating: nil, count: params.count)
-    }
 }

@@ -174,9 +174,7 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
     let evalSet = Array(heldOut.prefix(o.evalExamples))
     say("RL from \(o.source) \(start.label) on \(task): \(train.count) train problems, \(evalSet.count) held out; \(numSteps) steps of \(o.examplesPerStep) questions x \(o.numSamples) samples")
 
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let metricsURL = dir.appendingPathComponent("metrics.jsonl")
-    let metrics = try MetricsLog.open(metricsURL, resumingAt: startStep, comm: comm)
+    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: resumeMeta, saveEvery: o.saveEvery, comm: comm)
     var passHistory: [(passAtK: [Double], sampleAccuracy: Double)] = []
     let started = Date()
     var rewardHistory: [Double] = []
@@ -192,9 +190,9 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
                 + String(format: " | all samples: %.4f (%.1fs)", eval.sampleAccuracy, Date().timeIntervalSince(t0)))
             var m: [String: Any] = ["step": step, "sample_accuracy": eval.sampleAccuracy]
             for (k, v) in eval.passAtK.enumerated() { m["pass@\(k + 1)"] = v }
-            metrics?.write(m)
+            run.metrics?.write(m)
         }
-        if step > startStep && (last || (o.saveEvery > 0 && step % o.saveEvery == 0)) {
+        if run.shouldSave(step: step, last: last) {
             var meta = CheckpointMeta(step: step, val_bpb: nil, model_config: model.config, user_config: o.userConfig,
                                       device_batch_size: o.deviceBatchSize, max_seq_len: start.meta.max_seq_len, total_batch_size: nil)
             meta.stage = "rl"
@@ -235,7 +233,7 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
         rewardHistory.append(reward)
         let meanLength = sums[2] / max(1, sums[3])
         say(String(format: "step %05d/%05d | reward: %.4f | sequence length: %.1f | lrm: %.3f | dt: %.2fs", step + 1, numSteps, reward, meanLength, lrm, dt))
-        metrics?.write(["step": step + 1, "reward": reward, "sequence_length": meanLength, "lrm": lrm, "dt": dt])
+        run.metrics?.write(["step": step + 1, "reward": reward, "sequence_length": meanLength, "lrm": lrm, "dt": dt])
     }
     var data: [(String, String)] = [("Source", "\(o.source) \(start.label)"), ("Task", task), ("Steps", "\(numSteps - startStep)"),
                                     ("Mean reward over the steps", String(format: "%.4f", rewardHistory.reduce(0, +) / Double(max(1, rewardHistory.count)))),

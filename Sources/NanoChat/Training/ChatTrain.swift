@@ -196,9 +196,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
                totalBatch, batch, t, gradAccum, batchLRScale, embeddingLR, unembeddingLR, matrixLR, initLRFrac,
                numIterations > 0 ? "\(numIterations) iterations" : "one epoch of \(mixtures.train.count) conversations"))
 
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let metricsURL = dir.appendingPathComponent("metrics.jsonl")
-    let metrics = try MetricsLog.open(metricsURL, resumingAt: startStep, comm: comm)
+    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: resumeMeta, saveEvery: o.saveEvery, comm: comm)
 
     func validationBPB() throws -> Double {
         let valLoader = ConversationLoader(mixture: mixtures.val, tokenizer: tokenizer, batch: batch, seqLen: t, supervision: .assistant)
@@ -220,10 +218,6 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
     }
 
     let accumulator = GradientAccumulator(model: model, parts: gradAccum)
-    var smooth = resumeMeta?.loop_state?.smooth_train_loss ?? 0
-    var totalTime = resumeMeta?.loop_state?.total_training_time ?? 0
-    var minVal = resumeMeta?.loop_state?.min_val_bpb
-    var valBPB: Double? = resumeMeta?.val_bpb
     var lastChatCORE: Double? = nil
     var step = startStep
     var progress = numIterations > 0 ? Double(step) / Double(numIterations) : mixtureProgress()
@@ -233,11 +227,9 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         let lastStep = numIterations > 0 ? step >= numIterations : mixtureProgress() >= 1
         if evalEvery > 0 && (lastStep || step % evalEvery == 0) {
             let bpb = try validationBPB()
-            valBPB = bpb
-            minVal = min(minVal ?? bpb, bpb)
+            run.recordValidation(bpb, step: step)
             if step == 0 { valBPBBefore = bpb }
             say(String(format: "step %05d | validation bpb: %.4f", step, bpb))
-            metrics?.write(["step": step, "val_bpb": bpb])
         }
         if chatcoreEvery != -2 && (lastStep || (chatcoreEvery > 0 && step > 0 && step % chatcoreEvery == 0)) {
             if let (score, per) = try chatCORE() {
@@ -245,15 +237,14 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
                 say(String(format: "step %05d | ChatCORE: %.4f | ", step, score) + per.map { String(format: "%@ %.4f", $0.task, $0.accuracy) }.joined(separator: " | "))
                 var m: [String: Any] = ["step": step, "chatcore": score]
                 for r in per { m["chat_\(r.task)"] = r.accuracy }
-                metrics?.write(m)
+                run.metrics?.write(m)
             } else {
                 say("ChatCORE skipped: the chat-evaluation tasks are missing (nanochat dataset tasks)")
             }
         }
-        if lastStep || (o.saveEvery > 0 && step > startStep && step % o.saveEvery == 0) {
-            var m = CheckpointMeta(step: step, val_bpb: valBPB, model_config: model.config, user_config: o.userConfig,
-                                   device_batch_size: batch, max_seq_len: t, total_batch_size: totalBatch,
-                                   loop_state: .init(min_val_bpb: minVal, smooth_train_loss: smooth, total_training_time: totalTime))
+        if run.shouldSave(step: step, last: lastStep) {
+            var m = CheckpointMeta(step: step, val_bpb: run.valBPB, model_config: model.config, user_config: o.userConfig,
+                                   device_batch_size: batch, max_seq_len: t, total_batch_size: totalBatch, loop_state: run.loopState)
             m.stage = stage.rawValue
             m.conversation_lanes = try comm.gatherLanes(loaders.map(\.state))
             m.conversation_loader = m.conversation_lanes![0]
@@ -283,15 +274,13 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         stepLoss = comm.sum(stepLoss) / Double(world)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         guard stepLoss.isFinite else { throw NanoChatError("the loss became \(stepLoss) at step \(step); lower the learning rates") }
-        smooth = 0.9 * smooth + 0.1 * stepLoss
-        let debiased = smooth / (1 - pow(0.9, Double(step + 1)))
-        if step > 10 { totalTime += dt }
+        let debiased = run.recordStep(step, loss: stepLoss, seconds: dt)
         let tps = Double(totalBatch) / dt
         let mfu = 100 * Double(flopsPerToken) * Double(totalBatch) / dt / peak
         step += 1
         say(String(format: "step %05d (%.2f%%) | loss: %.6f | lrm: %.2f | dt: %.2fms | tok/sec: %@ | mfu: %.2f | epoch: %d | total time: %.2fm",
-                   step, 100 * min(progress, 1), debiased, lrm, dt * 1000, formatThousands(Int(tps)), mfu, loaders[0].currentEpoch, totalTime / 60))
-        metrics?.write(["step": step, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps, "mfu": mfu,
+                   step, 100 * min(progress, 1), debiased, lrm, dt * 1000, formatThousands(Int(tps)), mfu, loaders[0].currentEpoch, run.totalTime / 60))
+        run.metrics?.write(["step": step, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps, "mfu": mfu,
                        "progress": progress, "epoch": loaders[0].currentEpoch, "comm_seconds": optimizer.lastCommunicationSeconds])
     }
     let renderFailures = Int(comm.sum(Double(loaders.map(\.renderFailures).reduce(0, +))))
@@ -300,11 +289,11 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
                                        ("Iterations", "\(step - startStep)"), ("Tokens per step", formatThousands(totalBatch)),
                                        ("Training time", String(format: "%.2fm", Date().timeIntervalSince(started) / 60))]
     if let b = valBPBBefore { section.append(("Validation bpb before", String(format: "%.4f", b))) }
-    if let valBPB { section.append(("Validation bpb", String(format: "%.4f", valBPB))) }
-    if let minVal { section.append(("Minimum validation bpb", String(format: "%.4f", minVal))) }
+    if let valBPB = run.valBPB { section.append(("Validation bpb", String(format: "%.4f", valBPB))) }
+    if let minVal = run.minValBPB { section.append(("Minimum validation bpb", String(format: "%.4f", minVal))) }
     if let lastChatCORE { section.append(("ChatCORE", String(format: "%.4f", lastChatCORE))) }
     if comm.isMain { try Report.log(section: stage == .mid ? "Midtraining" : "Chat SFT", arguments: o.userConfig, data: section) }
-    return (valBPB, lastChatCORE)
+    return (run.valBPB, lastChatCORE)
 }
 
 /// The schedules of the conversation stages (upstream's chat_sft): the LR multiplier over progress in [0, 1] and
