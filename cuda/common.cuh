@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "caching_allocator.h"
 #include "nanochat_cuda.h"
 
 struct nc_context {
@@ -17,7 +18,7 @@ struct nc_context {
     size_t bf16_scratch_bytes;
     float *muon_scratch;  // Muon's working matrices (grown on demand)
     size_t muon_scratch_bytes;
-    int64_t peak_bytes;  // device memory in use at the most, seen after each nc_malloc (nc_memory_info)
+    nc_caching_allocator cache;  // every device allocation, the scratch above included (nc_malloc, nc_free)
     char error[512];
 };
 

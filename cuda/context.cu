@@ -6,6 +6,18 @@ int nc_fail(nc_context *ctx, const char *what, const char *detail) {
     return 1;
 }
 
+// the caching allocator's source of memory
+static int device_alloc(void *c, void **ptr, int64_t bytes) {
+    nc_context *ctx = (nc_context *)c;
+    cudaError_t err = cudaMalloc(ptr, (size_t)bytes);
+    if (err != cudaSuccess) snprintf(ctx->error, sizeof(ctx->error), "cudaMalloc(%lld bytes): %s", (long long)bytes, cudaGetErrorString(err));
+    return err == cudaSuccess ? 0 : 1;
+}
+static void device_free(void *c, void *ptr) {
+    (void)c;
+    cudaFree(ptr);
+}
+
 int nc_create(nc_context **out, int device) {
     *out = nullptr;
     nc_context *ctx = (nc_context *)calloc(1, sizeof(nc_context));
@@ -17,16 +29,13 @@ int nc_create(nc_context **out, int device) {
     cublasStatus_t s = cublasLtCreate(&ctx->lt);
     if (s != CUBLAS_STATUS_SUCCESS) return nc_fail(ctx, "cublasLtCreate", cublasGetStatusString(s));
     ctx->workspace_bytes = 32u << 20;  // what cuBLASLt's heuristics want for large products on Hopper
-    NC_CUDA(ctx, cudaMalloc(&ctx->workspace, ctx->workspace_bytes));
-    return 0;
+    return nc_malloc(ctx, &ctx->workspace, (int64_t)ctx->workspace_bytes);
 }
 
 void nc_destroy(nc_context *ctx) {
     if (!ctx) return;
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
-    if (ctx->workspace) cudaFree(ctx->workspace);
-    if (ctx->bf16_scratch) cudaFree(ctx->bf16_scratch);
-    if (ctx->muon_scratch) cudaFree(ctx->muon_scratch);
+    nc_cache_destroy(&ctx->cache, device_free, ctx);  // the workspace and scratch included
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     free(ctx);
@@ -43,30 +52,38 @@ int nc_device_info(nc_context *ctx, char *name, int name_len, int *sm_count, int
     return 0;
 }
 
-// device memory in use (by anything on the card) after an allocation: its largest value is the peak we report
-static void note_peak(nc_context *ctx) {
-    size_t f = 0, t = 0;
-    if (cudaMemGetInfo(&f, &t) == cudaSuccess && (int64_t)(t - f) > ctx->peak_bytes) ctx->peak_bytes = (int64_t)(t - f);
-}
-
 int nc_malloc(nc_context *ctx, void **ptr, int64_t bytes) {
-    NC_CUDA(ctx, cudaMalloc(ptr, (size_t)bytes));
-    note_peak(ctx);
+    ctx->error[0] = 0;
+    if (nc_cache_alloc(&ctx->cache, ptr, bytes, device_alloc, device_free, ctx)) {
+        char why[sizeof ctx->error];
+        snprintf(why, sizeof why, "%s", ctx->error[0] ? ctx->error : "out of host memory for the allocator's lists");
+        return nc_fail(ctx, "nc_malloc", why);
+    }
     return 0;
 }
 
 int nc_free(nc_context *ctx, void *ptr) {
-    NC_CUDA(ctx, cudaFree(ptr));
+    // into the cache, not cudaFree (which waits for the device): every op runs on the context's one stream, so work
+    // queued after a later nc_malloc of this block runs after the work that used it before
+    if (nc_cache_free(&ctx->cache, ptr, device_free, ctx)) return nc_fail(ctx, "nc_free", "a pointer nc_malloc did not hand out");
     return 0;
 }
 
 int nc_memory_info(nc_context *ctx, int64_t *free_bytes, int64_t *total_bytes, int64_t *peak_bytes) {
     size_t f = 0, t = 0;
     NC_CUDA(ctx, cudaMemGetInfo(&f, &t));
-    note_peak(ctx);
     if (free_bytes) *free_bytes = (int64_t)f;
     if (total_bytes) *total_bytes = (int64_t)t;
-    if (peak_bytes) *peak_bytes = ctx->peak_bytes;
+    if (peak_bytes) *peak_bytes = ctx->cache.peak_bytes_in_use;
+    return 0;
+}
+
+int nc_allocator_stats(nc_context *ctx, int64_t *bytes_in_use, int64_t *peak_bytes, int64_t *reserved_bytes,
+                       int64_t *device_allocations) {
+    if (bytes_in_use) *bytes_in_use = ctx->cache.bytes_in_use;
+    if (peak_bytes) *peak_bytes = ctx->cache.peak_bytes_in_use;
+    if (reserved_bytes) *reserved_bytes = ctx->cache.bytes_reserved;
+    if (device_allocations) *device_allocations = ctx->cache.device_allocations;
     return 0;
 }
 

@@ -12,12 +12,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "caching_allocator.h"
 #include "nanochat_cuda.h"
 
 struct nc_context {
     char error[512];
-    int64_t in_use, peak;
+    nc_caching_allocator cache;  // the GPU's allocator, over malloc here
 };
+
+static int host_alloc(void *ctx, void **ptr, int64_t bytes) {
+    (void)ctx;
+    *ptr = malloc((size_t)bytes);
+    return *ptr ? 0 : 1;
+}
+static void host_free(void *ctx, void *ptr) {
+    (void)ctx;
+    free(ptr);
+}
 
 static int fail(nc_context *ctx, const char *what, const char *detail) {
     snprintf(ctx->error, sizeof(ctx->error), "%s: %s", what, detail);
@@ -29,7 +40,11 @@ int nc_create(nc_context **ctx, int device) {
     *ctx = (nc_context *)calloc(1, sizeof(nc_context));
     return *ctx ? 0 : 1;
 }
-void nc_destroy(nc_context *ctx) { free(ctx); }
+void nc_destroy(nc_context *ctx) {
+    if (!ctx) return;
+    nc_cache_destroy(&ctx->cache, host_free, ctx);
+    free(ctx);
+}
 const char *nc_error_string(nc_context *ctx) { return ctx ? ctx->error : "no context"; }
 int nc_device_info(nc_context *ctx, char *name, int name_len, int *sm_count, int64_t *memory_bytes) {
     (void)ctx;
@@ -39,13 +54,20 @@ int nc_device_info(nc_context *ctx, char *name, int name_len, int *sm_count, int
     return 0;
 }
 int nc_malloc(nc_context *ctx, void **ptr, int64_t bytes) {
-    *ptr = malloc((size_t)bytes);
-    if (!*ptr) return fail(ctx, "nc_malloc", "out of host memory");
-    ctx->in_use += bytes;
-    if (ctx->in_use > ctx->peak) ctx->peak = ctx->in_use;
+    if (nc_cache_alloc(&ctx->cache, ptr, bytes, host_alloc, host_free, ctx)) return fail(ctx, "nc_malloc", "out of host memory");
     return 0;
 }
-int nc_free(nc_context *ctx, void *ptr) { (void)ctx; free(ptr); return 0; }
+int nc_free(nc_context *ctx, void *ptr) {
+    if (nc_cache_free(&ctx->cache, ptr, host_free, ctx)) return fail(ctx, "nc_free", "a pointer nc_malloc did not hand out");
+    return 0;
+}
+int nc_allocator_stats(nc_context *ctx, int64_t *in_use, int64_t *peak, int64_t *reserved, int64_t *allocations) {
+    if (in_use) *in_use = ctx->cache.bytes_in_use;
+    if (peak) *peak = ctx->cache.peak_bytes_in_use;
+    if (reserved) *reserved = ctx->cache.bytes_reserved;
+    if (allocations) *allocations = ctx->cache.device_allocations;
+    return 0;
+}
 int nc_copy_to_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memcpy(dst, src, bytes); return 0; }
 int nc_copy_to_host(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memcpy(dst, src, bytes); return 0; }
 int nc_copy_on_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memmove(dst, src, bytes); return 0; }
@@ -54,7 +76,7 @@ int nc_synchronize(nc_context *ctx) { (void)ctx; return 0; }
 int nc_memory_info(nc_context *ctx, int64_t *f, int64_t *t, int64_t *p) {
     if (f) *f = 0;
     if (t) *t = 0;
-    if (p) *p = ctx->peak;
+    if (p) *p = ctx->cache.peak_bytes_in_use;
     return 0;
 }
 

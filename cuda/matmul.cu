@@ -24,10 +24,10 @@ static int matmul_strided(nc_context *ctx, float *c, const float *a, const float
     if (bf16) {
         size_t need = (size_t)(batch * (m * k + k * n)) * sizeof(__nv_bfloat16);
         if (need > ctx->bf16_scratch_bytes) {
-            if (ctx->bf16_scratch) cudaFree(ctx->bf16_scratch);
+            if (nc_free(ctx, ctx->bf16_scratch)) return 1;
             ctx->bf16_scratch = nullptr;
             ctx->bf16_scratch_bytes = 0;
-            NC_CUDA(ctx, cudaMalloc(&ctx->bf16_scratch, need));
+            if (nc_malloc(ctx, (void **)&ctx->bf16_scratch, (int64_t)need)) return 1;
             ctx->bf16_scratch_bytes = need;
         }
         __nv_bfloat16 *ab = (__nv_bfloat16 *)ctx->bf16_scratch, *bb = ab + batch * m * k;

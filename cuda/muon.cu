@@ -107,10 +107,10 @@ int nc_muon_step(nc_context *ctx, float *params, const float *grads, float *mome
     const int64_t m = per_row ? rows : cols;
     size_t need = (size_t)(2 * n + 2 * K * small * small + K + K * m) * sizeof(float);
     if (need > ctx->muon_scratch_bytes) {
-        if (ctx->muon_scratch) cudaFree(ctx->muon_scratch);
+        if (nc_free(ctx, ctx->muon_scratch)) return 1;
         ctx->muon_scratch = nullptr;
         ctx->muon_scratch_bytes = 0;
-        NC_CUDA(ctx, cudaMalloc(&ctx->muon_scratch, need));
+        if (nc_malloc(ctx, (void **)&ctx->muon_scratch, (int64_t)need)) return 1;
         ctx->muon_scratch_bytes = need;
     }
     float *x = ctx->muon_scratch, *xn = x + n, *a = xn + n, *a2 = a + K * small * small, *norms = a2 + K * small * small;

@@ -1,8 +1,8 @@
 // nanochat's CUDA library: the C ABI that Swift (through dlopen) and the op checks call.
 //
 // Plain pointers to device memory, int64_t sizes, row-major tensors, and an int status (0 = ok; otherwise
-// nc_error_string says what failed). No function allocates device memory except nc_malloc; every op runs on the
-// context's stream and returns without synchronising. Precision: fp32 tensors everywhere; matrix products may run
+// nc_error_string says what failed). Device memory comes only from nc_malloc (and the library's own scratch, through
+// the same caching allocator); every op runs on the context's stream and returns without synchronising. Precision: fp32 tensors everywhere; matrix products may run
 // their inputs in bf16 (upstream's policy: fp32 master weights, bf16 products with fp32 accumulation).
 #pragma once
 #include <stdint.h>
@@ -25,8 +25,13 @@ int nc_copy_to_host(nc_context *ctx, void *dst, const void *src, int64_t bytes);
 int nc_synchronize(nc_context *ctx);
 int nc_zero(nc_context *ctx, void *ptr, int64_t bytes);  // asynchronous, on the context's stream
 int nc_copy_on_device(nc_context *ctx, void *dst, const void *src, int64_t bytes);  // asynchronous
-// free and total device memory, and the most in use on the card seen after any nc_malloc (the run's peak)
+// Device memory comes from a caching allocator (caching_allocator.h): nc_free keeps a block for a later nc_malloc
+// that fits, so a training step after the first makes no device allocation. Free and total memory on the card, and
+// the most bytes handed out at once (the run's peak, as PyTorch's max_memory_allocated).
 int nc_memory_info(nc_context *ctx, int64_t *free_bytes, int64_t *total_bytes, int64_t *peak_bytes);
+// The allocator's bookkeeping: bytes handed out now and at the most, bytes held from the device, device allocations.
+int nc_allocator_stats(nc_context *ctx, int64_t *bytes_in_use, int64_t *peak_bytes, int64_t *reserved_bytes,
+                       int64_t *device_allocations);
 
 // --- matrix products (matmul.cu): C[m,n] = alpha * op(A) op(B) + beta * C, row-major fp32 A [m,k] (or [k,m]
 // when trans_a), B [k,n] (or [n,k] when trans_b). bf16 != 0 rounds A and B to bf16 for the product (fp32

@@ -10,7 +10,9 @@
 #      step 2 because at initialisation both projections are zero, every layer's output is a multiple of x0 and the
 #      final RMSNorm cancels the multiple: the true gradients of the three scalar mixes are exactly zero, both runs hold
 #      rounding noise there, and Adam's first step turns it into +-lr of either sign.
-#   3. a device run resumed from its own checkpoint (weights and optimizer state written back through the CPU
+#   3. after its first step, that device run allocates no device memory (the caching allocator, cuda/caching_allocator.h,
+#      hands freed blocks out again; the count comes from the allocator itself)
+#   4. a device run resumed from its own checkpoint (weights and optimizer state written back through the CPU
 #      objects) continues exactly.
 # The kernels themselves are checked on a GPU by cuda/op_check.cu (scripts/gpu-check). Ends with "N passed, N failed".
 # usage: tools/gpu_emulation_check.sh NANOCHAT FIXTURES_DIR
@@ -46,6 +48,10 @@ if grep -q "host emulation" "$work/gpu.log" \
    && python3 tools/compare_runs.py "$work/cpu" "$work/gpu" --tol 1e-4 --min-steps 8 --loose backout_lambda | tail -1; then
   ok "base-train on the (emulated) device = on the CPU from the same checkpoint, losses and final weights: $(grep 'val bpb' "$work/gpu.log" | tail -1)"
 else bad "base-train on the (emulated) device differs from the CPU"; tail -5 "$work/gpu.log"; fi
+# the caching allocator: after the first optimizer step a step makes no device allocation (evaluations included)
+if grep -qE "^device allocations: ([0-9]+) after the first step, \1 after the last" "$work/gpu.log"; then
+  ok "no device allocation after the first step: $(grep '^device allocations' "$work/gpu.log")"
+else bad "the device allocated memory after the first step"; grep "^device allocations" "$work/gpu.log"; fi
 # the device's own checkpoint resumes exactly
 $n "${train[@]}" --device-type cuda --gpu-precision fp32 --save-every 4 --checkpoint-dir "$work/dev" >/dev/null 2>&1
 cp -r "$work/dev" "$work/res"

@@ -66,7 +66,15 @@ extension CUDALibrary {
 
     public func synchronize() throws { try check(api.nc_synchronize(ctx), "waiting for the GPU") }
 
-    /// (free, total, peak in use) device memory in bytes.
+    /// The caching allocator's bookkeeping (cuda/caching_allocator.h): bytes handed out now and at the most, bytes held
+    /// from the device, and the device allocations made so far (a steady training step adds none).
+    public func allocatorStats() throws -> (inUse: Int64, peak: Int64, reserved: Int64, deviceAllocations: Int64) {
+        var u: Int64 = 0, p: Int64 = 0, r: Int64 = 0, n: Int64 = 0
+        try check(api.nc_allocator_stats(ctx, &u, &p, &r, &n), "reading the allocator's statistics")
+        return (u, p, r, n)
+    }
+
+    /// (free, total) device memory on the card, and the most bytes handed out at once (PyTorch's max_memory_allocated).
     public func memoryInfo() throws -> (free: Int64, total: Int64, peak: Int64) {
         var f: Int64 = 0, t: Int64 = 0, p: Int64 = 0
         try check(api.nc_memory_info(ctx, &f, &t, &p), "reading GPU memory")

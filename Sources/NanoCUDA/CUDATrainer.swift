@@ -30,8 +30,19 @@ public final class CUDATrainer: TrainingAccelerator {
     public var description: String { "\(device.name), \(model.bf16 ? "bf16 products and attention, fp32 weights" : "exact fp32")" }
     public var peakFLOPS: Double { Self.peakBF16FLOPS }
     public var peakMemoryBytes: Int64 { (try? model.cuda.memoryInfo().peak) ?? 0 }
+    /// The caching allocator's device allocations after the first optimizer step and after the latest one: a steady
+    /// step makes none (every buffer it frees is handed out again), which the two being equal shows.
+    var allocations: (afterFirstStep: Int64, afterLatest: Int64)?
+
     public var report: String? {
-        model.cuda.profiling ? "GPU time by op (NANOCHAT_CUDA_PROFILE=1: each op waited for):\n" + model.cuda.profileReport() : nil
+        var lines: [String] = []
+        if let a = allocations, let s = try? model.cuda.allocatorStats() {
+            lines.append(String(format: "device allocations: %lld after the first step, %lld after the last (%@); %.2f GB handed out at the most, %.2f GB held",
+                                a.afterFirstStep, a.afterLatest, a.afterLatest == a.afterFirstStep ? "none in the steps after the first" : "more in later steps",
+                                Double(s.peak) / 1e9, Double(s.reserved) / 1e9))
+        }
+        if model.cuda.profiling { lines.append("GPU time by op (NANOCHAT_CUDA_PROFILE=1: each op waited for):\n" + model.cuda.profileReport()) }
+        return lines.isEmpty ? nil : lines.joined(separator: "\n")
     }
 
     public func forwardBackward(inputs: [Int32], targets: [Int32], lossScale: Float) throws -> Float {
@@ -43,6 +54,8 @@ public final class CUDATrainer: TrainingAccelerator {
         optimizer.groups = groups
         try optimizer.step()
         try model.zeroGradients()
+        let n = try model.cuda.allocatorStats().deviceAllocations
+        allocations = (allocations?.afterFirstStep ?? n, n)
     }
 
     public func lossPerToken(inputs: [Int32], targets: [Int32]) throws -> [Float] {

@@ -93,4 +93,34 @@ final class RuntimeABITests: XCTestCase {
         try cuda.matmul(c.pointer, a.pointer, b.pointer, m: 2, n: 1, k: 2, bf16: false)
         XCTAssertEqual(try cuda.download(c.pointer, count: 2), [17, 39])
     }
+
+    /// The caching allocator (cuda/caching_allocator.h, the same code on the GPU): freed blocks are handed out again,
+    /// so a second round of the same allocations makes no device allocation; the peak counts bytes handed out.
+    func testTheCachingAllocatorReusesFreedBlocks() throws {
+        let lib = try sharedLibrary([root.appendingPathComponent("cuda/host_emulation.c").path], named: CUDALibrary.fileName)
+        let cuda = try CUDALibrary.load(path: lib.path)
+        func round() throws {
+            let a = try cuda.allocate(floats: 1000), b = try cuda.allocate(floats: 300)  // 4000 -> 4096 bytes, 1200 -> 1536
+            try cuda.upload([Float](repeating: 1, count: 1000), to: a.pointer)
+            try cuda.upload([Float](repeating: 2, count: 300), to: b.pointer)
+            let s = try cuda.allocatorStats()
+            XCTAssertEqual(s.inUse, 4096 + 1536)
+        }
+        try round()  // both freed when the round's buffers go
+        let first = try cuda.allocatorStats()
+        XCTAssertEqual(first.inUse, 0)
+        XCTAssertEqual(first.deviceAllocations, 2)
+        XCTAssertEqual(first.reserved, 4096 + 1536, "the freed blocks stay cached")
+        try round()
+        let second = try cuda.allocatorStats()
+        XCTAssertEqual(second.deviceAllocations, 2, "the second round reused the cached blocks")
+        XCTAssertEqual(second.peak, 4096 + 1536)
+        XCTAssertEqual(try cuda.memoryInfo().peak, second.peak, "the reported peak is the allocator's")
+        // a request more than twice a cached block's size does not take it; a smaller one that fits does
+        let big = try cuda.allocate(floats: 4096)
+        XCTAssertEqual(try cuda.allocatorStats().deviceAllocations, 3)
+        let small = try cuda.allocate(floats: 200)  // 800 -> 1024 bytes: the 1536-byte block fits (within 2x)
+        XCTAssertEqual(try cuda.allocatorStats().deviceAllocations, 3)
+        _ = (big, small)
+    }
 }
