@@ -6,8 +6,8 @@
 
 #include <math.h>
 
+#include "kernel_dispatch.h"
 #include "scalar_math.h"
-#include "x86_simd.h"
 
 static float softmax_window_portable(float *row, int n, int lo, int hi) {
     float m = -INFINITY;
@@ -15,9 +15,7 @@ static float softmax_window_portable(float *row, int n, int lo, int hi) {
     float sum = 0;
     for (int j = lo; j <= hi; j++) row[j] = nc_exp_scalar(row[j] - m);
     {
-#ifdef __clang__
-#pragma clang fp reassociate(on)
-#endif
+        NC_REASSOCIATE
         for (int j = lo; j <= hi; j++) sum += row[j];
     }
     float inv = 1 / sum;
@@ -27,14 +25,10 @@ static float softmax_window_portable(float *row, int n, int lo, int hi) {
     return m + logf(sum);
 }
 
-static void softmax_recompute_portable(float *row, int n, int lo, int hi, float lse) {
+static void softmax_window_recompute_portable(float *row, int n, int lo, int hi, float lse) {
     for (int j = lo; j <= hi; j++) row[j] = nc_exp_scalar(row[j] - lse);
     for (int j = 0; j < lo; j++) row[j] = 0;
     for (int j = hi + 1; j < n; j++) row[j] = 0;
-}
-
-static void softmax_backward_portable(const float *p, float *dp, int n, float rowdot, float scale) {
-    for (int j = 0; j < n; j++) dp[j] = p[j] * (dp[j] - rowdot) * scale;
 }
 
 #ifdef NC_X86
@@ -81,72 +75,37 @@ static void softmax_backward_portable(const float *p, float *dp, int n, float ro
     for (j = 0; j < lo; j++) row[j] = 0;                                                                              \
     for (j = hi + 1; j < n; j++) row[j] = 0;
 
-#define NC_SOFTMAX_BACKWARD_BODY(W)                                                                                   \
-    const int lanes = W / 32;                                                                                         \
-    const __m##W rd = _mm##W##_set1_ps(rowdot), sc = _mm##W##_set1_ps(scale);                                         \
-    int j = 0;                                                                                                        \
-    for (; j + lanes <= n; j += lanes) {                                                                              \
-        __m##W d = _mm##W##_sub_ps(_mm##W##_loadu_ps(dp + j), rd);                                                    \
-        _mm##W##_storeu_ps(dp + j, _mm##W##_mul_ps(_mm##W##_mul_ps(_mm##W##_loadu_ps(p + j), d), sc));                 \
-    }                                                                                                                 \
-    for (; j < n; j++) dp[j] = p[j] * (dp[j] - rowdot) * scale;
-
-// The three kernels at one width: SUFFIX names them, TARGET is their instruction set
+// The two kernels at one width: SUFFIX names them, TARGET is their instruction set
 #define NC_SOFTMAX_ROW_KERNELS(W, SUFFIX, TARGET, EXP, HSUM, HMAX, MASKT, MASK, LOADM, STOREM)                        \
     __attribute__((target(TARGET))) static float softmax_window_##SUFFIX(float *row, int n, int lo, int hi) {          \
         NC_SOFTMAX_WINDOW_BODY(W, EXP, HSUM, HMAX, MASKT, MASK, LOADM, STOREM)                                         \
     }                                                                                                                 \
-    __attribute__((target(TARGET))) static void softmax_recompute_##SUFFIX(float *row, int n, int lo, int hi, float lse) { \
+    __attribute__((target(TARGET))) static void softmax_window_recompute_##SUFFIX(float *row, int n, int lo, int hi,   \
+                                                                                   float lse) {                       \
         NC_SOFTMAX_RECOMPUTE_BODY(W, EXP, MASKT, MASK, LOADM, STOREM)                                                  \
-    }                                                                                                                 \
-    __attribute__((target(TARGET))) static void softmax_backward_##SUFFIX(const float *p, float *dp, int n, float rowdot, \
-                                                                          float scale) {                              \
-        NC_SOFTMAX_BACKWARD_BODY(W)                                                                                   \
     }
 
 // AVX2: the mask is a vector of all-ones lanes, applied by maskload/maskstore
-__attribute__((target("avx2,fma"))) static inline __m256i mask8(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 #define LOADM8(p, k) _mm256_maskload_ps(p, k)
 #define STOREM8(p, k, v) _mm256_maskstore_ps(p, k, v)
 #define MASKF(k) _mm256_castsi256_ps(k)
-NC_SOFTMAX_ROW_KERNELS(256, avx2, "avx2,fma", nc_exp8, nc_hsum8, nc_hmax8, __m256i, mask8, LOADM8, STOREM8)
+NC_SOFTMAX_ROW_KERNELS(256, avx2, "avx2,fma", nc_exp8, nc_hsum8, nc_hmax8, __m256i, nc_mask8, LOADM8, STOREM8)
 #undef MASKF
 
 // AVX-512: a bit mask
-__attribute__((target("avx512f"))) static inline __mmask16 mask16(int n) { return (__mmask16)((1u << n) - 1); }
 #define LOADM16(p, k) _mm512_maskz_loadu_ps(k, p)
 #define STOREM16(p, k, v) _mm512_mask_storeu_ps(p, k, v)
 #define MASKF(k) _mm512_castsi512_ps(_mm512_maskz_set1_epi32(k, -1))
 NC_SOFTMAX_ROW_KERNELS(512, avx512, "avx512f,avx512dq,fma", nc_exp16, _mm512_reduce_add_ps, _mm512_reduce_max_ps, __mmask16,
-                       mask16, LOADM16, STOREM16)
+                       nc_mask16, LOADM16, STOREM16)
 #undef MASKF
 #endif
 
-float nc_softmax_window(float *row, int n, int lo, int hi) {
-#ifdef NC_X86
-    int level = nc_kernel_level();
-    if (level >= 2) return softmax_window_avx512(row, n, lo, hi);
-    if (level >= 1) return softmax_window_avx2(row, n, lo, hi);
-#endif
-    return softmax_window_portable(row, n, lo, hi);
-}
+NC_DISPATCH_WIDTHS(float, softmax_window, (float *row, int n, int lo, int hi), (row, n, lo, hi))
+NC_DISPATCH_WIDTHS_VOID(softmax_window_recompute, (float *row, int n, int lo, int hi, float lse), (row, n, lo, hi, lse))
 
-void nc_softmax_window_recompute(float *row, int n, int lo, int hi, float lse) {
-#ifdef NC_X86
-    int level = nc_kernel_level();
-    if (level >= 2) { softmax_recompute_avx512(row, n, lo, hi, lse); return; }
-    if (level >= 1) { softmax_recompute_avx2(row, n, lo, hi, lse); return; }
-#endif
-    softmax_recompute_portable(row, n, lo, hi, lse);
+// dS = P (dP - rowdot) scale: a plain loop, compiled at each width (kernel_dispatch.h)
+NC_BODY void softmax_backward_row_body(const float *p, float *dp, int n, float rowdot, float scale) {
+    for (int j = 0; j < n; j++) dp[j] = p[j] * (dp[j] - rowdot) * scale;
 }
-
-void nc_softmax_backward_row(const float *p, float *dp, int n, float rowdot, float scale) {
-#ifdef NC_X86
-    int level = nc_kernel_level();
-    if (level >= 2) { softmax_backward_avx512(p, dp, n, rowdot, scale); return; }
-    if (level >= 1) { softmax_backward_avx2(p, dp, n, rowdot, scale); return; }
-#endif
-    softmax_backward_portable(p, dp, n, rowdot, scale);
-}
+NC_DISPATCH_VOID(softmax_backward_row, (const float *p, float *dp, int n, float rowdot, float scale), (p, dp, n, rowdot, scale))

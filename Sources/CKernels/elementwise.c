@@ -9,47 +9,7 @@
 #include <float.h>
 #include <math.h>
 
-#include "x86_simd.h"
-
-#define NC_BODY static inline __attribute__((always_inline))
-#ifdef __clang__
-#define NC_REASSOCIATE _Pragma("clang fp reassociate(on)")
-#else
-#define NC_REASSOCIATE
-#endif
-
-// sqrt without errno: libm's sqrtf may set errno (on a negative input), a side effect that keeps a loop around it
-// from being vectorized
-#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_sqrt)
-#define NC_SQRT(x) __builtin_elementwise_sqrt(x)
-#else
-#define NC_SQRT(x) sqrtf(x)
-#endif
-
-#ifdef NC_X86
-#define NC_AVX2_FN __attribute__((target("avx2,fma")))
-#define NC_AVX512_FN __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma"), min_vector_width(512)))
-// nc_<name>(params) calls <name>_body(args) compiled for the kernel level in force
-#define NC_DISPATCH(ret, name, params, args)                                                                          \
-    NC_AVX2_FN static ret name##_avx2 params { return name##_body args; }                                              \
-    NC_AVX512_FN static ret name##_avx512 params { return name##_body args; }                                          \
-    ret nc_##name params {                                                                                            \
-        int level = nc_kernel_level();                                                                                \
-        return level >= 2 ? name##_avx512 args : level >= 1 ? name##_avx2 args : name##_body args;                    \
-    }
-#define NC_DISPATCH_VOID(name, params, args)                                                                          \
-    NC_AVX2_FN static void name##_avx2 params { name##_body args; }                                                   \
-    NC_AVX512_FN static void name##_avx512 params { name##_body args; }                                               \
-    void nc_##name params {                                                                                           \
-        int level = nc_kernel_level();                                                                                \
-        if (level >= 2) name##_avx512 args;                                                                           \
-        else if (level >= 1) name##_avx2 args;                                                                        \
-        else name##_body args;                                                                                        \
-    }
-#else
-#define NC_DISPATCH(ret, name, params, args) ret nc_##name params { return name##_body args; }
-#define NC_DISPATCH_VOID(name, params, args) void nc_##name params { name##_body args; }
-#endif
+#include "kernel_dispatch.h"
 
 // accumulated in double (each product exact there), as the CUDA library's host reference does: the norms' statistics
 // then round once, and runs on different kernel sets agree to the last bit more often

@@ -1,4 +1,5 @@
-// Helpers shared by the vector kernels (skinny_gemm.c, quant_gemm.c, decode_attention.c, softcap.c). Internal to CKernels.
+// Helpers shared by the vector kernels (skinny_gemm.c, quant_gemm.c, decode_attention.c, logits.c, attention_rows.c).
+// Internal to CKernels.
 #pragma once
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -11,6 +12,13 @@ __attribute__((target("avx2,fma"))) static inline float nc_hsum8(__m256 v) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+
+// Tail masks for the last n < 8 (or 16) floats of a row: AVX2's as a vector of all-ones lanes (for maskload,
+// maskstore and a bitwise and), AVX-512's as a bit mask. Masked-out lanes are neither read nor written.
+__attribute__((target("avx2,fma"))) static inline __m256i nc_mask8(long n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __mmask16 nc_mask16(long n) { return (__mmask16)((1u << n) - 1); }
 
 // the largest of a vector's eight floats
 __attribute__((target("avx2,fma"))) static inline float nc_hmax8(__m256 v) {
