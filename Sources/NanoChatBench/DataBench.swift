@@ -6,16 +6,13 @@ public enum DataBench {
     /// Decoding every text column of a parquet shard on one thread: (MB of text, MB/s), the best of runs over at least
     /// two seconds.
     public static func parquetDecode(_ url: URL) throws -> (megabytes: Double, megabytesPerSecond: Double) {
-        var best = Double.infinity, bytes = 0, elapsed = 0.0, runs = 0
-        while elapsed < 2 || runs < 2 {
-            let t0 = DispatchTime.now().uptimeNanoseconds
+        var bytes = 0
+        let best = try bestSeconds {
             let pf = try ParquetFile(url: url)
             bytes = 0
             for rg in 0..<pf.rowGroups.count {
                 for d in try pf.strings("text", rowGroup: rg) { bytes += d?.count ?? 0 }
             }
-            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            best = min(best, dt); elapsed += dt; runs += 1
         }
         return (Double(bytes) / 1e6, Double(bytes) / best / 1e6)
     }

@@ -39,10 +39,6 @@ public final class InferBench {
         return best.mapValues { Double(prompt) / $0 }
     }
 
-    /// Switches the model to `format`; returns the bytes of weights a decode step reads.
-    @discardableResult
-    public func use(_ format: WeightFormat) -> Int { model.useWeights(format) }
-
     /// The read bandwidth (GB/s) over a buffer the size of `bytes` of weights, read again and again as decoding does
     /// (weights that fit partly in the last-level cache stream faster than DRAM): the better of one thread and all.
     public static func bandwidth(overBytes bytes: Int) -> Double {

@@ -1,7 +1,7 @@
 import Foundation
 import NanoTensor
 
-// What every bench shares: the machine line printed before any figure, and the side-by-side reference run.
+// What every bench shares: the machine line printed before any figure, the side-by-side reference run, the timing.
 
 /// The machine a figure comes from, printed before it: the CPU, its vector extensions, our kernel set, the threads
 /// and the BLAS core, so that no number travels without the machine it was measured on.
@@ -38,4 +38,17 @@ public func runPythonReference(python: String, script: String, args: [String]) -
         return nil
     }
     return obj
+}
+
+/// The best time, in seconds, of `body` over runs that add up to two seconds (at least two runs): the throughput
+/// benches' timing, which a shared machine's neighbours make noisy.
+public func bestSeconds(_ body: () throws -> Void) rethrows -> Double {
+    var best = Double.infinity, elapsed = 0.0, runs = 0
+    while elapsed < 2 || runs < 2 {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try body()
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        best = min(best, dt); elapsed += dt; runs += 1
+    }
+    return best
 }

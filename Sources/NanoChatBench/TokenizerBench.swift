@@ -50,16 +50,4 @@ public struct TokenizerBench {
         }
         return (text, docs)
     }
-
-    /// The best time of `body` over runs that add up to two seconds (at least two runs).
-    public static func bestSeconds(_ body: () -> Void) -> Double {
-        var best = Double.infinity, elapsed = 0.0, runs = 0
-        while elapsed < 2 || runs < 2 {
-            let s = Date()
-            body()
-            let dt = Date().timeIntervalSince(s)
-            best = min(best, dt); elapsed += dt; runs += 1
-        }
-        return best
-    }
 }

@@ -76,7 +76,7 @@ struct BenchTokenizer: ParsableCommand {
             let mb = Double(text.count) / 1e6
             _ = tok.encode(bytes: Array(text.prefix(100_000)))  // warm up
             var ntok = 0
-            let ours1 = mb / TokenizerBench.bestSeconds { ntok = tok.encode(bytes: text).count }
+            let ours1 = mb / bestSeconds { ntok = tok.encode(bytes: text).count }
             print(String(format: "encode_ordinary, 1 thread, %.1f MB -> %d tokens (%.2f bytes/token): nanochat-swift %.1f MB/s",
                          mb, ntok, Double(text.count) / Double(ntok), ours1))
             if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_tiktoken.py",
@@ -86,7 +86,7 @@ struct BenchTokenizer: ParsableCommand {
                 print(String(format: "encode_ordinary, 1 thread: tiktoken %.1f MB/s   -> ours is %.2fx; token counts %@",
                              rate, ours1 / rate, refTokens == ntok ? "EQUAL" : "DIFFER (\(refTokens))"))
             }
-            let batchRate = mb / TokenizerBench.bestSeconds { _ = tok.encodeBatch(encodeDocs) }
+            let batchRate = mb / bestSeconds { _ = tok.encodeBatch(encodeDocs) }
             print(String(format: "encode batch, %d threads: nanochat-swift %.1f MB/s", Threading.workers, batchRate))
         }
     }
@@ -257,7 +257,7 @@ struct BenchInfer: ParsableCommand {
                 var ours: [WeightFormat: (d1: Double, d8: Double, prefill: Double)] = [:]
                 let prefillRate = bench.prefillRates(weights)
                 for format in weights {
-                    let weightBytes = bench.use(format)
+                    let weightBytes = bench.model.useWeights(format)
                     // the limit: measured before and again after this format's runs, the best kept (the neighbours who
                     // slow the memory bus come and go, and a limit taken in a slow moment would flatter the share)
                     let bwBefore = InferBench.bandwidth(overBytes: weightBytes)
@@ -279,7 +279,7 @@ struct BenchInfer: ParsableCommand {
                         print(String(format: "  d%d %@ decode batch %d: %.1f tok/s (%.1f steps/s)", d, format.rawValue, bs, r, r / Double(bs)))
                     }
                 }
-                bench.use(.f32)
+                bench.model.useWeights(.f32)
                 if let upstream {
                     if let ref = runPythonReference(python: python, script: "\(toolsDir)/bench_upstream_infer.py",
                                                     args: [upstream, "--depth", "\(d)", "--tokens", "\(tokens)", "--prompt", "\(prompt)"]),
