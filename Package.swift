@@ -1,9 +1,10 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layers, one import direction only: nanochat (executable) -> NanoChatServer, NanoChatBench, NanoCUDA -> NanoChat -> NanoTensor
-// -> CBLAS, CKernels. NanoTensor: tensors, autograd and every kernel (the fused ones the model needs included), plus
-// in Support/ the one threading policy, Mutex and RNG. NanoChat: the language-model pipeline (tokenizer, model,
+// Layers, one import direction only: nanochat (executable) -> NanoChatServer, NanoChatBench -> NanoChat -> NanoTensor
+// -> CBLAS, CKernels, CNanoABI. NanoTensor: tensors on a device, autograd and every op (the fused ones the model needs
+// included) with its CPU body and its GPU body (Device/: the CUDA library loaded with dlopen), plus in Support/ the one
+// threading policy, Mutex and RNG. NanoChat: the language-model pipeline (tokenizer, model,
 // optimizer, data, checkpoints, engine, training). NanoChatServer: HTTP. NanoChatBench: what `nanochat bench` runs.
 let package = Package(
     name: "nanochat",
@@ -35,7 +36,7 @@ let package = Package(
         .target(name: "CNanoABI"),
         .target(
             name: "NanoTensor",
-            dependencies: ["CKernels", .target(name: "CBLAS", condition: .when(platforms: [.linux]))]
+            dependencies: ["CKernels", "CNanoABI", .target(name: "CBLAS", condition: .when(platforms: [.linux]))]
         ),
         .target(
             name: "NanoChat",
@@ -47,20 +48,16 @@ let package = Package(
             dependencies: ["NanoChat", "NanoTensor", .product(name: "Hummingbird", package: "hummingbird")],
             resources: [.copy("ui.html")]
         ),
-        // The GPU backend: the CUDA library (cuda/), loaded with dlopen at run time (nothing here links CUDA), and
-        // the model and optimizer on the device.
-        .target(name: "NanoCUDA", dependencies: ["NanoChat", "NanoTensor", "CNanoABI"]),
         // What `nanochat bench` measures with: the training throughput bench and the server load test.
         .target(name: "NanoChatBench", dependencies: ["NanoChat", "NanoTensor"]),
         .executableTarget(
             name: "nanochat",
             dependencies: [
-                "NanoChat", "NanoChatServer", "NanoChatBench", "NanoCUDA", "NanoTensor",
+                "NanoChat", "NanoChatServer", "NanoChatBench", "NanoTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "NanoTensorTests", dependencies: ["NanoTensor"]),
-        .testTarget(name: "NanoCUDATests", dependencies: ["NanoCUDA"]),
         .testTarget(name: "NanoChatTests", dependencies: ["NanoChat", "NanoTensor"]),
         .testTarget(
             name: "NanoChatServerTests",

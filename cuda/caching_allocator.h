@@ -1,7 +1,9 @@
 // The caching allocator behind nc_malloc and nc_free (context.cu on the GPU; host_emulation.c on the host, where the
-// same code is tested). A freed block is kept and handed out again to a later request that fits (the smallest cached
-// block of at least the request and at most twice it), so after a training run's first step its steps call neither
-// cudaMalloc nor cudaFree (each synchronises the device). Requests are rounded up to 512 bytes. What it reports is
+// same code is tested). A freed block is kept and handed out again to a later request of its size (requests are rounded
+// up to 512 bytes), so after a training run's first step its steps call neither cudaMalloc nor cudaFree (each
+// synchronises the device). Only the same size is reused: a block handed to a smaller request would be missing when
+// its own size is asked for again, and the steps after the first would allocate (measured: two more in step 2 of the
+// emulated d2 run with "at most twice the request"); a step repeats its sizes, so exact reuse is what keeps it steady. What it reports is
 // its own bookkeeping: bytes handed out now and at the most (as PyTorch's memory_allocated and
 // max_memory_allocated), bytes held from the device, and how many device allocations it has made.
 // Header-only, C and C++; the device's own allocation calls come in as function pointers.
@@ -56,7 +58,7 @@ static inline int nc_cache_alloc(nc_caching_allocator *a, void **ptr, int64_t by
     int best = -1;
     for (int i = 0; i < a->cached_count; i++) {
         int64_t b = a->cached[i].bytes;
-        if (b >= size && b <= 2 * size && (best < 0 || b < a->cached[best].bytes)) best = i;
+        if (b == size) { best = i; break; }
     }
     nc_cached_block block;
     if (best >= 0) {

@@ -3,8 +3,8 @@
 // needed. loss = log(sum exp c) - c[target]; dz = (softmax(c) - onehot) * (1 - tanh^2) * grad_scale.
 #include "common.cuh"
 
-__global__ void softcap_ce_kernel(float *logits, float *losses, const int32_t *targets, int64_t vocab, int64_t ld,
-                                  float cap, float grad_scale) {
+__global__ void softcap_ce_kernel(float *logits, float *losses, const int32_t *targets, const float *weights,
+                                  int64_t vocab, int64_t ld, float cap, float grad_scale) {
     __shared__ float s32[32];
     float *z = logits + blockIdx.x * ld;
     int target = targets[blockIdx.x];
@@ -14,6 +14,7 @@ __global__ void softcap_ce_kernel(float *logits, float *losses, const int32_t *t
     float lse = cap + logf(sum);
     if (threadIdx.x == 0) losses[blockIdx.x] = target < 0 ? 0.f : lse - cap * tanhf(z[target] * inv);
     if (grad_scale == 0.f) return;
+    if (weights) grad_scale *= weights[blockIdx.x];
     __syncthreads();  // thread 0 read z[target] above; it is overwritten below
     for (int64_t j = threadIdx.x; j < ld; j += blockDim.x) {
         float g = 0.f;
@@ -25,10 +26,30 @@ __global__ void softcap_ce_kernel(float *logits, float *losses, const int32_t *t
     }
 }
 
-int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, int64_t rows,
-                             int64_t vocab, int64_t ld, float softcap, float grad_scale) {
+int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, const float *weights,
+                             int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale) {
     if (vocab > ld) return nc_fail(ctx, "nc_softcap_cross_entropy", "vocab is larger than the row stride");
-    softcap_ce_kernel<<<(unsigned)rows, 1024, 0, ctx->stream>>>(logits, losses, targets, vocab, ld, softcap, grad_scale);
+    softcap_ce_kernel<<<(unsigned)rows, 1024, 0, ctx->stream>>>(logits, losses, targets, weights, vocab, ld, softcap, grad_scale);
     NC_LAUNCHED(ctx, "softcap_cross_entropy");
+    return 0;
+}
+
+// One block sums the whole vector (a step's losses: at most a few hundred thousand values), in double.
+__global__ void dot_kernel(float *out, const float *x, const float *w, int64_t n, int accumulate) {
+    __shared__ double partial[1024];
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += (double)x[i] * (w ? (double)w[i] : 1.0);
+    partial[threadIdx.x] = sum;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = (float)((accumulate ? (double)out[0] : 0.0) + partial[0]);
+}
+
+int nc_dot(nc_context *ctx, float *out, const float *x, const float *w, int64_t n, int accumulate) {
+    dot_kernel<<<1, 1024, 0, ctx->stream>>>(out, x, w, n, accumulate);
+    NC_LAUNCHED(ctx, "dot");
     return 0;
 }

@@ -400,8 +400,8 @@ int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *
     return 0;
 }
 
-int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, int64_t rows,
-                             int64_t vocab, int64_t ld, float softcap, float grad_scale) {
+int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, const float *weights,
+                             int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale) {
     if (vocab > ld) return fail(ctx, "nc_softcap_cross_entropy", "vocab is larger than the row stride");
     for (int64_t r = 0; r < rows; r++) {
         float *z = logits + r * ld;
@@ -411,15 +411,37 @@ int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, cons
         double lse = softcap + log(sum);
         losses[r] = target < 0 ? 0.f : (float)(lse - softcap * tanh(z[target] / softcap));
         if (grad_scale == 0) continue;
+        double row_scale = (double)grad_scale * (weights ? weights[r] : 1.0);
         for (int64_t j = 0; j < ld; j++) {
             double g = 0;
             if (target >= 0 && j < vocab) {
                 double t = tanh(z[j] / softcap);
-                g = (exp(softcap * t - lse) - (j == target ? 1 : 0)) * (1 - t * t) * grad_scale;
+                g = (exp(softcap * t - lse) - (j == target ? 1 : 0)) * (1 - t * t) * row_scale;
             }
             z[j] = (float)g;
         }
     }
+    return 0;
+}
+
+int nc_axpby(nc_context *ctx, float *y, const float *x, float a, const float *scale, float b, int64_t n) {
+    (void)ctx;
+    float s = scale ? a * scale[0] : a;
+    for (int64_t i = 0; i < n; i++) y[i] = b == 0.f ? s * x[i] : s * x[i] + b * y[i];
+    return 0;
+}
+
+int nc_softcap(nc_context *ctx, float *x, int64_t n, float cap) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
+    return 0;
+}
+
+int nc_dot(nc_context *ctx, float *out, const float *x, const float *w, int64_t n, int accumulate) {
+    (void)ctx;
+    double sum = accumulate ? out[0] : 0;
+    for (int64_t i = 0; i < n; i++) sum += (double)x[i] * (w ? (double)w[i] : 1.0);
+    out[0] = (float)sum;
     return 0;
 }
 

@@ -104,12 +104,20 @@ int nc_backout_backward(nc_context *ctx, float *dsaved, float *dlambda, const fl
 // --- element-wise (elementwise.cu)
 int nc_relu2_forward(nc_context *ctx, float *y, const float *x, int64_t n);
 int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *x, int64_t n, int accumulate);
+// y = a * (scale ? scale[0] : 1) * x + b * y: sums, scalings and gradient accumulation. With b == 0, y is only
+// written (its old contents may be anything); `scale` is a device scalar (a loss's incoming gradient) or null.
+int nc_axpby(nc_context *ctx, float *y, const float *x, float a, const float *scale, float b, int64_t n);
+// x = cap * tanh(x / cap), in place (the logits for sampling and scoring)
+int nc_softcap(nc_context *ctx, float *x, int64_t n, float cap);
+// out[0] = (accumulate ? out[0] : 0) + sum_i x[i] * (w ? w[i] : 1), summed in double (a loss from per-row losses)
+int nc_dot(nc_context *ctx, float *out, const float *x, const float *w, int64_t n, int accumulate);
 
 // --- softcap + cross-entropy, fused (classifier.cu). logits [rows, ld] (the first `vocab` columns are real),
 // targets [rows] (-1 = ignored). Writes each row's loss (0 when ignored) and, when grad_scale != 0, overwrites the
-// logits with d(mean loss)/d(logits) * grad_scale (padding columns 0): the logits are never kept.
-int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, int64_t rows,
-                             int64_t vocab, int64_t ld, float softcap, float grad_scale);
+// logits with d(loss)/d(logits) * grad_scale * (weights ? weights[row] : 1) (padding columns 0): the logits are
+// never kept. The weights are RL's per-token advantages; null for a plain mean.
+int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, const float *weights,
+                             int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale);
 
 // --- AdamW, upstream's form (adamw.cu): p *= 1 - lr*wd; m += (1-b1)(g-m); v += (1-b2)(g^2-v);
 // p -= lr/(1-b1^step) * m / (sqrt(v/(1-b2^step)) + eps)

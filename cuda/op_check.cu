@@ -205,13 +205,47 @@ static void check_classifier(int64_t rows, int64_t vocab, int64_t ld) {
         }
     }
     Dev dz(z), dl(nans(rows)), dt(targets);
-    NC(nc_softcap_cross_entropy(ctx, dz.f(), dl.f(), (const int32_t *)dt.p, rows, vocab, ld, cap, 0));
+    NC(nc_softcap_cross_entropy(ctx, dz.f(), dl.f(), (const int32_t *)dt.p, nullptr, rows, vocab, ld, cap, 0));
     check("softcap+CE losses (no gradient)", dl.get<float>(), loss, 1e-5);
     std::vector<double> zd(z.begin(), z.end());
     check("softcap+CE leaves the logits without gradient", dz.get<float>(), zd, 0);
-    NC(nc_softcap_cross_entropy(ctx, dz.f(), dl.f(), (const int32_t *)dt.p, rows, vocab, ld, cap, scale));
+    NC(nc_softcap_cross_entropy(ctx, dz.f(), dl.f(), (const int32_t *)dt.p, nullptr, rows, vocab, ld, cap, scale));
     check("softcap+CE losses", dl.get<float>(), loss, 1e-5);
     check("softcap+CE gradient over the logits (padded rows)", dz.get<float>(), grad, 1e-5);
+    // RL's weighted form: each row's gradient times its weight (an advantage, of either sign)
+    auto weights = randn(rows);
+    std::vector<double> wgrad(grad);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < ld; j++) wgrad[r * ld + j] *= weights[r];
+    Dev dz2(z), dw(weights);
+    NC(nc_softcap_cross_entropy(ctx, dz2.f(), dl.f(), (const int32_t *)dt.p, dw.f(), rows, vocab, ld, cap, scale));
+    check("softcap+CE gradient with row weights", dz2.get<float>(), wgrad, 1e-5);
+    // the loss as one device scalar: plain sum and weighted sum of the per-row losses
+    double sum = 0, wsum = 0;
+    for (int64_t r = 0; r < rows; r++) { sum += loss[r]; wsum += loss[r] * weights[r]; }
+    Dev dsum(nans(1));
+    NC(nc_dot(ctx, dsum.f(), dl.f(), nullptr, rows, 0));
+    check("dot: sum of the losses", dsum.get<float>(), {sum}, 1e-6);
+    NC(nc_dot(ctx, dsum.f(), dl.f(), dw.f(), rows, 1));
+    check("dot: weighted sum, accumulated", dsum.get<float>(), {sum + wsum}, 1e-6);
+}
+
+static void check_axpby_softcap(int64_t n) {
+    auto x = randn(n), y = randn(n), z = randn(n, 30);
+    std::vector<float> s = {0.75f};
+    std::vector<double> sum(n), scaled(n), capped(n);
+    for (int64_t i = 0; i < n; i++) {
+        sum[i] = 2.0 * 0.75 * x[i] - 0.5 * y[i];
+        scaled[i] = 3.0 * x[i];
+        capped[i] = 15 * tanh(z[i] / 15.0);
+    }
+    Dev dx(x), dy(y), ds(s), dz(z), dout(nans(n));
+    NC(nc_axpby(ctx, dy.f(), dx.f(), 2, ds.f(), -0.5f, n));
+    check("axpby with a device scale", dy.get<float>(), sum, 1e-7);
+    NC(nc_axpby(ctx, dout.f(), dx.f(), 3, nullptr, 0, n));  // b = 0: the NaNs already there are not read
+    check("axpby, b = 0 over NaN", dout.get<float>(), scaled, 1e-7);
+    NC(nc_softcap(ctx, dz.f(), n, 15));
+    check("softcap in place", dz.get<float>(), capped, 1e-6);
 }
 
 static void check_adamw(int64_t n) {
@@ -622,6 +656,7 @@ int main(int argc, char **argv) {
     check_rotary(2, 17, 3, 64, 0);
     check_rotary(1, 9, 2, 128, 40);
     check_relu2(100003);
+    check_axpby_softcap(100003);
     check_classifier(19, 300, 320);
     check_classifier(7, 1000, 1024);
     check_adamw(10007);

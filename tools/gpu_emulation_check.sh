@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU path's Swift side, checked without a GPU (scripts/test runs it): cuda/host_emulation.c implements the C ABI
-# of cuda/nanochat_cuda.h on the host with the kernels' semantics, so `--device-type cuda` runs CUDAGPT (the model's
-# forward and backward step by step), CUDAMuonAdamW and the training loop's device path for real, on the CPU.
+# of cuda/nanochat_cuda.h on the host with the kernels' semantics, so `--device-type cuda` runs every op's device body
+# (the GPT's forward and backward through the autograd tape, MuonAdamW's device step) for real, on the CPU.
 #   1. nanochat verify --device-type cuda on every model and optimizer fixture (upstream's PyTorch outputs)
 #   2. base-train --device-type cuda --gpu-precision fp32 against the CPU loop, both resumed from the same CPU
 #      checkpoint at step 2 (the device takes the CPU's weights and optimizer state): the same losses step by step and
@@ -52,6 +52,11 @@ else bad "base-train on the (emulated) device differs from the CPU"; tail -5 "$w
 if grep -qE "^device allocations: ([0-9]+) after the first step, \1 after the last" "$work/gpu.log"; then
   ok "no device allocation after the first step: $(grep '^device allocations' "$work/gpu.log")"
 else bad "the device allocated memory after the first step"; grep "^device allocations" "$work/gpu.log"; fi
+# a step moves nothing between host and device but its inputs and targets (2 micro-steps x 256 ids x 2, int32) and its
+# losses (a float per micro-step)
+if grep -qE "^host<->device per step: 4 copies in \(4096 bytes.*, 2 out \(8 bytes" "$work/gpu.log"; then
+  ok "a step copies only its token ids and targets in and its losses out: $(grep '^host<->device' "$work/gpu.log")"
+else bad "a step moved more between host and device than its inputs and losses"; grep "^host<->device" "$work/gpu.log"; fi
 # the device's own checkpoint resumes exactly
 $n "${train[@]}" --device-type cuda --gpu-precision fp32 --save-every 4 --checkpoint-dir "$work/dev" >/dev/null 2>&1
 cp -r "$work/dev" "$work/res"

@@ -1,15 +1,27 @@
-/// Float32 buffers recycled through a per-size pool, so a training step that repeats the same shapes
-/// allocates nothing once the first step has warmed the pool up.
+/// A tensor's float32 buffer: in host memory, recycled through a per-size pool (a training step that repeats the
+/// same shapes allocates nothing once the first step has warmed the pool up), or in a GPU's memory, from its caching
+/// allocator (which does the same there).
 public final class Storage {
+    /// Host memory, or device memory when `gpu` is set (then only the GPU's kernels may read it).
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    public let gpu: GPU?
 
     init(count: Int) {
         self.count = count
         pointer = BufferPool.take(count)
+        gpu = nil
     }
 
-    deinit { BufferPool.give(pointer, count) }
+    init(count: Int, on gpu: GPU) {
+        self.count = count
+        pointer = gpu.allocate(floats: count)
+        self.gpu = gpu
+    }
+
+    deinit {
+        if let gpu { gpu.free(pointer) } else { BufferPool.give(pointer, count) }
+    }
 }
 
 /// Free lists keyed by element count. Guarded by a lock: tensors may be created on worker threads.

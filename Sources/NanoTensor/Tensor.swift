@@ -1,10 +1,12 @@
-/// A float32 tensor: contiguous row-major storage, a shape, an optional gradient, and — when it was made by an
-/// op while gradients are on — the op's backward closure and inputs (the autograd tape is this graph).
+/// A float32 tensor: contiguous row-major storage on a device (the CPU or a GPU), a shape, an optional gradient (on
+/// the same device), and — when it was made by an op while gradients are on — the op's backward closure and inputs
+/// (the autograd tape is this graph). Every op runs where its inputs live: the CPU body, or the GPU's kernels.
 ///
 /// Reshapes are views over the same storage; everything else that changes layout is an explicit op.
 public final class Tensor {
     public private(set) var shape: [Int]
-    public let storage: Storage
+    /// Replaced only by `move(to:)` (a parameter going to the GPU keeps its identity for the optimizer).
+    public private(set) var storage: Storage
     public var grad: Tensor?
     /// Leaves that want gradients (parameters) and every tensor computed from one.
     public var requiresGrad: Bool
@@ -17,8 +19,18 @@ public final class Tensor {
     var backwardFn: ((Tensor) -> Void)?
 
     public var count: Int { storage.count }
-    @inline(__always) public var data: UnsafeMutablePointer<Float> { storage.pointer }
+    /// The values in host memory. A tensor on a GPU has none here: reading them is a bug (an op without a device
+    /// body, or a caller that forgot `hostArray()`), and stops with the tensor's name rather than reading device memory.
+    @inline(__always) public var data: UnsafeMutablePointer<Float> {
+        precondition(storage.gpu == nil, "tensor \(name.isEmpty ? "\(shape)" : name) is on the GPU: its values are read with hostArray()")
+        return storage.pointer
+    }
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
+    /// The GPU holding this tensor, or nil on the CPU.
+    @inline(__always) public var gpu: GPU? { storage.gpu }
+    public var device: Device { gpu.map { .gpu($0) } ?? .cpu }
+    /// The storage's address on its device (device memory on a GPU): for the GPU ops' kernel arguments.
+    @inline(__always) public var gpuData: UnsafeMutablePointer<Float> { storage.pointer }
 
     /// Whether ops record the graph. Off for evaluation and inference: no closures, no graph.
     nonisolated(unsafe) public static var gradEnabled = true
@@ -30,6 +42,20 @@ public final class Tensor {
         self.shape = shape
         self.requiresGrad = requiresGrad
         if zeroed { storage.pointer.initialize(repeating: 0, count: n) }
+    }
+
+    /// A new tensor on `gpu` (the CPU when nil): what an op makes for its output, beside its inputs.
+    public init(shape: [Int], zeroed: Bool = true, on gpu: GPU?) {
+        let n = shape.reduce(1, *)
+        self.shape = shape
+        self.requiresGrad = false
+        if let gpu {
+            storage = Storage(count: n, on: gpu)
+            if zeroed { gpu.zero(storage.pointer, floats: n) }
+        } else {
+            storage = Storage(count: n)
+            if zeroed { storage.pointer.initialize(repeating: 0, count: n) }
+        }
     }
 
     public convenience init(shape: [Int], values: [Float], requiresGrad: Bool = false) {
@@ -45,7 +71,58 @@ public final class Tensor {
     }
 
     public var array: [Float] { Array(buffer) }
-    public var scalar: Float { data[0] }
+    /// The first value, from wherever the tensor lives (a loss: the one copy a training step makes back).
+    public var scalar: Float { gpu == nil ? data[0] : hostArray(count: 1)[0] }
+
+    /// The values on the host, copied from the GPU when the tensor lives there (the first `count` of them).
+    public func hostArray(count n: Int? = nil) -> [Float] {
+        let n = n ?? count
+        guard let gpu else { return Array(UnsafeBufferPointer(start: storage.pointer, count: n)) }
+        var out = [Float](repeating: 0, count: n)
+        out.withUnsafeMutableBytes { gpu.download(storage.pointer, bytes: 4 * n, into: $0.baseAddress!) }
+        return out
+    }
+
+    /// Overwrites the values with `values` (a checkpoint being loaded), on whichever device the tensor lives.
+    public func assign(_ values: [Float]) {
+        precondition(values.count == count, "\(name): \(values.count) values for \(count) elements")
+        values.withUnsafeBytes { src in
+            if let gpu { gpu.upload(src.baseAddress!, bytes: src.count, to: storage.pointer) }
+            else { UnsafeMutableRawPointer(storage.pointer).copyMemory(from: src.baseAddress!, byteCount: src.count) }
+        }
+    }
+
+    /// A copy on `device` (this tensor itself when it already lives there); no gradient or graph.
+    public func to(_ device: Device) -> Tensor {
+        switch (gpu, device.gpu) {
+        case (nil, nil): return self
+        case (let a?, let b?) where a === b: return self
+        case (nil, let b?):
+            let out = Tensor(shape: shape, zeroed: false, on: b)
+            b.upload(storage.pointer, bytes: 4 * count, to: out.storage.pointer)
+            out.name = name
+            return out
+        case (let a?, nil):
+            let out = Tensor(shape: shape, zeroed: false)
+            a.download(storage.pointer, bytes: 4 * count, into: out.storage.pointer)
+            out.name = name
+            return out
+        case (let a?, let b?):
+            let host = Tensor(shape: shape, zeroed: false)
+            a.download(storage.pointer, bytes: 4 * count, into: host.storage.pointer)
+            return host.to(.gpu(b))
+        }
+    }
+
+    /// Moves this tensor's values to `device` in place (parameters: the optimizer and the model keep referring to
+    /// the same object). Its gradient is dropped; a quantized copy is refused (inference weights stay on the CPU).
+    public func move(to device: Device) {
+        precondition(quantized == nil, "\(name): quantized weights (--dtype int8/bf16) are a CPU format; load fp32 weights for the GPU")
+        let moved = to(device)
+        guard moved !== self else { return }
+        storage = moved.storage
+        grad = nil
+    }
     public var dimensions: Int { shape.count }
 
     /// Runs `body` with gradient recording off (evaluation, inference, optimizer updates).
@@ -72,22 +149,23 @@ public final class Tensor {
     }
 
     /// This tensor's gradient buffer, created zero-filled on first use; ops accumulate into it.
+    /// On a GPU the buffer is device memory, zeroed there.
     @inline(__always)
     public func gradData() -> UnsafeMutablePointer<Float> {
-        if let g = grad { return g.data }
-        let g = Tensor(shape: shape)
+        if let g = grad { return g.gpuData }
+        let g = Tensor(shape: shape, on: gpu)
         grad = g
-        return g.data
+        return g.gpuData
     }
 
     /// Gradient buffer and whether it was just created (then a kernel may overwrite instead of accumulate;
     /// its contents are undefined).
     @inline(__always)
     public func gradForWrite() -> (UnsafeMutablePointer<Float>, fresh: Bool) {
-        if let g = grad { return (g.data, false) }
-        let g = Tensor(shape: shape, zeroed: false)
+        if let g = grad { return (g.gpuData, false) }
+        let g = Tensor(shape: shape, zeroed: false, on: gpu)
         grad = g
-        return (g.data, true)
+        return (g.gpuData, true)
     }
 
     public func zeroGrad() { grad = nil }
@@ -98,6 +176,10 @@ public final class Tensor {
         let v = Tensor(shape: newShape, sharing: storage)
         Tensor.record(v, [self]) { [unowned self] out in
             let g = self.gradData()
+            if let gpu = self.gpu {
+                gpu.run(gpu.api.nc_axpby(gpu.ctx, g, out.grad!.gpuData, 1, nil, 1, Int64(self.count)), "view gradient")
+                return
+            }
             let og = out.grad!.data
             for i in 0..<self.count { g[i] += og[i] }
         }
@@ -118,7 +200,7 @@ public final class Tensor {
             for p in t.parents where p.requiresGrad && !visited.contains(ObjectIdentifier(p)) { stack.append((p, false)) }
         }
         let g = gradData()
-        g[0] += seed
+        if let gpu { gpu.run(gpu.api.nc_axpby(gpu.ctx, g, gpu.one, seed, nil, 1, 1), "backward seed") } else { g[0] += seed }
         for t in order.reversed() {
             if let fn = t.backwardFn, t.grad != nil { fn(t) }
             if t.backwardFn != nil {  // an intermediate: drop its graph and gradient now
@@ -132,6 +214,7 @@ public final class Tensor {
 
 extension Tensor: CustomStringConvertible {
     public var description: String {
+        if let gpu { return "Tensor\(shape) on \(gpu.name)" }
         let head = buffer.prefix(8).map { String(format: "%.4g", $0) }.joined(separator: ", ")
         return "Tensor\(shape)[\(head)\(count > 8 ? ", ..." : "")]"
     }

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import NanoChat
-import NanoCUDA
 
 struct BaseEvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,7 +26,7 @@ struct BaseEvalCommand: ParsableCommand {
     @Option(help: "Tokens to sample per prompt.") var maxTokens = 16
     @Option(help: "Shard directory (default $NANOCHAT_BASE_DIR/base_data_climbmix).") var dataDir: String?
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?
-    @Option(help: "Where bits per byte runs: cpu, cuda or auto (the GPU when its library loads and finds one).") var deviceType: ComputeDevice = .auto
+    @Option(help: "Where the model runs (CORE, bits per byte, samples): cpu, cuda or auto (the GPU when its library loads and finds one).") var deviceType: DeviceType = .auto
     @Option(help: "On the GPU: bf16 products and attention (upstream's policy) or exact fp32.") var gpuPrecision: GPUPrecision = .bf16
 
     func run() throws {
@@ -61,6 +60,10 @@ struct BaseEvalCommand: ParsableCommand {
                                                          tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
             let (model, meta, tok, s) = (loaded.model, loaded.meta, loaded.tokenizer, loaded.step)
             say("model \(loaded.label): \(model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : ""))
+            // the GPU evaluates in one process; under mpirun `auto` keeps to the CPU ranks
+            if deviceType == .cuda && comm.worldSize > 1 { throw NanoChatError("--device-type cuda evaluates in one process for now; run it without mpirun") }
+            let device = comm.worldSize == 1 ? try deviceType.open(precision: gpuPrecision, say: say) : .cpu
+            model.useDevice(device)
             var section: [(String, String)] = [("Model", loaded.label)]
             if modes.contains("sample") && comm.isMain {
                 print("== samples")
@@ -76,20 +79,10 @@ struct BaseEvalCommand: ParsableCommand {
                 let seq = meta.max_seq_len ?? model.config.sequence_len
                 let data = dataDir.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? BaseDir.pretrainData
                 let steps = max(1, splitTokens / (deviceBatchSize * seq))
-                // the GPU evaluates in one process; under mpirun `auto` keeps to the CPU ranks
-                if deviceType == .cuda && comm.worldSize > 1 { throw NanoChatError("--device-type cuda evaluates in one process for now; run it without mpirun") }
-                let cuda = comm.worldSize == 1 ? try openDevice(deviceType, say: say) : nil
-                let gpu = try cuda.map { try CUDAGPT(model, cuda: $0, batch: deviceBatchSize, time: seq, bf16: gpuPrecision == .bf16) }
                 for split in ["train", "val"] {
                     let loader = try BestFitLoader(tokenizer: tok, shards: ShardSet(directory: data, split: split),
                                                    batch: deviceBatchSize, seqLen: seq)
-                    let bpb: Double
-                    if let gpu {
-                        bpb = try evaluateBPB(steps: steps, tokenBytes: tok.tokenByteCounts, next: { let (x, y, _) = try loader.next(); return (x, y) },
-                                              losses: { try gpu.lossPerToken(inputs: $0, targets: $1) })
-                    } else {
-                        bpb = try evaluateBPB(model: model, loader: loader, steps: steps, tokenBytes: tok.tokenByteCounts, comm: comm)
-                    }
+                    let bpb = try evaluateBPB(model: model, loader: loader, steps: steps, tokenBytes: tok.tokenByteCounts, comm: comm)
                     say(String(format: "%@ bpb: %.4f", split, bpb))
                     section.append(("\(split) bpb", String(format: "%.4f", bpb)))
                 }

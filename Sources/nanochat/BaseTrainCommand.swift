@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import NanoChat
-import NanoCUDA
 
 struct BaseTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,8 +19,7 @@ struct BaseTrainCommand: ParsableCommand {
 
     func run() throws {
         try runDistributed { comm in
-            let gpu = try openDevice(options.deviceType, say: { if comm.isMain { print($0) } })
-            _ = try baseTrain(options, comm: comm, accelerator: gpu.map { CUDATrainer.factory(cuda: $0, precision: options.gpuPrecision) }) {
+            _ = try baseTrain(options, comm: comm) {
                 print($0); fflush(stdout)
             }
         }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import NanoCUDA
 import NanoTensor
 
 struct DeviceCommand: ParsableCommand {
@@ -21,10 +20,9 @@ struct DeviceCommand: ParsableCommand {
         print("cpu kernels: ours \(ourKernelSet) on \(Threading.workers) threads; products through \(OpenBLASCore.description)")
         print("cpu peak: \(CPUPeak.current(threads: Threading.workers).description) (MFU is reported against it)")
         do {
-            let lib = try CUDALibrary.load(path: cudaLib)
-            let d = try lib.device()
-            print(String(format: "cuda: %@, %d multiprocessors, %.1f GiB (%@)", d.name, d.multiprocessors,
-                         Double(d.memoryBytes) / 1_073_741_824, lib.path))
+            let gpu = try GPU.load(path: cudaLib)
+            print(String(format: "cuda: %@, %d multiprocessors, %.1f GiB (%@)", gpu.name, gpu.multiprocessors,
+                         Double(gpu.memoryBytes) / 1_073_741_824, gpu.path))
         } catch {
             print("cuda: \(error)")
             if requireCuda { throw ExitCode(1) }

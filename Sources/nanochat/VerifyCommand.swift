@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import NanoChat
-import NanoCUDA
 
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,12 +17,12 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "How many of the largest errors to print.")
     var top: Int = 8
     @Option(help: "Where the model and optimizer run: cpu, cuda (every product in exact fp32) or auto.")
-    var deviceType: ComputeDevice = .cpu
+    var deviceType: DeviceType = .cpu
 
     func run() throws {
         try runReportingErrors {
-            let gpu = try openDevice(deviceType)
-            let results = try Verify.run(URL(fileURLWithPath: file), on: gpu.map { CUDAVerifyBackend(cuda: $0) } ?? CPUVerifyBackend())
+            let device = try deviceType.open(precision: .fp32)  // the fixtures are checked in exact fp32
+            let results = try Verify.run(URL(fileURLWithPath: file), on: device)
             let sorted = results.sorted { $0.relativeError / $0.tolerance > $1.relativeError / $1.tolerance }
             print("\(URL(fileURLWithPath: file).lastPathComponent): \(results.count) checks")
             for r in results where r.name == "logits" || r.name == "loss" {

@@ -68,13 +68,15 @@ public enum CheckpointManager {
             let (tensors, steps) = optimizer.stateTensors()
             meta.optimizer_adam_steps = steps
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            try SafeTensorsFile.write(tensors.map { ($0.0, $0.1.shape, UnsafeBufferPointer($0.1.buffer)) }, metadata: [:],
+            let host = tensors.map { ($0.0, $0.1.to(.cpu)) }  // from the GPU when the state lives there
+            try SafeTensorsFile.write(host.map { ($0.0, $0.1.shape, UnsafeBufferPointer($0.1.buffer)) }, metadata: [:],
                                       to: directory.appendingPathComponent("optim_\(s)_rank\(comm.rank).safetensors"))
         }
         comm.barrier()
         guard comm.rank == 0 else { return }
         let cfg = String(decoding: try JSONEncoder().encode(model.config), as: UTF8.self)
-        try SafeTensorsFile.write(model.parameterNames.map { ($0, model.param($0).shape, UnsafeBufferPointer(model.param($0).buffer)) },
+        let host = model.parameterNames.map { ($0, model.param($0).to(.cpu)) }
+        try SafeTensorsFile.write(host.map { ($0.0, $0.1.shape, UnsafeBufferPointer($0.1.buffer)) },
                                   metadata: ["format": "pt", "model_config": cfg],
                                   to: directory.appendingPathComponent("model_\(s).safetensors"))
         // meta last: its presence marks the checkpoint complete
@@ -155,7 +157,7 @@ public enum CheckpointManager {
             guard shape == p.shape else {
                 throw NanoChatError("\(file.url.path): \(prefix)\(name) has shape \(shape), the model config needs \(p.shape)")
             }
-            values.withUnsafeBufferPointer { p.data.update(from: $0.baseAddress!, count: values.count) }
+            p.assign(values)
         }
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NanoTensor
 
 /// A flag's parsed value, whatever its type (ArgumentParser's property wrappers).
 protocol ParsedFlag { var parsedValue: Any { get } }
@@ -43,10 +44,30 @@ func snakeCase(_ s: String) -> String {
 /// A folder given on the command line.
 func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirectory: true) }
 
-/// `--device`: where training and evaluation run. `auto` takes the GPU when the CUDA library loads and finds one,
-/// else the CPU; `cuda` insists (a clear error says why it cannot); `cpu` never looks.
-public enum ComputeDevice: String, ExpressibleByArgument, CaseIterable, Sendable {
+/// `--device-type` (upstream's name): where a command's model runs. `auto` takes the GPU when the CUDA library loads
+/// and finds one, else the CPU (it says which); `cuda` insists (a clear error says why it cannot); `cpu` never looks.
+public enum DeviceType: String, ExpressibleByArgument, CaseIterable, Sendable {
     case cpu, cuda, auto
+
+    /// The `Device` this asks for: the GPU loaded with `precision`, or the CPU.
+    public func open(precision: GPUPrecision = .bf16, say: (String) -> Void = { print($0) }) throws -> Device {
+        switch self {
+        case .cpu: return .cpu
+        case .cuda:
+            let gpu = try GPU.load(bf16: precision == .bf16)
+            say("device: \(gpu.name) (\(gpu.path))")
+            return .gpu(gpu)
+        case .auto:
+            do {
+                let gpu = try GPU.load(bf16: precision == .bf16)
+                say("device: \(gpu.name) (\(gpu.path))")
+                return .gpu(gpu)
+            } catch {
+                say("device: cpu (\(error))")
+                return .cpu
+            }
+        }
+    }
 }
 
 /// `--gpu-precision`: upstream's policy (bf16 operands, fp32 accumulation and master weights) or exact fp32.

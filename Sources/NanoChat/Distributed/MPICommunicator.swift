@@ -1,4 +1,5 @@
 import CNanoABI
+import NanoTensor
 import Foundation
 
 #if canImport(Glibc)

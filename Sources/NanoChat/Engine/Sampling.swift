@@ -11,7 +11,7 @@ extension GPT {
         for _ in 0..<maxTokens {
             let window = Array(seq.suffix(config.sequence_len))
             let logits = Tensor.withoutGrad {
-                forward(window, batch: 1, time: window.count, lastOnly: true).array
+                forward(window, batch: 1, time: window.count, lastOnly: true).hostArray()
             }
             let next = sampleToken(logits, temperature: temperature, topK: topK, rng: &rng)
             out.append(next)

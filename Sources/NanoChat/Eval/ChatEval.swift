@@ -31,9 +31,9 @@ public enum ChatEval {
             var idx = [Int32](repeating: Int32(tokenizer.bosID), count: group.count * T)
             for (b, p) in prompts.enumerated() { for (t, v) in p.enumerated() { idx[b * T + t] = Int32(v) } }
             let hidden = Tensor.withoutGrad { model.hiddenStates(idx, batch: group.count, time: T) }
-            let last = Tensor(shape: [group.count, C], zeroed: false)
-            for (b, p) in prompts.enumerated() { (last.data + b * C).update(from: hidden.data + (b * T + p.count - 1) * C, count: C) }
-            let logits = LMHead.logits(last, model.lm_head, vocab: V, softcap: GPT.softcap)
+            precondition(hidden.shape.last == C)
+            let last = gatherRows(hidden, prompts.enumerated().map { b, p in b * T + p.count - 1 })
+            let logits = LMHead.logits(last, model.lm_head, vocab: V, softcap: GPT.softcap).to(.cpu)
             for (b, problem) in group.enumerated() {
                 let ids = try problem.letters.map { letter -> Int in
                     let t = tokenizer.encode(letter)

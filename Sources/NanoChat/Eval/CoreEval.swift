@@ -196,7 +196,8 @@ public enum CoreEval {
                 shared = i
             }
             let longest = members.map { rows[$0].tokens.count }.max()!
-            guard members.count > 1, shared >= minimumShared else { packed += members; continue }
+            // (the prefix cache is host memory: a model on the GPU scores every row in the packed passes instead)
+            guard members.count > 1, shared >= minimumShared, model.device.gpu == nil else { packed += members; continue }
             let prefix = rows[members[0]].tokens[..<shared].map { Int32($0) }
             let one = KVCache(for: model, batch: 1, capacity: shared)
             _ = Tensor.withoutGrad { model.hiddenStates(prefix, batch: 1, time: shared, cache: one) }
@@ -232,9 +233,9 @@ public enum CoreEval {
         for (b, row) in rows.enumerated() {
             for p in (row.start - 1)..<(row.end - 1) { positions.append(b * T + p); targets.append(Int32(row.tokens[p + 1])) }
         }
-        let picked = Tensor(shape: [positions.count, C], zeroed: false)
-        for (k, p) in positions.enumerated() { (picked.data + k * C).update(from: hidden.data + p * C, count: C) }
-        let logits = LMHead.logits(picked, model.lm_head, vocab: vocab, softcap: GPT.softcap)
+        precondition(hidden.shape.last == C)
+        let picked = gatherRows(hidden, positions)
+        let logits = LMHead.logits(picked, model.lm_head, vocab: vocab, softcap: GPT.softcap).to(.cpu)
         var out: [RowScore] = []
         var k = 0
         for row in rows {

@@ -219,9 +219,11 @@ public final class GPT {
     /// Evaluation calls it directly to run the head only at the positions it scores.
     public func hiddenStates(_ idx: [Int32], batch B: Int, time T: Int, cache: KVCache? = nil, rows: [Int]? = nil) -> Tensor {
         precondition(idx.count == B * T, "forward: \(idx.count) ids for B=\(B) T=\(T)")
+        precondition(cache == nil || wte.gpu == nil, "decoding with a KV cache runs on the CPU: the KV cache on the GPU is not built yet")
         let pass = cache?.begin(rows: rows, batch: B, time: T, positions: rotary.cos.shape[0])
+        let ids = TokenIds(idx, on: wte.gpu)  // on a GPU: copied there once, for every embedding below
 
-        var x = norm(embedding(wte, idx, shape: [B, T]))
+        var x = norm(embedding(wte, ids, shape: [B, T]))
         // smear: mix the previous position's embedding into each position (from the cache across chunks)
         x = smear(x, gate: smear_gate, lambda: smear_lambda, previous: pass?.exchangeSmearState(x))
         let x0 = x  // the normed embedding, blended back in at every layer
@@ -229,7 +231,7 @@ public final class GPT {
         var xBackout: Tensor? = nil
         for (i, block) in h.enumerated() {
             x = scalarMix(resid_lambdas, i, x, x0_lambdas, i, x0)
-            let ve = value_embeds[i].map { embedding($0, idx, shape: [B, T]) }
+            let ve = value_embeds[i].map { embedding($0, ids, shape: [B, T]) }
             x = block(x, ve: ve, rotary: rotary, window: windows[i], cache: pass)
             if i == backoutLayer { xBackout = x }
         }
@@ -244,6 +246,17 @@ public final class GPT {
     public var maxPositions: Int { rotary.cos.shape[0] }
 
     public func zeroGrad() { for t in parameters.values { t.grad = nil } }
+
+    /// Where the model's parameters live, and so where its forward, backward and optimizer run.
+    public var device: Device { wte.device }
+
+    /// Moves every parameter (and the rotary tables) to `device` in place: the same `GPT`, its ops now running there.
+    /// Make the optimizer after this, so that its state is created beside the parameters.
+    public func useDevice(_ device: Device) {
+        for t in parameters.values { t.move(to: device) }
+        rotary.cos.move(to: device)
+        rotary.sin.move(to: device)
+    }
 }
 
 /// A parameter: a tensor that wants a gradient (filled by `initWeights` or a checkpoint).

@@ -95,6 +95,12 @@ public final class MuonAdamW {
         }
         adamStep = Array(repeating: 0, count: groups.count)
         params = ps
+        // the state lives beside the parameters: on their GPU when the model was moved there first
+        let gpu = ps.first?.first?.gpu
+        guard ps.allSatisfy({ $0.allSatisfy { $0.gpu === gpu } }) else { throw NanoChatError("the optimizer's parameters are on different devices") }
+        guard gpu == nil || world == 1 else {
+            throw NanoChatError("training on the GPU takes one process for now (\(world) ranks asked for): data parallelism between GPUs needs NCCL, which is not built yet; run without mpirun")
+        }
         let sharded = groups.enumerated().map { gi, g in
             g.kind == .adamw ? ps[gi].map { world > 1 && $0.count >= Self.shardThreshold && $0.shape[0] % world == 0 } : []
         }
@@ -107,15 +113,21 @@ public final class MuonAdamW {
             let p = ps[gi][pi]
             return sharded[gi][pi] ? [p.shape[0] / world] + p.shape.dropFirst() : p.shape
         }
-        adamM = ps.indices.map { gi in ps[gi].indices.map { Tensor(shape: stateShape(gi, $0)) } }
-        adamV = ps.indices.map { gi in ps[gi].indices.map { Tensor(shape: stateShape(gi, $0)) } }
+        adamM = ps.indices.map { gi in ps[gi].indices.map { Tensor(shape: stateShape(gi, $0), on: gpu) } }
+        adamV = ps.indices.map { gi in ps[gi].indices.map { Tensor(shape: stateShape(gi, $0), on: gpu) } }
         muonMomentum = groups.enumerated().map { gi, g in
-            g.kind == .muon ? Tensor(shape: [chunks[gi]] + ps[gi][0].shape) : nil
+            g.kind == .muon ? Tensor(shape: [chunks[gi]] + ps[gi][0].shape, on: gpu) : nil
         }
         muonSecond = groups.enumerated().map { gi, g in
             guard g.kind == .muon else { return nil }
             let (rows, cols) = (ps[gi][0].shape[0], ps[gi][0].shape[1])
-            return Tensor(shape: rows >= cols ? [chunks[gi], rows, 1] : [chunks[gi], 1, cols])
+            return Tensor(shape: rows >= cols ? [chunks[gi], rows, 1] : [chunks[gi], 1, cols], on: gpu)
+        }
+        if gpu != nil {
+            // Muon's kernel takes a group as one [K, rows, cols] stack: its parameters and gradients are copied into
+            // these around each step (device to device)
+            muonStack = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [ps[gi].count] + ps[gi][0].shape, zeroed: false, on: gpu) : nil }
+            muonOwnedGrad = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [ps[gi].count] + ps[gi][0].shape, zeroed: false, on: gpu) : nil }
         }
         if world > 1 {
             // the reduced gradient of an AdamW tensor has the shape of its state (this rank's rows, or all of it)
@@ -144,6 +156,10 @@ public final class MuonAdamW {
     public func step() {
         lastCommunicationSeconds = 0
         lastCommunicationBytes = 0
+        if let gpu = params.first?.first?.gpu {
+            Tensor.withoutGrad { stepOnGPU(gpu) }
+            return
+        }
         Tensor.withoutGrad {
             if comm.worldSize > 1 { reduceGradients() }
             for gi in 0..<groups.count {
@@ -232,6 +248,33 @@ public final class MuonAdamW {
                 let i = parts[part].lowerBound
                 OptimizerKernels.adamw(pp + i, m: m + i, v: v + i, grad: grad.map { UnsafePointer($0 + i) }, count: parts[part].count,
                                        gradScale: gscale, decay: decay, beta1: b1, beta2: b2, stepSize: stepSize, bias2Sqrt: bias2Sqrt, eps: eps)
+            }
+        }
+    }
+
+    /// The device body of `step` (one process): AdamW one kernel per parameter (adamw.cu); each Muon group as one
+    /// [K, rows, cols] stack through muon.cu, its Polar Express products in bf16 when the GPU trains in bf16.
+    func stepOnGPU(_ gpu: GPU) {
+        for (gi, g) in groups.enumerated() {
+            switch g.kind {
+            case .adamw:
+                adamStep[gi] += 1
+                for (pi, p) in params[gi].enumerated() {
+                    gpu.run(gpu.api.nc_adamw_step(gpu.ctx, p.gpuData, p.gradData(), adamM[gi][pi].gpuData, adamV[gi][pi].gpuData, Int64(p.count),
+                                                  Float(g.lr), Float(g.betas.0), Float(g.betas.1), Float(g.eps), Float(g.weightDecay),
+                                                  Int32(adamStep[gi])), "AdamW \(p.name)")
+                }
+            case .muon:
+                let ps = params[gi], size = ps[0].count, (rows, cols) = (ps[0].shape[0], ps[0].shape[1])
+                let stack = muonStack[gi]!.gpuData, grads = muonOwnedGrad[gi]!.gpuData
+                for (k, p) in ps.enumerated() {
+                    gpu.copy(p.gpuData, to: stack + k * size, floats: size)
+                    gpu.copy(p.gradData(), to: grads + k * size, floats: size)
+                }
+                gpu.run(gpu.api.nc_muon_step(gpu.ctx, stack, grads, muonMomentum[gi]!.gpuData, muonSecond[gi]!.gpuData, Int64(ps.count),
+                                             Int64(rows), Int64(cols), Float(g.lr), Float(g.weightDecay), Float(g.momentum), Float(g.beta2),
+                                             Int32(g.nsSteps), gpu.bf16 ? 1 : 0), "Muon group \(rows)x\(cols)")
+                for (k, p) in ps.enumerated() { gpu.copy(stack + k * size, to: p.gpuData, floats: size) }
             }
         }
     }
@@ -371,7 +414,7 @@ extension MuonAdamW {
             guard shape == t.shape else {
                 throw NanoChatError("\(file.url.path): \(name) has shape \(shape), expected \(t.shape) (checkpoint from another model or world size?)")
             }
-            values.withUnsafeBufferPointer { t.data.update(from: $0.baseAddress!, count: values.count) }
+            t.assign(values)
         }
         adamStep = adamSteps
     }

@@ -34,7 +34,7 @@ public struct BaseTrainOptions: ParsableArguments {
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") public var tokenizerDir: String?
     @Option(help: "Where checkpoints and the metrics log go (default $NANOCHAT_BASE_DIR/base_checkpoints/<model-tag>).") public var checkpointDir: String?
     @Option(help: "Seed of the weight initialisation.") public var seed: UInt64 = 42
-    @Option(help: "Where to train: cpu, cuda (the GPU library, cuda/build.sh) or auto (the GPU when it loads and finds one).") public var deviceType: ComputeDevice = .auto
+    @Option(help: "Where to train: cpu, cuda (the GPU library, cuda/build.sh) or auto (the GPU when it loads and finds one).") public var deviceType: DeviceType = .auto
     @Option(help: "On the GPU: bf16 products and attention with fp32 accumulation (upstream's policy), or fp32 (exact, slow).") public var gpuPrecision: GPUPrecision = .bf16
 
     public init() {}
@@ -71,9 +71,10 @@ public let baseSamplePrompts = [
 /// (`Communicator.lanes`): lane l reads the shards as upstream's loader does for rank l of all lanes (row groups l,
 /// l+L, ...), so W ranks with A accumulation steps see the batches one process with W·A accumulation steps sees.
 ///
-/// `accelerator` (built by the executable when `--device-type` picks the GPU) runs the steps and the evaluation on
-/// the device; the CPU model and optimizer are then updated from it only for checkpoints and samples.
-public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(), accelerator: AcceleratorFactory? = nil,
+/// On a GPU (`--device-type`) the same loop runs: the model's parameters and the optimizer's state move there, and
+/// every op of the forward, the backward and the optimizer runs its device body. A step copies its inputs and targets
+/// to the device and its loss back, nothing else (the report counts it).
+public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(),
                       log: (String) -> Void) throws -> (finalLoss: Double, valBPB: Double?, losses: [Double]) {
     func say(_ line: String) { if comm.isMain { log(line) } }
     let world = comm.worldSize
@@ -124,6 +125,12 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         startStep = o.resumeFromStep
     }
     comm.broadcastParameters(model)
+    let device = try o.deviceType.open(precision: o.gpuPrecision, say: say)
+    if device.gpu != nil && world > 1 {
+        throw NanoChatError("--device-type cuda trains in one process for now (data parallelism between GPUs needs NCCL); run it without mpirun, or with --device-type cpu")
+    }
+    model.useDevice(device)
+    let gpu = device.gpu
     let optimizer = try o.optimizer(for: model, plan: plan, comm: comm)
     if let meta { try CheckpointManager.loadOptimizer(optimizer, directory: dir, step: startStep, meta: meta) }
     let resumed = try comm.resumedLanes(meta?.loader_lanes, legacy: meta?.loader_exact, microSteps: gradAccum,
@@ -135,29 +142,24 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     }
     defer { loaders.forEach { $0.stop() } }
     let tokenBytes = tokenizer.tokenByteCounts
-    if accelerator != nil && world > 1 {
-        throw NanoChatError("--device-type cuda trains in one process for now; run it without mpirun (or with --device-type cpu)")
-    }
-    let device = try accelerator?(model, optimizer, o.deviceBatchSize, t)
     // the job's peak: the GPU's bf16 rate, or every rank's CPU peak on the threads it has (its spec-sheet rate;
     // the sgemm rate measured here is printed beside it, as what the BLAS reaches of that peak on this machine now)
     let cpuPeak = CPUPeak.current(threads: Threading.workers)
-    let peak = device.map { $0.peakFLOPS } ?? comm.sum(cpuPeak.flops)
-    let sgemm = device == nil ? comm.sum(measureSgemmGFLOPS() * 1e9) : 0
+    let peak = gpu != nil ? GPU.peakBF16FLOPS : comm.sum(cpuPeak.flops)
+    let sgemm = gpu == nil ? comm.sum(measureSgemmGFLOPS() * 1e9) : 0
     let accumulator = GradientAccumulator(model: model, parts: gradAccum)
 
     say("model d\(o.depth): n_embd \(plan.config.n_embd), heads \(plan.config.n_head), head dim \(plan.config.headDim), windows \(model.windows), vocab \(vocab)")
     say(String(format: "parameters %d (scaling %d), %.3e FLOPs/token; batch %d tokens = %d x %d x %d accumulation steps x %d rank(s); %d iterations",
                plan.params.total, plan.scalingParams, Double(plan.flopsPerToken), plan.totalBatchSize, o.deviceBatchSize, t, gradAccum, world, n))
-    if let device {
+    if gpu != nil {
         say("device: \(device.description) (MFU against \(String(format: "%.0f", peak / 1e12)) TFLOP/s)")
     } else {
         say("CPU: \(CPUInfo.current.description); our kernels \(ourKernelSet); \(OpenBLASCore.description)")
         say("CPU peak: \(cpuPeak.description) per rank, \(world) rank(s) (MFU is reported against the peak)")
         say(String(format: "sgemm: %.1f GFLOP/s measured over %d rank(s) of %d thread(s), %.0f%% of the peak", sgemm / 1e9, world, Threading.workers, 100 * sgemm / peak))
     }
-    /// The CPU model and optimizer brought up to date with the device (before samples and checkpoints).
-    func syncFromDevice() throws { try device?.download(into: model, optimizer: optimizer) }
+    let traffic = DeviceTraffic(gpu)
 
     let run = try TrainingRun(directory: dir, startStep: startStep, resumed: meta, saveEvery: o.saveEvery, comm: comm)
     var losses: [Double] = []
@@ -168,18 +170,11 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         if o.evalEvery > 0 && (last || step % o.evalEvery == 0) {
             let evalSteps = max(1, o.evalTokens / tokensPerMicro)
             let valLoader = try BestFitLoader(tokenizer: tokenizer, shards: valShards, batch: o.deviceBatchSize, seqLen: t)
-            let bpb: Double
-            if let device {
-                bpb = try evaluateBPB(steps: evalSteps, tokenBytes: tokenBytes, next: { let (x, y, _) = try valLoader.next(); return (x, y) },
-                                      losses: { try device.lossPerToken(inputs: $0, targets: $1) })
-            } else {
-                bpb = try evaluateBPB(model: model, loader: valLoader, steps: evalSteps, tokenBytes: tokenBytes, comm: comm)
-            }
+            let bpb = try evaluateBPB(model: model, loader: valLoader, steps: evalSteps, tokenBytes: tokenBytes, comm: comm)
             run.recordValidation(bpb, step: step)
             say(String(format: "step %05d | val bpb %.4f", step, bpb))
         }
         if comm.isMain && o.sampleEvery > 0 && (last || (step > 0 && step % o.sampleEvery == 0)) {
-            try syncFromDevice()
             for prompt in baseSamplePrompts {
                 let ids = [tokenizer.bosID] + tokenizer.encode(prompt)
                 let out = model.generate(ids, maxTokens: 16)
@@ -187,7 +182,6 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
             }
         }
         if run.shouldSave(step: step, last: last) {
-            try syncFromDevice()
             let lanePositions = try comm.gatherLanes(loaders.map(\.consumedState))
             var m = CheckpointMeta(step: step, val_bpb: run.valBPB, model_config: model.config, user_config: o.userConfig,
                                    device_batch_size: o.deviceBatchSize, max_seq_len: t, total_batch_size: plan.totalBatchSize,
@@ -201,29 +195,22 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         // one optimizer step: gradAccum micro-batches on each rank, each loss scaled by 1/gradAccum; the optimizer
         // averages the gradients over the ranks
         let t0 = DispatchTime.now().uptimeNanoseconds
+        traffic.stepStarts()
         var stepLoss = 0.0
         var dataWait = 0.0
         for micro in 0..<gradAccum {
             let batch = try loaders[micro].next()
             dataWait += loaders[micro].lastWait
-            if let device {
-                let loss = try device.forwardBackward(inputs: batch.inputs, targets: batch.targets, lossScale: 1 / Float(gradAccum))
-                stepLoss += Double(loss) / Double(gradAccum)
-                continue
-            }
             let loss = model.forward(batch.inputs, batch: o.deviceBatchSize, time: t, targets: batch.targets)
             stepLoss += Double(loss.scalar) / Double(gradAccum)
             loss.backward(seed: 1 / Float(gradAccum))
             accumulator.collect()
         }
         let lrm = o.applySchedule(to: optimizer, step: step, plan: plan)
-        if let device {
-            try device.step(groups: optimizer.groups)
-        } else {
-            accumulator.install()
-            optimizer.step()
-            model.zeroGrad()
-        }
+        accumulator.install()
+        optimizer.step()
+        model.zeroGrad()
+        traffic.stepEnds()
         stepLoss = comm.sum(stepLoss) / Double(world)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         guard stepLoss.isFinite else {
@@ -246,12 +233,9 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
                         "mfu": 100 * flops / peak, "flops_per_sec": flops, "data_wait": dataWait,
                         "comm_seconds": optimizer.lastCommunicationSeconds, "comm_bytes": optimizer.lastCommunicationBytes,
                         "epoch": loaders[0].consumedApproximate.epoch]
-                        .merging(device.map { ["peak_device_memory_gb": Double($0.peakMemoryBytes) / 1e9] } ?? [:]) { a, _ in a })
+                        .merging(traffic.peakMemoryGB.map { ["peak_device_memory_gb": $0] } ?? [:]) { a, _ in a })
     }
-    if let device {
-        say(String(format: "peak device memory: %.2f GB", Double(device.peakMemoryBytes) / 1e9))
-        if let report = device.report { say(report) }
-    }
+    traffic.report().forEach(say)
     if comm.isMain {
         try Report.log(section: "Base model training", arguments: o.userConfig, data: [
             ("Number of parameters", formatThousands(plan.params.total)), ("Scaling parameters", formatThousands(plan.scalingParams)),

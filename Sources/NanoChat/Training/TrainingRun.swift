@@ -120,6 +120,10 @@ final class GradientAccumulator {
             guard let g = p.grad else { continue }
             p.grad = nil
             guard let s = sums[i] else { sums[i] = g; continue }
+            if let gpu = g.gpu {
+                gpu.run(gpu.api.nc_axpby(gpu.ctx, s.gpuData, g.gpuData, 1, nil, 1, Int64(g.count)), "gradient sum")
+                continue
+            }
             let (dst, src) = (s.data, g.data)
             for j in 0..<g.count { dst[j] += src[j] }
         }

@@ -1,39 +1,34 @@
 import Foundation
 import NanoTensor
 
-/// What a device must compute for `Verify`: the CPU (`CPUVerifyBackend`) or the GPU (NanoCUDA's backend).
-public protocol VerifyBackend {
+/// The fixture's computations on `device`: the same `GPT` and `MuonAdamW` wherever they run (moved there first).
+enum VerifyRun {
     /// The model's softcapped logits [B·T·vocab] on `idx`, its mean loss on `targets`, and every parameter's
     /// gradient of that loss (by upstream name).
-    func modelOutputs(_ model: GPT, idx: [Int32], targets: [Int32], batch: Int, time: Int) throws
-        -> (logits: [Float], loss: Float, grads: [String: [Float]])
-    /// Runs the optimizer of `groups` on `model` for each step's gradients; returns the parameters after each step.
-    func optimizerSteps(_ model: GPT, groups: [OptimizerGroupSpec], grads: [[String: [Float]]]) throws -> [[String: [Float]]]
-}
-
-/// The CPU: the autograd model and `MuonAdamW`.
-public struct CPUVerifyBackend: VerifyBackend {
-    public init() {}
-
-    public func modelOutputs(_ model: GPT, idx: [Int32], targets: [Int32], batch b: Int, time t: Int) throws
+    static func modelOutputs(_ model: GPT, on device: Device, idx: [Int32], targets: [Int32], batch b: Int, time t: Int)
         -> (logits: [Float], loss: Float, grads: [String: [Float]]) {
+        model.useDevice(device)
         let logits = Tensor.withoutGrad { model.forward(idx, batch: b, time: t) }
         let loss = model.forward(idx, batch: b, time: t, targets: targets)
         loss.backward()
         var grads: [String: [Float]] = [:]
         for name in model.parameterNames {
             let p = model.param(name)
-            grads[name] = p.grad.map { Array($0.buffer) } ?? [Float](repeating: 0, count: p.count)
+            grads[name] = p.grad.map { $0.hostArray() } ?? [Float](repeating: 0, count: p.count)
         }
-        return (logits.array, loss.scalar, grads)
+        return (logits.hostArray(), loss.scalar, grads)
     }
 
-    public func optimizerSteps(_ model: GPT, groups: [OptimizerGroupSpec], grads: [[String: [Float]]]) throws -> [[String: [Float]]] {
+    /// Runs the optimizer of `groups` on `model` for each step's gradients; returns the parameters after each step.
+    static func optimizerSteps(_ model: GPT, on device: Device, groups: [OptimizerGroupSpec], grads: [[String: [Float]]]) throws -> [[String: [Float]]] {
+        model.useDevice(device)
         let opt = try MuonAdamW(model: model, groups: groups)
         return grads.map { step in
-            for name in model.parameterNames { model.param(name).grad = Tensor(shape: model.param(name).shape, values: step[name]!) }
+            for name in model.parameterNames {
+                model.param(name).grad = Tensor(shape: model.param(name).shape, values: step[name]!).to(device)
+            }
             opt.step()
-            return Dictionary(uniqueKeysWithValues: model.parameterNames.map { ($0, model.param($0).array) })
+            return Dictionary(uniqueKeysWithValues: model.parameterNames.map { ($0, model.param($0).hostArray()) })
         }
     }
 }
@@ -71,18 +66,18 @@ public enum Verify {
         var T: Int?
     }
 
-    public static func run(_ url: URL, on backend: VerifyBackend = CPUVerifyBackend()) throws -> [Comparison] {
+    public static func run(_ url: URL, on device: Device = .cpu) throws -> [Comparison] {
         let file = try SafeTensorsFile(url: url)
         guard let metaText = file.metadata["meta"], let meta = try? JSONDecoder().decode(FixtureMeta.self, from: Data(metaText.utf8)) else {
             throw NanoChatError("\(url.path): metadata has no `meta` JSON with a model config")
         }
         if file.entries.keys.contains(where: { $0.hasPrefix("param_before.") }) {
-            return try runOptimizer(file, config: meta.config, metaText: metaText, backend: backend)
+            return try runOptimizer(file, config: meta.config, metaText: metaText, device: device)
         }
-        return try runModel(file, config: meta.config, windows: meta.window_sizes?.map { $0[0] }, backend: backend)
+        return try runModel(file, config: meta.config, windows: meta.window_sizes?.map { $0[0] }, device: device)
     }
 
-    static func runModel(_ file: SafeTensorsFile, config: GPTConfig, windows: [Int]?, backend: VerifyBackend) throws -> [Comparison] {
+    static func runModel(_ file: SafeTensorsFile, config: GPTConfig, windows: [Int]?, device: Device) throws -> [Comparison] {
         let model = try GPT(config: config)
         if let windows { model.windows = windows }
         try CheckpointManager.loadParameters(model, from: file, prefix: "param.")
@@ -90,7 +85,7 @@ public enum Verify {
         let (_, targets) = try file.ints("input.targets")
         let b = ishape[0], t = ishape[1]
         var out: [Comparison] = []
-        let result = try backend.modelOutputs(model, idx: idx, targets: targets, batch: b, time: t)
+        let result = VerifyRun.modelOutputs(model, on: device, idx: idx, targets: targets, batch: b, time: t)
         out.append(Comparison(name: "logits", relativeError: relativeError(result.logits, try file.floats("output.logits").values), tolerance: 1e-4))
         out.append(Comparison(name: "loss", relativeError: relativeError([result.loss], try file.floats("output.loss").values), tolerance: 1e-4))
         for name in model.parameterNames {
@@ -116,7 +111,7 @@ public enum Verify {
         return out
     }
 
-    static func runOptimizer(_ file: SafeTensorsFile, config: GPTConfig, metaText: String, backend: VerifyBackend) throws -> [Comparison] {
+    static func runOptimizer(_ file: SafeTensorsFile, config: GPTConfig, metaText: String, device: Device) throws -> [Comparison] {
         let model = try GPT(config: config)
         try CheckpointManager.loadParameters(model, from: file, prefix: "param_before.")
         let groups = try OptimizerGroupSpec.parse(fixtureMeta: metaText)
@@ -125,7 +120,7 @@ public enum Verify {
         let grads = try (0..<steps).map { s in
             try Dictionary(uniqueKeysWithValues: model.parameterNames.map { ($0, try file.floats("step\(s).grad.\($0)").values) })
         }
-        let after = try backend.optimizerSteps(model, groups: groups, grads: grads)
+        let after = try VerifyRun.optimizerSteps(model, on: device, groups: groups, grads: grads)
         var out: [Comparison] = []
         for s in 0..<steps {
             for name in model.parameterNames {

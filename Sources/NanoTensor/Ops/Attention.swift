@@ -18,6 +18,7 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
     let scale = 1 / Float(d).squareRoot()
     let tile = 64
     let maxKeys = min(t, tile + w)
+    if let gpu = q.gpu { return attentionOnGPU(gpu, q, k, v, window: window) }
     let out = Tensor(shape: q.shape, zeroed: false)
     let lse = Tensor(shape: [b, h, t], zeroed: false)
     let pq = q.data, pk = k.data, pv = v.data, po = out.data, pl = lse.data
@@ -90,6 +91,28 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
                 }
             }
         }
+    }
+    return out
+}
+
+/// The device body: attention.cu (exact fp32) or, when the GPU trains in bf16, attention_bf16.cu (tensor cores).
+func attentionOnGPU(_ gpu: GPU, _ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) -> Tensor {
+    let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+    let hkv = k.shape[2]
+    let heads: Set<Int> = gpu.bf16 ? [64, 128] : [32, 64, 128]
+    precondition(heads.contains(d), "the CUDA attention kernels take head dim \(heads.sorted()) \(gpu.bf16 ? "in bf16" : "in fp32"), this model has \(d)")
+    let out = Tensor(shape: q.shape, zeroed: false, on: gpu)
+    let lse = Tensor(shape: [b, h, t], zeroed: false, on: gpu)
+    let dims = (Int64(b), Int64(t), Int64(h), Int64(hkv), Int64(d), Int64(window))
+    let forward = gpu.bf16 ? gpu.api.nc_attention_forward_bf16 : gpu.api.nc_attention_forward
+    gpu.run(forward(gpu.ctx, out.gpuData, lse.gpuData, q.gpuData, k.gpuData, v.gpuData, dims.0, dims.1, dims.2, dims.3, dims.4, dims.5),
+            "attention")
+    Tensor.record(out, [q, k, v], op: "attention") { out in
+        let delta = Tensor(shape: [b, h, t], zeroed: false, on: gpu)
+        let backward = gpu.bf16 ? gpu.api.nc_attention_backward_bf16 : gpu.api.nc_attention_backward
+        // the kernel adds into dq, dk, dv: gradData() hands them out zeroed the first time
+        gpu.run(backward(gpu.ctx, q.gradData(), k.gradData(), v.gradData(), delta.gpuData, q.gpuData, k.gpuData, v.gpuData, out.gpuData,
+                         out.grad!.gpuData, lse.gpuData, dims.0, dims.1, dims.2, dims.3, dims.4, dims.5), "attention backward")
     }
     return out
 }

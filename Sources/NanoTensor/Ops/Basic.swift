@@ -1,10 +1,27 @@
-/// Element-wise ops and matrix products with their gradients.
+/// Element-wise ops and matrix products with their gradients. Each op has its CPU body and, for tensors on a GPU,
+/// its device body: the same arithmetic as calls into the CUDA library (nanochat_cuda.h), recorded on the same tape.
+
+/// y (+)= a * x on the GPU (`accumulate`: y += a x, else y = a x): the sums and gradient accumulations of the ops.
+@inline(__always)
+func gpuAxpy(_ gpu: GPU, _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ a: Float, _ n: Int, accumulate: Bool = true,
+             scale: UnsafePointer<Float>? = nil) {
+    gpu.run(gpu.api.nc_axpby(gpu.ctx, y, x, a, scale, accumulate ? 1 : 0, Int64(n)), "axpby")
+}
 
 /// a + b (same shape).
 public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     precondition(a.count == b.count, "add: \(a.shape) vs \(b.shape)")
-    let out = Tensor(shape: a.shape, zeroed: false)
+    let out = Tensor(shape: a.shape, zeroed: false, on: a.gpu)
     let n = a.count
+    if let gpu = a.gpu {
+        gpu.copy(a.gpuData, to: out.gpuData, floats: n)
+        gpuAxpy(gpu, out.gpuData, b.gpuData, 1, n)
+        Tensor.record(out, [a, b], op: "add") { out in
+            if a.requiresGrad { gpuAxpy(gpu, a.gradData(), out.grad!.gpuData, 1, n) }
+            if b.requiresGrad { gpuAxpy(gpu, b.gradData(), out.grad!.gpuData, 1, n) }
+        }
+        return out
+    }
     let pa = a.data, pb = b.data, po = out.data
     for i in 0..<n { po[i] = pa[i] + pb[i] }
     Tensor.record(out, [a, b], op: "add") { out in
@@ -17,8 +34,13 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
 
 /// s * a for a constant s.
 public func scale(_ a: Tensor, _ s: Float) -> Tensor {
-    let out = Tensor(shape: a.shape, zeroed: false)
+    let out = Tensor(shape: a.shape, zeroed: false, on: a.gpu)
     let n = a.count
+    if let gpu = a.gpu {
+        gpuAxpy(gpu, out.gpuData, a.gpuData, s, n, accumulate: false)
+        Tensor.record(out, [a], op: "scale") { out in gpuAxpy(gpu, a.gradData(), out.grad!.gpuData, s, n) }
+        return out
+    }
     let pa = a.data, po = out.data
     for i in 0..<n { po[i] = pa[i] * s }
     Tensor.record(out, [a], op: "scale") { out in
@@ -31,8 +53,23 @@ public func scale(_ a: Tensor, _ s: Float) -> Tensor {
 /// alpha[ia] * a + beta[ib] * b, where alpha and beta are parameter vectors (learned scalars, one per layer).
 /// With `b == nil` it is alpha[ia] * a.
 public func scalarMix(_ alpha: Tensor, _ ia: Int, _ a: Tensor, _ beta: Tensor? = nil, _ ib: Int = 0, _ b: Tensor? = nil) -> Tensor {
-    let out = Tensor(shape: a.shape, zeroed: false)
+    let out = Tensor(shape: a.shape, zeroed: false, on: a.gpu)
     let n = a.count
+    if let gpu = a.gpu {
+        precondition(b != nil, "scalarMix on the GPU mixes two tensors")
+        // the lambdas stay on the device: the kernel reads alpha[ia] and beta[ib] there
+        gpu.run(gpu.api.nc_scalar_mix_forward(gpu.ctx, out.gpuData, a.gpuData, b?.gpuData, alpha.gpuData, Int64(ia), beta?.gpuData,
+                                              Int64(ib), Int64(n)), "scalar mix")
+        var inputs = [alpha, a]
+        if let b, let beta { inputs += [beta, b] }
+        Tensor.record(out, inputs, op: "scalarMix") { out in
+            let grad = { (t: Tensor?) in t.flatMap { $0.requiresGrad ? $0.gradData() : nil } }
+            gpu.run(gpu.api.nc_scalar_mix_backward(gpu.ctx, grad(a), grad(b), grad(alpha), grad(beta), out.grad!.gpuData, a.gpuData,
+                                                   b?.gpuData, alpha.gpuData, Int64(ia), beta?.gpuData, Int64(ib), Int64(n)),
+                    "scalar mix backward")
+        }
+        return out
+    }
     let sa = alpha.data[ia]
     let pa = a.data, po = out.data
     if let b, let beta {
@@ -79,7 +116,23 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     let inF = w.shape[1], outF = w.shape[0]
     precondition(x.shape.last == inF, "linear: input \(x.shape) vs weight \(w.shape)")
     let n = x.count / inF
-    let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false)
+    let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: x.gpu)
+    if let gpu = x.gpu {
+        precondition(w.gpu === gpu, "linear: the input is on the GPU, the weight \(w.name) is not (move the model with useDevice)")
+        gpu.matmul(out.gpuData, x.gpuData, w.gpuData, m: n, n: outF, k: inF, transB: true)
+        Tensor.record(out, [x, w], op: "linear") { out in
+            let g = out.grad!.gpuData
+            if x.requiresGrad {
+                let (gx, fresh) = x.gradForWrite()
+                gpu.matmul(gx, g, w.gpuData, m: n, n: inF, k: outF, beta: fresh ? 0 : 1)
+            }
+            if w.requiresGrad {
+                let (gw, fresh) = w.gradForWrite()
+                gpu.matmul(gw, g, x.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
+            }
+        }
+        return out
+    }
     if w.quantized != nil || !Tensor.gradEnabled {  // inference: float32 or quantized weights, nothing to record
         precondition(w.quantized == nil || !Tensor.gradEnabled || !x.requiresGrad,
                      "linear: quantized weights are for inference (no gradient)")
@@ -105,8 +158,16 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
 
 /// relu(x)^2 (the MLP's activation).
 public func reluSquared(_ x: Tensor) -> Tensor {
-    let out = Tensor(shape: x.shape, zeroed: false)
+    let out = Tensor(shape: x.shape, zeroed: false, on: x.gpu)
     let n = x.count
+    if let gpu = x.gpu {
+        gpu.run(gpu.api.nc_relu2_forward(gpu.ctx, out.gpuData, x.gpuData, Int64(n)), "relu2")
+        Tensor.record(out, [x], op: "reluSquared") { out in
+            let (gx, fresh) = x.gradForWrite()
+            gpu.run(gpu.api.nc_relu2_backward(gpu.ctx, gx, out.grad!.gpuData, x.gpuData, Int64(n), fresh ? 0 : 1), "relu2 backward")
+        }
+        return out
+    }
     let px = x.data, po = out.data
     for i in 0..<n { let r = max(px[i], 0); po[i] = r * r }
     Tensor.record(out, [x], op: "reluSquared") { out in
@@ -118,11 +179,49 @@ public func reluSquared(_ x: Tensor) -> Tensor {
     return out
 }
 
+/// Token ids (inputs or targets) for the ops that index with them: on the CPU the array itself; for a model on a
+/// GPU, also a device copy, made once per forward and shared by every embedding of it.
+public final class TokenIds {
+    public let values: [Int32]
+    public let gpu: GPU?
+    /// The ids in device memory (nil on the CPU).
+    public let device: UnsafeMutablePointer<Int32>?
+
+    public init(_ values: [Int32], on gpu: GPU?) {
+        self.values = values
+        self.gpu = gpu
+        if let gpu {
+            let p = gpu.allocate(floats: values.count)  // 4 bytes each, as the floats
+            values.withUnsafeBytes { gpu.upload($0.baseAddress!, bytes: $0.count, to: p) }
+            device = UnsafeMutableRawPointer(p).assumingMemoryBound(to: Int32.self)
+        } else {
+            device = nil
+        }
+    }
+
+    deinit { if let gpu, let device { gpu.free(device) } }
+}
+
 /// Rows of `table` [V, C] picked by `ids` (N of them): [N, C]. The gradient scatters back into the rows.
 public func embedding(_ table: Tensor, _ ids: [Int32], shape: [Int]? = nil) -> Tensor {
+    embedding(table, TokenIds(ids, on: table.gpu), shape: shape)
+}
+
+public func embedding(_ table: Tensor, _ tokens: TokenIds, shape: [Int]? = nil) -> Tensor {
     let c = table.shape[1], v = table.shape[0]
+    let ids = tokens.values
     let n = ids.count
-    let out = Tensor(shape: shape.map { $0 + [c] } ?? [n, c], zeroed: false)
+    let out = Tensor(shape: shape.map { $0 + [c] } ?? [n, c], zeroed: false, on: table.gpu)
+    if let gpu = table.gpu {
+        precondition(tokens.gpu === gpu, "embedding: the ids are not on the table's GPU")
+        for id in ids { precondition(id >= 0 && Int(id) < v, "token id \(id) outside the embedding table of \(v) rows") }
+        gpu.run(gpu.api.nc_embedding_forward(gpu.ctx, out.gpuData, table.gpuData, tokens.device, Int64(n), Int64(c)), "embedding")
+        Tensor.record(out, [table], op: "embedding") { out in
+            gpu.run(gpu.api.nc_embedding_backward(gpu.ctx, table.gradData(), out.grad!.gpuData, tokens.device, Int64(n), Int64(c)),
+                    "embedding backward")
+        }
+        return out
+    }
     let pt = table.data, po = out.data
     for (i, id) in ids.enumerated() {
         precondition(id >= 0 && Int(id) < v, "token id \(id) outside the embedding table of \(v) rows")
@@ -142,7 +241,25 @@ public func embedding(_ table: Tensor, _ ids: [Int32], shape: [Int]? = nil) -> T
 public func lastPosition(_ x: Tensor) -> Tensor {
     let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
     precondition(!Tensor.gradEnabled || !x.requiresGrad, "lastPosition is for inference (no gradient)")
-    let out = Tensor(shape: [b, c], zeroed: false)
+    let out = Tensor(shape: [b, c], zeroed: false, on: x.gpu)
+    if let gpu = x.gpu {
+        for bi in 0..<b { gpu.copy(x.gpuData + (bi * t + t - 1) * c, to: out.gpuData + bi * c, floats: c) }
+        return out
+    }
     for bi in 0..<b { (out.data + bi * c).update(from: x.data + (bi * t + t - 1) * c, count: c) }
+    return out
+}
+
+/// Rows `rows` of x viewed as [N, C] (C its last dimension): [rows.count, C], on x's device (inference: no gradient).
+/// Evaluation runs the LM head only at the positions it scores.
+public func gatherRows(_ x: Tensor, _ rows: [Int]) -> Tensor {
+    let c = x.shape.last!
+    precondition(!Tensor.gradEnabled || !x.requiresGrad, "gatherRows is for inference (no gradient)")
+    let out = Tensor(shape: [rows.count, c], zeroed: false, on: x.gpu)
+    for (k, r) in rows.enumerated() {
+        precondition(r >= 0 && r < x.count / c, "gatherRows: row \(r) outside \(x.count / c) rows")
+        if let gpu = x.gpu { gpu.copy(x.gpuData + r * c, to: out.gpuData + k * c, floats: c) }
+        else { (out.data + k * c).update(from: x.data + r * c, count: c) }
+    }
     return out
 }

@@ -13,6 +13,7 @@ import Foundation
 public func smear(_ x: Tensor, gate: Tensor, lambda: Tensor, previous: Tensor? = nil) -> Tensor {
     let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
     let k = gate.count
+    if let gpu = x.gpu { return smearOnGPU(gpu, x, gate: gate, lambda: lambda, previous: previous) }
     let out = Tensor(shape: x.shape, zeroed: false)
     let gates = Tensor(shape: [b * t], zeroed: true)  // sigmoid per position (0 at t = 0)
     let px = x.data, po = out.data, pg = gate.data, ps = gates.data
@@ -68,6 +69,36 @@ public func smear(_ x: Tensor, gate: Tensor, lambda: Tensor, previous: Tensor? =
     return out
 }
 
+/// The smear's device body (gates.cu). A chunk that continues a cached sequence mixes each row's previous embedding
+/// into its first position: the kernel over [previous row, chunk] per batch row, whose first output is dropped.
+func smearOnGPU(_ gpu: GPU, _ x: Tensor, gate: Tensor, lambda: Tensor, previous: Tensor?) -> Tensor {
+    let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
+    let k = Int32(gate.count)
+    let out = Tensor(shape: x.shape, zeroed: false, on: gpu)
+    if let previous {
+        precondition(!Tensor.gradEnabled || !(x.requiresGrad || gate.requiresGrad), "smear with a previous embedding is for inference (no gradient)")
+        let joined = Tensor(shape: [1, t + 1, c], zeroed: false, on: gpu), mixed = Tensor(shape: [1, t + 1, c], zeroed: false, on: gpu)
+        let gates = Tensor(shape: [t + 1], zeroed: false, on: gpu)
+        for bi in 0..<b {
+            gpu.copy(previous.gpuData + bi * c, to: joined.gpuData, floats: c)
+            gpu.copy(x.gpuData + bi * t * c, to: joined.gpuData + c, floats: t * c)
+            gpu.run(gpu.api.nc_smear_forward(gpu.ctx, mixed.gpuData, gates.gpuData, joined.gpuData, gate.gpuData, lambda.gpuData, 1,
+                                             Int64(t + 1), Int64(c), k), "smear")
+            gpu.copy(mixed.gpuData + c, to: out.gpuData + bi * t * c, floats: t * c)
+        }
+        return out
+    }
+    let gates = Tensor(shape: [b * t], zeroed: false, on: gpu)
+    gpu.run(gpu.api.nc_smear_forward(gpu.ctx, out.gpuData, gates.gpuData, x.gpuData, gate.gpuData, lambda.gpuData, Int64(b), Int64(t),
+                                     Int64(c), k), "smear")
+    Tensor.record(out, [x, gate, lambda], op: "smear") { out in
+        // the kernel writes all three (an unused one is dropped with the graph)
+        gpu.run(gpu.api.nc_smear_backward(gpu.ctx, x.gradData(), gate.gradData(), lambda.gradData(), out.grad!.gpuData, x.gpuData, gates.gpuData,
+                                          gate.gpuData, lambda.gpuData, Int64(b), Int64(t), Int64(c), k), "smear backward")
+    }
+    return out
+}
+
 /// Value residual: v[n, h, :] += 3 * sigmoid(gate[h] . u[n, 0..<12]) * ve[n, h, :].
 /// v and ve are [N, Hkv * D] (any leading shape), u is [N, C], gate [Hkv, 12].
 public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor, kvHeads: Int) -> Tensor {
@@ -76,8 +107,19 @@ public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor
     let d = width / kvHeads
     let c = u.shape.last!
     let k = gate.shape[1]
-    let out = Tensor(shape: v.shape, zeroed: false)
-    let sig = Tensor(shape: [n * kvHeads], zeroed: false)
+    let out = Tensor(shape: v.shape, zeroed: false, on: v.gpu)
+    let sig = Tensor(shape: [n * kvHeads], zeroed: false, on: v.gpu)
+    if let gpu = v.gpu {
+        gpu.run(gpu.api.nc_value_embedding_forward(gpu.ctx, out.gpuData, sig.gpuData, v.gpuData, ve.gpuData, u.gpuData, gate.gpuData,
+                                                   Int64(n), Int64(kvHeads), Int64(d), Int64(c), Int32(k)), "value-embedding gate")
+        Tensor.record(out, [v, ve, u, gate], op: "valueEmbeddingMix") { out in
+            let grad = { (t: Tensor) in t.requiresGrad ? t.gradData() : nil }
+            gpu.run(gpu.api.nc_value_embedding_backward(gpu.ctx, grad(v), grad(ve), grad(u), grad(gate), out.grad!.gpuData, ve.gpuData,
+                                                        u.gpuData, gate.gpuData, sig.gpuData, Int64(n), Int64(kvHeads), Int64(d),
+                                                        Int64(c), Int32(k)), "value-embedding gate backward")
+        }
+        return out
+    }
     let pv = v.data, pe = ve.data, pu = u.data, pg = gate.data, po = out.data, ps = sig.data
     for i in 0..<n {
         for h in 0..<kvHeads {
@@ -113,7 +155,19 @@ public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor
 /// Backout: x - lambda * saved (lambda a [1] parameter).
 public func subtractScaled(_ x: Tensor, _ lambda: Tensor, _ saved: Tensor) -> Tensor {
     let n = x.count
-    let out = Tensor(shape: x.shape, zeroed: false)
+    let out = Tensor(shape: x.shape, zeroed: false, on: x.gpu)
+    if let gpu = x.gpu {
+        gpu.run(gpu.api.nc_backout_forward(gpu.ctx, out.gpuData, x.gpuData, saved.gpuData, lambda.gpuData, Int64(n)), "backout")
+        Tensor.record(out, [x, lambda, saved], op: "backout") { out in
+            let g = out.grad!.gpuData
+            if x.requiresGrad { gpuAxpy(gpu, x.gradData(), g, 1, n) }
+            if saved.requiresGrad || lambda.requiresGrad {
+                gpu.run(gpu.api.nc_backout_backward(gpu.ctx, saved.requiresGrad ? saved.gradData() : nil, lambda.requiresGrad ? lambda.gradData() : nil,
+                                                    g, saved.gpuData, lambda.gpuData, Int64(n)), "backout backward")
+            }
+        }
+        return out
+    }
     let lam = lambda.data[0]
     let px = x.data, ps = saved.data, po = out.data
     for i in 0..<n { po[i] = px[i] - lam * ps[i] }

@@ -21,6 +21,9 @@ public enum LMHead {
         let valid = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
         let wantGrad = Tensor.gradEnabled && (x.requiresGrad || w.requiresGrad)
         let invCount: Float = divisor.map { 1 / $0 } ?? (valid > 0 ? 1 / Float(valid) : .nan)
+        if let gpu = x.gpu {
+            return lossOnGPU(gpu, x, w, targets: targets, vocab: vocab, softcap: softcap, weights: weights, invCount: invCount, wantGrad: wantGrad)
+        }
         let dx = wantGrad ? Tensor(shape: x.shape, zeroed: false) : nil
         let dw = wantGrad ? Tensor(shape: [vocab, c], zeroed: true) : nil
         var total: Double = 0
@@ -57,6 +60,11 @@ public enum LMHead {
 
     /// Per-row losses (0 where the target is -1), no gradient: what bits-per-byte evaluation needs.
     public static func lossPerRow(_ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float) -> [Float] {
+        if let gpu = x.gpu {
+            let (losses, _, _) = chunksOnGPU(gpu, x, w, targets: TokenIds(targets, on: gpu), vocab: vocab, softcap: softcap, weights: nil,
+                                             gradScale: 0)
+            return losses.hostArray()
+        }
         var result = [Float](repeating: 0, count: targets.count)
         forEachChunk(x, w, targets: targets, vocab: vocab, softcap: softcap, gradScale: nil) { r0, rows, _, losses in
             for i in 0..<rows { result[r0 + i] = targets[r0 + i] >= 0 ? losses[i] : 0 }
@@ -88,12 +96,70 @@ public enum LMHead {
     public static func logits(_ x: Tensor, _ w: Tensor, vocab: Int, softcap: Float) -> Tensor {
         let c = w.shape[1]
         let n = x.count / c
-        let out = Tensor(shape: Array(x.shape.dropLast()) + [vocab], zeroed: false)
+        let out = Tensor(shape: Array(x.shape.dropLast()) + [vocab], zeroed: false, on: x.gpu)
+        if let gpu = x.gpu {
+            gpu.matmul(out.gpuData, x.gpuData, w.gpuData, m: n, n: vocab, k: c, transB: true)  // W's first `vocab` rows
+            gpu.run(gpu.api.nc_softcap(gpu.ctx, out.gpuData, Int64(out.count), softcap), "softcap")
+            return out
+        }
         weightProduct(m: n, n: vocab, k: c, a: x.data, lda: c, w: w, c: out.data, ldc: vocab)
         // the softcap in C (AVX2): 32768 logits a row each decode step, split between the threads
         let total = n * vocab, parts = Threading.ranges(total, parts: total >= 1 << 14 ? Threading.workers : 1)
         Threading.parallelFor(parts.count) { p in nc_softcap(out.data + parts[p].lowerBound, parts[p].count, softcap) }
         return out
+    }
+
+    /// Rows per chunk on the GPU: about 64M logits (256 MB) at a time, as llm.c's classifier bounds its buffer.
+    static func gpuChunkRows(_ ld: Int) -> Int { max(1, (64 << 20) / ld) }
+
+    /// The device body of `loss`: per chunk, the logits by cuBLASLt, softcap + cross-entropy with the gradient written
+    /// over them (classifier.cu), then dX and dW from that gradient; the loss is summed on the device, so nothing
+    /// comes back to the host unless the caller reads it (`scalar`).
+    static func lossOnGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, targets: [Int32], vocab: Int, softcap: Float, weights: [Float]?,
+                          invCount: Float, wantGrad: Bool) -> Tensor {
+        let weightTensor = weights.map { Tensor(shape: [$0.count], values: $0).to(.gpu(gpu)) }
+        let (losses, dx, dw) = chunksOnGPU(gpu, x, w, targets: TokenIds(targets, on: gpu), vocab: vocab, softcap: softcap,
+                                           weights: weightTensor, gradScale: wantGrad ? invCount : 0)
+        let out = Tensor(shape: [1], zeroed: false, on: gpu)
+        gpu.run(gpu.api.nc_dot(gpu.ctx, out.gpuData, losses.gpuData, weightTensor?.gpuData, Int64(losses.count), 0), "loss sum")
+        gpuAxpy(gpu, out.gpuData, out.gpuData, invCount, 1, accumulate: false)
+        if let dx, let dw {
+            Tensor.record(out, [x, w], op: "lmHeadLoss") { out in
+                // scaled by the loss's incoming gradient, read on the device
+                if x.requiresGrad { gpuAxpy(gpu, x.gradData(), dx.gpuData, 1, x.count, scale: out.grad!.gpuData) }
+                if w.requiresGrad { gpuAxpy(gpu, w.gradData(), dw.gpuData, 1, w.count, scale: out.grad!.gpuData) }
+            }
+        }
+        return out
+    }
+
+    /// The chunks on the GPU: per-row losses and, with `gradScale` != 0, dX [rows, C] and dW [paddedVocab, C] (the
+    /// padding rows' gradient is zero, the kernel writes it so).
+    static func chunksOnGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, targets: TokenIds, vocab: Int, softcap: Float, weights: Tensor?,
+                            gradScale: Float) -> (losses: Tensor, dx: Tensor?, dw: Tensor?) {
+        let (ld, c) = (w.shape[0], w.shape[1])
+        let n = x.count / c
+        precondition(targets.values.count == n, "lm head: \(targets.values.count) targets for \(n) rows")
+        let losses = Tensor(shape: [n], zeroed: false, on: gpu)
+        let dx = gradScale != 0 ? Tensor(shape: x.shape, zeroed: false, on: gpu) : nil
+        let dw = gradScale != 0 ? Tensor(shape: w.shape, zeroed: false, on: gpu) : nil
+        let chunkRows = min(n, gpuChunkRows(ld))
+        let logits = Tensor(shape: [chunkRows, ld], zeroed: false, on: gpu)
+        var r0 = 0
+        while r0 < n {
+            let rows = min(chunkRows, n - r0)
+            let xr = x.gpuData + r0 * c
+            gpu.matmul(logits.gpuData, xr, w.gpuData, m: rows, n: ld, k: c, transB: true)
+            gpu.run(gpu.api.nc_softcap_cross_entropy(gpu.ctx, logits.gpuData, losses.gpuData + r0, targets.device! + r0,
+                                                     weights.map { $0.gpuData + r0 }, Int64(rows), Int64(vocab), Int64(ld), softcap,
+                                                     gradScale), "softcap cross-entropy")
+            if let dx, let dw {
+                gpu.matmul(dx.gpuData + r0 * c, logits.gpuData, w.gpuData, m: rows, n: c, k: ld)
+                gpu.matmul(dw.gpuData, logits.gpuData, xr, m: ld, n: c, k: rows, transA: true, beta: r0 == 0 ? 0 : 1)
+            }
+            r0 += rows
+        }
+        return (losses, dx, dw)
     }
 
     /// One chunk: logits by BLAS, then per row (split over the cores) softcap, log-sum-exp, loss and, when

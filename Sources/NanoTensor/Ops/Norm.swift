@@ -7,8 +7,17 @@ import Foundation
 public func rmsNorm(_ x: Tensor) -> Tensor {
     let c = x.shape.last!
     let rows = x.count / c
-    let out = Tensor(shape: x.shape, zeroed: false)
-    let rstd = Tensor(shape: [rows], zeroed: false)
+    let out = Tensor(shape: x.shape, zeroed: false, on: x.gpu)
+    let rstd = Tensor(shape: [rows], zeroed: false, on: x.gpu)
+    if let gpu = x.gpu {
+        gpu.run(gpu.api.nc_rmsnorm_forward(gpu.ctx, out.gpuData, rstd.gpuData, x.gpuData, Int64(rows), Int64(c)), "rmsnorm")
+        Tensor.record(out, [x], op: "rmsNorm") { out in
+            let (gx, fresh) = x.gradForWrite()
+            gpu.run(gpu.api.nc_rmsnorm_backward(gpu.ctx, gx, out.grad!.gpuData, out.gpuData, rstd.gpuData, Int64(rows), Int64(c), fresh ? 0 : 1),
+                    "rmsnorm backward")
+        }
+        return out
+    }
     let px = x.data, po = out.data, pr = rstd.data
     let parts = rowParts(rows, width: c)
     Threading.parallelFor(parts.count) { p in
@@ -57,8 +66,29 @@ public func rotaryNorm(_ x: Tensor, cos: Tensor, sin: Tensor, gain: Float, posit
     let offsets = rowOffsets ?? [Int](repeating: positionOffset, count: b)
     precondition(offsets.count == b && cos.shape[1] == half && (offsets.max() ?? 0) + t <= cos.shape[0], "rotary tables too short")
     let rows = b * t * h
-    let out = Tensor(shape: x.shape, zeroed: false)
-    let rstd = Tensor(shape: [rows], zeroed: false)
+    let out = Tensor(shape: x.shape, zeroed: false, on: x.gpu)
+    let rstd = Tensor(shape: [rows], zeroed: false, on: x.gpu)
+    if let gpu = x.gpu {
+        precondition(cos.gpu === gpu && sin.gpu === gpu, "rotaryNorm: the rotary tables are not on the input's GPU")
+        // one launch for the batch when its rows share their start, else one per row (decoding rows of different lengths)
+        let uniform = Set(offsets).count <= 1
+        let launches: [(first: Int, rows: Int, offset: Int)] = uniform ? [(0, b, offsets.first ?? 0)] : (0..<b).map { ($0, 1, offsets[$0]) }
+        for l in launches {
+            let e = l.first * t * h * d
+            gpu.run(gpu.api.nc_rotary_norm_forward(gpu.ctx, out.gpuData + e, rstd.gpuData + l.first * t * h, x.gpuData + e, cos.gpuData, sin.gpuData,
+                                                   Int64(l.rows), Int64(t), Int64(h), Int64(d), Int64(l.offset), gain), "rotary+norm")
+        }
+        Tensor.record(out, [x], op: "rotaryNorm") { out in
+            let (gx, fresh) = x.gradForWrite()
+            for l in launches {
+                let e = l.first * t * h * d
+                gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, gx + e, out.grad!.gpuData + e, out.gpuData + e, rstd.gpuData + l.first * t * h,
+                                                        cos.gpuData, sin.gpuData, Int64(l.rows), Int64(t), Int64(h), Int64(d), Int64(l.offset),
+                                                        gain, fresh ? 0 : 1), "rotary+norm backward")
+            }
+        }
+        return out
+    }
     let px = x.data, po = out.data, pr = rstd.data, pc = cos.data, ps = sin.data
     let parts = rowParts(rows, width: d)
     Threading.parallelFor(parts.count) { p in

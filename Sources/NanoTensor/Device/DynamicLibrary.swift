@@ -31,10 +31,10 @@ public final class DynamicLibrary {
     public init(candidates: [String], global: Bool, rebuild: String) throws {
         guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
             let name = URL(fileURLWithPath: candidates.last ?? "").lastPathComponent
-            throw NanoChatError("no \(name) (looked at \(candidates.joined(separator: ", "))); \(rebuild)")
+            throw DeviceError("no \(name) (looked at \(candidates.joined(separator: ", "))); \(rebuild)")
         }
         guard let handle = dlopen(found, RTLD_NOW | (global ? RTLD_GLOBAL : RTLD_LOCAL)) else {
-            throw NanoChatError("cannot load \(found): \(String(cString: dlerror())); \(rebuild)")
+            throw DeviceError("cannot load \(found): \(String(cString: dlerror())); \(rebuild)")
         }
         path = found
         self.handle = handle
@@ -46,11 +46,17 @@ public final class DynamicLibrary {
                              rebuild: String) throws -> UnsafePointer<Table> {
         var missing: UnsafePointer<CChar>? = nil
         guard let table = load(handle, &missing) else {
-            throw NanoChatError("\(path) has no \(missing.map { String(cString: $0) } ?? "function table"): it was built from other sources than this nanochat; \(rebuild)")
+            throw DeviceError("\(path) has no \(missing.map { String(cString: $0) } ?? "function table"): it was built from other sources than this nanochat; \(rebuild)")
         }
         return table
     }
 
     // Not closed: the tables point into it for as long as the process runs, and unloading CUDA or MPI mid-process is
     // not something either supports.
+}
+
+/// Why a device or a run-time library cannot be used, or a device call that failed: what was tried, what to do.
+public struct DeviceError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

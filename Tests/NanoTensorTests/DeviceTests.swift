@@ -1,12 +1,12 @@
 import Foundation
-import NanoCUDA
+import NanoTensor
 import XCTest
 
 /// The CUDA library is optional: where it is missing or cannot open a GPU, loading it says why and what to do.
-final class CUDALibraryTests: XCTestCase {
+final class DeviceTests: XCTestCase {
     func testMissingLibraryIsAClearError() {
-        let path = "/nonexistent/\(CUDALibrary.fileName)"
-        XCTAssertThrowsError(try CUDALibrary.load(path: path)) { error in
+        let path = "/nonexistent/\(GPU.fileName)"
+        XCTAssertThrowsError(try GPU.load(path: path)) { error in
             let text = "\(error)"
             XCTAssertTrue(text.contains("CUDA backend unavailable") && text.contains(path) && text.contains("cuda/build.sh"), text)
         }
@@ -16,7 +16,7 @@ final class CUDALibraryTests: XCTestCase {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("nanochat-\(UUID().uuidString).so")
         try Data("not a shared library".utf8).write(to: url)
         defer { try? FileManager.default.removeItem(at: url) }
-        XCTAssertThrowsError(try CUDALibrary.load(path: url.path)) { error in
+        XCTAssertThrowsError(try GPU.load(path: url.path)) { error in
             let text = "\(error)"
             XCTAssertTrue(text.contains("cannot load") && text.contains(url.path), text)
         }
@@ -73,54 +73,53 @@ final class RuntimeABITests: XCTestCase {
         let src = FileManager.default.temporaryDirectory.appendingPathComponent("nanochat-abi-\(UUID().uuidString).c")
         try "int nc_create(void **ctx, int device) { (void)ctx; (void)device; return 0; }\n".write(to: src, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: src) }
-        let lib = try sharedLibrary([src.path], named: CUDALibrary.fileName)
-        XCTAssertThrowsError(try CUDALibrary.load(path: lib.path)) { error in
+        let lib = try sharedLibrary([src.path], named: GPU.fileName)
+        XCTAssertThrowsError(try GPU.load(path: lib.path)) { error in
             let text = "\(error)"
             XCTAssertTrue(text.contains("has no nc_destroy") && text.contains("built from other sources") && text.contains("cuda/build.sh"), text)
         }
     }
 
     func testTheHostStandInLoadsThroughTheTable() throws {
-        let lib = try sharedLibrary([root.appendingPathComponent("cuda/host_emulation.c").path], named: CUDALibrary.fileName)
-        let cuda = try CUDALibrary.load(path: lib.path)
-        XCTAssertEqual(cuda.path, lib.path)
-        let name = try cuda.device().name
-        XCTAssertTrue(name.contains("host emulation"), name)
-        // a product through the table: [1 2; 3 4] [5; 6] = [17; 39]
-        let a = try cuda.allocate(floats: 4), b = try cuda.allocate(floats: 2), c = try cuda.allocate(floats: 2)
-        try cuda.upload([1, 2, 3, 4], to: a.pointer)
-        try cuda.upload([5, 6], to: b.pointer)
-        try cuda.matmul(c.pointer, a.pointer, b.pointer, m: 2, n: 1, k: 2, bf16: false)
-        XCTAssertEqual(try cuda.download(c.pointer, count: 2), [17, 39])
+        let lib = try sharedLibrary([root.appendingPathComponent("cuda/host_emulation.c").path], named: GPU.fileName)
+        let gpu = try GPU.load(path: lib.path, bf16: false)
+        XCTAssertEqual(gpu.path, lib.path)
+        XCTAssertTrue(gpu.name.contains("host emulation"), gpu.name)
+        // a product through the table: [1 2; 3 4] [5 6]^T = [17; 39], made by the op `linear` on device tensors
+        let a = Tensor(shape: [2, 2], values: [1, 2, 3, 4]).to(.gpu(gpu)), w = Tensor(shape: [1, 2], values: [5, 6]).to(.gpu(gpu))
+        let c = Tensor.withoutGrad { linear(a, w) }
+        XCTAssertTrue(c.gpu === gpu, "an op's output lives beside its inputs")
+        XCTAssertEqual(c.hostArray(), [17, 39])
+        XCTAssertEqual(gpu.uploads, 2, "the two inputs (copies are counted)")
+        XCTAssertEqual(gpu.downloads, 1)
     }
 
     /// The caching allocator (cuda/caching_allocator.h, the same code on the GPU): freed blocks are handed out again,
     /// so a second round of the same allocations makes no device allocation; the peak counts bytes handed out.
     func testTheCachingAllocatorReusesFreedBlocks() throws {
-        let lib = try sharedLibrary([root.appendingPathComponent("cuda/host_emulation.c").path], named: CUDALibrary.fileName)
-        let cuda = try CUDALibrary.load(path: lib.path)
+        let lib = try sharedLibrary([root.appendingPathComponent("cuda/host_emulation.c").path], named: GPU.fileName)
+        let gpu = try GPU.load(path: lib.path)
+        let base = try gpu.allocatorStats()  // the GPU's own constant
         func round() throws {
-            let a = try cuda.allocate(floats: 1000), b = try cuda.allocate(floats: 300)  // 4000 -> 4096 bytes, 1200 -> 1536
-            try cuda.upload([Float](repeating: 1, count: 1000), to: a.pointer)
-            try cuda.upload([Float](repeating: 2, count: 300), to: b.pointer)
-            let s = try cuda.allocatorStats()
-            XCTAssertEqual(s.inUse, 4096 + 1536)
+            let a = Tensor(shape: [1000], on: gpu), b = Tensor(shape: [300], on: gpu)  // 4000 -> 4096 bytes, 1200 -> 1536
+            XCTAssertEqual(try gpu.allocatorStats().inUse - base.inUse, 4096 + 1536)
+            _ = (a, b)
         }
-        try round()  // both freed when the round's buffers go
-        let first = try cuda.allocatorStats()
-        XCTAssertEqual(first.inUse, 0)
-        XCTAssertEqual(first.deviceAllocations, 2)
-        XCTAssertEqual(first.reserved, 4096 + 1536, "the freed blocks stay cached")
+        try round()  // both freed when the round's tensors go
+        let first = try gpu.allocatorStats()
+        XCTAssertEqual(first.inUse, base.inUse)
+        XCTAssertEqual(first.deviceAllocations - base.deviceAllocations, 2)
+        XCTAssertEqual(first.reserved - base.reserved, 4096 + 1536, "the freed blocks stay cached")
         try round()
-        let second = try cuda.allocatorStats()
-        XCTAssertEqual(second.deviceAllocations, 2, "the second round reused the cached blocks")
-        XCTAssertEqual(second.peak, 4096 + 1536)
-        XCTAssertEqual(try cuda.memoryInfo().peak, second.peak, "the reported peak is the allocator's")
-        // a request more than twice a cached block's size does not take it; a smaller one that fits does
-        let big = try cuda.allocate(floats: 4096)
-        XCTAssertEqual(try cuda.allocatorStats().deviceAllocations, 3)
-        let small = try cuda.allocate(floats: 200)  // 800 -> 1024 bytes: the 1536-byte block fits (within 2x)
-        XCTAssertEqual(try cuda.allocatorStats().deviceAllocations, 3)
-        _ = (big, small)
+        let second = try gpu.allocatorStats()
+        XCTAssertEqual(second.deviceAllocations - base.deviceAllocations, 2, "the second round reused the cached blocks")
+        XCTAssertEqual(second.peak - base.inUse, 4096 + 1536)
+        XCTAssertEqual(try gpu.memoryInfo().peak, second.peak, "the reported peak is the allocator's")
+        // only a block of the request's (rounded) size is reused: a smaller request does not take a larger block
+        let small = Tensor(shape: [200], on: gpu)  // 800 -> 1024 bytes: the cached 1536-byte block stays for its size
+        XCTAssertEqual(try gpu.allocatorStats().deviceAllocations - base.deviceAllocations, 3)
+        let same = Tensor(shape: [380], on: gpu)  // 1520 -> 1536 bytes: the cached block
+        XCTAssertEqual(try gpu.allocatorStats().deviceAllocations - base.deviceAllocations, 3)
+        _ = (small, same)
     }
 }
