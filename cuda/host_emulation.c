@@ -445,6 +445,49 @@ int nc_dot(nc_context *ctx, float *out, const float *x, const float *w, int64_t 
     return 0;
 }
 
+int nc_kv_append(nc_context *ctx, float *cache, const float *src, const int32_t *rows, const int32_t *starts, int64_t b,
+                 int64_t t, int64_t hkv, int64_t d, int64_t capacity) {
+    (void)ctx;
+    for (int64_t bi = 0; bi < b; bi++)
+        for (int64_t ti = 0; ti < t; ti++)
+            for (int64_t h = 0; h < hkv; h++)
+                memcpy(cache + ((rows[bi] * hkv + h) * capacity + starts[bi] + ti) * d, src + ((bi * t + ti) * hkv + h) * d,
+                       (size_t)d * sizeof(float));
+    return 0;
+}
+
+int nc_cached_attention(nc_context *ctx, float *out, const float *q, const float *k_cache, const float *v_cache,
+                        const int32_t *rows, const int32_t *starts, int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t d,
+                        int64_t capacity, int64_t window) {
+    if (hkv <= 0 || h % hkv != 0) return fail(ctx, "nc_cached_attention", "the query heads are not a multiple of the KV heads");
+    double *scores = (double *)malloc((size_t)capacity * sizeof(double));
+    if (!scores) return fail(ctx, "nc_cached_attention", "out of host memory");
+    double scale = 1.0 / sqrt((double)d);
+    for (int64_t bi = 0; bi < b; bi++)
+        for (int64_t ti = 0; ti < t; ti++)
+            for (int64_t hh = 0; hh < h; hh++) {
+                int64_t kh = hh / (h / hkv), p = starts[bi] + ti, lo = p - window > 0 ? p - window : 0;
+                const float *qi = q + ((bi * t + ti) * h + hh) * d;
+                const float *kb = k_cache + (rows[bi] * hkv + kh) * capacity * d, *vb = v_cache + (rows[bi] * hkv + kh) * capacity * d;
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = lo; j <= p; j++) {
+                    double s = 0;
+                    for (int64_t c = 0; c < d; c++) s += (double)qi[c] * kb[j * d + c];
+                    scores[j] = s * scale;
+                    if (scores[j] > mx) mx = scores[j];
+                }
+                for (int64_t j = lo; j <= p; j++) { scores[j] = exp(scores[j] - mx); sum += scores[j]; }
+                float *oi = out + ((bi * t + ti) * h + hh) * d;
+                for (int64_t c = 0; c < d; c++) {
+                    double acc = 0;
+                    for (int64_t j = lo; j <= p; j++) acc += scores[j] * vb[j * d + c];
+                    oi[c] = (float)(acc / sum);
+                }
+            }
+    free(scores);
+    return 0;
+}
+
 int nc_adamw_step(nc_context *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int step) {
     if (step < 1) return fail(ctx, "nc_adamw_step", "step counts from 1");

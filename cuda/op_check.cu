@@ -248,6 +248,56 @@ static void check_axpby_softcap(int64_t n) {
     check("softcap in place", dz.get<float>(), capped, 1e-6);
 }
 
+// The engine's cache: a chunk appended at each row's own position (rows in another order than the batch), then its
+// queries attend over the cached span the window allows; the reference in double from the same cache contents.
+static void check_kv_cache(int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t d, int64_t cap, int64_t window) {
+    int64_t rows_total = b + 1;
+    auto kc = randn(rows_total * hkv * cap * d), vc = randn(rows_total * hkv * cap * d);
+    auto knew = randn(b * t * hkv * d), vnew = randn(b * t * hkv * d), q = randn(b * t * h * d);
+    std::vector<int32_t> rows(b), starts(b);
+    for (int64_t i = 0; i < b; i++) { rows[i] = (int32_t)((i * 7 + 1) % rows_total); starts[i] = (int32_t)((i * 13) % (cap - t + 1)); }
+    // the reference cache after the append
+    std::vector<float> kr(kc), vr(vc);
+    for (int64_t bi = 0; bi < b; bi++)
+        for (int64_t ti = 0; ti < t; ti++)
+            for (int64_t hh = 0; hh < hkv; hh++)
+                for (int64_t c = 0; c < d; c++) {
+                    int64_t dst = ((rows[bi] * hkv + hh) * cap + starts[bi] + ti) * d + c, src = ((bi * t + ti) * hkv + hh) * d + c;
+                    kr[dst] = knew[src];
+                    vr[dst] = vnew[src];
+                }
+    std::vector<double> ref(b * t * h * d);
+    for (int64_t bi = 0; bi < b; bi++)
+        for (int64_t ti = 0; ti < t; ti++)
+            for (int64_t hh = 0; hh < h; hh++) {
+                int64_t kh = hh / (h / hkv), p = starts[bi] + ti, lo = p - window > 0 ? p - window : 0;
+                std::vector<double> sc(p - lo + 1);
+                double mx = -1e300, sum = 0;
+                for (int64_t j = lo; j <= p; j++) {
+                    double dot = 0;
+                    for (int64_t c = 0; c < d; c++) dot += (double)q[((bi * t + ti) * h + hh) * d + c] * kr[((rows[bi] * hkv + kh) * cap + j) * d + c];
+                    sc[j - lo] = dot / sqrt((double)d);
+                    mx = sc[j - lo] > mx ? sc[j - lo] : mx;
+                }
+                for (auto &x : sc) { x = exp(x - mx); sum += x; }
+                for (int64_t c = 0; c < d; c++) {
+                    double acc = 0;
+                    for (int64_t j = lo; j <= p; j++) acc += sc[j - lo] * vr[((rows[bi] * hkv + kh) * cap + j) * d + c];
+                    ref[((bi * t + ti) * h + hh) * d + c] = acc / sum;
+                }
+            }
+    Dev dk(kc), dv(vc), dkn(knew), dvn(vnew), dq(q), dr(rows), ds(starts), dout(nans(b * t * h * d));
+    NC(nc_kv_append(ctx, dk.f(), dkn.f(), (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, hkv, d, cap));
+    NC(nc_kv_append(ctx, dv.f(), dvn.f(), (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, hkv, d, cap));
+    std::vector<double> krd(kr.begin(), kr.end());
+    check("kv append at each row's position", dk.get<float>(), krd, 0);
+    NC(nc_cached_attention(ctx, dout.f(), dq.f(), dk.f(), dv.f(), (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, h, hkv, d, cap, window));
+    char name[160];
+    snprintf(name, sizeof name, "cached attention b%lld t%lld h%lld/%lld d%lld cap %lld window %lld", (long long)b, (long long)t,
+             (long long)h, (long long)hkv, (long long)d, (long long)cap, (long long)window);
+    check(name, dout.get<float>(), ref, 1e-5);
+}
+
 static void check_adamw(int64_t n) {
     auto p = randn(n), m = randn(n, 0.1), v = randn(n, 0.1);
     for (auto &x : v) x = x * x;
@@ -660,6 +710,9 @@ int main(int argc, char **argv) {
     check_classifier(19, 300, 320);
     check_classifier(7, 1000, 1024);
     check_adamw(10007);
+    check_kv_cache(3, 1, 4, 2, 64, 40, 1000);  // decode steps, GQA, rows of different lengths
+    check_kv_cache(2, 5, 6, 3, 128, 64, 7);    // a chunk with a window shorter than the span
+    check_kv_cache(2, 1, 2, 2, 32, 300, 299);  // a window that ends exactly at position 0
     check_gates();
     check_muon(3, 48, 16, 0);  // tall: per-row statistics, lr x 1.73
     check_muon(2, 16, 40, 0);  // wide: per-column statistics

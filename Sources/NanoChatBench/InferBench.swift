@@ -32,7 +32,7 @@ public final class InferBench {
                 model.useWeights(format)
                 let cache = KVCache(for: model, batch: 1, capacity: prompt + tokens)
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                _ = model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true)
+                _ = model.forward(ids, batch: 1, time: prompt, cache: cache, lastOnly: true).to(.cpu)
                 best[format] = min(best[format] ?? .infinity, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             }
         }
@@ -62,7 +62,8 @@ public final class InferBench {
             Profiler.reset()
             Profiler.enabled = true
             let t0 = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true) }
+            // the logits to the host each step, as the engine samples them (nothing on the CPU; a copy from a GPU)
+            for _ in 0..<tokens { _ = model.forward(col, batch: batch, time: 1, cache: cache, lastOnly: true).to(.cpu) }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             spent += seconds
             Profiler.enabled = false

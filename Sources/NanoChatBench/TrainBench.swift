@@ -30,6 +30,9 @@ public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: In
     let plan = DepthPlan(o, vocabSize: vocab)
     let (deviceBatch, seqLen, totalBatch) = (o.deviceBatchSize, o.maxSeqLen, plan.totalBatchSize)
     let model = try GPT(config: plan.config, seed: o.seed)
+    let device = try o.device.open(say: { if comm.isMain { print($0) } })
+    guard device.gpu == nil || comm.worldSize == 1 else { throw NanoChatError("bench train on the GPU runs in one process") }
+    model.useDevice(device)
     let opt = try o.optimizer(for: model, plan: plan, comm: comm)
     guard totalBatch % (deviceBatch * seqLen * comm.worldSize) == 0 else {
         throw NanoChatError("total batch \(totalBatch) is not a multiple of device batch x seq x ranks = \(deviceBatch * seqLen * comm.worldSize)")
@@ -55,6 +58,7 @@ public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: In
         _ = o.applySchedule(to: opt, step: it, plan: plan)
         Profiler.measure("optimizer") { opt.step() }
         model.zeroGrad()
+        device.gpu?.synchronize()  // a step on the GPU ends when its kernels have
     }
     for i in 0..<warmup { step(i) }
     let allocBefore = BufferPool.freshAllocations

@@ -26,8 +26,7 @@ struct BaseEvalCommand: ParsableCommand {
     @Option(help: "Tokens to sample per prompt.") var maxTokens = 16
     @Option(help: "Shard directory (default $NANOCHAT_BASE_DIR/base_data_climbmix).") var dataDir: String?
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?
-    @Option(help: "Where the model runs (CORE, bits per byte, samples): cpu, cuda or auto (the GPU when its library loads and finds one).") var deviceType: DeviceType = .auto
-    @Option(help: "On the GPU: bf16 products and attention (upstream's policy) or exact fp32.") var gpuPrecision: GPUPrecision = .bf16
+    @OptionGroup var device: DeviceFlags
 
     func run() throws {
         try runDistributed { comm in
@@ -61,9 +60,8 @@ struct BaseEvalCommand: ParsableCommand {
             let (model, meta, tok, s) = (loaded.model, loaded.meta, loaded.tokenizer, loaded.step)
             say("model \(loaded.label): \(model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : ""))
             // the GPU evaluates in one process; under mpirun `auto` keeps to the CPU ranks
-            if deviceType == .cuda && comm.worldSize > 1 { throw NanoChatError("--device-type cuda evaluates in one process for now; run it without mpirun") }
-            let device = comm.worldSize == 1 ? try deviceType.open(precision: gpuPrecision, say: say) : .cpu
-            model.useDevice(device)
+            if device.deviceType == .cuda && comm.worldSize > 1 { throw NanoChatError("--device-type cuda evaluates in one process for now; run it without mpirun") }
+            model.useDevice(comm.worldSize == 1 ? try device.open(say: say) : .cpu)
             var section: [(String, String)] = [("Model", loaded.label)]
             if modes.contains("sample") && comm.isMain {
                 print("== samples")

@@ -114,6 +114,7 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Directory holding bench_upstream.py.") var toolsDir: String = "tools"
     @Option(help: "Also measure the same run as this many MPI ranks (mpirun, the cores split among them) beside one process.") var mpiRanks = 0
     @Flag(help: "Print one JSON line per depth (what --mpi-ranks reads back from its ranks).") var json = false
+    @OptionGroup var device: DeviceFlags
 
     func run() throws {
         try runDistributed { comm in
@@ -122,7 +123,8 @@ struct BenchTrain: ParsableCommand {
                 // base-train's options at this size; its learning rates and schedule as they are
                 let o = try BaseTrainOptions.parse(["--depth", "\(d)", "--head-dim", "\(headDim)", "--max-seq-len", "\(seqLen)",
                                                     "--device-batch-size", "\(deviceBatchSize)", "--total-batch-size", "\(totalBatchSize)",
-                                                    "--window-pattern", windowPattern, "--num-iterations", "1000"])
+                                                    "--window-pattern", windowPattern, "--num-iterations", "1000",
+                                                    "--device-type", device.deviceType.rawValue, "--gpu-precision", device.gpuPrecision.rawValue])
                 let r = try benchTrain(o, vocab: vocabSize, steps: steps, comm: comm)
                 guard comm.isMain else { continue }
                 if json {
@@ -246,10 +248,24 @@ struct BenchInfer: ParsableCommand {
     @Option(help: "Python with torch for the upstream reference.") var python: String = "python3"
     @Option(help: "Directory holding bench_upstream_infer.py.") var toolsDir: String = "tools"
     @Option(parsing: .singleValue, help: "Weight formats to measure (repeatable): f32, bf16, int8.") var weights: [WeightFormat] = [.f32, .bf16, .int8]
+    @OptionGroup var device: DeviceFlags
 
     func run() throws {
         try runReportingErrors {
             printMachine()
+            let target = try device.open()
+            if target.gpu != nil {
+                // on the GPU: f32 weights (bf16 products), decode and prefill rates as the engine sees them (logits to the host)
+                for d in depth {
+                    let bench = try InferBench(depth: d, prompt: prompt, tokens: tokens)
+                    bench.model.useDevice(target)
+                    let prefill = bench.prefillRates([.f32])[.f32]!
+                    let rates = ([1, 8] + batch.filter { $0 != 1 && $0 != 8 && $0 >= 1 }.sorted()).map { ($0, bench.decode(batch: $0).tokensPerSecond) }
+                    print(String(format: "d%d on %@: prefill %.0f tok/s; ", d, target.description, prefill)
+                          + rates.map { String(format: "decode batch %d %.1f tok/s", $0.0, $0.1) }.joined(separator: ", "))
+                }
+                return
+            }
             let bw1 = measureReadBandwidth(threads: 1), bw = max(bw1, measureReadBandwidth(threads: Threading.workers))
             print(String(format: "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (all threads): the decode roofline", bw1, bw))
             for d in depth {

@@ -10,9 +10,16 @@ extension Flag: ParsedFlag { var parsedValue: Any { wrappedValue } }
 /// Every flag of a parsed options struct by its snake_case name (`aspectRatio` -> `aspect_ratio`, the names
 /// upstream's argparse gives), values as text, nil ones as "". Derived from the struct itself, so a new flag
 /// is recorded without another line anywhere.
-func flagValues<T: ParsableArguments>(_ options: T) -> [String: String] {
+func flagValues<T: ParsableArguments>(_ options: T) -> [String: String] { flagValues(of: options) }
+
+/// An option group's parsed struct (its flags count as the enclosing struct's).
+protocol ParsedGroup { var parsedGroup: Any { get } }
+extension OptionGroup: ParsedGroup { var parsedGroup: Any { wrappedValue } }
+
+private func flagValues(of options: Any) -> [String: String] {
     var out: [String: String] = [:]
     for child in Mirror(reflecting: options).children {
+        if let group = child.value as? ParsedGroup { out.merge(flagValues(of: group.parsedGroup)) { a, _ in a }; continue }
         guard let label = child.label, let flag = child.value as? ParsedFlag else { continue }
         out[snakeCase(label.hasPrefix("_") ? String(label.dropFirst()) : label)] = describeFlag(flag.parsedValue)
     }
@@ -68,6 +75,20 @@ public enum DeviceType: String, ExpressibleByArgument, CaseIterable, Sendable {
             }
         }
     }
+}
+
+/// Where a command's model runs: `--device-type` (upstream's name) and, on a GPU, `--gpu-precision`. Every command that
+/// loads or trains a model takes this group, so the two flags and their defaults are written here only.
+public struct DeviceFlags: ParsableArguments {
+    @Option(help: "Where the model runs: cpu, cuda (the GPU library, cuda/build.sh) or auto (the GPU when it loads and finds one).")
+    public var deviceType: DeviceType = .auto
+    @Option(help: "On the GPU: bf16 products and attention with fp32 accumulation (upstream's policy), or fp32 (exact, slow).")
+    public var gpuPrecision: GPUPrecision = .bf16
+
+    public init() {}
+
+    /// Opens the device; `say` gets the line naming it.
+    public func open(say: (String) -> Void = { print($0) }) throws -> Device { try deviceType.open(precision: gpuPrecision, say: say) }
 }
 
 /// `--gpu-precision`: upstream's policy (bf16 operands, fp32 accumulation and master weights) or exact fp32.

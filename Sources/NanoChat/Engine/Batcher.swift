@@ -100,7 +100,7 @@ public final class Batcher: @unchecked Sendable {
             if var f = prefilling.first {
                 let prompt = f.arrival.request.prompt
                 let n = min(prefillChunk, prompt.count - f.done)
-                let out = model.forward(prompt[f.done..<(f.done + n)].map { Int32($0) }, batch: 1, time: n, cache: f.cache, lastOnly: true)
+                let out = model.forward(prompt[f.done..<(f.done + n)].map { Int32($0) }, batch: 1, time: n, cache: f.cache, lastOnly: true).to(.cpu)  // sampling reads the logits on the host
                 f.done += n
                 if f.done == prompt.count {
                     (logits + f.slot * vocab).update(from: out.data, count: vocab)
@@ -133,7 +133,7 @@ public final class Batcher: @unchecked Sendable {
                 i += 1
             }
             guard !rows.isEmpty else { continue }
-            let out = model.forward(tokens, batch: rows.count, time: 1, cache: cache, rows: rows, lastOnly: true)
+            let out = model.forward(tokens, batch: rows.count, time: 1, cache: cache, rows: rows, lastOnly: true).to(.cpu)
             for (b, slot) in rows.enumerated() { (logits + slot * vocab).update(from: out.data + b * vocab, count: vocab) }
         }
     }

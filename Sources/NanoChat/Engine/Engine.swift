@@ -65,7 +65,7 @@ public final class Engine {
         let prefillCache = KVCache(for: model, batch: 1, capacity: tokens.count)
         let prompt = tokens.map { Int32($0) }
         // every row starts from the prompt's last logits; then row r reads row r of the step's output
-        var logits = model.forward(prompt, batch: 1, time: prompt.count, cache: prefillCache, lastOnly: true)
+        var logits = model.forward(prompt, batch: 1, time: prompt.count, cache: prefillCache, lastOnly: true).to(.cpu)  // sampling reads the logits on the host (a GPU's: one copy per step)
         var rowStride = 0
         let cache = prefillCache.broadcast(batch: numSamples, capacity: tokens.count + limit)
         var rows = [RowState](repeating: RowState(), count: numSamples)
@@ -82,7 +82,7 @@ public final class Engine {
             generated += 1
             if !onStep(column, mask) { return }
             if generated >= limit || rows.allSatisfy(\.completed) { break }
-            logits = model.forward(column.map { Int32($0) }, batch: numSamples, time: 1, cache: cache, lastOnly: true)
+            logits = model.forward(column.map { Int32($0) }, batch: numSamples, time: 1, cache: cache, lastOnly: true).to(.cpu)
             rowStride = v
         }
     }

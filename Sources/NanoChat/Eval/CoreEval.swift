@@ -196,8 +196,7 @@ public enum CoreEval {
                 shared = i
             }
             let longest = members.map { rows[$0].tokens.count }.max()!
-            // (the prefix cache is host memory: a model on the GPU scores every row in the packed passes instead)
-            guard members.count > 1, shared >= minimumShared, model.device.gpu == nil else { packed += members; continue }
+            guard members.count > 1, shared >= minimumShared else { packed += members; continue }
             let prefix = rows[members[0]].tokens[..<shared].map { Int32($0) }
             let one = KVCache(for: model, batch: 1, capacity: shared)
             _ = Tensor.withoutGrad { model.hiddenStates(prefix, batch: 1, time: shared, cache: one) }

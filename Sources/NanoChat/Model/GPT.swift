@@ -219,7 +219,7 @@ public final class GPT {
     /// Evaluation calls it directly to run the head only at the positions it scores.
     public func hiddenStates(_ idx: [Int32], batch B: Int, time T: Int, cache: KVCache? = nil, rows: [Int]? = nil) -> Tensor {
         precondition(idx.count == B * T, "forward: \(idx.count) ids for B=\(B) T=\(T)")
-        precondition(cache == nil || wte.gpu == nil, "decoding with a KV cache runs on the CPU: the KV cache on the GPU is not built yet")
+        precondition(cache == nil || cache!.gpu === wte.gpu, "the KV cache is not on the model's device (make it with KVCache(for: model))")
         let pass = cache?.begin(rows: rows, batch: B, time: T, positions: rotary.cos.shape[0])
         let ids = TokenIds(idx, on: wte.gpu)  // on a GPU: copied there once, for every embedding below
 

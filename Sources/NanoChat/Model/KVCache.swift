@@ -7,9 +7,14 @@ import NanoTensor
 /// position's pre-smear normalised embedding per row). Each row has its own next position: the rows of one generation
 /// move together (`position`), while the continuous batcher (`Batcher`) keeps one conversation per row and
 /// steps only the rows it passes to `forward(rows:)`, each at its own position.
+///
+/// For a model on a GPU the cache lives in the GPU's memory (float32: the device's attention reads fp32), and so does
+/// the smear state; each pass copies only its rows' cache indices and start positions there (kv_cache.cu).
 public final class KVCache {
     public let layers: Int, batch: Int, kvHeads: Int, headDim: Int, width: Int
     public let bf16: Bool
+    /// Where the keys and values live (nil: host memory).
+    public let gpu: GPU?
     public private(set) var capacity: Int
     /// Per layer; elements of `elementBytes` (float32, or bf16 rounded to nearest even).
     var k: [UnsafeMutableRawPointer], v: [UnsafeMutableRawPointer]
@@ -22,17 +27,21 @@ public final class KVCache {
 
     /// A cache for `model`'s decoding: its shape, and bf16 when the model multiplies in bf16 or int8.
     public convenience init(for model: GPT, batch: Int, capacity: Int) {
-        self.init(config: model.config, batch: batch, capacity: capacity, bf16: model.kvCacheBF16)
+        let gpu = model.device.gpu
+        self.init(layers: model.config.n_layer, batch: batch, capacity: capacity, kvHeads: model.config.n_kv_head,
+                  headDim: model.config.headDim, width: model.config.n_embd, bf16: gpu == nil && model.kvCacheBF16, gpu: gpu)
     }
 
     public convenience init(config: GPTConfig, batch: Int, capacity: Int, bf16: Bool = false) {
         self.init(layers: config.n_layer, batch: batch, capacity: capacity, kvHeads: config.n_kv_head,
-                  headDim: config.headDim, width: config.n_embd, bf16: bf16)
+                  headDim: config.headDim, width: config.n_embd, bf16: bf16, gpu: nil)
     }
 
-    init(layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int, width: Int, bf16: Bool) {
+    init(layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int, width: Int, bf16: Bool, gpu: GPU?) {
+        precondition(gpu == nil || !bf16, "the KV cache on the GPU is float32")
         self.layers = layers
         self.bf16 = bf16
+        self.gpu = gpu
         self.batch = batch
         self.capacity = max(1, capacity)
         self.kvHeads = kvHeads
@@ -40,15 +49,40 @@ public final class KVCache {
         self.width = width
         rowPositions = [Int](repeating: 0, count: batch)
         let bytes = batch * self.capacity * kvHeads * headDim * (bf16 ? 2 : 4)
-        k = (0..<layers).map { _ in .allocate(byteCount: bytes, alignment: 64) }
-        v = (0..<layers).map { _ in .allocate(byteCount: bytes, alignment: 64) }
+        k = (0..<layers).map { _ in Self.allocate(bytes: bytes, on: gpu) }
+        v = (0..<layers).map { _ in Self.allocate(bytes: bytes, on: gpu) }
         scores = .allocate(capacity: Threading.workers * self.capacity)
     }
 
     deinit {
-        for p in k + v { p.deallocate() }
-        prevEmbedding?.deallocate()
+        for p in k + v { release(p) }
+        if let p = prevEmbedding { release(UnsafeMutableRawPointer(p)) }
         scores.deallocate()
+    }
+
+    static func allocate(bytes: Int, on gpu: GPU?) -> UnsafeMutableRawPointer {
+        if let gpu { return UnsafeMutableRawPointer(gpu.allocate(floats: (bytes + 3) / 4)) }
+        return .allocate(byteCount: bytes, alignment: 64)
+    }
+
+    func release(_ p: UnsafeMutableRawPointer) { if let gpu { gpu.free(p) } else { p.deallocate() } }
+
+    /// memcpy in the cache's memory (host, or on the GPU).
+    func copy(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, bytes: Int) {
+        guard bytes > 0 else { return }
+        if let gpu {
+            gpu.copy(src.assumingMemoryBound(to: Float.self), to: dst.assumingMemoryBound(to: Float.self), floats: bytes / 4)
+        } else {
+            dst.copyMemory(from: src, byteCount: bytes)
+        }
+    }
+
+    /// The smear state's buffer ([batch, width]), made on first use.
+    func smearState() -> UnsafeMutablePointer<Float> {
+        if let p = prevEmbedding { return p }
+        let p = Self.allocate(bytes: batch * width * 4, on: gpu).assumingMemoryBound(to: Float.self)
+        prevEmbedding = p
+        return p
     }
 
     /// The next position when every row is at the same one (a single generation).
@@ -70,27 +104,25 @@ public final class KVCache {
     /// computed once and shared by every sample.
     public func broadcast(batch: Int, capacity: Int) -> KVCache {
         precondition(self.batch == 1 && capacity >= position)
-        let out = KVCache(layers: layers, batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, width: width, bf16: bf16)
+        let out = KVCache(layers: layers, batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim, width: width, bf16: bf16, gpu: gpu)
         for b in 0..<batch { out.load(row: b, from: self) }
         return out
     }
 
     /// Puts a batch-1 cache (a prefilled prompt) into `row`, growing the capacity if the prompt needs it.
     public func load(row: Int, from one: KVCache) {
-        precondition(one.batch == 1 && one.layers == layers && one.kvHeads == kvHeads && one.headDim == headDim && one.bf16 == bf16)
+        precondition(one.batch == 1 && one.layers == layers && one.kvHeads == kvHeads && one.headDim == headDim && one.bf16 == bf16
+                     && one.gpu === gpu)
         ensureCapacity(one.position)
         let (e, n) = (elementBytes, one.position * headDim * elementBytes)
         for l in 0..<layers {
             for h in 0..<kvHeads {
-                (k[l] + (row * kvHeads + h) * capacity * headDim * e).copyMemory(from: one.k[l] + h * one.capacity * headDim * e, byteCount: n)
-                (v[l] + (row * kvHeads + h) * capacity * headDim * e).copyMemory(from: one.v[l] + h * one.capacity * headDim * e, byteCount: n)
+                copy(k[l] + (row * kvHeads + h) * capacity * headDim * e, one.k[l] + h * one.capacity * headDim * e, bytes: n)
+                copy(v[l] + (row * kvHeads + h) * capacity * headDim * e, one.v[l] + h * one.capacity * headDim * e, bytes: n)
             }
         }
         rowPositions[row] = one.position
-        if let p = one.prevEmbedding {
-            if prevEmbedding == nil { prevEmbedding = .allocate(capacity: batch * width) }
-            (prevEmbedding! + row * width).update(from: p, count: width)
-        }
+        if let p = one.prevEmbedding { copy(smearState() + row * width, p, bytes: width * 4) }
     }
 
     /// Grows every row to at least `positions` positions (doubling), keeping what is cached.
@@ -100,16 +132,16 @@ public final class KVCache {
         while c < positions { c *= 2 }
         let (d, e) = (headDim, elementBytes)
         for l in 0..<layers {
-            let nk = UnsafeMutableRawPointer.allocate(byteCount: batch * kvHeads * c * d * e, alignment: 64)
-            let nv = UnsafeMutableRawPointer.allocate(byteCount: batch * kvHeads * c * d * e, alignment: 64)
+            let nk = Self.allocate(bytes: batch * kvHeads * c * d * e, on: gpu)
+            let nv = Self.allocate(bytes: batch * kvHeads * c * d * e, on: gpu)
             for b in 0..<batch {
                 for h in 0..<kvHeads {
                     let i = b * kvHeads + h
-                    (nk + i * c * d * e).copyMemory(from: k[l] + i * capacity * d * e, byteCount: rowPositions[b] * d * e)
-                    (nv + i * c * d * e).copyMemory(from: v[l] + i * capacity * d * e, byteCount: rowPositions[b] * d * e)
+                    copy(nk + i * c * d * e, k[l] + i * capacity * d * e, bytes: rowPositions[b] * d * e)
+                    copy(nv + i * c * d * e, v[l] + i * capacity * d * e, bytes: rowPositions[b] * d * e)
                 }
             }
-            k[l].deallocate(); v[l].deallocate()
+            release(k[l]); release(v[l])
             k[l] = nk; v[l] = nv
         }
         capacity = c
@@ -130,20 +162,31 @@ extension KVCache {
         /// Cache row of each batch row, and the position its first new token takes.
         let rows: [Int], starts: [Int]
         let time: Int
+        /// On a GPU: `rows` and `starts` in device memory, for the kernels.
+        let deviceRows: TokenIds?, deviceStarts: TokenIds?
 
         /// The previous pre-smear embedding of each row ([B, C]; zero for rows starting at position 0), and
         /// keeps this chunk's last pre-smear embedding per row for the next pass (upstream's prev_embedding).
         func exchangeSmearState(_ x: Tensor) -> Tensor {
             let c = cache.width
+            if let gpu = cache.gpu {
+                let previous = Tensor(shape: [rows.count, c], zeroed: true, on: gpu)
+                let state = cache.smearState()
+                if cache.prevEmbedding != nil {
+                    for (bi, row) in rows.enumerated() where starts[bi] > 0 { gpu.copy(state + row * c, to: previous.gpuData + bi * c, floats: c) }
+                }
+                for (bi, row) in rows.enumerated() { gpu.copy(x.gpuData + (bi * time + time - 1) * c, to: state + row * c, floats: c) }
+                return previous
+            }
             let previous = Tensor(shape: [rows.count, c], zeroed: true)
             if let prev = cache.prevEmbedding {
                 for (bi, row) in rows.enumerated() where starts[bi] > 0 {
                     (previous.data + bi * c).update(from: prev + row * c, count: c)
                 }
             }
-            if cache.prevEmbedding == nil { cache.prevEmbedding = .allocate(capacity: cache.batch * c) }
+            let state = cache.smearState()
             for (bi, row) in rows.enumerated() {
-                (cache.prevEmbedding! + row * c).update(from: x.data + (bi * time + time - 1) * c, count: c)
+                (state + row * c).update(from: x.data + (bi * time + time - 1) * c, count: c)
             }
             return previous
         }
@@ -152,6 +195,7 @@ extension KVCache {
         /// each new query over the cached positions its window allows.
         func attend(layer: Int, queries q: Tensor, keys: Tensor, values: Tensor, window: Int) -> Tensor {
             let d = cache.headDim, hkv = cache.kvHeads, cap = cache.capacity, e = cache.elementBytes
+            if let gpu = cache.gpu { return attendOnGPU(gpu, layer: layer, queries: q, keys: keys, values: values, window: window) }
             for (bi, row) in rows.enumerated() {
                 for h in 0..<hkv {
                     let dst = ((row * hkv + h) * cap + starts[bi]) * d
@@ -177,6 +221,22 @@ extension KVCache {
             }
         }
 
+        /// The device body of `attend`: the chunk appended by nc_kv_append, then a prefill's causal attention within
+        /// the chunk or the new queries over the cache (nc_cached_attention).
+        func attendOnGPU(_ gpu: GPU, layer: Int, queries q: Tensor, keys: Tensor, values: Tensor, window: Int) -> Tensor {
+            let (b, d, hkv, cap, h) = (rows.count, cache.headDim, cache.kvHeads, cache.capacity, q.shape[2])
+            let (kc, vc) = (cache.k[layer].assumingMemoryBound(to: Float.self), cache.v[layer].assumingMemoryBound(to: Float.self))
+            for (dst, src) in [(kc, keys), (vc, values)] {
+                gpu.run(gpu.api.nc_kv_append(gpu.ctx, dst, src.gpuData, deviceRows!.device, deviceStarts!.device, Int64(b), Int64(time),
+                                             Int64(hkv), Int64(d), Int64(cap)), "kv append")
+            }
+            if starts.allSatisfy({ $0 == 0 }) && time > 1 { return causalAttention(q, keys, values, window: window) }
+            let out = Tensor(shape: q.shape, zeroed: false, on: gpu)
+            gpu.run(gpu.api.nc_cached_attention(gpu.ctx, out.gpuData, q.gpuData, kc, vc, deviceRows!.device, deviceStarts!.device, Int64(b),
+                                                Int64(time), Int64(h), Int64(hkv), Int64(d), Int64(cap), Int64(window)), "cached attention")
+            return out
+        }
+
         /// Moves each row of the pass `time` positions on (after the last layer).
         func end() {
             for (bi, row) in rows.enumerated() { cache.rowPositions[row] = starts[bi] + time }
@@ -192,6 +252,7 @@ extension KVCache {
         let last = (starts.max() ?? 0) + t
         precondition(last <= positions, "position \(last) is past the rotary tables (\(positions) positions)")
         ensureCapacity(last)
-        return Pass(cache: self, rows: rows, starts: starts, time: t)
+        let onDevice = gpu.map { g in (TokenIds(rows.map { Int32($0) }, on: g), TokenIds(starts.map { Int32($0) }, on: g)) }
+        return Pass(cache: self, rows: rows, starts: starts, time: t, deviceRows: onDevice?.0, deviceStarts: onDevice?.1)
     }
 }

@@ -34,8 +34,7 @@ public struct BaseTrainOptions: ParsableArguments {
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") public var tokenizerDir: String?
     @Option(help: "Where checkpoints and the metrics log go (default $NANOCHAT_BASE_DIR/base_checkpoints/<model-tag>).") public var checkpointDir: String?
     @Option(help: "Seed of the weight initialisation.") public var seed: UInt64 = 42
-    @Option(help: "Where to train: cpu, cuda (the GPU library, cuda/build.sh) or auto (the GPU when it loads and finds one).") public var deviceType: DeviceType = .auto
-    @Option(help: "On the GPU: bf16 products and attention with fp32 accumulation (upstream's policy), or fp32 (exact, slow).") public var gpuPrecision: GPUPrecision = .bf16
+    @OptionGroup public var device: DeviceFlags
 
     public init() {}
 
@@ -125,11 +124,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         startStep = o.resumeFromStep
     }
     comm.broadcastParameters(model)
-    let device = try o.deviceType.open(precision: o.gpuPrecision, say: say)
-    if device.gpu != nil && world > 1 {
-        throw NanoChatError("--device-type cuda trains in one process for now (data parallelism between GPUs needs NCCL); run it without mpirun, or with --device-type cpu")
-    }
-    model.useDevice(device)
+    let device = try placeModel(model, o.device, comm: comm, say: say)
     let gpu = device.gpu
     let optimizer = try o.optimizer(for: model, plan: plan, comm: comm)
     if let meta { try CheckpointManager.loadOptimizer(optimizer, directory: dir, step: startStep, meta: meta) }

@@ -28,6 +28,7 @@ public struct ChatRLOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Resume from this stage's checkpoint at this step (-1: start fresh).") public var resumeFromStep = -1
     @Option(help: "Task data directory (default $NANOCHAT_BASE_DIR/task_data).") public var taskData: String?
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") public var tokenizerDir: String?
+    @OptionGroup public var device: DeviceFlags
 
     public init() {}
     public var userConfig: [String: String] { flagValues(self) }
@@ -160,6 +161,7 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
         startStep = o.resumeFromStep
     }
     comm.broadcastParameters(model)
+    _ = try placeModel(model, o.device, comm: comm, say: say)
     let optimizer = try model.setupOptimizer(unembeddingLR: o.unembeddingLR, embeddingLR: o.embeddingLR, matrixLR: o.matrixLR,
                                              weightDecay: o.weightDecay, scalarLR: o.scalarLR, comm: comm)
     for i in optimizer.groups.indices {

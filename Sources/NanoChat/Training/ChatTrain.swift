@@ -49,6 +49,7 @@ public struct ChatTrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Resume this stage from its own checkpoint at this step (-1: start fresh).") public var resumeFromStep = -1
     @Option(help: "Task data directory (default $NANOCHAT_BASE_DIR/task_data).") public var taskData: String?
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") public var tokenizerDir: String?
+    @OptionGroup public var device: DeviceFlags
 
     public init() {}
     public var userConfig: [String: String] { flagValues(self) }
@@ -163,6 +164,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         startStep = o.resumeFromStep
     }
     comm.broadcastParameters(model)
+    let device = try placeModel(model, o.device, comm: comm, say: say)
     let optimizer = try model.setupOptimizer(unembeddingLR: unembeddingLR, embeddingLR: embeddingLR, matrixLR: matrixLR,
                                              weightDecay: 0, scalarLR: o.scalarLR * batchLRScale, comm: comm)
     if let resumeMeta {
@@ -187,7 +189,9 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
     func mixtureProgress() -> Double { comm.max(loaders.map(\.progress).max()!) }
     let tokenBytes = tokenizer.tokenByteCounts
     let flopsPerToken = DepthPlan.flopsPerToken(model.config)
-    let peak = comm.sum(CPUPeak.current(threads: Threading.workers).flops)  // MFU against the CPU's spec-sheet peak, as base-train
+    // MFU against the GPU's bf16 peak or the CPU's spec-sheet peak, as base-train
+    let peak = device.gpu != nil ? GPU.peakBF16FLOPS : comm.sum(CPUPeak.current(threads: Threading.workers).flops)
+    let traffic = DeviceTraffic(device.gpu)
     let numIterations = o.numIterations
     say("\(stage.title) from \(source) \(start.label): \(model.config)")
     say("train mixture: \(mixtures.train.summary)")
@@ -254,6 +258,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         if lastStep { break }
 
         let t0 = DispatchTime.now().uptimeNanoseconds
+        traffic.stepStarts()
         var stepLoss = 0.0
         for micro in 0..<gradAccum {
             let (x, y) = try loaders[micro].next()
@@ -271,6 +276,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         }
         optimizer.step()
         model.zeroGrad()
+        traffic.stepEnds()
         stepLoss = comm.sum(stepLoss) / Double(world)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         guard stepLoss.isFinite else { throw NanoChatError("the loss became \(stepLoss) at step \(step); lower the learning rates") }
@@ -283,6 +289,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         run.metrics?.write(["step": step, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps, "mfu": mfu,
                        "progress": progress, "epoch": loaders[0].currentEpoch, "comm_seconds": optimizer.lastCommunicationSeconds])
     }
+    traffic.report().forEach(say)
     let renderFailures = Int(comm.sum(Double(loaders.map(\.renderFailures).reduce(0, +))))
     if renderFailures > 0 { say("\(renderFailures) conversations could not be rendered and were skipped") }
     var section: [(String, String)] = [("Source", "\(source) \(start.label)"), ("Train mixture", mixtures.train.summary),

@@ -136,3 +136,15 @@ final class GradientAccumulator {
         sums = Array(repeating: nil, count: params.count)
     }
 }
+
+/// Opens `flags`' device for a training loop and moves `model` there (before its optimizer is made, so that the
+/// optimizer's state is created beside the parameters). The GPU trains in one process until the collectives between
+/// GPUs (NCCL) exist.
+func placeModel(_ model: GPT, _ flags: DeviceFlags, comm: Communicator, say: (String) -> Void) throws -> Device {
+    let device = try flags.open(say: say)
+    if device.gpu != nil && comm.worldSize > 1 {
+        throw NanoChatError("--device-type cuda trains in one process for now (data parallelism between GPUs needs NCCL); run it without mpirun, or with --device-type cpu")
+    }
+    model.useDevice(device)
+    return device
+}

@@ -1,0 +1,153 @@
+import Foundation
+import NanoChat
+import NanoTensor
+import XCTest
+
+/// The one GPT on a GPU, checked without one: cuda/host_emulation.c implements the CUDA library's C ABI on the host
+/// with the kernels' semantics, so a model moved to that "GPU" runs every op's device body (a CPU body reached by a
+/// device tensor would stop the test: `Tensor.data` refuses device memory). Each check compares with the same weights
+/// on the CPU, in exact fp32.
+final class DeviceModelTests: XCTestCase {
+    nonisolated(unsafe) static var standInGPU: GPU?
+
+    /// The host stand-in of the CUDA library, built once per test run.
+    func standIn() throws -> GPU {
+        if let g = Self.standInGPU { return g }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nanochat-standin-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let lib = dir.appendingPathComponent(GPU.fileName)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["cc", "-O2", "-shared", "-fPIC", "-I", root.appendingPathComponent("cuda").path,
+                       root.appendingPathComponent("cuda/host_emulation.c").path, "-o", lib.path, "-lm"]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw XCTSkip("no C compiler to build the stand-in with") }
+        let g = try GPU.load(path: lib.path, bf16: false)
+        Self.standInGPU = g
+        return g
+    }
+
+    /// Three layers (with two, the backout layer is the last one: x - lambda x, which the final norm makes independent
+    /// of lambda), head dim 32 (the fp32 attention kernel's smallest), GQA, value embeddings, windows S and L.
+    /// The output projections get small random weights: at initialisation they are zero, every layer's output is then
+    /// a multiple of x0 that the final norm cancels, and the scalar mixes' true gradients are exactly zero (both devices
+    /// would hold rounding noise there, which is no comparison).
+    func model(seed: UInt64 = 5) throws -> GPT {
+        let m = try GPT(config: GPTConfig(sequence_len: 64, vocab_size: 300, n_layer: 3, n_head: 4, n_kv_head: 2, n_embd: 128,
+                                          window_pattern: "SL"), seed: seed)
+        var rng = RNG(seed: seed + 100)
+        for name in m.parameterNames where name.hasSuffix("c_proj.weight") {
+            let p = m.param(name)
+            for i in 0..<p.count { p.data[i] = rng.uniform(-0.05, 0.05) }
+        }
+        return m
+    }
+
+    func assertClose(_ a: [Float], _ b: [Float], _ tol: Double, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
+        var num = 0.0, den = 0.0
+        for (x, y) in zip(a, b) { num += Double(x - y) * Double(x - y); den += Double(y) * Double(y) }
+        let rel = (num / max(den, 1e-30)).squareRoot()
+        XCTAssertLessThanOrEqual(rel, tol, "\(what): relative difference \(rel)", file: file, line: line)
+    }
+
+    func testTheSameGPTGivesTheSameLogitsLossAndGradientsOnTheDevice() throws {
+        let gpu = try standIn()
+        let cpu = try model(), dev = try model()
+        dev.useDevice(.gpu(gpu))
+        XCTAssertTrue(dev.lm_head.gpu === gpu && dev.device.gpu === gpu)
+        var rng = RNG(seed: 9)
+        let (b, t) = (2, 40)
+        let idx = (0..<(b * t)).map { _ in Int32(rng.next() % 300) }
+        var targets = (0..<(b * t)).map { _ in Int32(rng.next() % 300) }
+        targets[3] = -1
+        let lc = Tensor.withoutGrad { cpu.forward(idx, batch: b, time: t) }
+        let ld = Tensor.withoutGrad { dev.forward(idx, batch: b, time: t) }
+        XCTAssertTrue(ld.gpu === gpu, "the logits stay on the device")
+        assertClose(ld.hostArray(), lc.array, 1e-5, "logits")
+        let before = (gpu.uploads, gpu.downloads)
+        let lossC = cpu.forward(idx, batch: b, time: t, targets: targets), lossD = dev.forward(idx, batch: b, time: t, targets: targets)
+        lossC.backward()
+        lossD.backward()
+        XCTAssertEqual(gpu.uploads - before.0, 2, "a training pass copies its ids and targets to the device")
+        XCTAssertEqual(lossD.scalar, lossC.scalar, accuracy: 1e-5 * abs(lossC.scalar))
+        XCTAssertEqual(gpu.downloads - before.1, 1, "and only its loss back")
+        for name in cpu.parameterNames {
+            assertClose(dev.param(name).grad!.hostArray(), cpu.param(name).grad!.array, 1e-4, "gradient of \(name)")
+        }
+    }
+
+    /// Cached decoding on the device equals its own full forward, for rows at different positions (the continuous
+    /// batcher's case) and across a window shorter than the sequence.
+    func testCachedDecodingOnTheDeviceEqualsItsFullForward() throws {
+        let gpu = try standIn()
+        let dev = try model()
+        dev.windows = [5, 64, 5]
+        dev.useDevice(.gpu(gpu))
+        var rng = RNG(seed: 4)
+        let seqs = [(0..<14).map { _ in Int32(rng.next() % 300) }, (0..<11).map { _ in Int32(rng.next() % 300) }]
+        let cache = KVCache(for: dev, batch: 2, capacity: 8)  // grows on the device as the rows need it
+        XCTAssertTrue(cache.gpu === gpu)
+        Tensor.withoutGrad {
+            // prefill each row separately (different lengths), then decode both rows together token by token
+            for (r, prefill) in [6, 3].enumerated() {
+                _ = dev.forward(Array(seqs[r][0..<prefill]), batch: 1, time: prefill, cache: cache, rows: [r])
+            }
+            var pos = [6, 3]
+            for _ in 0..<5 {
+                let step = dev.forward([seqs[0][pos[0]], seqs[1][pos[1]]], batch: 2, time: 1, cache: cache, rows: [0, 1], lastOnly: true).hostArray()
+                for r in 0..<2 {
+                    let full = dev.forward(Array(seqs[r][0...pos[r]]), batch: 1, time: pos[r] + 1, lastOnly: true).hostArray()
+                    assertClose(Array(step[(r * 300)..<((r + 1) * 300)]), full, 1e-5, "row \(r) at position \(pos[r])")
+                }
+                pos = pos.map { $0 + 1 }
+            }
+        }
+    }
+
+    func testTheEngineGeneratesTheSameTokensOnTheDevice() throws {
+        let gpu = try standIn()
+        let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] }, specialTokens: specialTokenNames)
+        let vocab = tok.vocabSize
+        let config = GPTConfig(sequence_len: 64, vocab_size: vocab, n_layer: 2, n_head: 2, n_kv_head: 1, n_embd: 64, window_pattern: "L")
+        let cpu = try GPT(config: config, seed: 8), dev = try GPT(config: config, seed: 8)
+        dev.useDevice(.gpu(gpu))
+        func run(_ m: GPT) throws -> [[Int]] {
+            var out: [[Int]] = [[], []]
+            try Engine(model: m, tokenizer: tok).generate([tok.bosID, 72, 105], numSamples: 2, maxTokens: 10, temperature: 0.8, topK: 20, seed: 3) { col, _ in
+                for r in 0..<2 { out[r].append(col[r]) }
+                return true
+            }
+            return out
+        }
+        XCTAssertEqual(try run(dev), try run(cpu), "sampled with the same seed from the same logits")
+    }
+
+    /// One RL step's loss and gradients (the advantage-weighted cross-entropy) from the same rollouts.
+    func testAnRLStepOnTheDeviceEqualsTheCPU() throws {
+        let gpu = try standIn()
+        let cpu = try model(), dev = try model()
+        dev.useDevice(.gpu(gpu))
+        let prompt = [256, 257, 72, 105, 258, 259]
+        let seqs = [prompt + [65, 66, 67, 68], prompt + [69, 70], prompt + [71, 72, 73, 74, 75, 76]]
+        let masks = seqs.enumerated().map { i, s in [Int](repeating: 0, count: prompt.count) + (0..<(s.count - prompt.count)).map { j in i == 2 && j == 2 ? 0 : 1 } }
+        let rollout = ChatRL.rollout(sequences: seqs, masks: masks, rewards: [1, 0, 1], pad: 260)
+        let lossC = ChatRL.accumulate(model: cpu, rollout: rollout, rowsPerPass: 2, questions: 2)
+        let lossD = ChatRL.accumulate(model: dev, rollout: rollout, rowsPerPass: 2, questions: 2)
+        XCTAssertNotEqual(lossC, 0)
+        XCTAssertEqual(lossD, lossC, accuracy: 1e-5 * abs(lossC))
+        for name in cpu.parameterNames {
+            assertClose(dev.param(name).grad!.hostArray(), cpu.param(name).grad!.array, 1e-4, "RL gradient of \(name)")
+        }
+        // and one optimizer step from those gradients gives the same weights
+        let groups = cpu.optimizerGroups(unembeddingLR: 0.004, embeddingLR: 0.2, matrixLR: 0.02, weightDecay: 0.1, scalarLR: 0.5)
+        try MuonAdamW(model: cpu, groups: groups).step()
+        try MuonAdamW(model: dev, groups: groups).step()
+        for name in cpu.parameterNames {
+            // Muon's Polar Express iterations amplify the gradients' last-bit differences (the fixtures' tolerance)
+            assertClose(dev.param(name).hostArray(), cpu.param(name).array, 1e-4, "\(name) after the step")
+        }
+    }
+}
