@@ -23,7 +23,10 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 passed=0; failed=0
 ok() { echo "ok: $1"; passed=$((passed + 1)); }
 bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
-if ! cc -O2 -shared -fPIC -Icuda cuda/host_emulation.c -o "$work/libnanochat_cuda.so" -lm; then
+# LIBRARY=path: the real CUDA library (scripts/gpu-check on a GPU) instead of the host stand-in
+if [[ -n ${LIBRARY:-} ]]; then
+  cp "$LIBRARY" "$work/libnanochat_cuda.so"
+elif ! cc -O2 -shared -fPIC -Icuda cuda/host_emulation.c -o "$work/libnanochat_cuda.so" -lm; then
   echo "gpu_emulation_check: 0 passed, 1 failed (cuda/host_emulation.c does not compile)"; exit 1
 fi
 export NANOCHAT_CUDA_LIB=$work/libnanochat_cuda.so NANOCHAT_BASE_DIR=$work/base
@@ -44,7 +47,7 @@ $n "${train[@]}" --device-type cpu --save-every 2 --checkpoint-dir "$work/start"
 for run in cpu gpu; do mkdir -p "$work/$run" && cp "$work"/start/*000002* "$work/start/metrics.jsonl" "$work/$run/"; done
 $n "${train[@]}" --device-type cpu --resume-from-step 2 --checkpoint-dir "$work/cpu" >"$work/cpu.log" 2>&1 || cat "$work/cpu.log"
 $n "${train[@]}" --device-type cuda --gpu-precision fp32 --resume-from-step 2 --checkpoint-dir "$work/gpu" >"$work/gpu.log" 2>&1 || cat "$work/gpu.log"
-if grep -q "host emulation" "$work/gpu.log" \
+if grep -q "^device: " "$work/gpu.log" \
    && python3 tools/compare_runs.py "$work/cpu" "$work/gpu" --tol 1e-4 --min-steps 8 --loose backout_lambda | tail -1; then
   ok "base-train on the (emulated) device = on the CPU from the same checkpoint, losses and final weights: $(grep 'val bpb' "$work/gpu.log" | tail -1)"
 else bad "base-train on the (emulated) device differs from the CPU"; tail -5 "$work/gpu.log"; fi

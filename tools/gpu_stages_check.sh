@@ -8,7 +8,8 @@
 #   3. chat-eval (categorical and generative tasks): the same accuracy on each task
 #   4. base-eval CORE: the same option chosen for every example, mean losses within 1e-5
 #   5. chat-cli, greedy: the same answer
-# usage: tools/gpu_stages_check.sh NANOCHAT BASE_DIR  (BASE_DIR: tokenizer, task data, eval bundle, base_checkpoints/d2)
+# usage: tools/gpu_stages_check.sh NANOCHAT BASE_DIR  (BASE_DIR: tokenizer, task data, eval bundle, a base checkpoint)
+#        LIBRARY=libnanochat_cuda.so: the same on a real GPU
 set -uo pipefail
 n=$(realpath "$1"); src=$(realpath "$2")
 cd "$(dirname "$0")/.."
@@ -16,7 +17,10 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 passed=0; failed=0
 ok() { echo "ok: $1"; passed=$((passed + 1)); }
 bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
-if ! cc -O2 -shared -fPIC -Icuda cuda/host_emulation.c -o "$work/libnanochat_cuda.so" -lm; then
+# LIBRARY=path: the real CUDA library (scripts/gpu-check on a GPU) instead of the host stand-in
+if [[ -n ${LIBRARY:-} ]]; then
+  cp "$LIBRARY" "$work/libnanochat_cuda.so"
+elif ! cc -O2 -shared -fPIC -Icuda cuda/host_emulation.c -o "$work/libnanochat_cuda.so" -lm; then
   echo "gpu_stages_check: 0 passed, 1 failed (cuda/host_emulation.c does not compile)"; exit 1
 fi
 mkdir -p "$work/base"
@@ -25,36 +29,37 @@ cp "$src"/identity_conversations.jsonl "$work/base/" 2>/dev/null
 export NANOCHAT_CUDA_LIB=$work/libnanochat_cuda.so NANOCHAT_BASE_DIR=$work/base
 on() { local dev=$1; shift; $n "$@" --device-type "$dev" --gpu-precision fp32; }
 
+tag=$(ls "$work/base/base_checkpoints" | sort -V | tail -1)  # what each stage saves under (the largest d<N>)
 sft=(chat-sft -i base --load-optimizer 0 --num-iterations 4 --eval-every 2 --eval-tokens 2048 --chatcore-every -2 --rows-per-task 50
      --identity-epochs 1 --gsm8k-epochs 1 --mmlu-epochs 1)
-ck=$work/base/chatsft_checkpoints
+ck=$work/base/chatsft_checkpoints; mkdir -p "$work/runs"
 for dev in cpu cuda; do
-  rm -rf "$ck/d2"; on $dev "${sft[@]}" >"$work/sft_$dev.log" 2>&1 || tail -5 "$work/sft_$dev.log"; mv "$ck/d2" "$ck/$dev"
+  rm -rf "$ck"; on $dev "${sft[@]}" >"$work/sft_$dev.log" 2>&1 || tail -5 "$work/sft_$dev.log"; mv "$ck/$tag" "$work/runs/sft_$dev"
 done
-if grep -q "host emulation" "$work/sft_cuda.log" \
-   && python3 tools/compare_runs.py "$ck/cpu" "$ck/cuda" --tol 1e-4 --min-steps 4 --loose backout_lambda | tail -1; then
-  ok "chat-sft on the (emulated) device = on the CPU: $(grep 'validation bpb' "$work/sft_cuda.log" | tail -1); $(grep '^host<->device' "$work/sft_cuda.log")"
-else bad "chat-sft on the (emulated) device differs from the CPU"; tail -5 "$work/sft_cuda.log"; fi
+if grep -q "^device: " "$work/sft_cuda.log" \
+   && python3 tools/compare_runs.py "$work/runs/sft_cpu" "$work/runs/sft_cuda" --tol 1e-4 --min-steps 4 --loose backout_lambda | tail -1; then
+  ok "chat-sft on the device = on the CPU: $(grep 'validation bpb' "$work/sft_cuda.log" | tail -1); $(grep '^host<->device' "$work/sft_cuda.log")"
+else bad "chat-sft on the device differs from the CPU"; tail -5 "$work/sft_cuda.log"; fi
 grep -qE "^device allocations: ([0-9]+) after the first step, \1 after the last" "$work/sft_cuda.log" \
   && ok "chat-sft: no device allocation after the first step" || { bad "chat-sft allocated device memory after the first step"; grep "^device alloc" "$work/sft_cuda.log"; }
-cp -r "$ck/cpu" "$ck/d2"  # the SFT model every later stage starts from
+mkdir -p "$ck" && cp -r "$work/runs/sft_cpu" "$ck/$tag"  # the SFT model every later stage starts from
 
 rl=(chat-rl --num-iterations 2 --examples-per-step 2 --num-samples 4 --device-batch-size 4 --max-new-tokens 24 --eval-every 2 --eval-examples 4)
 rk=$work/base/chatrl_checkpoints
 for dev in cpu cuda; do
-  rm -rf "$rk/d2"; on $dev "${rl[@]}" >"$work/rl_$dev.log" 2>&1 || tail -5 "$work/rl_$dev.log"; mv "$rk/d2" "$rk/$dev"
+  rm -rf "$rk"; on $dev "${rl[@]}" >"$work/rl_$dev.log" 2>&1 || tail -5 "$work/rl_$dev.log"; mv "$rk/$tag" "$work/runs/rl_$dev"
 done
-if python3 tools/compare_runs.py "$rk/cpu" "$rk/cuda" --tol 1e-4 --min-steps 2 --loose backout_lambda | tail -1 \
+if python3 tools/compare_runs.py "$work/runs/rl_cpu" "$work/runs/rl_cuda" --tol 1e-4 --min-steps 2 --loose backout_lambda | tail -1 \
    && [[ "$(grep pass@ "$work/rl_cpu.log" | sed 's/(.*//')" == "$(grep pass@ "$work/rl_cuda.log" | sed 's/(.*//')" ]]; then
-  ok "chat-rl on the (emulated) device = on the CPU (rollouts, pass@k, losses, weights)"
-else bad "chat-rl on the (emulated) device differs from the CPU"; tail -3 "$work/rl_cpu.log" "$work/rl_cuda.log"; fi
+  ok "chat-rl on the device = on the CPU (rollouts, pass@k, losses, weights)"
+else bad "chat-rl on the device differs from the CPU"; tail -3 "$work/rl_cpu.log" "$work/rl_cuda.log"; fi
 
 for dev in cpu cuda; do
   on $dev chat-eval -i sft -a 'ARC-Easy|GSM8K|SpellingBee' -x 4 -m 24 2>&1 | grep accuracy | sed 's/ in .*//' >"$work/eval_$dev.txt"
 done
 if [[ -s "$work/eval_cpu.txt" ]] && cmp -s "$work/eval_cpu.txt" "$work/eval_cuda.txt"; then
-  ok "chat-eval on the (emulated) device = on the CPU: $(tr '\n' ';' <"$work/eval_cuda.txt")"
-else bad "chat-eval on the (emulated) device differs from the CPU"; cat "$work/eval_cpu.txt" "$work/eval_cuda.txt"; fi
+  ok "chat-eval on the device = on the CPU: $(tr '\n' ';' <"$work/eval_cuda.txt")"
+else bad "chat-eval on the device differs from the CPU"; cat "$work/eval_cpu.txt" "$work/eval_cuda.txt"; fi
 
 if [[ -f "$work/base/eval_bundle/core.yaml" ]]; then
   for dev in cpu cuda; do on $dev base-eval --eval core --max-per-task 12 --dump-examples "$work/core_$dev.json" >/dev/null 2>&1; done
@@ -74,12 +79,12 @@ for ta, tb in zip(a, b):
 assert n > 0 and worst < 1e-5, worst
 print(f"CORE: {n} examples, the same choice and verdict on both, losses within {worst:.1e}")
 PY
-  then ok "base-eval CORE on the (emulated) device picks what the CPU picks"
-  else bad "base-eval CORE on the (emulated) device differs from the CPU"; fi
+  then ok "base-eval CORE on the device picks what the CPU picks"
+  else bad "base-eval CORE on the device differs from the CPU"; fi
 fi
 
 for dev in cpu cuda; do on $dev chat-cli -i sft -p "What is 2+2?" -t 0 2>/dev/null >"$work/cli_$dev.txt"; done
-if cmp -s "$work/cli_cpu.txt" "$work/cli_cuda.txt"; then ok "chat-cli greedy on the (emulated) device = on the CPU"
+if cmp -s "$work/cli_cpu.txt" "$work/cli_cuda.txt"; then ok "chat-cli greedy on the device = on the CPU"
 else bad "chat-cli greedy answers differ"; cat "$work/cli_cpu.txt" "$work/cli_cuda.txt"; fi
 echo "gpu_stages_check: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
