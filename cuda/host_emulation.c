@@ -445,20 +445,40 @@ int nc_dot(nc_context *ctx, float *out, const float *x, const float *w, int64_t 
     return 0;
 }
 
-int nc_kv_append(nc_context *ctx, float *cache, const float *src, const int32_t *rows, const int32_t *starts, int64_t b,
-                 int64_t t, int64_t hkv, int64_t d, int64_t capacity) {
+// the bf16 cache's elements: the top 16 bits of the float rounded to nearest even
+static uint16_t bf16_bits(float x) {
+    float r = bf16_round(x);
+    uint32_t u;
+    memcpy(&u, &r, 4);
+    return (uint16_t)(u >> 16);
+}
+
+static float cache_element(const void *cache, int64_t i, int bf16) {
+    if (!bf16) return ((const float *)cache)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)cache)[i] << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+int nc_kv_append(nc_context *ctx, void *cache, const float *src, const int32_t *rows, const int32_t *starts, int64_t b,
+                 int64_t t, int64_t hkv, int64_t d, int64_t capacity, int bf16) {
     (void)ctx;
     for (int64_t bi = 0; bi < b; bi++)
         for (int64_t ti = 0; ti < t; ti++)
             for (int64_t h = 0; h < hkv; h++)
-                memcpy(cache + ((rows[bi] * hkv + h) * capacity + starts[bi] + ti) * d, src + ((bi * t + ti) * hkv + h) * d,
-                       (size_t)d * sizeof(float));
+                for (int64_t c = 0; c < d; c++) {
+                    int64_t dst = ((rows[bi] * hkv + h) * capacity + starts[bi] + ti) * d + c;
+                    float v = src[((bi * t + ti) * hkv + h) * d + c];
+                    if (bf16) ((uint16_t *)cache)[dst] = bf16_bits(v);
+                    else ((float *)cache)[dst] = v;
+                }
     return 0;
 }
 
-int nc_cached_attention(nc_context *ctx, float *out, const float *q, const float *k_cache, const float *v_cache,
+int nc_cached_attention(nc_context *ctx, float *out, const float *q, const void *k_cache, const void *v_cache,
                         const int32_t *rows, const int32_t *starts, int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t d,
-                        int64_t capacity, int64_t window) {
+                        int64_t capacity, int64_t window, int bf16) {
     if (hkv <= 0 || h % hkv != 0) return fail(ctx, "nc_cached_attention", "the query heads are not a multiple of the KV heads");
     double *scores = (double *)malloc((size_t)capacity * sizeof(double));
     if (!scores) return fail(ctx, "nc_cached_attention", "out of host memory");
@@ -468,11 +488,11 @@ int nc_cached_attention(nc_context *ctx, float *out, const float *q, const float
             for (int64_t hh = 0; hh < h; hh++) {
                 int64_t kh = hh / (h / hkv), p = starts[bi] + ti, lo = p - window > 0 ? p - window : 0;
                 const float *qi = q + ((bi * t + ti) * h + hh) * d;
-                const float *kb = k_cache + (rows[bi] * hkv + kh) * capacity * d, *vb = v_cache + (rows[bi] * hkv + kh) * capacity * d;
+                int64_t base = (rows[bi] * hkv + kh) * capacity * d;
                 double mx = -INFINITY, sum = 0;
                 for (int64_t j = lo; j <= p; j++) {
                     double s = 0;
-                    for (int64_t c = 0; c < d; c++) s += (double)qi[c] * kb[j * d + c];
+                    for (int64_t c = 0; c < d; c++) s += (double)qi[c] * cache_element(k_cache, base + j * d + c, bf16);
                     scores[j] = s * scale;
                     if (scores[j] > mx) mx = scores[j];
                 }
@@ -480,7 +500,7 @@ int nc_cached_attention(nc_context *ctx, float *out, const float *q, const float
                 float *oi = out + ((bi * t + ti) * h + hh) * d;
                 for (int64_t c = 0; c < d; c++) {
                     double acc = 0;
-                    for (int64_t j = lo; j <= p; j++) acc += scores[j] * vb[j * d + c];
+                    for (int64_t j = lo; j <= p; j++) acc += scores[j] * cache_element(v_cache, base + j * d + c, bf16);
                     oi[c] = (float)(acc / sum);
                 }
             }

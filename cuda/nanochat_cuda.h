@@ -73,16 +73,17 @@ int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv,
                                const float *k, const float *v, const float *o, const float *dout, const float *lse,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
 
-// --- the engine's KV cache (kv_cache.cu): per layer [rows, Hkv, capacity, D], head-major. rows[b] is the cache row
-// of batch row b and starts[b] the position its first new token takes (both device int32 [B]).
+// --- the engine's KV cache (kv_cache.cu): per layer [rows, Hkv, capacity, D], head-major, fp32 elements or, with
+// bf16 != 0, bf16 ones (rounded to nearest even). rows[b] is the cache row of batch row b and starts[b] the position
+// its first new token takes (both device int32 [B]).
 // Writes the chunk's keys or values src [B, T, Hkv, D] at those positions.
-int nc_kv_append(nc_context *ctx, float *cache, const float *src, const int32_t *rows, const int32_t *starts, int64_t b,
-                 int64_t t, int64_t hkv, int64_t d, int64_t capacity);
+int nc_kv_append(nc_context *ctx, void *cache, const float *src, const int32_t *rows, const int32_t *starts, int64_t b,
+                 int64_t t, int64_t hkv, int64_t d, int64_t capacity, int bf16);
 // out, q: [B, T, H, D]; query (b, i) at position p = starts[b] + i attends the cached positions max(0, p - window)..p
-// of its row (already appended), exact fp32 softmax.
-int nc_cached_attention(nc_context *ctx, float *out, const float *q, const float *k_cache, const float *v_cache,
+// of its row (already appended); fp32 scores, softmax and sums.
+int nc_cached_attention(nc_context *ctx, float *out, const float *q, const void *k_cache, const void *v_cache,
                         const int32_t *rows, const int32_t *starts, int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t d,
-                        int64_t capacity, int64_t window);
+                        int64_t capacity, int64_t window, int bf16);
 
 // --- the GPT's gates (gates.cu); gradients are added into their outputs (zero them for a fresh gradient)
 // embedding: out[i] = table[ids[i]] ([n, c]); backward scatter-adds into dtable (atomics: the summation order of

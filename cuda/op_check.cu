@@ -248,23 +248,39 @@ static void check_axpby_softcap(int64_t n) {
     check("softcap in place", dz.get<float>(), capped, 1e-6);
 }
 
+// bf16 bits of x, rounded to nearest even, and back (the bf16 KV cache's elements)
+static uint16_t to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+static float from_bf16(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 // The engine's cache: a chunk appended at each row's own position (rows in another order than the batch), then its
-// queries attend over the cached span the window allows; the reference in double from the same cache contents.
-static void check_kv_cache(int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t d, int64_t cap, int64_t window) {
+// queries attend over the cached span the window allows; the reference in double from the same cache contents (with
+// a bf16 cache: the contents rounded to bf16, as the kernel stores them).
+static void check_kv_cache(int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t d, int64_t cap, int64_t window, int bf16) {
     int64_t rows_total = b + 1;
     auto kc = randn(rows_total * hkv * cap * d), vc = randn(rows_total * hkv * cap * d);
     auto knew = randn(b * t * hkv * d), vnew = randn(b * t * hkv * d), q = randn(b * t * h * d);
     std::vector<int32_t> rows(b), starts(b);
     for (int64_t i = 0; i < b; i++) { rows[i] = (int32_t)((i * 7 + 1) % rows_total); starts[i] = (int32_t)((i * 13) % (cap - t + 1)); }
-    // the reference cache after the append
-    std::vector<float> kr(kc), vr(vc);
+    auto stored = [&](float x) { return bf16 ? from_bf16(to_bf16(x)) : x; };
+    // the reference cache after the append, as stored
+    std::vector<float> kr(kc.size()), vr(vc.size());
+    for (size_t i = 0; i < kc.size(); i++) { kr[i] = stored(kc[i]); vr[i] = stored(vc[i]); }
     for (int64_t bi = 0; bi < b; bi++)
         for (int64_t ti = 0; ti < t; ti++)
             for (int64_t hh = 0; hh < hkv; hh++)
                 for (int64_t c = 0; c < d; c++) {
                     int64_t dst = ((rows[bi] * hkv + hh) * cap + starts[bi] + ti) * d + c, src = ((bi * t + ti) * hkv + hh) * d + c;
-                    kr[dst] = knew[src];
-                    vr[dst] = vnew[src];
+                    kr[dst] = stored(knew[src]);
+                    vr[dst] = stored(vnew[src]);
                 }
     std::vector<double> ref(b * t * h * d);
     for (int64_t bi = 0; bi < b; bi++)
@@ -286,15 +302,20 @@ static void check_kv_cache(int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t
                     ref[((bi * t + ti) * h + hh) * d + c] = acc / sum;
                 }
             }
-    Dev dk(kc), dv(vc), dkn(knew), dvn(vnew), dq(q), dr(rows), ds(starts), dout(nans(b * t * h * d));
-    NC(nc_kv_append(ctx, dk.f(), dkn.f(), (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, hkv, d, cap));
-    NC(nc_kv_append(ctx, dv.f(), dvn.f(), (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, hkv, d, cap));
+    std::vector<uint16_t> k16(kc.size()), v16(vc.size());
+    for (size_t i = 0; i < kc.size(); i++) { k16[i] = to_bf16(kc[i]); v16[i] = to_bf16(vc[i]); }
+    Dev dk32(kc), dv32(vc), dk16(k16), dv16(v16), dkn(knew), dvn(vnew), dq(q), dr(rows), ds(starts), dout(nans(b * t * h * d));
+    Dev &dk = bf16 ? dk16 : dk32, &dv = bf16 ? dv16 : dv32;
+    NC(nc_kv_append(ctx, dk.p, dkn.f(), (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, hkv, d, cap, bf16));
+    NC(nc_kv_append(ctx, dv.p, dvn.f(), (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, hkv, d, cap, bf16));
+    std::vector<float> got;
+    if (bf16) { for (auto x : dk.get<uint16_t>()) got.push_back(from_bf16(x)); } else got = dk.get<float>();
     std::vector<double> krd(kr.begin(), kr.end());
-    check("kv append at each row's position", dk.get<float>(), krd, 0);
-    NC(nc_cached_attention(ctx, dout.f(), dq.f(), dk.f(), dv.f(), (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, h, hkv, d, cap, window));
+    check(bf16 ? "kv append at each row's position (bf16 cache)" : "kv append at each row's position", got, krd, 0);
+    NC(nc_cached_attention(ctx, dout.f(), dq.f(), dk.p, dv.p, (const int32_t *)dr.p, (const int32_t *)ds.p, b, t, h, hkv, d, cap, window, bf16));
     char name[160];
-    snprintf(name, sizeof name, "cached attention b%lld t%lld h%lld/%lld d%lld cap %lld window %lld", (long long)b, (long long)t,
-             (long long)h, (long long)hkv, (long long)d, (long long)cap, (long long)window);
+    snprintf(name, sizeof name, "cached attention%s b%lld t%lld h%lld/%lld d%lld cap %lld window %lld", bf16 ? " (bf16 cache)" : "",
+             (long long)b, (long long)t, (long long)h, (long long)hkv, (long long)d, (long long)cap, (long long)window);
     check(name, dout.get<float>(), ref, 1e-5);
 }
 
@@ -710,9 +731,11 @@ int main(int argc, char **argv) {
     check_classifier(19, 300, 320);
     check_classifier(7, 1000, 1024);
     check_adamw(10007);
-    check_kv_cache(3, 1, 4, 2, 64, 40, 1000);  // decode steps, GQA, rows of different lengths
-    check_kv_cache(2, 5, 6, 3, 128, 64, 7);    // a chunk with a window shorter than the span
-    check_kv_cache(2, 1, 2, 2, 32, 300, 299);  // a window that ends exactly at position 0
+    for (int bf16 = 0; bf16 <= 1; bf16++) {
+        check_kv_cache(3, 1, 4, 2, 64, 40, 1000, bf16);  // decode steps, GQA, rows of different lengths
+        check_kv_cache(2, 5, 6, 3, 128, 64, 7, bf16);    // a chunk with a window shorter than the span
+        check_kv_cache(2, 1, 2, 2, 32, 300, 299, bf16);  // a window that ends exactly at position 0
+    }
     check_gates();
     check_muon(3, 48, 16, 0);  // tall: per-row statistics, lr x 1.73
     check_muon(2, 16, 40, 0);  // wide: per-column statistics

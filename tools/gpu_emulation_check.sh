@@ -15,21 +15,12 @@
 #   4. a device run resumed from its own checkpoint (weights and optimizer state written back through the CPU
 #      objects) continues exactly.
 # The kernels themselves are checked on a GPU by cuda/op_check.cu (scripts/gpu-check). Ends with "N passed, N failed".
-# usage: tools/gpu_emulation_check.sh NANOCHAT FIXTURES_DIR
+# usage: tools/gpu_emulation_check.sh NANOCHAT FIXTURES_DIR   (LIBRARY=libnanochat_cuda.so: the same on a real GPU;
+#        DEPTH, STEPS: the size of the base-train comparison, default 2 and 8)
 set -uo pipefail
 n=$(realpath "$1"); fixtures=$(realpath "$2")
 cd "$(dirname "$0")/.."
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-passed=0; failed=0
-ok() { echo "ok: $1"; passed=$((passed + 1)); }
-bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
-# LIBRARY=path: the real CUDA library (scripts/gpu-check on a GPU) instead of the host stand-in
-if [[ -n ${LIBRARY:-} ]]; then
-  cp "$LIBRARY" "$work/libnanochat_cuda.so"
-elif ! cc -O2 -shared -fPIC -Icuda cuda/host_emulation.c -o "$work/libnanochat_cuda.so" -lm; then
-  echo "gpu_emulation_check: 0 passed, 1 failed (cuda/host_emulation.c does not compile)"; exit 1
-fi
-export NANOCHAT_CUDA_LIB=$work/libnanochat_cuda.so NANOCHAT_BASE_DIR=$work/base
+check=gpu_emulation_check; source tools/device_check_setup.sh
 
 for f in "$fixtures"/gpt_*.safetensors "$fixtures"/optim_*.safetensors; do
   out=$($n verify --device-type cuda "$f" 2>&1)
@@ -41,14 +32,14 @@ $n tok-train --vocab-size 1024 --input "$fixtures/corpus_austen_700k.txt" --spli
   && $n dataset shard --input "$fixtures/corpus_austen_700k.txt" --paragraph-chars 200 --val-docs 100 --docs-per-shard 2500 >/dev/null \
   || { bad "could not make the tokenizer and shards"; echo "gpu_emulation_check: $passed passed, $failed failed"; exit 1; }
 # windows S and L, value embeddings, 2 accumulation steps (GQA is in the fixtures: base-train's models have none)
-train=(base-train --depth 2 --head-dim 64 --max-seq-len 128 --window-pattern SL --device-batch-size 2
-       --total-batch-size 512 --warmup-steps 2 --eval-every 4 --eval-tokens 512 --sample-every -1 --num-iterations 8)
+train=(base-train --depth ${DEPTH:-2} --head-dim 64 --max-seq-len 128 --window-pattern SL --device-batch-size 2
+       --total-batch-size 512 --warmup-steps 2 --eval-every 4 --eval-tokens 512 --sample-every -1 --num-iterations ${STEPS:-8})
 $n "${train[@]}" --device-type cpu --save-every 2 --checkpoint-dir "$work/start" >"$work/start.log" 2>&1 || cat "$work/start.log"
 for run in cpu gpu; do mkdir -p "$work/$run" && cp "$work"/start/*000002* "$work/start/metrics.jsonl" "$work/$run/"; done
 $n "${train[@]}" --device-type cpu --resume-from-step 2 --checkpoint-dir "$work/cpu" >"$work/cpu.log" 2>&1 || cat "$work/cpu.log"
 $n "${train[@]}" --device-type cuda --gpu-precision fp32 --resume-from-step 2 --checkpoint-dir "$work/gpu" >"$work/gpu.log" 2>&1 || cat "$work/gpu.log"
 if grep -q "^device: " "$work/gpu.log" \
-   && python3 tools/compare_runs.py "$work/cpu" "$work/gpu" --tol 1e-4 --min-steps 8 --loose backout_lambda | tail -1; then
+   && python3 tools/compare_runs.py "$work/cpu" "$work/gpu" --tol 1e-4 --min-steps ${STEPS:-8} --loose backout_lambda | tail -1; then
   ok "base-train on the (emulated) device = on the CPU from the same checkpoint, losses and final weights: $(grep 'val bpb' "$work/gpu.log" | tail -1)"
 else bad "base-train on the (emulated) device differs from the CPU"; tail -5 "$work/gpu.log"; fi
 # the caching allocator: after the first optimizer step a step makes no device allocation (evaluations included)
@@ -65,7 +56,8 @@ $n "${train[@]}" --device-type cuda --gpu-precision fp32 --save-every 4 --checkp
 cp -r "$work/dev" "$work/res"
 rm -f "$work/res/model_000008.safetensors" "$work/res/meta_000008.json"
 $n "${train[@]}" --device-type cuda --gpu-precision fp32 --resume-from-step 4 --checkpoint-dir "$work/res" >"$work/res.log" 2>&1 || cat "$work/res.log"
-if python3 tools/compare_runs.py "$work/dev" "$work/res" --tol 1e-6 --min-steps 8 | tail -1; then ok "a device run resumed at step 4 from its own checkpoint = uninterrupted"
+# bit for bit on the stand-in; on a GPU the scatter-adds' atomics sum in no fixed order, so 1e-4 there
+if python3 tools/compare_runs.py "$work/dev" "$work/res" --tol "$([[ -n ${LIBRARY:-} ]] && echo 1e-4 || echo 1e-6)" --min-steps ${STEPS:-8} | tail -1; then ok "a device run resumed at step 4 from its own checkpoint = uninterrupted"
 else bad "a device run resumed at step 4 differs"; tail -5 "$work/res.log"; fi
 echo "gpu_emulation_check: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -13,20 +13,10 @@
 set -uo pipefail
 n=$(realpath "$1"); src=$(realpath "$2")
 cd "$(dirname "$0")/.."
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-passed=0; failed=0
-ok() { echo "ok: $1"; passed=$((passed + 1)); }
-bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
-# LIBRARY=path: the real CUDA library (scripts/gpu-check on a GPU) instead of the host stand-in
-if [[ -n ${LIBRARY:-} ]]; then
-  cp "$LIBRARY" "$work/libnanochat_cuda.so"
-elif ! cc -O2 -shared -fPIC -Icuda cuda/host_emulation.c -o "$work/libnanochat_cuda.so" -lm; then
-  echo "gpu_stages_check: 0 passed, 1 failed (cuda/host_emulation.c does not compile)"; exit 1
-fi
+check=gpu_stages_check; source tools/device_check_setup.sh
 mkdir -p "$work/base"
 cp -r "$src/tokenizer" "$src/task_data" "$src/base_checkpoints" "$work/base/" && cp -r "$src/eval_bundle" "$work/base/" 2>/dev/null
 cp "$src"/identity_conversations.jsonl "$work/base/" 2>/dev/null
-export NANOCHAT_CUDA_LIB=$work/libnanochat_cuda.so NANOCHAT_BASE_DIR=$work/base
 on() { local dev=$1; shift; $n "$@" --device-type "$dev" --gpu-precision fp32; }
 
 tag=$(ls "$work/base/base_checkpoints" | sort -V | tail -1)  # what each stage saves under (the largest d<N>)

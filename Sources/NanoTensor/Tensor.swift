@@ -5,8 +5,9 @@
 /// Reshapes are views over the same storage; everything else that changes layout is an explicit op.
 public final class Tensor {
     public private(set) var shape: [Int]
-    /// Replaced only by `move(to:)` (a parameter going to the GPU keeps its identity for the optimizer).
-    public private(set) var storage: Storage
+    /// Replaced only by `move(to:)` (a parameter going to the GPU keeps its identity for the optimizer). Unchecked
+    /// exclusivity: every op reads it (`data`), and a dynamic access check per read would cost the hot loops.
+    @exclusivity(unchecked) public private(set) var storage: Storage
     public var grad: Tensor?
     /// Leaves that want gradients (parameters) and every tensor computed from one.
     public var requiresGrad: Bool

@@ -107,6 +107,29 @@ final class DeviceModelTests: XCTestCase {
         }
     }
 
+    /// With bf16 products the cache keeps bf16 keys and values (half the bytes a decode step streams): cached decoding
+    /// then equals the full forward to bf16's precision.
+    func testTheBF16CacheFollowsTheFullForward() throws {
+        let gpu = try standIn()
+        gpu.bf16 = true
+        defer { gpu.bf16 = false }
+        let dev = try GPT(config: GPTConfig(sequence_len: 64, vocab_size: 300, n_layer: 3, n_head: 2, n_kv_head: 1, n_embd: 128,
+                                            window_pattern: "SL"), seed: 6)  // head dim 64: the bf16 attention's smallest
+        dev.useDevice(.gpu(gpu))
+        let cache = KVCache(for: dev, batch: 1, capacity: 16)
+        XCTAssertTrue(cache.bf16 && cache.gpu === gpu)
+        var rng = RNG(seed: 2)
+        let seq = (0..<12).map { _ in Int32(rng.next() % 300) }
+        Tensor.withoutGrad {
+            _ = dev.forward(Array(seq[0..<8]), batch: 1, time: 8, cache: cache)
+            for p in 8..<12 {
+                let step = dev.forward([seq[p]], batch: 1, time: 1, cache: cache, lastOnly: true).hostArray()
+                let full = dev.forward(Array(seq[0...p]), batch: 1, time: p + 1, lastOnly: true).hostArray()
+                assertClose(step, full, 2e-2, "bf16 cache at position \(p)")
+            }
+        }
+    }
+
     func testTheEngineGeneratesTheSameTokensOnTheDevice() throws {
         let gpu = try standIn()
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] }, specialTokens: specialTokenNames)

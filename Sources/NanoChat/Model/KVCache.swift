@@ -8,8 +8,9 @@ import NanoTensor
 /// move together (`position`), while the continuous batcher (`Batcher`) keeps one conversation per row and
 /// steps only the rows it passes to `forward(rows:)`, each at its own position.
 ///
-/// For a model on a GPU the cache lives in the GPU's memory (float32: the device's attention reads fp32), and so does
-/// the smear state; each pass copies only its rows' cache indices and start positions there (kv_cache.cu).
+/// For a model on a GPU the cache lives in the GPU's memory, bf16 when the GPU runs its products in bf16 (fp32 with
+/// --gpu-precision fp32), and so does the smear state; each pass copies only its rows' cache indices and start
+/// positions there (kv_cache.cu).
 public final class KVCache {
     public let layers: Int, batch: Int, kvHeads: Int, headDim: Int, width: Int
     public let bf16: Bool
@@ -29,7 +30,7 @@ public final class KVCache {
     public convenience init(for model: GPT, batch: Int, capacity: Int) {
         let gpu = model.device.gpu
         self.init(layers: model.config.n_layer, batch: batch, capacity: capacity, kvHeads: model.config.n_kv_head,
-                  headDim: model.config.headDim, width: model.config.n_embd, bf16: gpu == nil && model.kvCacheBF16, gpu: gpu)
+                  headDim: model.config.headDim, width: model.config.n_embd, bf16: gpu.map { $0.bf16 } ?? model.kvCacheBF16, gpu: gpu)
     }
 
     public convenience init(config: GPTConfig, batch: Int, capacity: Int, bf16: Bool = false) {
@@ -38,7 +39,6 @@ public final class KVCache {
     }
 
     init(layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int, width: Int, bf16: Bool, gpu: GPU?) {
-        precondition(gpu == nil || !bf16, "the KV cache on the GPU is float32")
         self.layers = layers
         self.bf16 = bf16
         self.gpu = gpu
@@ -71,7 +71,7 @@ public final class KVCache {
     func copy(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, bytes: Int) {
         guard bytes > 0 else { return }
         if let gpu {
-            gpu.copy(src.assumingMemoryBound(to: Float.self), to: dst.assumingMemoryBound(to: Float.self), floats: bytes / 4)
+            gpu.copy(src, to: dst, bytes: bytes)
         } else {
             dst.copyMemory(from: src, byteCount: bytes)
         }
@@ -225,15 +225,15 @@ extension KVCache {
         /// the chunk or the new queries over the cache (nc_cached_attention).
         func attendOnGPU(_ gpu: GPU, layer: Int, queries q: Tensor, keys: Tensor, values: Tensor, window: Int) -> Tensor {
             let (b, d, hkv, cap, h) = (rows.count, cache.headDim, cache.kvHeads, cache.capacity, q.shape[2])
-            let (kc, vc) = (cache.k[layer].assumingMemoryBound(to: Float.self), cache.v[layer].assumingMemoryBound(to: Float.self))
+            let (kc, vc, bf16) = (cache.k[layer], cache.v[layer], Int32(cache.bf16 ? 1 : 0))
             for (dst, src) in [(kc, keys), (vc, values)] {
                 gpu.run(gpu.api.nc_kv_append(gpu.ctx, dst, src.gpuData, deviceRows!.device, deviceStarts!.device, Int64(b), Int64(time),
-                                             Int64(hkv), Int64(d), Int64(cap)), "kv append")
+                                             Int64(hkv), Int64(d), Int64(cap), bf16), "kv append")
             }
             if starts.allSatisfy({ $0 == 0 }) && time > 1 { return causalAttention(q, keys, values, window: window) }
             let out = Tensor(shape: q.shape, zeroed: false, on: gpu)
             gpu.run(gpu.api.nc_cached_attention(gpu.ctx, out.gpuData, q.gpuData, kc, vc, deviceRows!.device, deviceStarts!.device, Int64(b),
-                                                Int64(time), Int64(h), Int64(hkv), Int64(d), Int64(cap), Int64(window)), "cached attention")
+                                                Int64(time), Int64(h), Int64(hkv), Int64(d), Int64(cap), Int64(window), bf16), "cached attention")
             return out
         }
 

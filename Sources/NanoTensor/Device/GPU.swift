@@ -158,6 +158,10 @@ public final class GPU {
         run(api.nc_copy_on_device(ctx, dst, src, Int64(4 * n)), "copying on the GPU")
     }
 
+    public func copy(_ src: UnsafeRawPointer, to dst: UnsafeMutableRawPointer, bytes: Int) {
+        run(api.nc_copy_on_device(ctx, dst, src, Int64(bytes)), "copying on the GPU")
+    }
+
     public func zero(_ p: UnsafeMutablePointer<Float>, floats n: Int) { run(api.nc_zero(ctx, p, Int64(4 * n)), "zeroing GPU memory") }
 
     public func synchronize() { run(api.nc_synchronize(ctx), "waiting for the GPU") }
