@@ -8,6 +8,9 @@
 #include "caching_allocator.h"
 #include "nanochat_cuda.h"
 
+// One cuBLASLt plan per product shape (matmul.cu): made on the shape's first call, reused after.
+struct nc_matmul_plan;
+
 struct nc_context {
     int device;
     cudaStream_t stream;
@@ -19,8 +22,13 @@ struct nc_context {
     float *muon_scratch;  // Muon's working matrices (grown on demand)
     size_t muon_scratch_bytes;
     nc_caching_allocator cache;  // every device allocation, the scratch above included (nc_malloc, nc_free)
+    nc_matmul_plan *plans;  // the products' plans (a training step repeats a few dozen shapes)
+    int plan_count, plan_capacity;
     char error[512];
 };
+
+// Releases the products' plans (nc_destroy).
+void nc_matmul_plans_destroy(nc_context *ctx);
 
 // Records the failure in ctx->error and returns 1; the op returns that status.
 int nc_fail(nc_context *ctx, const char *what, const char *detail);

@@ -35,6 +35,7 @@ int nc_create(nc_context **out, int device) {
 void nc_destroy(nc_context *ctx) {
     if (!ctx) return;
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    nc_matmul_plans_destroy(ctx);
     nc_cache_destroy(&ctx->cache, device_free, ctx);  // the workspace and scratch included
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);

@@ -3,11 +3,12 @@
 # the host stand-in of the CUDA library's ABI, each command below runs with --device-type cuda --gpu-precision fp32 and
 # with --device-type cpu from the same checkpoint, and the two must agree. A device tensor that reached a CPU op would
 # stop the run (Tensor.data refuses device memory), so agreement means the stage ran its device path.
-#   1. chat-sft, 4 steps: the same losses step by step and the same final weights (tools/compare_runs.py, 1e-4)
+#   1. chat-sft, SFT_STEPS steps (default 4): the same losses step by step and the same final weights (tools/compare_runs.py, 1e-4)
 #   2. chat-rl, 2 steps (rollouts by the engine with its KV cache on the device): the same losses and weights
 #   3. chat-eval (categorical and generative tasks): the same accuracy on each task
 #   4. base-eval CORE: the same option chosen for every example, mean losses within 1e-5
 #   5. chat-cli, greedy: the same answer
+#   6. chat-web, two greedy requests batched together: the same answers
 # usage: tools/gpu_stages_check.sh NANOCHAT BASE_DIR  (BASE_DIR: tokenizer, task data, eval bundle, a base checkpoint)
 #        LIBRARY=libnanochat_cuda.so: the same on a real GPU
 set -uo pipefail
@@ -20,14 +21,15 @@ cp "$src"/identity_conversations.jsonl "$work/base/" 2>/dev/null
 on() { local dev=$1; shift; $n "$@" --device-type "$dev" --gpu-precision fp32; }
 
 tag=$(ls "$work/base/base_checkpoints" | sort -V | tail -1)  # what each stage saves under (the largest d<N>)
-sft=(chat-sft -i base --load-optimizer 0 --num-iterations 4 --eval-every 2 --eval-tokens 2048 --chatcore-every -2 --rows-per-task 50
+steps=${SFT_STEPS:-4}
+sft=(chat-sft -i base --load-optimizer 0 --num-iterations $steps --eval-every 2 --eval-tokens 2048 --chatcore-every -2 --rows-per-task 50
      --identity-epochs 1 --gsm8k-epochs 1 --mmlu-epochs 1)
 ck=$work/base/chatsft_checkpoints; mkdir -p "$work/runs"
 for dev in cpu cuda; do
   rm -rf "$ck"; on $dev "${sft[@]}" >"$work/sft_$dev.log" 2>&1 || tail -5 "$work/sft_$dev.log"; mv "$ck/$tag" "$work/runs/sft_$dev"
 done
 if grep -q "^device: " "$work/sft_cuda.log" \
-   && python3 tools/compare_runs.py "$work/runs/sft_cpu" "$work/runs/sft_cuda" --tol 1e-4 --min-steps 4 --loose backout_lambda | tail -1; then
+   && python3 tools/compare_runs.py "$work/runs/sft_cpu" "$work/runs/sft_cuda" --tol 1e-4 --min-steps $steps --loose backout_lambda | tail -1; then
   ok "chat-sft on the device = on the CPU: $(grep 'validation bpb' "$work/sft_cuda.log" | tail -1); $(grep '^host<->device' "$work/sft_cuda.log")"
 else bad "chat-sft on the device differs from the CPU"; tail -5 "$work/sft_cuda.log"; fi
 grep -qE "^device allocations: ([0-9]+) after the first step, \1 after the last" "$work/sft_cuda.log" \
@@ -76,5 +78,26 @@ fi
 for dev in cpu cuda; do on $dev chat-cli -i sft -p "What is 2+2?" -t 0 2>/dev/null >"$work/cli_$dev.txt"; done
 if cmp -s "$work/cli_cpu.txt" "$work/cli_cuda.txt"; then ok "chat-cli greedy on the device = on the CPU"
 else bad "chat-cli greedy answers differ"; cat "$work/cli_cpu.txt" "$work/cli_cuda.txt"; fi
+# chat-web on the device: two requests answered together by the continuous batcher, greedy, as on the CPU
+serve() {  # serve DEVICE PORT: the two answers, one per line
+  on $1 chat-web -i sft -p $2 -n 2 >"$work/web_$1.log" 2>&1 &
+  local pid=$! i
+  for i in $(seq 1 150); do curl -sf "localhost:$2/health" >/dev/null 2>&1 && break; sleep 0.2; done
+  i=0; local asks=()
+  for q in "What is 2+2?" "Name a color."; do
+    i=$((i + 1))
+    curl -s "localhost:$2/v1/chat/completions" -o "$work/web_$1_$i.json" \
+      -d "{\"model\":\"nanochat\",\"temperature\":0,\"max_tokens\":12,\"messages\":[{\"role\":\"user\",\"content\":\"$q\"}]}" &
+    asks+=($!)
+  done
+  wait "${asks[@]}"
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  python3 -c "import json,sys; print('\n'.join(json.load(open(f))['choices'][0]['message']['content'].replace('\n', ' ') for f in sys.argv[1:]))" \
+    "$work/web_$1_1.json" "$work/web_$1_2.json"
+}
+web_cpu=$(serve cpu 18431); web_cuda=$(serve cuda 18432)
+if grep -q "^device: " "$work/web_cuda.log" && [[ -n $web_cpu && "$web_cpu" == "$web_cuda" ]]; then
+  ok "chat-web on the device (2 requests batched together, greedy) = on the CPU"
+else bad "chat-web on the device answered otherwise than on the CPU: [$web_cpu] vs [$web_cuda]"; tail -3 "$work/web_cuda.log"; fi
 echo "gpu_stages_check: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
