@@ -80,7 +80,7 @@ if cmp -s "$work/cli_cpu.txt" "$work/cli_cuda.txt"; then ok "chat-cli greedy on 
 else bad "chat-cli greedy answers differ"; cat "$work/cli_cpu.txt" "$work/cli_cuda.txt"; fi
 # chat-web on the device: two requests answered together by the continuous batcher, greedy, as on the CPU
 serve() {  # serve DEVICE PORT: the two answers, one per line
-  on $1 chat-web -i sft -p $2 -n 2 >"$work/web_$1.log" 2>&1 &
+  $n chat-web -i sft -p $2 -n 2 --device-type $1 --gpu-precision fp32 >"$work/web_$1.log" 2>&1 &  # $! is the server
   local pid=$! i
   for i in $(seq 1 150); do curl -sf "localhost:$2/health" >/dev/null 2>&1 && break; sleep 0.2; done
   i=0; local asks=()
@@ -95,7 +95,8 @@ serve() {  # serve DEVICE PORT: the two answers, one per line
   python3 -c "import json,sys; print('\n'.join(json.load(open(f))['choices'][0]['message']['content'].replace('\n', ' ') for f in sys.argv[1:]))" \
     "$work/web_$1_1.json" "$work/web_$1_2.json"
 }
-web_cpu=$(serve cpu 18431); web_cuda=$(serve cuda 18432)
+free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+web_cpu=$(serve cpu "$(free_port)"); web_cuda=$(serve cuda "$(free_port)")
 if grep -q "^device: " "$work/web_cuda.log" && [[ -n $web_cpu && "$web_cpu" == "$web_cuda" ]]; then
   ok "chat-web on the device (2 requests batched together, greedy) = on the CPU"
 else bad "chat-web on the device answered otherwise than on the CPU: [$web_cpu] vs [$web_cuda]"; tail -3 "$work/web_cuda.log"; fi
