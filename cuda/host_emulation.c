@@ -109,6 +109,39 @@ int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b,
     return 0;
 }
 
+// bf16 values (the top 16 bits of a float) as floats, into a scratch the caller frees
+static float *bf16_to_float(const void *p, int64_t n) {
+    float *out = (float *)malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!out) return NULL;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
+        memcpy(&out[i], &u, 4);
+    }
+    return out;
+}
+
+int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
+                    int64_t k, int trans_a, int trans_b, float alpha, float beta) {
+    float *af = a_bf16 ? bf16_to_float(a, m * k) : NULL, *bf = b_bf16 ? bf16_to_float(b, k * n) : NULL;
+    if ((a_bf16 && !af) || (b_bf16 && !bf)) { free(af); free(bf); return fail(ctx, "nc_matmul_mixed", "out of host memory"); }
+    // a bf16 value rounds to itself: the product below is the bf16 product of the same operands
+    int rc = nc_matmul_batched(ctx, c, af ? af : (const float *)a, bf ? bf : (const float *)b, 1, m, n, k, trans_a, trans_b, alpha, beta, 1);
+    free(af);
+    free(bf);
+    return rc;
+}
+
+int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) {
+        float r = bf16_round(src[i]);
+        uint32_t u;
+        memcpy(&u, &r, 4);
+        ((uint16_t *)dst)[i] = (uint16_t)(u >> 16);
+    }
+    return 0;
+}
+
 int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k, int trans_a,
               int trans_b, float alpha, float beta, int bf16) {
     return nc_matmul_batched(ctx, c, a, b, 1, m, n, k, trans_a, trans_b, alpha, beta, bf16);

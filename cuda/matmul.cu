@@ -118,12 +118,16 @@ static int matmul_plan(nc_context *ctx, const nc_matmul_plan &key, nc_matmul_pla
     return 0;
 }
 
-// `batch` products at strides m*k, k*n and m*n (Muon's stacks of same-shape matrices).
-static int matmul_strided(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
-                          int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
+// `batch` products at strides m*k, k*n and m*n (Muon's stacks of same-shape matrices). With bf16, each operand that
+// is fp32 (a_bf16 / b_bf16 == 0) is rounded into the scratch first; one already in bf16 is read as it is.
+static int matmul_strided(nc_context *ctx, float *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t batch,
+                          int64_t m, int64_t n, int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
     const void *x = b, *y = a;  // D = op(X) op(Y): X is B, Y is A
     if (bf16) {
-        size_t need = (size_t)(batch * (m * k + k * n)) * sizeof(__nv_bfloat16);
+        int64_t na = a_bf16 ? 0 : batch * m * k, nb = b_bf16 ? 0 : batch * k * n;  // what needs rounding here
+        // each rounded operand starts on a 256-byte boundary of the scratch (the plans' alignment)
+        int64_t offset_b = (na + 127) / 128 * 128;
+        size_t need = (size_t)(offset_b + nb) * sizeof(__nv_bfloat16);
         if (need > ctx->bf16_scratch_bytes) {
             if (nc_free(ctx, ctx->bf16_scratch)) return 1;
             ctx->bf16_scratch = nullptr;
@@ -131,13 +135,19 @@ static int matmul_strided(nc_context *ctx, float *c, const float *a, const float
             if (nc_malloc(ctx, (void **)&ctx->bf16_scratch, (int64_t)need)) return 1;
             ctx->bf16_scratch_bytes = need;
         }
-        __nv_bfloat16 *ab = (__nv_bfloat16 *)ctx->bf16_scratch, *bb = ab + batch * m * k;
-        round_to_bf16<<<nc_blocks(batch * m * k, 256), 256, 0, ctx->stream>>>(ab, a, batch * m * k);
-        NC_LAUNCHED(ctx, "round_to_bf16");
-        round_to_bf16<<<nc_blocks(batch * k * n, 256), 256, 0, ctx->stream>>>(bb, b, batch * k * n);
-        NC_LAUNCHED(ctx, "round_to_bf16");
-        x = bb;
-        y = ab;
+        __nv_bfloat16 *ab = (__nv_bfloat16 *)ctx->bf16_scratch, *bb = ab + offset_b;
+        if (na) {
+            round_to_bf16<<<nc_blocks(na, 256), 256, 0, ctx->stream>>>(ab, (const float *)a, na);
+            NC_LAUNCHED(ctx, "round_to_bf16");
+            y = ab;
+        }
+        if (nb) {
+            round_to_bf16<<<nc_blocks(nb, 256), 256, 0, ctx->stream>>>(bb, (const float *)b, nb);
+            NC_LAUNCHED(ctx, "round_to_bf16");
+            x = bb;
+        }
+    } else if (a_bf16 || b_bf16) {
+        return nc_fail(ctx, "nc_matmul", "a bf16 operand needs the bf16 product");
     }
     nc_matmul_plan key = {};
     key.batch = batch; key.m = m; key.n = n; key.k = k; key.trans_a = trans_a; key.trans_b = trans_b; key.bf16 = bf16 != 0;
@@ -152,10 +162,22 @@ static int matmul_strided(nc_context *ctx, float *c, const float *a, const float
 
 int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k, int trans_a,
               int trans_b, float alpha, float beta, int bf16) {
-    return matmul_strided(ctx, c, a, b, 1, m, n, k, trans_a, trans_b, alpha, beta, bf16);
+    return matmul_strided(ctx, c, a, 0, b, 0, 1, m, n, k, trans_a, trans_b, alpha, beta, bf16);
 }
 
 int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
                       int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
-    return matmul_strided(ctx, c, a, b, batch, m, n, k, trans_a, trans_b, alpha, beta, bf16);
+    return matmul_strided(ctx, c, a, 0, b, 0, batch, m, n, k, trans_a, trans_b, alpha, beta, bf16);
+}
+
+int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
+                    int64_t k, int trans_a, int trans_b, float alpha, float beta) {
+    return matmul_strided(ctx, c, a, a_bf16, b, b_bf16, 1, m, n, k, trans_a, trans_b, alpha, beta, 1);
+}
+
+int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
+    if (n == 0) return 0;
+    round_to_bf16<<<nc_blocks(n, 256), 256, 0, ctx->stream>>>((__nv_bfloat16 *)dst, src, n);
+    NC_LAUNCHED(ctx, "round_to_bf16");
+    return 0;
 }

@@ -43,6 +43,14 @@ int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t
 int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
                       int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16);
 
+// The same product with operands that may already be bf16 (a_bf16 / b_bf16 != 0: a or b holds bf16 values, such as a
+// weight's bf16 copy made once per optimizer step by nc_to_bf16), read as they are; fp32 operands are rounded here as
+// in nc_matmul's bf16 mode. Always bf16 inputs with fp32 accumulation and fp32 C.
+int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
+                    int64_t k, int trans_a, int trans_b, float alpha, float beta);
+// dst[i] = src[i] rounded to bf16 (nearest even): a weight's bf16 copy
+int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n);
+
 // --- RMSNorm over the last dimension, eps = FLT_EPSILON (norm.cu): y = x * rstd, rstd = 1/sqrt(mean(x^2)+eps)
 int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols);
 // dx (+)= rstd * (dy - y * mean(dy * y)); accumulate != 0 adds into dx

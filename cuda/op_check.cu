@@ -93,6 +93,34 @@ static void check_matmul(int64_t m, int64_t n, int64_t k, int ta, int tb, float 
     check(name, dc.get<float>(), ref, bf16 ? 1e-5 : 1e-5);  // bf16: the reference rounds the same inputs
 }
 
+// The product with a weight already in bf16 (nc_to_bf16, made once per optimizer step) and the activation rounded
+// in the call: the same values as rounding both per call.
+static void check_matmul_mixed(int64_t m, int64_t n, int64_t k, int ta, int tb, float beta) {
+    auto a = randn(m * k), b = randn(k * n), c0 = randn(m * n);
+    std::vector<double> ref(m * n);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0;
+            for (int64_t l = 0; l < k; l++) {
+                float av = ta ? a[l * m + i] : a[i * k + l], bv = tb ? b[j * k + l] : b[l * n + j];
+                s += (double)round_bf16(av) * round_bf16(bv);
+            }
+            ref[i * n + j] = s + beta * (double)c0[i * n + j];
+        }
+    Dev da(a), db(b), dc(beta == 0 ? nans(m * n) : c0), db16(std::vector<uint16_t>(k * n, 0xFFFF));
+    NC(nc_to_bf16(ctx, db16.p, db.f(), k * n));
+    std::vector<double> rounded(k * n);
+    for (int64_t i = 0; i < k * n; i++) rounded[i] = round_bf16(b[i]);
+    std::vector<float> back;
+    for (auto x : db16.get<uint16_t>()) { uint32_t u = (uint32_t)x << 16; float f; memcpy(&f, &u, 4); back.push_back(f); }
+    check("to_bf16 (nearest even)", back, rounded, 0);
+    NC(nc_matmul_mixed(ctx, dc.f(), da.p, 0, db16.p, 1, m, n, k, ta, tb, 1, beta));
+    char name[128];
+    snprintf(name, sizeof name, "matmul with a bf16 weight %lldx%lldx%lld%s%s b%.1f", (long long)m, (long long)n, (long long)k,
+             ta ? " tA" : "", tb ? " tB" : "", beta);
+    check(name, dc.get<float>(), ref, 1e-5);
+}
+
 static void check_rmsnorm(int64_t rows, int64_t cols) {
     auto x = randn(rows * cols, 3), dy = randn(rows * cols), acc = randn(rows * cols);
     std::vector<double> y(rows * cols), dx(rows * cols), dxa(rows * cols);
@@ -722,6 +750,8 @@ int main(int argc, char **argv) {
         for (int ta = 0; ta <= 1; ta++)
             for (int tb = 0; tb <= 1; tb++) check_matmul(67, 45, 33, ta, tb, bf16 ? 1.f : 0.5f, tb ? 1.f : 0.f, bf16);
     check_matmul(256, 768, 192, 0, 1, 1, 0, 0);
+    check_matmul_mixed(67, 45, 33, 0, 1, 0);   // x W^T, the forward
+    check_matmul_mixed(64, 48, 96, 0, 0, 1);   // dY W accumulated, the input gradient
     check_rmsnorm(37, 768);
     check_rmsnorm(5, 100);
     check_rotary(2, 17, 3, 64, 0);

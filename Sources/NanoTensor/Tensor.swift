@@ -15,6 +15,11 @@ public final class Tensor {
     /// Inference only: this weight in bf16 or int8 (`QuantizedWeights`); products then read it instead of `data`.
     public var quantized: QuantizedWeights?
 
+    /// On a GPU running its products in bf16: this weight rounded to bf16 (half the floats' count, rounded up), made by
+    /// the first product that reads it and refreshed by the optimizer step (`refreshBF16Copy`), so a product reads it
+    /// as it is instead of rounding the fp32 weight on every call. Dropped whenever the values are replaced.
+    public private(set) var bf16Copy: Storage?
+
     var parents: [Tensor] = []
     /// Called with this tensor once its gradient is complete; pushes gradients into `parents`.
     var backwardFn: ((Tensor) -> Void)?
@@ -87,10 +92,26 @@ public final class Tensor {
     /// Overwrites the values with `values` (a checkpoint being loaded), on whichever device the tensor lives.
     public func assign(_ values: [Float]) {
         precondition(values.count == count, "\(name): \(values.count) values for \(count) elements")
+        defer { refreshBF16Copy() }
         values.withUnsafeBytes { src in
             if let gpu { gpu.upload(src.baseAddress!, bytes: src.count, to: storage.pointer) }
             else { UnsafeMutableRawPointer(storage.pointer).copyMemory(from: src.baseAddress!, byteCount: src.count) }
         }
+    }
+
+    /// The bf16 copy for a product on `gpu` (made on first use): its device address.
+    public func bf16Weights(on gpu: GPU) -> UnsafeRawPointer {
+        if bf16Copy == nil {
+            bf16Copy = Storage(count: (count + 1) / 2, on: gpu)
+            refreshBF16Copy()
+        }
+        return UnsafeRawPointer(bf16Copy!.pointer)
+    }
+
+    /// Rounds the current values into the bf16 copy, when there is one (the optimizer, after updating them).
+    public func refreshBF16Copy() {
+        guard let copy = bf16Copy, let gpu else { return }
+        gpu.run(gpu.api.nc_to_bf16(gpu.ctx, copy.pointer, storage.pointer, Int64(count)), "bf16 copy of \(name)")
     }
 
     /// A copy on `device` (this tensor itself when it already lives there); no gradient or graph.
@@ -123,6 +144,7 @@ public final class Tensor {
         guard moved !== self else { return }
         storage = moved.storage
         grad = nil
+        bf16Copy = nil
     }
     public var dimensions: Int { shape.count }
 

@@ -130,6 +130,44 @@ final class DeviceModelTests: XCTestCase {
         }
     }
 
+    /// In bf16 mode a product reads its weight's bf16 copy (made once) instead of rounding the weight per call: the same
+    /// values as rounding per call, before and after an optimizer step (which refreshes the copy).
+    func testWeightsBF16CopyEqualsRoundingPerCallAndFollowsTheOptimizer() throws {
+        let gpu = try standIn()
+        gpu.bf16 = true
+        defer { gpu.bf16 = false }
+        var rng = RNG(seed: 12)
+        let w = Tensor(shape: [24, 40], values: (0..<960).map { _ in rng.uniform(-1, 1) }, requiresGrad: true)
+        let x = Tensor(shape: [5, 40], values: (0..<200).map { _ in rng.uniform(-1, 1) })
+        w.move(to: .gpu(gpu))
+        let xd = x.to(.gpu(gpu))
+        func perCall() -> [Float] {
+            let c = Tensor(shape: [5, 24], zeroed: false, on: gpu)
+            gpu.matmul(c.gpuData, xd.gpuData, w.gpuData, m: 5, n: 24, k: 40, transB: true)  // both rounded in the call
+            return c.hostArray()
+        }
+        let first = Tensor.withoutGrad { linear(xd, w) }.hostArray()
+        XCTAssertNotNil(w.bf16Copy, "the product made the copy")
+        XCTAssertEqual(first, perCall())
+        // a model's optimizer step refreshes its copies: its next logits equal those of a fresh model holding the same
+        // updated weights (whose copies are made from them)
+        let config = GPTConfig(sequence_len: 32, vocab_size: 300, n_layer: 3, n_head: 2, n_kv_head: 1, n_embd: 128, window_pattern: "L")
+        let trained = try GPT(config: config, seed: 4)
+        trained.useDevice(.gpu(gpu))
+        let idx = (0..<16).map { _ in Int32(rng.next() % 300) }
+        _ = Tensor.withoutGrad { trained.forward(idx, batch: 1, time: 16) }  // makes the copies
+        trained.forward(idx, batch: 1, time: 16, targets: idx.map { ($0 + 1) % 300 }).backward()
+        let groups = trained.optimizerGroups(unembeddingLR: 0.004, embeddingLR: 0.2, matrixLR: 0.02, weightDecay: 0, scalarLR: 0.5)
+        try MuonAdamW(model: trained, groups: groups).step()
+        let fresh = try GPT(config: config, seed: 99)
+        for name in fresh.parameterNames { fresh.param(name).assign(trained.param(name).hostArray()) }
+        fresh.useDevice(.gpu(gpu))
+        let after = Tensor.withoutGrad { trained.forward(idx, batch: 1, time: 16) }.hostArray()
+        let expected = Tensor.withoutGrad { fresh.forward(idx, batch: 1, time: 16) }.hostArray()
+        XCTAssertTrue(after == expected, "after the step the products read stale bf16 copies (largest difference "
+                      + "\(zip(after, expected).map { abs($0 - $1) }.max() ?? 0))")
+    }
+
     func testTheEngineGeneratesTheSameTokensOnTheDevice() throws {
         let gpu = try standIn()
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] }, specialTokens: specialTokenNames)

@@ -277,6 +277,8 @@ public final class MuonAdamW {
                 for (k, p) in ps.enumerated() { gpu.copy(stack + k * size, to: p.gpuData, floats: size) }
             }
         }
+        // the products of the next step read the new weights' bf16 copies (made by their first product)
+        for p in params.joined() { p.refreshBF16Copy() }
     }
 
     /// Polar Express coefficients (a, b, c) per iteration.

@@ -8,6 +8,16 @@ func gpuAxpy(_ gpu: GPU, _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
     gpu.run(gpu.api.nc_axpby(gpu.ctx, y, x, a, scale, accumulate ? 1 : 0, Int64(n)), "axpby")
 }
 
+/// c[m, n] = a[m, k] op(W) + beta c on the GPU for a weight W ([n, k] with `transB`, else [k, n]). In bf16 mode the
+/// product reads W's bf16 copy (made once, refreshed by the optimizer step) and rounds only `a`.
+@inline(__always)
+func gpuWeightProduct(_ gpu: GPU, _ c: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ w: Tensor, m: Int, n: Int, k: Int,
+                      transB: Bool, beta: Float = 0) {
+    guard gpu.bf16 else { return gpu.matmul(c, a, w.gpuData, m: m, n: n, k: k, transB: transB, beta: beta) }
+    gpu.run(gpu.api.nc_matmul_mixed(gpu.ctx, c, a, 0, w.bf16Weights(on: gpu), 1, Int64(m), Int64(n), Int64(k), 0, transB ? 1 : 0, 1, beta),
+            "matmul \(m)x\(n)x\(k) with \(w.name)'s bf16 copy")
+}
+
 /// a + b (same shape).
 public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     precondition(a.count == b.count, "add: \(a.shape) vs \(b.shape)")
@@ -119,12 +129,12 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: x.gpu)
     if let gpu = x.gpu {
         precondition(w.gpu === gpu, "linear: the input is on the GPU, the weight \(w.name) is not (move the model with useDevice)")
-        gpu.matmul(out.gpuData, x.gpuData, w.gpuData, m: n, n: outF, k: inF, transB: true)
+        gpuWeightProduct(gpu, out.gpuData, x.gpuData, w, m: n, n: outF, k: inF, transB: true)
         Tensor.record(out, [x, w], op: "linear") { out in
             let g = out.grad!.gpuData
             if x.requiresGrad {
                 let (gx, fresh) = x.gradForWrite()
-                gpu.matmul(gx, g, w.gpuData, m: n, n: inF, k: outF, beta: fresh ? 0 : 1)
+                gpuWeightProduct(gpu, gx, g, w, m: n, n: inF, k: outF, transB: false, beta: fresh ? 0 : 1)
             }
             if w.requiresGrad {
                 let (gw, fresh) = w.gradForWrite()

@@ -98,7 +98,7 @@ public enum LMHead {
         let n = x.count / c
         let out = Tensor(shape: Array(x.shape.dropLast()) + [vocab], zeroed: false, on: x.gpu)
         if let gpu = x.gpu {
-            gpu.matmul(out.gpuData, x.gpuData, w.gpuData, m: n, n: vocab, k: c, transB: true)  // W's first `vocab` rows
+            gpuWeightProduct(gpu, out.gpuData, x.gpuData, w, m: n, n: vocab, k: c, transB: true)  // W's first `vocab` rows
             gpu.run(gpu.api.nc_softcap(gpu.ctx, out.gpuData, Int64(out.count), softcap), "softcap")
             return out
         }
@@ -149,12 +149,12 @@ public enum LMHead {
         while r0 < n {
             let rows = min(chunkRows, n - r0)
             let xr = x.gpuData + r0 * c
-            gpu.matmul(logits.gpuData, xr, w.gpuData, m: rows, n: ld, k: c, transB: true)
+            gpuWeightProduct(gpu, logits.gpuData, xr, w, m: rows, n: ld, k: c, transB: true)
             gpu.run(gpu.api.nc_softcap_cross_entropy(gpu.ctx, logits.gpuData, losses.gpuData + r0, targets.device! + r0,
                                                      weights.map { $0.gpuData + r0 }, Int64(rows), Int64(vocab), Int64(ld), softcap,
                                                      gradScale), "softcap cross-entropy")
             if let dx, let dw {
-                gpu.matmul(dx.gpuData + r0 * c, logits.gpuData, w.gpuData, m: rows, n: c, k: ld)
+                gpuWeightProduct(gpu, dx.gpuData + r0 * c, logits.gpuData, w, m: rows, n: c, k: ld, transB: false)
                 gpu.matmul(dw.gpuData, logits.gpuData, xr, m: ld, n: c, k: rows, transA: true, beta: r0 == 0 ? 0 : 1)
             }
             r0 += rows
