@@ -1,5 +1,7 @@
 // Causal attention with a sliding window and GQA on the tensor cores (bf16 operands, fp32 accumulation and
-// softmax), forward and backward: the training path (upstream runs its attention in bf16 too). Same interface and
+// softmax), forward and backward: the training path (upstream runs its attention in bf16 too). When cuDNN's fused
+// attention loaded (libnanochat_cudnn.so, context.cu), the same interface runs it instead, and these WMMA kernels are
+// the fallback and the reference. Same interface and
 // semantics as attention.cu, the exact fp32 kernels that check it: q, o [B, T, H, D], k, v [B, T, Hkv, D] in fp32
 // (rounded to bf16 as tiles are loaded), query i sees keys i - window ..i, lse [B, H, T].
 //
@@ -305,10 +307,88 @@ static int backward_d(nc_context *ctx, float *dq, float *dk, float *dv, float *d
     return 0;
 }
 
+// --- cuDNN's fused attention (libnanochat_cudnn.so, when it loaded): the same interface, its operands in bf16
+__global__ void to_bf16_kernel(bf16 *out, const float *in, int64_t n) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = __float2bfloat16_rn(in[i]);
+}
+
+// out (+)= in: the forward's output to fp32, the backward's gradients added into ours
+__global__ void from_bf16_kernel(float *out, const bf16 *in, int64_t n, int accumulate) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = accumulate ? out[i] + __bfloat162float(in[i]) : __bfloat162float(in[i]);
+}
+
+// bf16 scratch from the caching allocator (one block per size, reused every step); released at the end of the op
+struct Bf16Scratch {
+    nc_context *ctx;
+    void *p[8] = {};
+    int n = 0;
+    explicit Bf16Scratch(nc_context *c) : ctx(c) {}
+    ~Bf16Scratch() { for (int i = 0; i < n; i++) nc_free(ctx, p[i]); }
+    bf16 *take(int64_t count) {
+        if (nc_malloc(ctx, &p[n], count * (int64_t)sizeof(bf16))) return nullptr;
+        return (bf16 *)p[n++];
+    }
+};
+
+static bf16 *rounded(nc_context *ctx, Bf16Scratch &scratch, const float *x, int64_t n) {
+    bf16 *out = scratch.take(n);
+    if (!out) return nullptr;
+    to_bf16_kernel<<<nc_blocks(n, 256), 256, 0, ctx->stream>>>(out, x, n);
+    return cudaGetLastError() == cudaSuccess ? out : nullptr;
+}
+
+static int cudnn_forward(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v, int64_t B,
+                         int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    Bf16Scratch scratch(ctx);
+    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
+    bf16 *qb = rounded(ctx, scratch, q, nq), *kb = rounded(ctx, scratch, k, nk), *vb = rounded(ctx, scratch, v, nk);
+    bf16 *ob = scratch.take(nq);
+    if (!qb || !kb || !vb || !ob) return nc_fail(ctx, "attention (cuDNN)", "no device memory for the bf16 operands");
+    if (ctx->cudnn->forward(ctx->cudnn->state, ob, lse, qb, kb, vb, B, T, H, Hkv, D, window))
+        return nc_fail(ctx, "attention (cuDNN)", ctx->cudnn->error(ctx->cudnn->state));
+    from_bf16_kernel<<<nc_blocks(nq, 256), 256, 0, ctx->stream>>>(o, ob, nq, 0);
+    NC_LAUNCHED(ctx, "attention (cuDNN) output");
+    return 0;
+}
+
+static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
+                          const float *o, const float *dout, const float *lse, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                          int64_t D, int64_t window) {
+    Bf16Scratch scratch(ctx);
+    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
+    bf16 *qb = rounded(ctx, scratch, q, nq), *kb = rounded(ctx, scratch, k, nk), *vb = rounded(ctx, scratch, v, nk);
+    bf16 *ob = rounded(ctx, scratch, o, nq), *dob = rounded(ctx, scratch, dout, nq);
+    bf16 *dqb = scratch.take(nq), *dkb = scratch.take(nk), *dvb = scratch.take(nk);
+    if (!qb || !kb || !vb || !ob || !dob || !dqb || !dkb || !dvb)
+        return nc_fail(ctx, "attention backward (cuDNN)", "no device memory for the bf16 operands");
+    if (ctx->cudnn->backward(ctx->cudnn->state, dqb, dkb, dvb, qb, kb, vb, ob, dob, lse, B, T, H, Hkv, D, window))
+        return nc_fail(ctx, "attention backward (cuDNN)", ctx->cudnn->error(ctx->cudnn->state));
+    // the interface adds the gradients into dq, dk, dv
+    from_bf16_kernel<<<nc_blocks(nq, 256), 256, 0, ctx->stream>>>(dq, dqb, nq, 1);
+    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dk, dkb, nk, 1);
+    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dv, dvb, nk, 1);
+    NC_LAUNCHED(ctx, "attention backward (cuDNN) gradients");
+    return 0;
+}
+
+// cuDNN failed on a call (the reason is in ctx->error): say so once, and run the WMMA kernels from then on
+static void give_up_cudnn(nc_context *ctx) {
+    fprintf(stderr, "nanochat: cuDNN attention failed (%s); the WMMA attention kernels take over\n", ctx->error);
+    snprintf(ctx->attention_backend, sizeof ctx->attention_backend, "WMMA kernels (cuDNN failed: %.200s)", ctx->error);
+    ctx->use_cudnn = 0;
+    cudaGetLastError();  // clear a launch error the failed call may have left
+}
+
 int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
     if (check_bf16_shapes(ctx, H, Hkv, D)) return 1;
     window = window < T ? window : T;
+    if (ctx->cudnn && ctx->use_cudnn) {
+        if (cudnn_forward(ctx, o, lse, q, k, v, B, T, H, Hkv, D, window) == 0) return 0;
+        give_up_cudnn(ctx);  // a shape cuDNN refuses: the WMMA kernels from now on (same statistics, so they mix)
+    }
     if (D == 64) return forward_d<64>(ctx, o, lse, q, k, v, B, T, H, Hkv, window);
     return forward_d<128>(ctx, o, lse, q, k, v, B, T, H, Hkv, window);
 }
@@ -318,6 +398,10 @@ int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
     if (check_bf16_shapes(ctx, H, Hkv, D)) return 1;
     window = window < T ? window : T;
+    if (ctx->cudnn && ctx->use_cudnn) {
+        if (cudnn_backward(ctx, dq, dk, dv, q, k, v, o, dout, lse, B, T, H, Hkv, D, window) == 0) return 0;
+        give_up_cudnn(ctx);
+    }
     if (D == 64) return backward_d<64>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
     return backward_d<128>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
 }

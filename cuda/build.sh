@@ -28,10 +28,10 @@ flags=(-O3 -std=c++17 "$gencode" -Xcompiler -fPIC -lineinfo --expt-relaxed-const
 # nvcc from PyPI (nvidia-cuda-nvcc) keeps the headers and libraries beside its bin/ and does not look there by
 # itself; its libraries carry only versioned names (libcublasLt.so.13), so they are linked by file name
 root=$(dirname "$(dirname "$nvcc")")
-libs=(-lcublasLt -lcublas)
+libs=(-lcublasLt -lcublas -ldl)
 if [[ -f $root/include/cuda_runtime.h && $root != /usr/local/cuda* ]]; then
   flags+=(-I"$root/include")
-  libs=(-L"$root/lib" -l:libcublasLt.so.13 -l:libcublas.so.13 -Xlinker -rpath="$root/lib")
+  libs=(-L"$root/lib" -l:libcublasLt.so.13 -l:libcublas.so.13 -ldl -Xlinker -rpath="$root/lib")
 fi
 mkdir -p "$out"
 objs=()
@@ -51,6 +51,27 @@ if [[ $compile_only -eq 1 ]]; then
 fi
 "$nvcc" "${flags[@]}" -shared "${objs[@]}" -o "$out/libnanochat_cuda.so" "${libs[@]}"
 echo "built $out/libnanochat_cuda.so"
+# cuDNN's fused attention, its own library beside this one (libnanochat_cuda.so loads it when it is there and cuDNN
+# loads): the cuDNN frontend's headers ($CUDNN_FRONTEND_INCLUDE, .gpu/cudnn-frontend from scripts/gpu-stage, or PyPI's
+# nvidia-cudnn-frontend in .venv-cuda) and cuDNN's (the system's, or PyPI's nvidia-cudnn-cu13 beside nvcc's venv)
+fe=${CUDNN_FRONTEND_INCLUDE:-}
+for c in "$here/../.gpu/cudnn-frontend" "$root"/../../include "$here"/../.venv-cuda/lib/python3*/site-packages/include; do
+  [[ -z $fe && -f $c/cudnn_frontend.h ]] && fe=$(cd "$c" && pwd)
+done
+cudnn_flags=()
+for c in "$root"/../cudnn "$here"/../.venv-cuda/lib/python3*/site-packages/nvidia/cudnn; do
+  if [[ ${#cudnn_flags[@]} -eq 0 && -f $c/include/cudnn.h ]]; then
+    c=$(cd "$c" && pwd); cudnn_flags=(-I"$c/include" -L"$c/lib" -l:libcudnn.so.9 -Xlinker -rpath="$c/lib")
+  fi
+done
+[[ ${#cudnn_flags[@]} -eq 0 && -f /usr/include/cudnn.h ]] && cudnn_flags=(-lcudnn)
+[[ ${#cudnn_flags[@]} -eq 0 && -f /usr/include/x86_64-linux-gnu/cudnn.h ]] && cudnn_flags=(-I/usr/include/x86_64-linux-gnu -lcudnn)
+if [[ -n $fe && ${#cudnn_flags[@]} -gt 0 ]]; then
+  "$nvcc" "${flags[@]}" -I"$fe" -shared "$here/cudnn/attention_cudnn.cu" -o "$out/libnanochat_cudnn.so" "${cudnn_flags[@]}"
+  echo "built $out/libnanochat_cudnn.so (cuDNN attention; frontend headers from $fe)"
+else
+  echo "not built: libnanochat_cudnn.so (no cuDNN frontend or cuDNN headers found); attention runs the WMMA kernels"
+fi
 if [[ $check -eq 1 ]]; then
   "$nvcc" "${flags[@]}" "$here/op_check.cu" -o "$out/op_check" -L"$out" -lnanochat_cuda -Xlinker -rpath="$out"
   echo "built $out/op_check"

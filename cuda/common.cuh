@@ -7,6 +7,17 @@
 
 #include "caching_allocator.h"
 #include "nanochat_cuda.h"
+#include "nanochat_cudnn.h"
+
+// libnanochat_cudnn.so when it loaded beside this library (context.cu): cuDNN's fused attention for the bf16 path.
+struct nc_cudnn {
+    void *library;
+    ncd_state *state;
+    decltype(&ncd_attention_forward) forward;
+    decltype(&ncd_attention_backward) backward;
+    decltype(&ncd_error) error;
+    decltype(&ncd_destroy) destroy;
+};
 
 // One cuBLASLt plan per product shape (matmul.cu): made on the shape's first call, reused after.
 struct nc_matmul_plan;
@@ -22,6 +33,9 @@ struct nc_context {
     float *muon_scratch;  // Muon's working matrices (grown on demand)
     size_t muon_scratch_bytes;
     nc_caching_allocator cache;  // every device allocation, the scratch above included (nc_malloc, nc_free)
+    nc_cudnn *cudnn;      // cuDNN's attention, or null (then the WMMA kernels)
+    int use_cudnn;        // 1 while the bf16 attention goes through cuDNN (nc_attention_select)
+    char attention_backend[256];  // what the bf16 attention runs, and why not cuDNN when it does not
     nc_matmul_plan *plans;  // the products' plans (a training step repeats a few dozen shapes)
     int plan_count, plan_capacity;
     char error[512];

@@ -1,4 +1,8 @@
-// The context: device, stream, cuBLASLt handle and workspace; memory and errors.
+// The context: device, stream, cuBLASLt handle and workspace; memory and errors; cuDNN's attention when its library
+// loads.
+#include <dlfcn.h>
+#include <stdlib.h>
+
 #include "common.cuh"
 
 int nc_fail(nc_context *ctx, const char *what, const char *detail) {
@@ -18,6 +22,67 @@ static void device_free(void *c, void *ptr) {
     cudaFree(ptr);
 }
 
+// Loads libnanochat_cudnn.so from beside this library ($NANOCHAT_CUDNN_LIB overrides the place): cuDNN's fused flash
+// attention for the bf16 path. Without it (not built, no cuDNN on the machine, or NANOCHAT_ATTENTION=wmma) the WMMA
+// kernels run, and attention_backend says why.
+static void load_cudnn(nc_context *ctx) {
+    const char *choice = getenv("NANOCHAT_ATTENTION");
+    if (choice && strcmp(choice, "wmma") == 0) {
+        snprintf(ctx->attention_backend, sizeof ctx->attention_backend, "WMMA kernels (NANOCHAT_ATTENTION=wmma)");
+        return;
+    }
+    char path[4096] = "";
+    const char *given = getenv("NANOCHAT_CUDNN_LIB");
+    Dl_info self;
+    if (given && *given) snprintf(path, sizeof path, "%s", given);
+    else if (dladdr((void *)&nc_create, &self) && self.dli_fname) {
+        snprintf(path, sizeof path, "%s", self.dli_fname);
+        char *slash = strrchr(path, '/');
+        snprintf(slash ? slash + 1 : path, sizeof path - (slash ? (size_t)(slash + 1 - path) : 0), "libnanochat_cudnn.so");
+    }
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(ctx->attention_backend, sizeof ctx->attention_backend, "WMMA kernels (no cuDNN attention: %s)", dlerror());
+        return;
+    }
+    nc_cudnn *c = (nc_cudnn *)calloc(1, sizeof(nc_cudnn));
+    auto create = (decltype(&ncd_create))dlsym(lib, "ncd_create");
+    auto version = (decltype(&ncd_version))dlsym(lib, "ncd_version");
+    c->library = lib;
+    c->forward = (decltype(&ncd_attention_forward))dlsym(lib, "ncd_attention_forward");
+    c->backward = (decltype(&ncd_attention_backward))dlsym(lib, "ncd_attention_backward");
+    c->error = (decltype(&ncd_error))dlsym(lib, "ncd_error");
+    c->destroy = (decltype(&ncd_destroy))dlsym(lib, "ncd_destroy");
+    if (!create || !version || !c->forward || !c->backward || !c->error || !c->destroy) {
+        snprintf(ctx->attention_backend, sizeof ctx->attention_backend, "WMMA kernels (%s lacks a function: built from other sources)", path);
+        free(c);
+        dlclose(lib);
+        return;
+    }
+    if (create(&c->state, ctx->stream) != 0) {
+        snprintf(ctx->attention_backend, sizeof ctx->attention_backend, "WMMA kernels (cuDNN: %s)", c->error(c->state));
+        c->destroy(c->state);
+        free(c);
+        dlclose(lib);
+        return;
+    }
+    size_t v = version();
+    snprintf(ctx->attention_backend, sizeof ctx->attention_backend, "cuDNN %zu.%zu fused flash attention", v / 10000, (v / 100) % 100);
+    ctx->cudnn = c;
+    ctx->use_cudnn = 1;
+}
+
+int nc_attention_backend(nc_context *ctx, char *name, int name_len) {
+    if (name && name_len > 0) snprintf(name, name_len, "%s", ctx->use_cudnn ? ctx->attention_backend : (ctx->cudnn ? "WMMA kernels (selected)" : ctx->attention_backend));
+    return 0;
+}
+
+int nc_attention_select(nc_context *ctx, int cudnn) {
+    if (cudnn && !ctx->cudnn) return nc_fail(ctx, "nc_attention_select", ctx->attention_backend);
+    ctx->use_cudnn = cudnn != 0;
+    return 0;
+}
+
 int nc_create(nc_context **out, int device) {
     *out = nullptr;
     nc_context *ctx = (nc_context *)calloc(1, sizeof(nc_context));
@@ -29,13 +94,20 @@ int nc_create(nc_context **out, int device) {
     cublasStatus_t s = cublasLtCreate(&ctx->lt);
     if (s != CUBLAS_STATUS_SUCCESS) return nc_fail(ctx, "cublasLtCreate", cublasGetStatusString(s));
     ctx->workspace_bytes = 32u << 20;  // what cuBLASLt's heuristics want for large products on Hopper
-    return nc_malloc(ctx, &ctx->workspace, (int64_t)ctx->workspace_bytes);
+    if (nc_malloc(ctx, &ctx->workspace, (int64_t)ctx->workspace_bytes)) return 1;
+    load_cudnn(ctx);
+    return 0;
 }
 
 void nc_destroy(nc_context *ctx) {
     if (!ctx) return;
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     nc_matmul_plans_destroy(ctx);
+    if (ctx->cudnn) {
+        ctx->cudnn->destroy(ctx->cudnn->state);
+        dlclose(ctx->cudnn->library);
+        free(ctx->cudnn);
+    }
     nc_cache_destroy(&ctx->cache, device_free, ctx);  // the workspace and scratch included
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);

@@ -494,6 +494,16 @@ static float cache_element(const void *cache, int64_t i, int bf16) {
     return x;
 }
 
+int nc_attention_backend(nc_context *ctx, char *name, int name_len) {
+    (void)ctx;
+    if (name && name_len > 0) snprintf(name, (size_t)name_len, "host emulation of the WMMA kernels");
+    return 0;
+}
+
+int nc_attention_select(nc_context *ctx, int cudnn) {
+    return cudnn ? fail(ctx, "nc_attention_select", "no cuDNN in the host emulation") : 0;
+}
+
 int nc_kv_append(nc_context *ctx, void *cache, const float *src, const int32_t *rows, const int32_t *starts, int64_t b,
                  int64_t t, int64_t hkv, int64_t d, int64_t capacity, int bf16) {
     (void)ctx;

@@ -93,6 +93,12 @@ int nc_cached_attention(nc_context *ctx, float *out, const float *q, const void 
                         const int32_t *rows, const int32_t *starts, int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t d,
                         int64_t capacity, int64_t window, int bf16);
 
+// What the bf16 attention runs: cuDNN's fused flash attention (libnanochat_cudnn.so, loaded beside this library when
+// cuDNN is there) or the WMMA kernels above, with the reason. nc_attention_select(ctx, 0) takes the WMMA kernels,
+// (ctx, 1) cuDNN again (an error when it did not load): the op check runs both.
+int nc_attention_backend(nc_context *ctx, char *name, int name_len);
+int nc_attention_select(nc_context *ctx, int cudnn);
+
 // --- the GPT's gates (gates.cu); gradients are added into their outputs (zero them for a fresh gradient)
 // embedding: out[i] = table[ids[i]] ([n, c]); backward scatter-adds into dtable (atomics: the summation order of
 // repeated ids is not fixed)

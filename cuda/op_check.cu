@@ -371,6 +371,9 @@ static void check_adamw(int64_t n) {
 
 // bf16: the tensor-core kernels, against the exact reference on the same inputs rounded to bf16 (what the kernels
 // read); their probabilities and dS are rounded to bf16 for the products too, hence the wider tolerance
+// which bf16 attention the checks and timings below run: "bf16 WMMA" or "bf16 cuDNN" (nc_attention_select)
+static const char *bf16_backend = "bf16 WMMA";
+
 static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, bool bf16 = false) {
     int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
     auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
@@ -417,7 +420,7 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_
     Dev dqv(q), dkv(k), dvv(v), dov(nans(nq)), dl(nans(B * H * T)), dg(dout), gq(zq), gk(zk), gv(zk), delta(nans(B * H * T));
     auto fwd = bf16 ? nc_attention_forward_bf16 : nc_attention_forward;
     auto bwd = bf16 ? nc_attention_backward_bf16 : nc_attention_backward;
-    const char *kind = bf16 ? "bf16" : "fp32";
+    const char *kind = bf16 ? bf16_backend : "fp32";
     NC(fwd(ctx, dov.f(), dl.f(), dqv.f(), dkv.f(), dvv.f(), B, T, H, Hkv, D, window));
     char name[128];
     snprintf(name, sizeof name, "attention %s forward B%lld T%lld H%lld/%lld D%lld w%lld", kind, (long long)B, (long long)T,
@@ -703,7 +706,7 @@ static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t w
     for (int64_t i = 0; i < T; i++) keys += (i < window ? i : window) + 1;
     double flops = 4.0 * B * H * D * keys;
     printf("time attention %s B%lld T%lld H%lld D%lld window %lld: forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s)\n",
-           bf16 ? "bf16" : "fp32", (long long)B, (long long)T, (long long)H, (long long)D, (long long)window,
+           bf16 ? bf16_backend : "fp32", (long long)B, (long long)T, (long long)H, (long long)D, (long long)window,
            fwd[fwd.size() / 2], flops / fwd[fwd.size() / 2] / 1e9, bwd[bwd.size() / 2], 2.5 * flops / bwd[bwd.size() / 2] / 1e9);
 }
 
@@ -776,12 +779,25 @@ int main(int argc, char **argv) {
     check_attention(2, 70, 2, 1, 64, 100);  // window past T: plain causal
     check_attention(1, 150, 2, 2, 128, 40);
     check_attention(1, 33, 6, 3, 128, 7);
-    check_attention(2, 37, 4, 2, 64, 5, true);      // tensor cores: GQA, a window shorter than a tile
-    check_attention(2, 70, 2, 1, 64, 100, true);    // window past T: plain causal, a partial second tile
-    check_attention(1, 150, 2, 2, 128, 40, true);
-    check_attention(1, 200, 6, 3, 128, 7, true);
-    check_attention(1, 320, 2, 2, 128, 320, true);  // five full tiles, causal
-    check_attention(2, 256, 4, 4, 128, 64, true);   // a window that ends on a tile boundary
+    // the bf16 path with each attention this library has: the WMMA kernels, and cuDNN's when libnanochat_cudnn.so loaded
+    char backend[256];
+    NC(nc_attention_backend(ctx, backend, sizeof backend));
+    printf("bf16 attention: %s\n", backend);
+    int has_cudnn = nc_attention_select(ctx, 1) == 0;
+    for (int use = 0; use <= has_cudnn; use++) {
+        NC(nc_attention_select(ctx, use));
+        bf16_backend = use ? "bf16 cuDNN" : "bf16 WMMA";
+        check_attention(2, 37, 4, 2, 64, 5, true);      // GQA, a window shorter than a tile
+        check_attention(2, 70, 2, 1, 64, 100, true);    // window past T: plain causal, a partial second tile
+        check_attention(1, 150, 2, 2, 128, 40, true);
+        check_attention(1, 200, 6, 3, 128, 7, true);
+        check_attention(1, 320, 2, 2, 128, 320, true);  // five full tiles, causal
+        check_attention(2, 256, 4, 4, 128, 64, true);   // a window that ends on a tile boundary
+        check_attention(1, 130, 2, 2, 128, 128, true);  // window w = T - 2: the band's edge, w + 1 keys
+        check_attention(1, 129, 2, 2, 64, 128, true);   // window w = T - 1: every key (plain causal)
+        check_attention(1, 100, 2, 1, 64, 63, true);    // w + 1 = 64 keys: a window of exactly one tile
+    }
+    NC(nc_attention_select(ctx, has_cudnn));
     if (timing) {
         // d12 / d20 at device batch 32 x 2048 tokens: c_fc forward, its weight gradient, lm_head forward
         time_matmul("d12 c_fc forward (x W^T)", 65536, 3072, 768, 0, 1, 1);
@@ -789,10 +805,15 @@ int main(int argc, char **argv) {
         time_matmul("d20 c_fc forward (x W^T)", 65536, 5120, 1280, 0, 1, 1);
         time_matmul("d20 lm_head forward (x W^T)", 65536, 32768, 1280, 0, 1, 1);
         time_matmul("d12 c_fc forward (x W^T)", 65536, 3072, 768, 0, 1, 0);
-        time_attention(32, 2048, 6, 128, 2048, true);  // d12's shape, full context and the S window
-        time_attention(32, 2048, 6, 128, 768, true);
-        time_attention(32, 2048, 10, 128, 2048, true);  // d20's
-        time_attention(32, 2048, 10, 128, 768, true);
+        for (int use = 0; use <= has_cudnn; use++) {  // both attentions, side by side
+            NC(nc_attention_select(ctx, use));
+            bf16_backend = use ? "bf16 cuDNN" : "bf16 WMMA";
+            time_attention(32, 2048, 6, 128, 2048, true);  // d12's shape, full context and the S window
+            time_attention(32, 2048, 6, 128, 768, true);
+            time_attention(32, 2048, 10, 128, 2048, true);  // d20's
+            time_attention(32, 2048, 10, 128, 768, true);
+        }
+        NC(nc_attention_select(ctx, has_cudnn));
     }
     nc_destroy(ctx);
     printf("\n%d passed, %d failed\n", passed, failed);

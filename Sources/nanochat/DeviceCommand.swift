@@ -23,6 +23,7 @@ struct DeviceCommand: ParsableCommand {
             let gpu = try GPU.load(path: cudaLib)
             print(String(format: "cuda: %@, %d multiprocessors, %.1f GiB (%@)", gpu.name, gpu.multiprocessors,
                          Double(gpu.memoryBytes) / 1_073_741_824, gpu.path))
+            print("cuda attention (bf16): \(gpu.attentionBackend)")
         } catch {
             print("cuda: \(error)")
             if requireCuda { throw ExitCode(1) }

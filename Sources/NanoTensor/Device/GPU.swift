@@ -24,6 +24,8 @@ public final class GPU {
     public let name: String
     public let multiprocessors: Int
     public let memoryBytes: Int64
+    /// What the bf16 attention runs: cuDNN's fused flash attention, or the WMMA kernels and why (cuda/context.cu).
+    public let attentionBackend: String
     /// Upstream's peak for MFU on an H100 / H200 (bf16 dense).
     public static let peakBF16FLOPS = 989e12
 
@@ -70,6 +72,9 @@ public final class GPU {
         name = String(cString: buffer)
         multiprocessors = Int(sms)
         memoryBytes = bytes
+        var backend = [CChar](repeating: 0, count: 256)
+        _ = api.nc_attention_backend(ctx, &backend, Int32(backend.count))
+        attentionBackend = String(cString: backend)
         one = allocate(floats: 1)
         var value: Float = 1
         try check(api.nc_copy_to_device(ctx, one, &value, 4), "copying to the GPU")
@@ -202,7 +207,7 @@ public enum Device: CustomStringConvertible {
     public var description: String {
         switch self {
         case .cpu: return "cpu"
-        case .gpu(let g): return "\(g.name), \(g.bf16 ? "bf16 products and attention, fp32 weights" : "exact fp32")"
+        case .gpu(let g): return "\(g.name), \(g.bf16 ? "bf16 products and attention (\(g.attentionBackend)), fp32 weights" : "exact fp32")"
         }
     }
 }
