@@ -155,6 +155,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         say(String(format: "sgemm: %.1f GFLOP/s measured over %d rank(s) of %d thread(s), %.0f%% of the peak", sgemm / 1e9, world, Threading.workers, 100 * sgemm / peak))
     }
     let traffic = DeviceTraffic(gpu)
+    let stepLossSum = StepLoss(gpu)
 
     let run = try TrainingRun(directory: dir, startStep: startStep, resumed: meta, saveEvery: o.saveEvery, comm: comm)
     var losses: [Double] = []
@@ -191,13 +192,12 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         // averages the gradients over the ranks
         let t0 = DispatchTime.now().uptimeNanoseconds
         traffic.stepStarts()
-        var stepLoss = 0.0
         var dataWait = 0.0
         for micro in 0..<gradAccum {
             let batch = try loaders[micro].next()
             dataWait += loaders[micro].lastWait
             let loss = model.forward(batch.inputs, batch: o.deviceBatchSize, time: t, targets: batch.targets)
-            stepLoss += Double(loss.scalar) / Double(gradAccum)
+            stepLossSum.add(loss, over: gradAccum)
             loss.backward(seed: 1 / Float(gradAccum))
             accumulator.collect()
         }
@@ -205,6 +205,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         accumulator.install()
         optimizer.step()
         model.zeroGrad()
+        var stepLoss = stepLossSum.take()
         traffic.stepEnds()
         stepLoss = comm.sum(stepLoss) / Double(world)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9

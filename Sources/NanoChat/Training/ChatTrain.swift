@@ -192,6 +192,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
     // MFU against the GPU's bf16 peak or the CPU's spec-sheet peak, as base-train
     let peak = device.gpu != nil ? GPU.peakBF16FLOPS : comm.sum(CPUPeak.current(threads: Threading.workers).flops)
     let traffic = DeviceTraffic(device.gpu)
+    let stepLossSum = StepLoss(device.gpu)
     let numIterations = o.numIterations
     say("\(stage.title) from \(source) \(start.label): \(model.config)")
     say("train mixture: \(mixtures.train.summary)")
@@ -259,12 +260,14 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
 
         let t0 = DispatchTime.now().uptimeNanoseconds
         traffic.stepStarts()
-        var stepLoss = 0.0
         for micro in 0..<gradAccum {
             let (x, y) = try loaders[micro].next()
-            let loss = model.forward(x, batch: batch, time: t, targets: y)
-            let l = Double(loss.scalar)
-            if l.isFinite { stepLoss += l / Double(gradAccum); loss.backward(seed: 1 / Float(gradAccum)) }  // a batch with no supervised token has no loss
+            // a batch with no supervised token has no loss (the mean of nothing): it adds neither loss nor gradient
+            if y.contains(where: { $0 >= 0 }) {
+                let loss = model.forward(x, batch: batch, time: t, targets: y)
+                stepLossSum.add(loss, over: gradAccum)
+                loss.backward(seed: 1 / Float(gradAccum))
+            }
             accumulator.collect()
         }
         accumulator.install()
@@ -276,6 +279,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
         }
         optimizer.step()
         model.zeroGrad()
+        var stepLoss = stepLossSum.take()
         traffic.stepEnds()
         stepLoss = comm.sum(stepLoss) / Double(world)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9

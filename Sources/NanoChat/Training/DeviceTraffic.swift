@@ -2,7 +2,7 @@ import Foundation
 import NanoTensor
 
 /// What a training step on a GPU costs besides its arithmetic, for the run's report: the host <-> device copies of one
-/// step (its inputs and targets in, its loss out, nothing else), the caching allocator's device allocations after the
+/// step (its inputs and targets in, its loss out once, nothing else), the caching allocator's device allocations after the
 /// first step and after the last (equal: a steady step allocates nothing), and the peak of bytes handed out. Does
 /// nothing on the CPU.
 final class DeviceTraffic {

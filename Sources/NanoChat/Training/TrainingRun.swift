@@ -148,3 +148,30 @@ func placeModel(_ model: GPT, _ flags: DeviceFlags, comm: Communicator, say: (St
     model.useDevice(device)
     return device
 }
+
+/// A step's loss, summed over its micro-batches where they are computed: on a GPU in a device scalar, read once at the
+/// end of the step (the step's one copy back, and no wait for the GPU between micro-batches); on the CPU as it comes.
+final class StepLoss {
+    private let sum: Tensor?
+    private var host = 0.0
+
+    init(_ gpu: GPU?) { sum = gpu.map { Tensor(shape: [1], on: $0) } }
+
+    /// Adds the micro-batch's loss (a scalar tensor on the model's device) divided by `parts` (the micro-batches).
+    func add(_ loss: Tensor, over parts: Int) {
+        if let sum, let gpu = sum.gpu {
+            gpu.run(gpu.api.nc_axpby(gpu.ctx, sum.gpuData, loss.gpuData, 1 / Float(parts), nil, 1, 1), "step loss")
+        } else {
+            host += Double(loss.scalar) / Double(parts)
+        }
+    }
+
+    /// The sum so far, which starts again from zero.
+    func take() -> Double {
+        defer {
+            host = 0
+            if let sum, let gpu = sum.gpu { gpu.zero(sum.gpuData, floats: 1) }
+        }
+        return sum.map { Double($0.scalar) } ?? host
+    }
+}
