@@ -70,7 +70,11 @@ public enum DeviceType: String, ExpressibleByArgument, CaseIterable, Sendable {
                 say("device: \(gpu.name) (\(gpu.path))")
                 return .gpu(gpu)
             } catch {
-                say("device: cpu (\(error))")
+                // the common case, a machine without the library, in one short line; anything else (a library that
+                // loads but finds no GPU, one built from other sources) with its whole reason
+                let text = "\(error)"
+                say(text.contains("no \(GPU.fileName)") ? "device: cpu (no CUDA library here; --device-type cuda says where it looked)"
+                                                        : "device: cpu (\(text))")
                 return .cpu
             }
         }
