@@ -308,11 +308,6 @@ static int backward_d(nc_context *ctx, float *dq, float *dk, float *dv, float *d
 }
 
 // --- cuDNN's fused attention (libnanochat_cudnn.so, when it loaded): the same interface, its operands in bf16
-__global__ void to_bf16_kernel(bf16 *out, const float *in, int64_t n) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n) out[i] = __float2bfloat16_rn(in[i]);
-}
-
 // out (+)= in: the forward's output to fp32, the backward's gradients added into ours
 __global__ void from_bf16_kernel(float *out, const bf16 *in, int64_t n, int accumulate) {
     int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -332,11 +327,10 @@ struct Bf16Scratch {
     }
 };
 
+// x rounded to bf16 into the scratch (nc_to_bf16, matmul.cu's rounding)
 static bf16 *rounded(nc_context *ctx, Bf16Scratch &scratch, const float *x, int64_t n) {
     bf16 *out = scratch.take(n);
-    if (!out) return nullptr;
-    to_bf16_kernel<<<nc_blocks(n, 256), 256, 0, ctx->stream>>>(out, x, n);
-    return cudaGetLastError() == cudaSuccess ? out : nullptr;
+    return out && nc_to_bf16(ctx, out, x, n) == 0 ? out : nullptr;
 }
 
 static int cudnn_forward(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v, int64_t B,

@@ -80,14 +80,20 @@ int nc_memory_info(nc_context *ctx, int64_t *f, int64_t *t, int64_t *p) {
     return 0;
 }
 
-// bf16 products round their inputs to nearest-even bf16, as the device's bf16 mode does
-static float bf16_round(float x) {
-    unsigned u;
+// bf16 values: the top 16 bits of x rounded to nearest even (as the device's bf16 mode rounds), and back
+static uint16_t bf16_bits(float x) {
+    uint32_t u;
     memcpy(&u, &x, 4);
-    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+static float bf16_value(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
     memcpy(&x, &u, 4);
     return x;
 }
+// bf16 products round their inputs so
+static float bf16_round(float x) { return bf16_value(bf16_bits(x)); }
 
 int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
                       int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
@@ -113,10 +119,7 @@ int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b,
 static float *bf16_to_float(const void *p, int64_t n) {
     float *out = (float *)malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     if (!out) return NULL;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
-        memcpy(&out[i], &u, 4);
-    }
+    for (int64_t i = 0; i < n; i++) out[i] = bf16_value(((const uint16_t *)p)[i]);
     return out;
 }
 
@@ -133,12 +136,7 @@ int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const 
 
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
     (void)ctx;
-    for (int64_t i = 0; i < n; i++) {
-        float r = bf16_round(src[i]);
-        uint32_t u;
-        memcpy(&u, &r, 4);
-        ((uint16_t *)dst)[i] = (uint16_t)(u >> 16);
-    }
+    for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = bf16_bits(src[i]);
     return 0;
 }
 
@@ -478,20 +476,9 @@ int nc_dot(nc_context *ctx, float *out, const float *x, const float *w, int64_t 
     return 0;
 }
 
-// the bf16 cache's elements: the top 16 bits of the float rounded to nearest even
-static uint16_t bf16_bits(float x) {
-    float r = bf16_round(x);
-    uint32_t u;
-    memcpy(&u, &r, 4);
-    return (uint16_t)(u >> 16);
-}
-
+// the cache's element i: fp32, or bf16 bits
 static float cache_element(const void *cache, int64_t i, int bf16) {
-    if (!bf16) return ((const float *)cache)[i];
-    uint32_t u = (uint32_t)((const uint16_t *)cache)[i] << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
+    return bf16 ? bf16_value(((const uint16_t *)cache)[i]) : ((const float *)cache)[i];
 }
 
 int nc_attention_backend(nc_context *ctx, char *name, int name_len) {

@@ -64,16 +64,23 @@ static void check(const char *name, const std::vector<float> &got, const std::ve
     ok ? passed++ : failed++;
 }
 
-static float round_bf16(float x) {
-    unsigned u;
+// bf16 bits of x, rounded to nearest even, and back (bf16 operands, the bf16 KV cache's elements)
+static uint16_t to_bf16(float x) {
+    uint32_t u;
     memcpy(&u, &x, 4);
-    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+static float from_bf16(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
     memcpy(&x, &u, 4);
     return x;
 }
+static float round_bf16(float x) { return from_bf16(to_bf16(x)); }
 
-static void check_matmul(int64_t m, int64_t n, int64_t k, int ta, int tb, float alpha, float beta, int bf16) {
-    auto a = randn(m * k), b = randn(k * n), c0 = randn(m * n);
+// C = alpha op(A) op(B) + beta C0 in double, the inputs rounded to bf16 first when `bf16`
+static std::vector<double> matmul_reference(const std::vector<float> &a, const std::vector<float> &b, const std::vector<float> &c0,
+                                            int64_t m, int64_t n, int64_t k, int ta, int tb, float alpha, float beta, int bf16) {
     std::vector<double> ref(m * n);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
@@ -85,6 +92,12 @@ static void check_matmul(int64_t m, int64_t n, int64_t k, int ta, int tb, float 
             }
             ref[i * n + j] = alpha * s + beta * (double)c0[i * n + j];
         }
+    return ref;
+}
+
+static void check_matmul(int64_t m, int64_t n, int64_t k, int ta, int tb, float alpha, float beta, int bf16) {
+    auto a = randn(m * k), b = randn(k * n), c0 = randn(m * n);
+    auto ref = matmul_reference(a, b, c0, m, n, k, ta, tb, alpha, beta, bf16);
     Dev da(a), db(b), dc(beta == 0 ? nans(m * n) : c0);
     NC(nc_matmul(ctx, dc.f(), da.f(), db.f(), m, n, k, ta, tb, alpha, beta, bf16));
     char name[128];
@@ -97,22 +110,13 @@ static void check_matmul(int64_t m, int64_t n, int64_t k, int ta, int tb, float 
 // in the call: the same values as rounding both per call.
 static void check_matmul_mixed(int64_t m, int64_t n, int64_t k, int ta, int tb, float beta) {
     auto a = randn(m * k), b = randn(k * n), c0 = randn(m * n);
-    std::vector<double> ref(m * n);
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++) {
-            double s = 0;
-            for (int64_t l = 0; l < k; l++) {
-                float av = ta ? a[l * m + i] : a[i * k + l], bv = tb ? b[j * k + l] : b[l * n + j];
-                s += (double)round_bf16(av) * round_bf16(bv);
-            }
-            ref[i * n + j] = s + beta * (double)c0[i * n + j];
-        }
+    auto ref = matmul_reference(a, b, c0, m, n, k, ta, tb, 1, beta, 1);
     Dev da(a), db(b), dc(beta == 0 ? nans(m * n) : c0), db16(std::vector<uint16_t>(k * n, 0xFFFF));
     NC(nc_to_bf16(ctx, db16.p, db.f(), k * n));
     std::vector<double> rounded(k * n);
     for (int64_t i = 0; i < k * n; i++) rounded[i] = round_bf16(b[i]);
     std::vector<float> back;
-    for (auto x : db16.get<uint16_t>()) { uint32_t u = (uint32_t)x << 16; float f; memcpy(&f, &u, 4); back.push_back(f); }
+    for (auto x : db16.get<uint16_t>()) back.push_back(from_bf16(x));
     check("to_bf16 (nearest even)", back, rounded, 0);
     NC(nc_matmul_mixed(ctx, dc.f(), da.p, 0, db16.p, 1, m, n, k, ta, tb, 1, beta));
     char name[128];
@@ -276,19 +280,6 @@ static void check_axpby_softcap(int64_t n) {
     check("softcap in place", dz.get<float>(), capped, 1e-6);
 }
 
-// bf16 bits of x, rounded to nearest even, and back (the bf16 KV cache's elements)
-static uint16_t to_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
-static float from_bf16(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
 // The engine's cache: a chunk appended at each row's own position (rows in another order than the batch), then its
 // queries attend over the cached span the window allows; the reference in double from the same cache contents (with
 // a bf16 cache: the contents rounded to bf16, as the kernel stores them).
@@ -298,7 +289,7 @@ static void check_kv_cache(int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t
     auto knew = randn(b * t * hkv * d), vnew = randn(b * t * hkv * d), q = randn(b * t * h * d);
     std::vector<int32_t> rows(b), starts(b);
     for (int64_t i = 0; i < b; i++) { rows[i] = (int32_t)((i * 7 + 1) % rows_total); starts[i] = (int32_t)((i * 13) % (cap - t + 1)); }
-    auto stored = [&](float x) { return bf16 ? from_bf16(to_bf16(x)) : x; };
+    auto stored = [&](float x) { return bf16 ? round_bf16(x) : x; };
     // the reference cache after the append, as stored
     std::vector<float> kr(kc.size()), vr(vc.size());
     for (size_t i = 0; i < kc.size(); i++) { kr[i] = stored(kc[i]); vr[i] = stored(vc[i]); }

@@ -42,12 +42,9 @@ public final class Tensor {
     nonisolated(unsafe) public static var gradEnabled = true
 
     /// A new tensor; its contents are zero when `zeroed`, otherwise undefined (the op will overwrite them).
-    public init(shape: [Int], zeroed: Bool = true, requiresGrad: Bool = false) {
-        let n = shape.reduce(1, *)
-        storage = Storage(count: n)
-        self.shape = shape
+    public convenience init(shape: [Int], zeroed: Bool = true, requiresGrad: Bool = false) {
+        self.init(shape: shape, zeroed: zeroed, on: nil)
         self.requiresGrad = requiresGrad
-        if zeroed { storage.pointer.initialize(repeating: 0, count: n) }
     }
 
     /// A new tensor on `gpu` (the CPU when nil): what an op makes for its output, beside its inputs.

@@ -160,7 +160,7 @@ public final class GPU {
     }
 
     public func copy(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, floats n: Int) {
-        run(api.nc_copy_on_device(ctx, dst, src, Int64(4 * n)), "copying on the GPU")
+        copy(UnsafeRawPointer(src), to: UnsafeMutableRawPointer(dst), bytes: 4 * n)
     }
 
     public func copy(_ src: UnsafeRawPointer, to dst: UnsafeMutableRawPointer, bytes: Int) {
