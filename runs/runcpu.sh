@@ -49,7 +49,7 @@ $nanochat tok-train --vocab-size "$VOCAB"
 $nanochat tok-eval
 # A CPU-sized model: depth $DEPTH, 512-token context, 4096 tokens per step (upstream's runcpu uses d6 at seq 512).
 stage "pretraining: d$DEPTH, $BASE_STEPS steps"
-$nanochat base-train --depth "$DEPTH" --head-dim 64 --max-seq-len 512 --window-pattern L \
+$nanochat base-train --depth "$DEPTH" --core-metric-every -1 --head-dim 64 --max-seq-len 512 --window-pattern L \
   --device-batch-size 8 --total-batch-size 4096 --num-iterations "$BASE_STEPS" \
   --eval-every 40 --eval-tokens 65536 --sample-every -1 --warmup-steps 10 \
   --embedding-lr 0.6 --unembedding-lr 0.016 --matrix-lr 0.04 --scalar-lr 1.0

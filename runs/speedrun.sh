@@ -58,7 +58,7 @@ if [[ -z ${PREPARED:-} ]]; then
   $nanochat dataset identity
   wait $download
 fi
-$nanochat base-train $gpu --depth "$DEPTH" --target-param-data-ratio "$RATIO" --device-batch-size "$DEVICE_BATCH" $(iters "$BASE_ITERS") \
+$nanochat base-train $gpu --core-metric-every -1 --depth "$DEPTH" --target-param-data-ratio "$RATIO" --device-batch-size "$DEVICE_BATCH" $(iters "$BASE_ITERS") \
   ${SEQ_LEN:+--max-seq-len $SEQ_LEN} ${TOTAL_BATCH:+--total-batch-size $TOTAL_BATCH} ${EVAL_TOKENS:+--eval-tokens $EVAL_TOKENS} --sample-every -1
 $nanochat base-eval $gpu --device-batch-size "$DEVICE_BATCH" $(limit --max-per-task "$CORE_MAX") ${BPB_TOKENS:+--split-tokens $BPB_TOKENS}
 $nanochat mid-train $gpu $(iters "$MID_ITERS") ${EVAL_TOKENS:+--eval-tokens $EVAL_TOKENS}

@@ -32,7 +32,7 @@ $n tok-train --vocab-size 1024 --input "$fixtures/corpus_austen_700k.txt" --spli
   && $n dataset shard --input "$fixtures/corpus_austen_700k.txt" --paragraph-chars 200 --val-docs 100 --docs-per-shard 2500 >/dev/null \
   || { bad "could not make the tokenizer and shards"; echo "gpu_emulation_check: $passed passed, $failed failed"; exit 1; }
 # windows S and L, value embeddings, 2 accumulation steps (GQA is in the fixtures: base-train's models have none)
-train=(base-train --depth ${DEPTH:-2} --head-dim 64 --max-seq-len 128 --window-pattern SL --device-batch-size 2
+train=(base-train --core-metric-every -1 --depth ${DEPTH:-2} --head-dim 64 --max-seq-len 128 --window-pattern SL --device-batch-size 2
        --total-batch-size 512 --warmup-steps 2 --eval-every 4 --eval-tokens 512 --sample-every -1 --num-iterations ${STEPS:-8})
 $n "${train[@]}" --device-type cpu --save-every 2 --checkpoint-dir "$work/start" >"$work/start.log" 2>&1 || cat "$work/start.log"
 for run in cpu gpu; do mkdir -p "$work/$run" && cp "$work"/start/*000002* "$work/start/metrics.jsonl" "$work/$run/"; done

@@ -80,7 +80,7 @@ if cmp -s "$work/cli_cpu.txt" "$work/cli_cuda.txt"; then ok "chat-cli greedy on 
 else bad "chat-cli greedy answers differ"; cat "$work/cli_cpu.txt" "$work/cli_cuda.txt"; fi
 # chat-web on the device: two requests answered together by the continuous batcher, greedy, as on the CPU
 serve() {  # serve DEVICE PORT: the two answers, one per line
-  $n chat-web -i sft -p $2 -n 2 --device-type $1 --gpu-precision fp32 >"$work/web_$1.log" 2>&1 &  # $! is the server
+  $n chat-web -i sft -p $2 --num-workers 2 --device-type $1 --gpu-precision fp32 >"$work/web_$1.log" 2>&1 &  # $! is the server
   local pid=$! i
   for i in $(seq 1 150); do curl -sf "localhost:$2/health" >/dev/null 2>&1 && break; sleep 0.2; done
   i=0; local asks=()

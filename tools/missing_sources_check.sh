@@ -20,7 +20,7 @@ unset PIP_FIND_LINKS PIP_INDEX_URL
 model=$work/model
 if ! { NANOCHAT_BASE_DIR=$model $n tok-train --vocab-size 1024 --input "$fixtures/corpus_austen_700k.txt" --split-blank-lines \
        && NANOCHAT_BASE_DIR=$model $n dataset shard --input "$fixtures/corpus_austen_700k.txt" --paragraph-chars 2000 --val-docs 20 --docs-per-shard 200 \
-       && NANOCHAT_BASE_DIR=$model $n base-train --depth 2 --head-dim 64 --max-seq-len 256 --window-pattern L --device-batch-size 4 \
+       && NANOCHAT_BASE_DIR=$model $n base-train --core-metric-every -1 --depth 2 --head-dim 64 --max-seq-len 256 --window-pattern L --device-batch-size 4 \
             --total-batch-size 1024 --num-iterations 10 --warmup-steps 2 --eval-every -1 --sample-every -1; } >"$work/model.log" 2>&1; then
   tail -5 "$work/model.log"; echo "FAILED: could not train the tiny model"; echo "missing_sources_check: 0 passed, 1 failed"; exit 1
 fi
@@ -50,7 +50,7 @@ run_case() {
   # the pretraining text: with the Debian packages hidden, prepare falls back to the Austen text and trains on it
   if [[ -n $sys ]]; then
     { $n dataset prepare --fallback-text "$fixtures/corpus_austen_700k.txt" --docs-per-shard 100 \
-        && $n base-train --depth 2 --head-dim 64 --max-seq-len 256 --window-pattern L --device-batch-size 4 \
+        && $n base-train --core-metric-every -1 --depth 2 --head-dim 64 --max-seq-len 256 --window-pattern L --device-batch-size 4 \
              --total-batch-size 1024 --num-iterations 3 --warmup-steps 1 --eval-every -1 --sample-every -1; } >>"$log" 2>&1 \
       || { bad "$hide hidden: dataset prepare or base-train failed"; tail -5 "$log"; return; }
     expect "$log" "^missing source: Debian package python3.11-doc" "$hide hidden, dataset prepare" || return

@@ -19,7 +19,7 @@ bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
 $n tok-train --vocab-size 1024 --input "$fixtures/corpus_austen_700k.txt" --split-blank-lines >/dev/null 2>&1 \
   && $n dataset shard --input "$fixtures/corpus_austen_700k.txt" --paragraph-chars 200 --val-docs 100 --docs-per-shard 2500 >/dev/null \
   || { echo "mpi_check: could not make the tokenizer and shards"; echo "mpi_check: 0 passed, 1 failed"; exit 1; }
-train=(base-train --depth 2 --head-dim 64 --max-seq-len 256 --window-pattern L --device-batch-size 4 --total-batch-size 2048
+train=(base-train --core-metric-every -1 --depth 2 --head-dim 64 --max-seq-len 256 --window-pattern L --device-batch-size 4 --total-batch-size 2048
        --warmup-steps 3 --eval-every -1 --sample-every -1)
 
 # 1. 2 ranks x 1 thread, device batch 4 == 1 process with 2 accumulation steps of 4, step by step (12 steps)

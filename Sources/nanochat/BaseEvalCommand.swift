@@ -9,20 +9,21 @@ struct BaseEvalCommand: ParsableCommand {
         discussion: """
         CORE scores the tasks that the bundle's core.yaml lists (default $NANOCHAT_BASE_DIR/eval_bundle, made by \
         `nanochat dataset tasks`) and writes $NANOCHAT_BASE_DIR/base_eval/base_model_<step>.csv as upstream does.
-        """
+        """,
+        aliases: ["base_eval"]
     )
 
     @Option(name: [.customShort("g"), .long], help: "Model tag (default: the largest d<N> under base_checkpoints).") var modelTag: String?
-    @Option(name: [.customShort("s"), .long], help: "Checkpoint step (default: the latest).") var step: Int?
+    @Option(name: [.customShort("s"), .long], parsing: .unconditional, help: "Checkpoint step (default: the latest).") var step: Int?
     @Option(help: "A checkpoint directory to load from instead of base_checkpoints/<tag>.") var checkpoint: String?
     @Option(help: "What to run: core, bpb, sample (comma-separated; default all three, CORE only when a bundle exists).") var eval: String?
-    @Option(help: "CORE: examples per task after upstream's shuffle (-1: all).") var maxPerTask = -1
+    @Option(parsing: .unconditional, help: "CORE: examples per task after upstream's shuffle (-1: all).") var maxPerTask = -1
     @Option(help: "CORE: the task bundle directory (default $NANOCHAT_BASE_DIR/eval_bundle).") var evalBundle: String?
     @Option(help: "CORE: only these task labels (comma-separated; default: all that core.yaml lists).") var coreTasks: String?
     @Option(help: "CORE: tokens per forward pass (rows of similar length are packed together).") var coreTokens = 16384
     @Option(help: "CORE: also write every example's result (chosen option, mean losses) to this JSON file.") var dumpExamples: String?
-    @Option(help: "Rows per batch for bits per byte.") var deviceBatchSize = 32
-    @Option(help: "Tokens evaluated per split.") var splitTokens = 40 * 524_288
+    @Option(parsing: .unconditional, help: "Rows per batch for bits per byte.") var deviceBatchSize = 32
+    @Option(parsing: .unconditional, help: "Tokens evaluated per split.") var splitTokens = 40 * 524_288
     @Option(help: "Tokens to sample per prompt.") var maxTokens = 16
     @Option(help: "Shard directory (default $NANOCHAT_BASE_DIR/base_data_climbmix).") var dataDir: String?
     @Option(help: "Tokenizer directory (default $NANOCHAT_BASE_DIR/tokenizer).") var tokenizerDir: String?

@@ -12,7 +12,8 @@ struct BaseTrainCommand: ParsableCommand {
         metrics log to $NANOCHAT_BASE_DIR/base_checkpoints/<model-tag>/.
         Data-parallel over MPI: `mpirun -np N nanochat base-train ...` (rank 0 logs and writes the model; each rank \
         writes its optimizer shard).
-        """
+        """,
+        aliases: ["base_train"]
     )
 
     @OptionGroup var options: BaseTrainOptions

@@ -13,13 +13,14 @@ struct ChatCLICommand: ParsableCommand {
         discussion: """
         Type a message and press Enter; the answer streams as it is generated. 'clear' starts a new conversation, \\
         'quit' or 'exit' leaves. Ctrl-C stops the current answer (a second Ctrl-C at the prompt exits).
-        """
+        """,
+        aliases: ["chat_cli"]
     )
     @OptionGroup var model: ModelSource
-    @Option(name: .customShort("p"), help: "One prompt: answer it and exit.") var prompt: String?
-    @Option(name: .customShort("t"), help: "Temperature (0 = greedy).") var temperature: Float = 0.6
-    @Option(name: .customShort("k"), help: "Top-k sampling (0 = off).") var topK = 50
-    @Option(help: "Longest answer in tokens.") var maxTokens = 256
+    @Option(name: [.customShort("p"), .long], help: "One prompt: answer it and exit.") var prompt: String?
+    @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Temperature (0 = greedy).") var temperature: Float = 0.6
+    @Option(name: [.customShort("k"), .long], parsing: .unconditional, help: "Top-k sampling (0 = off).") var topK = 50
+    @Option(name: [.customShort("m"), .long], parsing: .unconditional, help: "Longest answer in tokens.") var maxTokens = 256
 
     func run() throws {
         try runReportingErrors {

@@ -11,16 +11,17 @@ struct ChatEvalCommand: ParsableCommand {
         python3 with time, memory, process and output limits and no network). Results go to \
         $NANOCHAT_BASE_DIR/chat_eval/<source>_<tag>_<step>.json; ChatCORE is printed when ARC-Easy, ARC-Challenge, \
         MMLU, GSM8K and HumanEval all ran.
-        """
+        """,
+        aliases: ["chat_eval"]
     )
     @OptionGroup var model: ModelSource
-    @Option(name: .customShort("a"), help: "Tasks separated by | (default: every task whose data `nanochat dataset tasks` made; the others are named as not scored).") var tasks: String?
-    @Option(name: .customShort("t"), help: "Sampling temperature (generative tasks).") var temperature: Float = 0
-    @Option(name: .customShort("m"), help: "Max new tokens (generative tasks).") var maxNewTokens = 512
-    @Option(name: .customShort("n"), help: "Samples per problem (generative tasks).") var numSamples = 1
-    @Option(name: .customShort("k"), help: "Top-k for sampling.") var topK = 50
-    @Option(name: .customShort("b"), help: "Problems per forward (categorical tasks).") var batchSize = 8
-    @Option(name: .customShort("x"), help: "At most this many problems per task (-1: all).") var maxProblems = -1
+    @Option(name: [.customShort("a"), .customLong("task-name")], help: "Tasks separated by | (default: every task whose data `nanochat dataset tasks` made; the others are named as not scored).") var tasks: String?
+    @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Sampling temperature (generative tasks).") var temperature: Float = 0
+    @Option(name: [.customShort("m"), .long], parsing: .unconditional, help: "Max new tokens (generative tasks).") var maxNewTokens = 512
+    @Option(name: [.customShort("n"), .long], parsing: .unconditional, help: "Samples per problem (generative tasks).") var numSamples = 1
+    @Option(name: [.customShort("k"), .long], parsing: .unconditional, help: "Top-k for sampling.") var topK = 50
+    @Option(name: [.customShort("b"), .long], parsing: .unconditional, help: "Problems per forward (categorical tasks).") var batchSize = 8
+    @Option(name: [.customShort("x"), .long], parsing: .unconditional, help: "At most this many problems per task (-1: all).") var maxProblems = -1
     @Option(help: "Task data directory (default $NANOCHAT_BASE_DIR/task_data).") var taskData: String?
 
     func run() throws {
@@ -40,7 +41,7 @@ struct ChatEvalCommand: ParsableCommand {
                     // nothing to score is what the sources allowed, not an error: the report says so
                     if comm.isMain {
                         print("chat-eval: no task has its data in \(root.path), nothing scored (nanochat dataset tasks names the missing sources)")
-                        try Report.log(section: "Chat evaluation \(model.source)", data: [("not scored (no task data)", notScored.joined(separator: ", "))])
+                        try Report.log(section: "Chat evaluation \(model.sourceName())", data: [("not scored (no task data)", notScored.joined(separator: ", "))])
                     }
                     return
                 }
@@ -52,7 +53,7 @@ struct ChatEvalCommand: ParsableCommand {
                 problems[name] = maxProblems > 0 ? Array(all.prefix(maxProblems)) : all
             }
             let loaded = try model.load()
-            if comm.isMain { print("model \(loaded.label) (\(model.source)): \(loaded.model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : "")) }
+            if comm.isMain { print("model \(loaded.label) (\(model.sourceName())): \(loaded.model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : "")) }
             let tty = isatty(1) != 0 && comm.worldSize == 1  // mpirun hands its ranks a pseudo-terminal: no progress bar there
             let results = try ChatEval.run(model: loaded.model, tokenizer: loaded.tokenizer, names: names, problems: problems,
                                            batch: batchSize, samples: numSamples, maxTokens: maxNewTokens, temperature: temperature,
@@ -66,7 +67,7 @@ struct ChatEvalCommand: ParsableCommand {
             for r in results {
                 print(String(format: "%@ accuracy: %.2f%% (%d/%d) in %.1fs", r.task, 100 * r.accuracy, r.passed, r.total, r.seconds))
             }
-            var summary: [String: Any] = ["source": model.source, "model": loaded.label,
+            var summary: [String: Any] = ["source": model.sourceName(), "model": loaded.label,
                                           "results": results.map { ["task": $0.task, "passed": $0.passed, "total": $0.total,
                                                                     "accuracy": $0.accuracy, "seconds": $0.seconds] }]
             let core = ChatEval.chatCORETasks
@@ -76,17 +77,17 @@ struct ChatEvalCommand: ParsableCommand {
                 print(String(format: "ChatCORE metric: %.4f", chatCORE))
             }
             let out = BaseDir.url.appendingPathComponent("chat_eval", isDirectory: true)
-                .appendingPathComponent("\(model.source)_\(loaded.directory.lastPathComponent)_\(String(format: "%06d", loaded.step)).json")
+                .appendingPathComponent("\(model.sourceName())_\(loaded.directory.lastPathComponent)_\(String(format: "%06d", loaded.step)).json")
             try FileIO.writeAtomically(try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys]), to: out)
             print("Results written to: \(out.path)")
-            var section: [(String, String)] = [("Model", "\(model.source) \(loaded.label)")]
+            var section: [(String, String)] = [("Model", "\(model.sourceName()) \(loaded.label)")]
             section += results.map { ($0.task, String(format: "%.4f", $0.accuracy)) }
             if let c = summary["ChatCORE"] as? Double { section.append(("ChatCORE", String(format: "%.4f", c))) }
             else if notScored.contains(where: ChatEval.chatCORETasks.contains) {
                 print("ChatCORE: not computed, it needs \(ChatEval.chatCORETasks.joined(separator: ", ")) and \(notScored.joined(separator: ", ")) had no data")
             }
             if !notScored.isEmpty { section.append(("not scored (no task data)", notScored.joined(separator: ", "))) }
-            try Report.log(section: "Chat evaluation \(model.source)", arguments: ["tasks": names.joined(separator: "|"), "max_problems": "\(maxProblems)", "num_samples": "\(numSamples)", "temperature": "\(temperature)"], data: section)
+            try Report.log(section: "Chat evaluation \(model.sourceName())", arguments: ["tasks": names.joined(separator: "|"), "max_problems": "\(maxProblems)", "num_samples": "\(numSamples)", "temperature": "\(temperature)"], data: section)
         }
     }
 }

@@ -10,7 +10,8 @@ struct MidTrainCommand: ParsableCommand {
         Starts from the base checkpoint and trains on every token of a large conversation mixture (general chat, \
         multiple choice, math with calculator calls, identity, spelling); only padding is ignored. Data comes from \
         `nanochat dataset tasks`. Writes $NANOCHAT_BASE_DIR/mid_checkpoints/<tag>/ with a metrics log.
-        """
+        """,
+        aliases: ["mid_train"]
     )
     @OptionGroup var options: ChatTrainOptions
     func run() throws { try runDistributed { comm in _ = try chatTrain(stage: .mid, options, comm: comm) { print($0); fflush(stdout) } } }
@@ -25,7 +26,8 @@ struct ChatSFTCommand: ParsableCommand {
         assistant writes (its text, its calculator calls and <|assistant_end|>), packing conversations into rows \
         best-fit with padding. Evaluates validation bits per byte and ChatCORE. Writes \
         $NANOCHAT_BASE_DIR/chatsft_checkpoints/<tag>/ with a metrics log.
-        """
+        """,
+        aliases: ["chat_sft"]
     )
     @OptionGroup var options: ChatTrainOptions
     func run() throws { try runDistributed { comm in _ = try chatTrain(stage: .sft, options, comm: comm) { print($0); fflush(stdout) } } }
@@ -40,7 +42,8 @@ struct ChatRLCommand: ParsableCommand {
         tokens of answers better than the question's average. Evaluates pass@k on held-out problems. Offline it \
         trains on the generated arithmetic problems; with GSM8K train downloaded (dataset tasks --online), on GSM8K. \
         Writes $NANOCHAT_BASE_DIR/chatrl_checkpoints/<tag>/ with a metrics log.
-        """
+        """,
+        aliases: ["chat_rl"]
     )
     @OptionGroup var options: ChatRLOptions
     func run() throws { try runDistributed { comm in _ = try chatRL(options, comm: comm) { print($0); fflush(stdout) } } }

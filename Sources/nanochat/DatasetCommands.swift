@@ -152,8 +152,8 @@ struct DatasetDownloadCommand: ParsableCommand {
         The source can be overridden with --base-url or NANOCHAT_DATA_URL (a mirror, or a local server in tests).
         """
     )
-    @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of training shards (-1 = all 6542).") var num = -1
-    @Option(name: .shortAndLong, help: "Parallel downloads.") var workers = 4
+    @Option(name: [.customShort("n"), .customLong("num-files")], parsing: .unconditional, help: "Number of training shards (-1 = all 6542).") var num = -1
+    @Option(name: [.customShort("w"), .customLong("num-workers")], parsing: .unconditional, help: "Parallel downloads.") var workers = 4
     @Option(help: "Base URL holding shard_NNNNN.parquet files.") var baseURL: String?
     @Option(help: "Output directory.") var output: String?
     @Option(help: "Attempts per file.") var attempts = 5

@@ -8,14 +8,33 @@ struct NanoChatCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nanochat",
         abstract: "nanochat in Swift: tokenizer, GPT pretraining, fine-tuning, evaluation and chat.",
-        discussion: "Data, tokenizers and checkpoints live under NANOCHAT_BASE_DIR (default ~/.cache/nanochat).",
-        subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, MidTrainCommand.self, ChatSFTCommand.self, ChatRLCommand.self, ChatEvalCommand.self, ReportCommand.self, ChatCLICommand.self, ChatWebCommand.self, DeviceCommand.self, BenchCommand.self]
+        discussion: """
+        Data, tokenizers and checkpoints live under NANOCHAT_BASE_DIR (default ~/.cache/nanochat). Upstream's script \
+        names work too: `nanochat base_train --depth=6` is `nanochat base-train --depth=6`, and every flag has \
+        upstream's name and default.
+        """,
+        subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, MidTrainCommand.self, ChatSFTCommand.self, ChatRLCommand.self, ChatEvalCommand.self, ReportCommand.self, ChatCLICommand.self, ChatWebCommand.self, DeviceCommand.self, InferBenchCommand.self, BenchCommand.self]
     )
 
     static func main() async {
         // before any product: OpenBLAS on a CPU newer than itself runs SSE3 kernels unless told otherwise
         OpenBLASCore.steerBeforeStart()
+        if ProcessInfo.processInfo.environment["NANOCHAT_PARSE_ONLY"] == "1" { parseOnly() }
         await main(nil)
+    }
+
+    /// `NANOCHAT_PARSE_ONLY=1 nanochat ...`: parse the command line, print the command and every flag's value (by
+    /// upstream's snake_case name) as one JSON line, and exit without running anything. What would this line run with?
+    /// (The upstream command-line test reads it.)
+    static func parseOnly() -> Never {
+        do {
+            let command = try parseAsRoot()
+            let line: [String: Any] = ["command": type(of: command).configuration.commandName ?? "", "flags": parsedFlagValues(command)]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
+            Foundation.exit(0)
+        } catch {
+            exit(withError: error)
+        }
     }
 }
 

@@ -11,7 +11,8 @@ struct TokTrainCommand: ParsableCommand {
         or by default from the pretraining shards in $NANOCHAT_BASE_DIR/base_data_climbmix (all but the last, \
         which is the validation split). Writes tokenizer.tiktoken (tiktoken's rank format) and tokenizer.json \
         (pattern, special tokens) to --output, default $NANOCHAT_BASE_DIR/tokenizer.
-        """
+        """,
+        aliases: ["tok_train"]
     )
 
     @Option(help: "Vocabulary size including the 9 special tokens (2^15 upstream).")

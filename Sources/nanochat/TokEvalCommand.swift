@@ -11,7 +11,8 @@ struct TokEvalCommand: ParsableCommand {
         and validation shards in $NANOCHAT_BASE_DIR/base_data_climbmix when present. Baselines: each --compare \
         path, either a tokenizer directory written by tok-train or a tiktoken rank file; a bare rank file's split \
         pattern is taken from its name (cl100k -> GPT-4's, gpt2/r50k/p50k -> GPT-2's, else nanochat's).
-        """
+        """,
+        aliases: ["tok_eval"]
     )
 
     @Option(help: "Our tokenizer directory (default: $NANOCHAT_BASE_DIR/tokenizer).")

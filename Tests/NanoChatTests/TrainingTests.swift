@@ -33,7 +33,7 @@ final class TrainingTests: XCTestCase {
         return try BaseTrainOptions.parse([
             "--depth", "2", "--aspect-ratio", "32", "--head-dim", "32", "--max-seq-len", "64", "--window-pattern", "SL",
             "--device-batch-size", "4", "--total-batch-size", "512", "--num-iterations", "\(iterations)",
-            "--warmup-steps", "2", "--eval-every", "-1", "--eval-tokens", "1024", "--sample-every", "-1",
+            "--warmup-steps", "2", "--eval-every", "-1", "--eval-tokens", "1024", "--sample-every", "-1", "--core-metric-every", "-1",
             "--tokenizer-dir", ws.appendingPathComponent("tokenizer").path, "--data-dir", ws.appendingPathComponent("data").path,
             "--checkpoint-dir", ws.appendingPathComponent("ckpt-\(tag)").path])
     }

@@ -12,6 +12,9 @@ extension Flag: ParsedFlag { var parsedValue: Any { wrappedValue } }
 /// is recorded without another line anywhere.
 func flagValues<T: ParsableArguments>(_ options: T) -> [String: String] { flagValues(of: options) }
 
+/// The same for a parsed command of any type (NANOCHAT_PARSE_ONLY prints it).
+public func parsedFlagValues(_ command: Any) -> [String: String] { flagValues(of: command) }
+
 /// An option group's parsed struct (its flags count as the enclosing struct's).
 protocol ParsedGroup { var parsedGroup: Any { get } }
 extension OptionGroup: ParsedGroup { var parsedGroup: Any { wrappedValue } }
@@ -56,6 +59,14 @@ func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirector
 public enum DeviceType: String, ExpressibleByArgument, CaseIterable, Sendable {
     case cpu, cuda, auto
 
+    /// Upstream's spellings too: `--device-type ""` (its default) is `auto`. `mps` (Apple's GPU) is not a device here,
+    /// so it is refused by the parser with the three that are.
+    public init?(argument: String) {
+        if argument.isEmpty { self = .auto; return }
+        guard let value = DeviceType(rawValue: argument.lowercased()) else { return nil }
+        self = value
+    }
+
     /// The `Device` this asks for: the GPU loaded with `precision`, or the CPU.
     public func open(precision: GPUPrecision = .bf16, say: (String) -> Void = { print($0) }) throws -> Device {
         switch self {
@@ -98,4 +109,13 @@ public struct DeviceFlags: ParsableArguments {
 /// `--gpu-precision`: upstream's policy (bf16 operands, fp32 accumulation and master weights) or exact fp32.
 public enum GPUPrecision: String, ExpressibleByArgument, CaseIterable, Sendable {
     case bf16, fp32
+}
+
+/// `--run` (upstream's name): the run's name, written into each line of its metrics log and into the report's
+/// arguments. `dummy`, upstream's default, means an unnamed run (upstream: no wandb logging; we log only locally).
+public struct RunName: ParsableArguments {
+    @Option(help: "Name of the run in its metrics log and the report (dummy: unnamed).") public var run = "dummy"
+    public init() {}
+    /// The name to record, nil for `dummy`.
+    public var recorded: String? { run == "dummy" || run.isEmpty ? nil : run }
 }

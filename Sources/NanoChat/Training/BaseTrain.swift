@@ -6,6 +6,9 @@ import NanoTensor
 /// (`nanochat base-train --help`), training reads it, and `userConfig` records it in every checkpoint.
 /// From Swift: `try BaseTrainOptions.parse(["--depth", "4"])`, then change fields as needed.
 public struct BaseTrainOptions: ParsableArguments {
+    @OptionGroup public var runName: RunName
+    @Flag(help: "FP8 products (upstream: H100 and newer). Not in our CUDA library yet: the run says so and trains with --gpu-precision; on a CPU it is ignored, as upstream ignores it.") public var fp8 = false
+    @Option(help: "FP8 scaling recipe: tensorwise or rowwise (with --fp8).") public var fp8Recipe: FP8Recipe = .tensorwise
     @Option(parsing: .unconditional, help: "Depth of the Transformer: the one knob every other size follows from.") public var depth = 20
     @Option(parsing: .unconditional, help: "model_dim = depth * aspect-ratio, rounded up to a multiple of head-dim.") public var aspectRatio = 64
     @Option(parsing: .unconditional, help: "Target head dimension for attention.") public var headDim = 128
@@ -27,6 +30,8 @@ public struct BaseTrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Resume from this step's checkpoint (-1 = start fresh).") public var resumeFromStep = -1
     @Option(parsing: .unconditional, help: "Evaluate validation bits per byte every N steps and at the end (-1 = never).") public var evalEvery = 250
     @Option(parsing: .unconditional, help: "Tokens of validation data per evaluation.") public var evalTokens = 80 * 524_288
+    @Option(parsing: .unconditional, help: "Score CORE every N steps (step > 0) and at the end (-1 = never); needs the task bundle (`nanochat dataset tasks`).") public var coreMetricEvery = 2000
+    @Option(parsing: .unconditional, help: "CORE during training: examples per task (-1 = all).") public var coreMetricMaxPerTask = 500
     @Option(parsing: .unconditional, help: "Print samples every N steps and at the end (-1 = never).") public var sampleEvery = 2000
     @Option(parsing: .unconditional, help: "Save a checkpoint every N steps (-1 = only at the end).") public var saveEvery = -1
     @Option(help: "Checkpoint directory name (default d<depth>).") public var modelTag: String?
@@ -56,6 +61,9 @@ public struct BaseTrainOptions: ParsableArguments {
                                 finalFrac: finalLRFrac, muonWeightDecay: plan.weightDecay)
     }
 }
+
+/// `--fp8-recipe`: upstream's two FP8 scalings.
+public enum FP8Recipe: String, ExpressibleByArgument, CaseIterable, Sendable { case tensorwise, rowwise }
 
 /// Upstream's sampling prompts for base models.
 public let baseSamplePrompts = [
@@ -154,10 +162,25 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         say("CPU peak: \(cpuPeak.description) per rank, \(world) rank(s) (MFU is reported against the peak)")
         say(String(format: "sgemm: %.1f GFLOP/s measured over %d rank(s) of %d thread(s), %.0f%% of the peak", sgemm / 1e9, world, Threading.workers, 100 * sgemm / peak))
     }
+    if o.fp8 {
+        say(gpu == nil ? "warning: FP8 training requires CUDA; ignoring --fp8 (as upstream does on a CPU)"
+                       : "warning: --fp8: our CUDA library has no FP8 products yet; training with --gpu-precision \(o.device.gpuPrecision.rawValue)")
+    }
+    // CORE during training (--core-metric-every): the task bundle is read once here; without one in the default
+    // place the run says so and trains on
+    var coreBundle: EvalBundle? = nil
+    if o.coreMetricEvery > 0 {
+        let dir = EvalBundle.defaultDirectory
+        if FileManager.default.fileExists(atPath: dir.appendingPathComponent("core.yaml").path) {
+            coreBundle = try EvalBundle(directory: dir)
+        } else {
+            say("CORE during training: not scored, no task bundle at \(dir.path) (`nanochat dataset tasks` makes one; --core-metric-every -1 turns this off)")
+        }
+    }
     let traffic = DeviceTraffic(gpu)
     let stepLossSum = StepLoss(gpu)
 
-    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: meta, saveEvery: o.saveEvery, comm: comm)
+    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: meta, saveEvery: o.saveEvery, name: o.runName, comm: comm)
     var losses: [Double] = []
     var lastLoss = Double.nan
 
@@ -169,6 +192,17 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
             let bpb = try evaluateBPB(model: model, loader: valLoader, steps: evalSteps, tokenBytes: tokenBytes, comm: comm)
             run.recordValidation(bpb, step: step)
             say(String(format: "step %05d | val bpb %.4f", step, bpb))
+        }
+        if let coreBundle, last || (step > 0 && step % o.coreMetricEvery == 0) {
+            var results: [CoreEval.TaskResult] = []
+            for task in coreBundle.tasks {
+                results.append(try CoreEval.evaluate(model: model, tokenizer: tokenizer, task: task, items: try coreBundle.items(for: task),
+                                                     maxPerTask: o.coreMetricMaxPerTask, comm: comm))
+            }
+            let core = CoreEval.core(results)
+            say(String(format: "Step %05d | CORE metric: %.4f", step, core))
+            run.metrics?.write(["step": step, "core_metric": core,
+                                "centered_results": Dictionary(uniqueKeysWithValues: results.map { ($0.label, $0.centered) })])
         }
         if comm.isMain && o.sampleEvery > 0 && (last || (step > 0 && step % o.sampleEvery == 0)) {
             for prompt in baseSamplePrompts {
@@ -248,7 +282,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
     return (lastLoss, run.valBPB, losses)
 }
 
-func formatThousands(_ v: Int) -> String {
+public func formatThousands(_ v: Int) -> String {
     let s = String(v)
     var out = ""
     for (i, ch) in s.reversed().enumerated() {

@@ -4,6 +4,7 @@ import NanoTensor
 
 /// `chat-rl` flags, upstream's names and defaults (chat_rl.py).
 public struct ChatRLOptions: ParsableArguments {
+    @OptionGroup public var runName: RunName
     @Option(name: [.customShort("i"), .customLong("source")], help: "Start from this model source: sft or mid.") public var source = "sft"
     @Option(help: "Tag of the model to start from (default: the largest d<N>); also the tag the result is saved under.") public var modelTag: String?
     @Option(parsing: .unconditional, help: "Step of the model to start from (default: its latest).") public var modelStep: Int?
@@ -176,7 +177,7 @@ public func chatRL(_ o: ChatRLOptions, comm: Communicator = SingleProcess(), log
     let evalSet = Array(heldOut.prefix(o.evalExamples))
     say("RL from \(o.source) \(start.label) on \(task): \(train.count) train problems, \(evalSet.count) held out; \(numSteps) steps of \(o.examplesPerStep) questions x \(o.numSamples) samples")
 
-    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: resumeMeta, saveEvery: o.saveEvery, comm: comm)
+    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: resumeMeta, saveEvery: o.saveEvery, name: o.runName, comm: comm)
     var passHistory: [(passAtK: [Double], sampleAccuracy: Double)] = []
     let started = Date()
     var rewardHistory: [Double] = []

@@ -18,6 +18,7 @@ public enum ChatStage: String, Sendable {
 /// `mid-train` and `chat-sft` flags with upstream's names. A flag left unset takes the stage's upstream default
 /// (named in its help) or, for the sizes and learning rates, the value the base checkpoint was trained with.
 public struct ChatTrainOptions: ParsableArguments {
+    @OptionGroup public var runName: RunName
     @Option(name: [.customShort("i"), .customLong("source")], help: "Start from this model source: base or mid (default: mid-train base; chat-sft mid when it exists, else base).") public var source: String?
     @Option(help: "Tag of the model to start from (default: the largest d<N>); also the tag the result is saved under.") public var modelTag: String?
     @Option(parsing: .unconditional, help: "Step of the model to start from (default: its latest).") public var modelStep: Int?
@@ -201,7 +202,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
                totalBatch, batch, t, gradAccum, batchLRScale, embeddingLR, unembeddingLR, matrixLR, initLRFrac,
                numIterations > 0 ? "\(numIterations) iterations" : "one epoch of \(mixtures.train.count) conversations"))
 
-    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: resumeMeta, saveEvery: o.saveEvery, comm: comm)
+    let run = try TrainingRun(directory: dir, startStep: startStep, resumed: resumeMeta, saveEvery: o.saveEvery, name: o.runName, comm: comm)
 
     func validationBPB() throws -> Double {
         let valLoader = ConversationLoader(mixture: mixtures.val, tokenizer: tokenizer, batch: batch, seqLen: t, supervision: .assistant)

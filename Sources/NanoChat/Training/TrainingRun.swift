@@ -19,12 +19,12 @@ final class TrainingRun {
 
     /// A run writing into `directory`, starting at `startStep`; `resumed` is the checkpoint meta of that step when
     /// the run resumes, whose loop state it carries on.
-    init(directory: URL, startStep: Int, resumed: CheckpointMeta?, saveEvery: Int, comm: Communicator) throws {
+    init(directory: URL, startStep: Int, resumed: CheckpointMeta?, saveEvery: Int, name: RunName, comm: Communicator) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         self.directory = directory
         self.startStep = startStep
         self.saveEvery = saveEvery
-        metrics = try MetricsLog.open(directory.appendingPathComponent("metrics.jsonl"), resumingAt: startStep, comm: comm)
+        metrics = try MetricsLog.open(directory.appendingPathComponent("metrics.jsonl"), resumingAt: startStep, run: name.recorded, comm: comm)
         smoothLoss = resumed?.loop_state?.smooth_train_loss ?? 0
         totalTime = resumed?.loop_state?.total_training_time ?? 0
         minValBPB = resumed?.loop_state?.min_val_bpb
@@ -64,7 +64,7 @@ func trimMetrics(_ url: URL, keepBelow step: Int) throws {
     let kept = lines.filter { line in
         guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let s = obj["step"] as? Int else { return false }
-        return obj["val_bpb"] != nil ? s < step : s <= step
+        return obj["val_bpb"] != nil || obj["core_metric"] != nil ? s < step : s <= step
     }
     try FileIO.writeAtomically(kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n"), to: url)
 }
@@ -73,14 +73,17 @@ func trimMetrics(_ url: URL, keepBelow step: Int) throws {
 public final class MetricsLog {
     /// A run's log at `url`, trimmed to what came before `startStep` (a resume), on rank 0; nil on the other ranks,
     /// which write nothing.
-    static func open(_ url: URL, resumingAt startStep: Int, comm: Communicator) throws -> MetricsLog? {
+    static func open(_ url: URL, resumingAt startStep: Int, run: String?, comm: Communicator) throws -> MetricsLog? {
         guard comm.isMain else { return nil }
         try trimMetrics(url, keepBelow: startStep)
-        return try MetricsLog(url: url)
+        return try MetricsLog(url: url, run: run)
     }
 
     let handle: FileHandle
-    public init(url: URL) throws {
+    /// The run's name (`--run`), in every line when given.
+    let run: String?
+    public init(url: URL, run: String? = nil) throws {
+        self.run = run
         if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
         guard let h = try? FileHandle(forWritingTo: url) else { throw NanoChatError("cannot write metrics log \(url.path)") }
         h.seekToEndOfFile()
@@ -89,6 +92,7 @@ public final class MetricsLog {
     public func write(_ obj: [String: Any]) {
         var o = obj
         o["time"] = Date().timeIntervalSince1970
+        if let run { o["run"] = run }
         if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) {
             handle.write(d + Data("\n".utf8))
         }
