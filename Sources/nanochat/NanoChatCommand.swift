@@ -13,7 +13,7 @@ struct NanoChatCommand: AsyncParsableCommand {
         names work too: `nanochat base_train --depth=6` is `nanochat base-train --depth=6`, and every flag has \
         upstream's name and default.
         """,
-        subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, MidTrainCommand.self, ChatSFTCommand.self, ChatRLCommand.self, ChatEvalCommand.self, ReportCommand.self, ChatCLICommand.self, ChatWebCommand.self, DeviceCommand.self, InferBenchCommand.self, BenchCommand.self]
+        subcommands: [TokTrainCommand.self, TokEncodeCommand.self, TokEvalCommand.self, VerifyCommand.self, DatasetCommand.self, BaseTrainCommand.self, BaseEvalCommand.self, MidTrainCommand.self, ChatSFTCommand.self, ChatRLCommand.self, ChatEvalCommand.self, ReportCommand.self, ChatCLICommand.self, ChatWebCommand.self, DeviceCommand.self, InferBenchCommand.self, ExportCommand.self, BenchCommand.self]
     )
 
     static func main() async {

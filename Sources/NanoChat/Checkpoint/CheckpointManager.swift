@@ -34,6 +34,8 @@ public struct CheckpointMeta: Codable {
     public var loader_lanes: [ExactLoaderState]?
     /// Every lane's conversation loader position, in lane order (mid-training and SFT).
     public var conversation_lanes: [ConversationLoaderState]?
+    /// "torch" when read from upstream's files (model_<step>.pt); absent for ours.
+    public var format: String?
 
     public init(step: Int, val_bpb: Double? = nil, model_config: GPTConfig, user_config: [String: String] = [:],
                 device_batch_size: Int? = nil, max_seq_len: Int? = nil, total_batch_size: Int? = nil,
@@ -54,7 +56,7 @@ public enum CheckpointManager {
         BaseDir.url.appendingPathComponent("\(phase)_checkpoints/\(tag)", isDirectory: true)
     }
 
-    static func stepName(_ step: Int) -> String { String(format: "%06d", step) }
+    public static func stepName(_ step: Int) -> String { String(format: "%06d", step) }
 
     /// Writes a checkpoint from every rank of `comm`: each rank its optimizer shard, then (once all shards are on
     /// disk) rank 0 the model and, last, the meta, whose presence marks the checkpoint complete. Every file goes to
@@ -101,8 +103,11 @@ public enum CheckpointManager {
     public static func latestStep(in directory: URL) -> Int? {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         return names.compactMap { n -> Int? in
-            guard n.hasPrefix("model_"), n.hasSuffix(".safetensors") else { return nil }
-            return Int(n.dropFirst(6).dropLast(12))
+            // ours (.safetensors) or upstream's (.pt)
+            guard n.hasPrefix("model_") else { return nil }
+            if n.hasSuffix(".safetensors") { return Int(n.dropFirst(6).dropLast(12)) }
+            if n.hasSuffix(".pt") { return Int(n.dropFirst(6).dropLast(3)) }
+            return nil
         }.max()
     }
 
@@ -136,8 +141,13 @@ public enum CheckpointManager {
     /// Loads a model: meta for the config, then every parameter by name with its shape checked (strict, as
     /// upstream's load_state_dict(strict=True)).
     public static func loadModel(directory: URL, step: Int) throws -> (GPT, CheckpointMeta) {
-        let meta = try loadMeta(directory: directory, step: step)
         let url = directory.appendingPathComponent("model_\(stepName(step)).safetensors")
+        // upstream's checkpoint (model_<step>.pt) where ours is absent
+        if !FileManager.default.fileExists(atPath: url.path)
+            && FileManager.default.fileExists(atPath: upstreamModelURL(directory: directory, step: step).path) {
+            return try loadUpstreamModel(directory: directory, step: step)
+        }
+        let meta = try loadMeta(directory: directory, step: step)
         let file = try SafeTensorsFile(url: url)
         let model = try GPT(config: meta.model_config)
         try loadParameters(model, from: file)
@@ -163,6 +173,9 @@ public enum CheckpointManager {
 
     /// Loads this rank's optimizer shard (`optim_<step>_rank<r>`), refusing one written by another number of ranks.
     public static func loadOptimizer(_ optimizer: MuonAdamW, directory: URL, step: Int, meta: CheckpointMeta) throws {
+        if meta.format == "torch" {
+            throw NanoChatError("\(directory.path) step \(step) is upstream's checkpoint; its optimizer shards (optim_\(stepName(step))_rank<r>.pt) are not read by this build, so the optimizer starts fresh")
+        }
         try checkWorldSize(meta, directory: directory, comm: optimizer.comm)
         let url = directory.appendingPathComponent("optim_\(stepName(step))_rank\(optimizer.comm.rank).safetensors")
         let file = try SafeTensorsFile(url: url)
@@ -210,7 +223,7 @@ extension CheckpointManager {
             }
             dir = directory(phase: phase, tag: try tag ?? defaultTag(phase: phase))
         }
-        guard let s = step ?? latestStep(in: dir) else { throw NanoChatError("no model_<step>.safetensors in \(dir.path)") }
+        guard let s = step ?? latestStep(in: dir) else { throw NanoChatError("no model_<step>.safetensors (ours) or model_<step>.pt (upstream's) in \(dir.path)") }
         let (model, meta) = try loadModel(directory: dir, step: s)
         // a checkpoint says which stage wrote it; one found under another stage's folder is refused
         let expected = phases.first { $0.value == phase }!.key

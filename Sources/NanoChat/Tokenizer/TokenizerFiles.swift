@@ -42,6 +42,11 @@ extension Tokenizer {
             throw NanoChatError("tokenizer directory \(directory.path) does not exist; train one with `nanochat tok-train` or pass --tokenizer-dir")
         }
         let configURL = directory.appendingPathComponent(configFileName)
+        // upstream's tokenizer folder (tokenizer.pkl) where ours is absent
+        let pickleURL = directory.appendingPathComponent(upstreamPickleName)
+        if !FileManager.default.fileExists(atPath: configURL.path) && FileManager.default.fileExists(atPath: pickleURL.path) {
+            return try loadUpstreamPickle(pickleURL)
+        }
         let configData = try FileIO.read(configURL, what: "tokenizer config")
         let config: Config
         do {
