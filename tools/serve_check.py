@@ -75,6 +75,15 @@ def greedy_answer(port, messages, max_tokens):
     return text
 
 
+def stop_piece(text):
+    """Three characters of an answer, after its first, that can be typed as a stop sequence (no newline, no '|')."""
+    for i in range(1, len(text) - 2):
+        p = text[i:i + 3]
+        if "\n" not in p and "|" not in p and p.strip():
+            return p
+    return None
+
+
 def openai_checks(port):
     try:
         import openai
@@ -116,6 +125,55 @@ def openai_checks(port):
                                         extra_body={"top_k": 1})
     check("openai: top_k=1 through extra_body is greedy", r2.choices[0].message.content == text,
           (r2.choices[0].message.content, text))
+    # top_p: a nucleus this small keeps only the most likely token (greedy at any temperature); 0 is refused
+    r3 = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=24, temperature=1.0, seed=3, top_p=1e-6)
+    check("openai: top_p=1e-6 keeps only the best token (the greedy answer)", r3.choices[0].message.content == text,
+          (r3.choices[0].message.content, text))
+    a = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=24, temperature=1.0, seed=11, top_p=0.9)
+    b = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=24, temperature=1.0, seed=11, top_p=0.9)
+    check("openai: top_p=0.9 with a seed gives the same answer twice", a.choices[0].message.content == b.choices[0].message.content,
+          (a.choices[0].message.content, b.choices[0].message.content))
+    # stop: the greedy answer ends before the first occurrence of a piece of it, finish_reason stop, streamed too
+    cut = stop_piece(text)
+    check("openai: the answer has a piece to stop at", cut is not None, text)
+    if cut:
+        want = text[:text.index(cut)]
+        rs = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=24, temperature=0, stop=[cut, "\u2603"])
+        check("openai: stop ends the answer before the stop sequence", rs.choices[0].message.content == want
+              and rs.choices[0].finish_reason == "stop", (rs.choices[0].message.content, want, cut))
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="nanochat", messages=messages, max_tokens=24, temperature=0, stop=cut, stream=True))
+        check("openai: stop while streaming shows nothing of the stop sequence", streamed == want, (streamed, want))
+    # the penalties: greedy with a frequency penalty of 2 avoids what it already said (the plain greedy answer repeats)
+    words = text.split()
+    rf = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=24, temperature=0, frequency_penalty=2.0)
+    rp = client.chat.completions.create(model="nanochat", messages=messages, max_tokens=24, temperature=0, presence_penalty=2.0)
+    check("openai: frequency_penalty and presence_penalty change a repeating greedy answer",
+          len(set(words)) == len(words) or (rf.choices[0].message.content != text and rp.choices[0].message.content != text),
+          (text, rf.choices[0].message.content, rp.choices[0].message.content))
+    for bad, field in [({"top_p": 0}, "top_p"), ({"frequency_penalty": 3}, "frequency_penalty"),
+                       ({"presence_penalty": -2.5}, "presence_penalty"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop")]:
+        try:
+            client.chat.completions.create(model="nanochat", messages=messages, max_tokens=4, **bad)
+            check(f"openai: {bad} is refused", False, "no error raised")
+        except openai.BadRequestError as e:
+            check(f"openai: {bad} is refused with 400 naming {field}", e.status_code == 400 and field in str(e), e)
+    # a conversation longer than the model's context: the oldest turns are left out (the system message kept) and the
+    # reply says so; a last message too long on its own is refused
+    long_chat = [{"role": "system", "content": "You are terse."}]
+    for i in range(12):
+        long_chat += [{"role": "user", "content": f"Question {i}: tell me about Emma Woodhouse and Highbury."},
+                      {"role": "assistant", "content": "Emma Woodhouse, handsome, clever, and rich, lived in Highbury."}]
+    long_chat.append({"role": "user", "content": "And Mr. Knightley?"})
+    rt = client.chat.completions.create(model="nanochat", messages=long_chat, max_tokens=16, temperature=0)
+    note = (rt.model_extra or {}).get("nanochat") or {}
+    check("openai: a conversation longer than the context is trimmed from its oldest turns, and the reply says so",
+          note.get("trimmed_messages", 0) > 0 and "left out" in note.get("note", "") and rt.usage.prompt_tokens <= 256, (note, rt.usage))
+    try:
+        client.chat.completions.create(model="nanochat", messages=[{"role": "user", "content": "Emma " * 1500}], max_tokens=8)
+        check("openai: a last message longer than the context is refused", False, "no error raised")
+    except openai.BadRequestError as e:
+        check("openai: a last message longer than the context is refused with 400", e.status_code == 400 and "last message alone" in str(e), e)
     try:
         client.chat.completions.create(model="nanochat", messages=messages, temperature=7)
         check("openai: temperature 7 is refused", False, "no error raised")
@@ -245,6 +303,25 @@ def browser_checks(port):
                     break
                 time.sleep(0.1)
             check(f"browser: stopping with {how} frees the server's worker", freed)
+
+        # the page's sampling commands reach the server: top-p this small at temperature 1 is greedy, and /stop
+        # ends the answer before a piece of it
+        piece = stop_piece(expected)
+        check("browser: the answer has a piece to stop at", piece is not None, expected)
+        if piece:
+            box.send_keys("/clear", Keys.ENTER)
+            for cmd in ["/temperature 1", "/topp 0.000001", "/stop " + piece]:
+                box.send_keys(cmd, Keys.ENTER)
+            wait.until(lambda d: "stop set to" in d.find_element(By.ID, "chat").text)
+            box.send_keys("Who is Mr. Knightley?", Keys.ENTER)
+            wait.until(lambda d: d.find_element(By.ID, "send").is_displayed() and d.execute_script(
+                "const m = JSON.parse(localStorage.nanochat).messages; return m.length && m[m.length-1].role === 'assistant'"))
+            state = driver.execute_script("return JSON.parse(localStorage.nanochat)")
+            got = [m["content"] for m in state["messages"] if m["role"] == "assistant"]
+            want = expected[:expected.index(piece)]
+            check("browser: /topp and /stop reach the server (greedy answer cut before the stop text)", got == [want], (got, want, piece))
+            for cmd in ["/stop off", "/topp 1", "/temperature 0"]:
+                box.send_keys(cmd, Keys.ENTER)
 
         # Markdown: code blocks escaped and fenced, inline code, bold
         html = driver.execute_script("return markdown('Say **hi**: `x`\\n```py\\nif a < b:\\n    pass\\n```')")

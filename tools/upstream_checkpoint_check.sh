@@ -37,6 +37,21 @@ done
 if [[ $same == 2 ]]; then ok "chat-cli on upstream's SFT checkpoint (model_000003.pt, tokenizer.pkl): greedy answers equal upstream's chat_cli on 2 prompts"
 else bad "chat-cli's greedy answers on upstream's checkpoint differ from upstream's chat_cli ($same of 2 equal)"; fi
 
+# chat-cli's decoding options on the same model: top-p this small at temperature 1 is greedy; --stop cuts the greedy
+# answer before the stop text
+prompt="Tell me a story."
+NANOCHAT_BASE_DIR=$up $n chat-cli -i sft -p "$prompt" -t 1 --top-p 0.000001 --device-type cpu 2>/dev/null >"$work/topp.txt"
+NANOCHAT_BASE_DIR=$up $n chat-cli -i sft -p "$prompt" -t 0 --stop "her," --device-type cpu 2>/dev/null >"$work/stop.txt"
+if python3 - "$ref" "$prompt" "$work/topp.txt" "$work/stop.txt" <<'EOF'
+import json, sys
+want = json.load(open(sys.argv[1]))["chat_cli"][sys.argv[2]]
+topp = open(sys.argv[3]).read().split("Assistant: ", 1)[1].rstrip("\n")
+stop = open(sys.argv[4]).read().split("Assistant: ", 1)[1].rstrip("\n")
+sys.exit(0 if topp == want and "her," in want and stop == want[:want.index("her,")].rstrip("\n") else 1)
+EOF
+then ok "chat-cli --top-p 0.000001 -t 1 gives the greedy answer; --stop 'her,' ends it before the stop text"
+else bad "chat-cli --top-p / --stop"; fi
+
 if out=$(NANOCHAT_BASE_DIR=$up $n chat-eval -i sft -a 'ARC-Easy|SpellingBee' -x 4 -m 16 --device-type cpu 2>&1) && grep -q accuracy <<<"$out"; then
   ok "chat-eval -i sft reads upstream's checkpoint: $(grep -m1 accuracy <<<"$out" | sed 's/ in .*//')"
 else bad "chat-eval on upstream's checkpoint"; tail -3 <<<"$out"; fi

@@ -4,8 +4,14 @@ import NanoChat
 /// A validated chat request, from upstream's route or the OpenAI one; errors name the field (HTTP 400).
 public struct ChatRequest {
     public var messages: [(role: String, content: String)]
+    /// The system (or developer) messages, joined (OpenAI route only): kept when the conversation is trimmed.
+    public var system: String?
     public var temperature: Float
     public var topK: Int
+    /// OpenAI's top_p (nil or 1: off), frequency_penalty and presence_penalty (-2 to 2), stop (up to 4 strings).
+    public var topP: Float?
+    public var frequencyPenalty: Float = 0, presencePenalty: Float = 0
+    public var stop: [String] = []
     public var maxTokens: Int
     public var stream: Bool
     /// Sampling seed (OpenAI's `seed`): the same seed and request give the same answer; nil draws one.
@@ -16,7 +22,8 @@ public struct ChatRequest {
     public static let maxMessages = 500, maxMessageChars = 8000, maxTotalChars = 32000
 
     /// Parses and validates a JSON body. `openAI` accepts system messages (merged into the first user message,
-    /// as chat rendering does), content given as a list of text parts, max_completion_tokens and `stream`.
+    /// as chat rendering does), content given as a list of text parts, max_completion_tokens and `stream`. Both routes
+    /// take top_p, stop, frequency_penalty and presence_penalty.
     public static func parse(_ body: Data, openAI: Bool, defaults: (temperature: Float, topK: Int, maxTokens: Int)) throws -> ChatRequest {
         guard let obj = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else {
             throw Invalid(message: "the body must be a JSON object")
@@ -51,10 +58,21 @@ public struct ChatRequest {
         }
         guard total <= maxTotalChars else { throw Invalid(message: "messages: at most \(maxTotalChars) characters in total, got \(total)") }
         guard !messages.isEmpty else { throw Invalid(message: "messages: at least one user message is required") }
-        if !system.isEmpty, messages[0].0 == "user" { messages[0].1 = system.joined(separator: "\n\n") + "\n\n" + messages[0].1 }
         // typed decoding tells a number from a boolean (JSONSerialization on Linux cannot)
+        struct Stop: Decodable {
+            var values: [String]
+            init(from decoder: Decoder) throws {
+                let c = try decoder.singleValueContainer()
+                if c.decodeNil() { values = [] } else if let s = try? c.decode(String.self) { values = [s] } else {
+                    do { values = try c.decode([String].self) } catch {
+                        throw DecodingError.typeMismatch(Stop.self, .init(codingPath: decoder.codingPath, debugDescription: "a string or a list of strings"))
+                    }
+                }
+            }
+        }
         struct Params: Decodable {
             var temperature: Double?, top_k: Double?, max_tokens: Double?, max_completion_tokens: Double?, n: Double?, seed: Double?
+            var top_p: Double?, frequency_penalty: Double?, presence_penalty: Double?, stop: Stop?
             var stream: Bool?
         }
         let params: Params
@@ -62,7 +80,7 @@ public struct ChatRequest {
             params = try JSONDecoder().decode(Params.self, from: body)
         } catch DecodingError.typeMismatch(let type, let ctx) {
             let key = ctx.codingPath.last?.stringValue ?? "parameter"
-            throw Invalid(message: "\(key): must be \(type == Bool.self ? "true or false" : "a number")")
+            throw Invalid(message: "\(key): must be \(type == Bool.self ? "true or false" : type == Stop.self ? "a string or a list of up to 4 strings" : "a number")")
         } catch {
             throw Invalid(message: "the body must be a JSON object")
         }
@@ -82,19 +100,43 @@ public struct ChatRequest {
             guard s >= 0 && s < 9.0e15 && s == s.rounded() else { throw Invalid(message: "seed: must be a non-negative integer, got \(s)") }
             seed = UInt64(s)
         }
-        return ChatRequest(messages: messages, temperature: Float(temperature), topK: Int(topK), maxTokens: Int(maxTokens), stream: stream, seed: seed)
+        var req = ChatRequest(messages: messages, system: system.isEmpty ? nil : system.joined(separator: "\n\n"),
+                              temperature: Float(temperature), topK: Int(topK), maxTokens: Int(maxTokens), stream: stream, seed: seed)
+        if let p = params.top_p {
+            guard p > 0 && p <= 1 else { throw Invalid(message: "top_p: must be greater than 0 and at most 1, got \(p)") }
+            req.topP = p < 1 ? Float(p) : nil
+        }
+        for (name, value) in [("frequency_penalty", params.frequency_penalty), ("presence_penalty", params.presence_penalty)] {
+            guard let v = value else { continue }
+            guard v >= -2 && v <= 2 else { throw Invalid(message: "\(name): must be between -2 and 2, got \(v)") }
+            if name == "frequency_penalty" { req.frequencyPenalty = Float(v) } else { req.presencePenalty = Float(v) }
+        }
+        if let stop = params.stop?.values {
+            guard stop.count <= 4 else { throw Invalid(message: "stop: at most 4 sequences, got \(stop.count)") }
+            guard stop.allSatisfy({ !$0.isEmpty && $0.count <= 200 }) else { throw Invalid(message: "stop: each sequence must be 1 to 200 characters") }
+            req.stop = stop
+        }
+        return req
     }
 
-    /// Upstream's prompt: BOS, each turn in its special tokens, then <|assistant_start|>.
-    public func promptTokens(_ tok: Tokenizer) -> [Int] {
-        var ids = [tok.bosID]
-        for (role, content) in messages {
-            if role == "user" {
-                ids += [tok.specialID("<|user_start|>")!] + tok.encode(content) + [tok.specialID("<|user_end|>")!]
-            } else {
-                ids += [tok.specialID("<|assistant_start|>")!] + tok.encode(content) + [tok.specialID("<|assistant_end|>")!]
-            }
-        }
-        return ids + [tok.specialID("<|assistant_start|>")!]
+    /// How the answer's tokens are drawn.
+    public var sampling: SamplingOptions {
+        SamplingOptions(temperature: temperature, topK: topK > 0 ? topK : nil, topP: topP, frequencyPenalty: frequencyPenalty,
+                        presencePenalty: presencePenalty)
     }
+
+    /// The conversation as the engine is prompted with it (system message kept apart for trimming).
+    public var prompt: ChatPrompt { ChatPrompt(system: system, turns: messages) }
+
+    /// The prompt that fits the model's context with room for the answer, oldest turns dropped as needed, and the
+    /// note that says so (nil when nothing was dropped).
+    public func fittedPrompt(_ tok: Tokenizer, config: GPTConfig) throws -> (ids: [Int], note: String?, droppedTurns: Int) {
+        let fit = try prompt.fitted(tok, budget: ChatPrompt.budget(config, maxTokens: maxTokens))
+        return (fit.ids, ChatPrompt.trimNote(droppedTurns: fit.droppedTurns, droppedSystem: fit.droppedSystem, context: config.sequence_len),
+                fit.droppedTurns)
+    }
+
+    /// Upstream's prompt, untrimmed: BOS, each turn in its special tokens, then <|assistant_start|>.
+    public func promptTokens(_ tok: Tokenizer) -> [Int] { prompt.tokens(tok) }
+
 }

@@ -105,9 +105,16 @@ public enum NanoChatServer {
             return NanoChatServer.error(.serviceUnavailable, "the model is still loading", type: "unavailable", headers: [.retryAfter: "5"])
         }
         let engine = batcher.engine, tok = engine.tokenizer
-        let prompt = req.promptTokens(tok)
-        let request = Batcher.Request(prompt: prompt, maxTokens: req.maxTokens, temperature: req.temperature,
-                                      topK: req.topK > 0 ? req.topK : nil, seed: req.seed ?? UInt64.random(in: 0..<(1 << 31)))
+        // the conversation that fits the model's context with room for the answer: the oldest turns dropped, said in
+        // the reply (a `nanochat` object: OpenAI clients keep unknown fields; an event on upstream's route)
+        let prompt: [Int], trimNote: String?, droppedTurns: Int
+        do {
+            (prompt, trimNote, droppedTurns) = try req.fittedPrompt(tok, config: engine.model.config)
+        } catch {
+            return NanoChatServer.error(.badRequest, "messages: \(error)")
+        }
+        let request = Batcher.Request(prompt: prompt, maxTokens: req.maxTokens, sampling: req.sampling,
+                                      seed: req.seed ?? UInt64.random(in: 0..<(1 << 31)))
         if let refusal = engine.refusal(prompt: request.prompt, maxTokens: request.maxTokens) {  // e.g. the conversation no longer fits the model's positions
             return NanoChatServer.error(.badRequest, "messages: \(refusal)")
         }
@@ -122,9 +129,11 @@ public enum NanoChatServer {
         continuation.onTermination = { _ in cancel.cancel() }
         let id = "chatcmpl-\(UUID().uuidString.prefix(12))"
         let created = Int(Date().timeIntervalSince1970)
+        let trimmed: [String: Any]? = trimNote.map { ["trimmed_messages": droppedTurns, "note": $0] }
         @Sendable func chunk(_ delta: [String: Any], finish: String?) -> ByteBuffer {
-            let obj: [String: Any] = ["id": id, "object": "chat.completion.chunk", "created": created, "model": modelName,
+            var obj: [String: Any] = ["id": id, "object": "chat.completion.chunk", "created": created, "model": modelName,
                                       "choices": [["index": 0, "delta": delta, "finish_reason": finish.map { $0 as Any } ?? NSNull()]]]
+            if let trimmed, delta["role"] != nil { obj["nanochat"] = trimmed }
             let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
             return ByteBuffer(string: "data: " + String(decoding: d, as: UTF8.self) + "\n\n")
         }
@@ -138,20 +147,23 @@ public enum NanoChatServer {
         // batcher's thread, one at a time, and stream what they produce.
         let answer = AnswerState(tokenizer: tok)
         if openAI && req.stream { continuation.yield(chunk(["role": "assistant", "content": ""], finish: nil)) }
+        if !openAI, let trimNote { continuation.yield(event(["note": trimNote, "trimmed_messages": droppedTurns])) }
+        answer.stops = StopMatcher(req.stop)
         batcher.submit(request, onToken: { t in
             if t == assistantEnd || t == bos { answer.finish = "stop"; return false }
             answer.count += 1
-            let piece = answer.decoder.push(t)
+            let piece = answer.stops.push(answer.decoder.push(t))
+            if answer.stops.stopped { answer.finish = "stop" }
             if !piece.isEmpty {
                 answer.text += piece
                 if req.stream {
                     continuation.yield(openAI ? chunk(["content": piece], finish: nil) : event(["token": piece, "worker": worker]))
                 }
             }
-            return !cancel.isCancelled
+            return !cancel.isCancelled && !answer.stops.stopped
         }, finished: { error in
             if let error, req.stream { continuation.yield(event(["error": "\(error)"])) }
-            let rest = answer.decoder.flush()
+            let rest = answer.stops.stopped ? "" : answer.stops.push(answer.decoder.flush()) + answer.stops.flush()
             answer.text += rest
             if req.stream {
                 if !rest.isEmpty { continuation.yield(openAI ? chunk(["content": rest], finish: nil) : event(["token": rest, "worker": worker])) }
@@ -162,11 +174,12 @@ public enum NanoChatServer {
                     continuation.yield(event(["done": true]))
                 }
             } else {
-                let obj: [String: Any] = [
+                var obj: [String: Any] = [
                     "id": id, "object": "chat.completion", "created": created, "model": modelName,
                     "choices": [["index": 0, "message": ["role": "assistant", "content": answer.text], "finish_reason": answer.finish]],
                     "usage": ["prompt_tokens": prompt.count, "completion_tokens": answer.count, "total_tokens": prompt.count + answer.count],
                 ]
+                if let trimmed { obj["nanochat"] = trimmed }
                 continuation.yield(ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()))
             }
             // Count and free the worker before the response ends, so a client that reads /stats right after
@@ -216,5 +229,7 @@ final class AnswerState: @unchecked Sendable {
     var text = ""
     var count = 0
     var finish = "length"
+    /// The request's stop sequences over the streamed text.
+    var stops = StopMatcher([])
     init(tokenizer: Tokenizer) { decoder = StreamingDecoder(tokenizer: tokenizer) }
 }

@@ -17,11 +17,13 @@ public final class Batcher: @unchecked Sendable {
     public struct Request: Sendable {
         public var prompt: [Int]
         public var maxTokens: Int
-        public var temperature: Float
-        public var topK: Int?
+        public var sampling: SamplingOptions
         public var seed: UInt64
+        public init(prompt: [Int], maxTokens: Int, sampling: SamplingOptions, seed: UInt64) {
+            self.prompt = prompt; self.maxTokens = maxTokens; self.sampling = sampling; self.seed = seed
+        }
         public init(prompt: [Int], maxTokens: Int, temperature: Float, topK: Int?, seed: UInt64) {
-            self.prompt = prompt; self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.seed = seed
+            self.init(prompt: prompt, maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, topK: topK), seed: seed)
         }
     }
 
@@ -118,7 +120,7 @@ public final class Batcher: @unchecked Sendable {
             while i < running.count {
                 var r = running[i]
                 let token = engine.nextToken(&r.row, logits: UnsafeBufferPointer(start: logits + r.slot * vocab, count: vocab),
-                                             temperature: r.request.temperature, topK: r.request.topK, rng: &r.rng).token
+                                             options: r.request.sampling, rng: &r.rng).token
                 r.generated += 1
                 let wanted = r.onToken(token)
                 if !wanted || r.row.completed || r.generated >= r.request.maxTokens {

@@ -25,6 +25,10 @@ public final class Engine {
         var inPython = false
         var expression: [Int] = []
         var completed = false
+        /// Times each token was generated in this row (for the frequency and presence penalties).
+        var counts: [Int: Int] = [:]
+        /// The row's logits with the penalties applied (only when penalties are asked for).
+        var penalized: [Float] = []
     }
 
     /// Why `prompt` plus `maxTokens` new tokens cannot be generated, or nil: an empty prompt, too many positions
@@ -43,11 +47,23 @@ public final class Engine {
 
     /// One row's next token: sampled from its logits (always, so the random stream does not depend on the tool)
     /// unless the calculator forces one; advances the row's tool state and marks it completed at a stop token.
-    func nextToken(_ row: inout RowState, logits: UnsafeBufferPointer<Float>, temperature: Float, topK: Int?,
+    func nextToken(_ row: inout RowState, logits: UnsafeBufferPointer<Float>, options: SamplingOptions,
                    rng: inout RNG) -> (token: Int, sampled: Bool) {
-        let sampled = sampleToken(logits, temperature: temperature, topK: topK, rng: &rng)
+        let sampled: Int
+        if options.penalizes && !row.counts.isEmpty {
+            // a copy of this row's logits, lowered for the tokens the answer has already produced
+            if row.penalized.count != logits.count { row.penalized = [Float](repeating: 0, count: logits.count) }
+            row.penalized.withUnsafeMutableBufferPointer { p in
+                _ = p.initialize(from: logits)
+                for (t, c) in row.counts where t < p.count { p[t] -= options.frequencyPenalty * Float(c) + options.presencePenalty }
+            }
+            sampled = row.penalized.withUnsafeBufferPointer { sampleToken($0, options: options, rng: &rng) }
+        } else {
+            sampled = sampleToken(logits, options: options, rng: &rng)
+        }
         let forced = !row.forced.isEmpty
         let token = forced ? row.forced.removeFirst() : sampled
+        if options.penalizes { row.counts[token, default: 0] += 1 }
         if token == assistantEnd || token == bos { row.completed = true }
         step(&row, token)
         return (token, !forced)
@@ -57,6 +73,13 @@ public final class Engine {
     /// `onStep` returns false to stop early (a client went away, Ctrl-C).
     public func generate(_ tokens: [Int], numSamples: Int = 1, maxTokens: Int? = nil, temperature: Float = 1,
                          topK: Int? = nil, seed: UInt64 = 42, onStep: ([Int], [Int]) -> Bool) throws {
+        try generate(tokens, numSamples: numSamples, maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, topK: topK),
+                     seed: seed, onStep: onStep)
+    }
+
+    /// The same with every sampling option (top-p, penalties).
+    public func generate(_ tokens: [Int], numSamples: Int = 1, maxTokens: Int? = nil, sampling: SamplingOptions,
+                         seed: UInt64 = 42, onStep: ([Int], [Int]) -> Bool) throws {
         guard !tokens.isEmpty else { return }
         let limit = maxTokens ?? model.config.sequence_len
         if let refusal = refusal(prompt: tokens, maxTokens: limit) { throw refusal }
@@ -75,7 +98,7 @@ public final class Engine {
         while generated < limit && !rows.allSatisfy(\.completed) {
             for r in 0..<numSamples {
                 let next = nextToken(&rows[r], logits: UnsafeBufferPointer(start: logits.data + r * rowStride, count: v),
-                                     temperature: temperature, topK: topK, rng: &rng)
+                                     options: sampling, rng: &rng)
                 column[r] = next.token
                 mask[r] = next.sampled ? 1 : 0
             }

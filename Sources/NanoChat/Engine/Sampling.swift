@@ -67,3 +67,97 @@ public func sampleToken(_ logits: UnsafeBufferPointer<Float>, temperature: Float
     }
     return n - 1
 }
+
+/// How a token is drawn, beyond temperature and top-k: OpenAI's `top_p`, `frequency_penalty` and `presence_penalty`.
+/// The penalties lower each token's logit by `frequencyPenalty` x (times the answer has produced it) and
+/// `presencePenalty` once it has appeared (over the generated tokens, not the prompt); then top-k, the temperature,
+/// and top-p (the smallest set of most likely tokens whose probabilities reach `topP`) choose the candidates.
+public struct SamplingOptions: Sendable, Equatable {
+    public var temperature: Float
+    public var topK: Int?
+    public var topP: Float?
+    public var frequencyPenalty: Float
+    public var presencePenalty: Float
+
+    public init(temperature: Float, topK: Int? = nil, topP: Float? = nil, frequencyPenalty: Float = 0, presencePenalty: Float = 0) {
+        self.temperature = temperature; self.topK = topK; self.topP = topP
+        self.frequencyPenalty = frequencyPenalty; self.presencePenalty = presencePenalty
+    }
+
+    /// Whether the penalties change any logit.
+    public var penalizes: Bool { frequencyPenalty != 0 || presencePenalty != 0 }
+    /// Whether top-p removes anything.
+    var nucleus: Bool { (topP ?? 1) < 1 }
+}
+
+/// A draw with `options` (the penalties already applied to `logits` by the caller): without top-p it is exactly
+/// `sampleToken(temperature:topK:)`, the same random stream included.
+public func sampleToken(_ logits: UnsafeBufferPointer<Float>, options: SamplingOptions, rng: inout RNG) -> Int {
+    guard options.nucleus, options.temperature > 0 else {
+        return sampleToken(logits, temperature: options.temperature, topK: options.topK, rng: &rng)
+    }
+    // candidates by logit, most likely first (top-k first when given), then the nucleus of their softmax
+    let n = logits.count
+    var order = Array(0..<n)
+    order.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+    if let k = options.topK, k > 0, k < n { order.removeSubrange(k...) }
+    let m = logits[order[0]], t = options.temperature
+    var weights = order.map { Double(expf((logits[$0] - m) / t)) }
+    let total = weights.reduce(0, +)
+    var kept = 0, mass = 0.0
+    let target = Double(options.topP!) * total
+    while kept < weights.count {
+        mass += weights[kept]
+        kept += 1
+        if mass >= target { break }
+    }
+    weights.removeSubrange(kept...)
+    var r = Double(rng.unit()) * mass
+    for (j, w) in weights.enumerated() {
+        r -= w
+        if r <= 0 { return order[j] }
+    }
+    return order[kept - 1]
+}
+
+/// Stop sequences (OpenAI's `stop`) over streamed text: `push` returns what may be shown now (text that cannot be the
+/// start of a stop sequence) and whether a stop sequence was reached; the answer then ends before it, the stop
+/// sequence itself never shown.
+public struct StopMatcher {
+    public let sequences: [String]
+    var held = ""
+    public private(set) var stopped = false
+
+    public init(_ sequences: [String]) { self.sequences = sequences.filter { !$0.isEmpty } }
+
+    public mutating func push(_ piece: String) -> String {
+        guard !stopped else { return "" }
+        if sequences.isEmpty { return piece }
+        held += piece
+        // the earliest stop sequence in what is held ends the answer there
+        var cut: String.Index? = nil
+        for s in sequences { if let r = held.range(of: s), cut == nil || r.lowerBound < cut! { cut = r.lowerBound } }
+        if let cut {
+            stopped = true
+            defer { held = "" }
+            return String(held[..<cut])
+        }
+        // hold back the longest tail that is the start of a stop sequence
+        var keep = 0
+        for s in sequences {
+            for len in stride(from: min(s.count - 1, held.count), to: 0, by: -1) where held.hasSuffix(String(s.prefix(len))) {
+                keep = max(keep, len)
+                break
+            }
+        }
+        let emit = String(held.dropLast(keep))
+        held = String(held.suffix(keep))
+        return emit
+    }
+
+    /// The text still held back when the answer ends without a stop sequence.
+    public mutating func flush() -> String {
+        defer { held = "" }
+        return stopped ? "" : held
+    }
+}
