@@ -52,6 +52,23 @@ EOF
 then ok "chat-cli --top-p 0.000001 -t 1 gives the greedy answer; --stop 'her,' ends it before the stop text"
 else bad "chat-cli --top-p / --stop"; fi
 
+# chat-web serves it: the OpenAI route's greedy answer is upstream's chat_cli answer (its first 24 tokens)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+NANOCHAT_BASE_DIR=$up $n chat-web -i sft --host 127.0.0.1 -p "$port" --device-type cpu >"$work/web.log" 2>&1 &
+web=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
+  -d '{"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0, "max_tokens": 24}' >"$work/web.json"
+kill "$web" 2>/dev/null; wait "$web" 2>/dev/null
+if python3 - "$ref" "$work/web.json" <<'EOF'
+import json, sys
+want = json.load(open(sys.argv[1]))["chat_cli"]["What is the capital of France?"]
+got = json.load(open(sys.argv[2]))["choices"][0]["message"]["content"]
+sys.exit(0 if got and want.startswith(got) else 1)
+EOF
+then ok "chat-web serves upstream's SFT checkpoint: its greedy answer is the start of upstream's chat_cli answer"
+else bad "chat-web on upstream's checkpoint"; head -c 300 "$work/web.json"; tail -3 "$work/web.log"; fi
+
 if out=$(NANOCHAT_BASE_DIR=$up $n chat-eval -i sft -a 'ARC-Easy|SpellingBee' -x 4 -m 16 --device-type cpu 2>&1) && grep -q accuracy <<<"$out"; then
   ok "chat-eval -i sft reads upstream's checkpoint: $(grep -m1 accuracy <<<"$out" | sed 's/ in .*//')"
 else bad "chat-eval on upstream's checkpoint"; tail -3 <<<"$out"; fi

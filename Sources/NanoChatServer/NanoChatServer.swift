@@ -7,7 +7,7 @@ import NanoTensor
 /// `AdmissionQueue` (HTTP admission: at most one request per batcher row in flight, a bounded wait, 503 past it)
 /// and are then decoded by the engine's `Batcher` (compute). It knows nothing about training.
 public enum NanoChatServer {
-    public static let defaultHost = "127.0.0.1"
+    public static let defaultHost = "0.0.0.0"  // upstream's: every interface (--host 127.0.0.1 keeps it local)
     public static let defaultPort = 8000
     public static let maxBodyBytes = 1 << 20
     public static let modelName = "nanochat"

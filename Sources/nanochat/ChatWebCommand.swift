@@ -14,7 +14,7 @@ struct ChatWebCommand: AsyncParsableCommand {
         """,
         aliases: ["chat_web"]
     )
-    @Option(help: "Address to bind (127.0.0.1 keeps it local; 0.0.0.0 serves the network).") var host = NanoChatServer.defaultHost
+    @Option(help: "Address to bind: 0.0.0.0 (upstream's default) serves every interface, 127.0.0.1 keeps it to this machine.") var host = NanoChatServer.defaultHost
     @Option(name: [.customShort("p"), .long], help: "Port.") var port = NanoChatServer.defaultPort
     @Option(name: [.customShort("n"), .long], parsing: .unconditional, help: "GPUs to serve from (upstream: one model per GPU). One device per server here: run a server per GPU (CUDA_VISIBLE_DEVICES) to use more.") var numGpus = 1
     @Option(parsing: .unconditional, help: "Concurrent answers, decoded together in one batch per token (continuous batching).") var numWorkers = 4
@@ -33,6 +33,9 @@ struct ChatWebCommand: AsyncParsableCommand {
     func run() async throws {
         let model = self.model
         print("nanochat server on http://\(host):\(port)/ (loading the model...)")
+        if host == "0.0.0.0" {
+            print("serving every network interface (upstream's default): open http://127.0.0.1:\(port)/ here; --host 127.0.0.1 keeps it to this machine")
+        }
         do {
             try await NanoChatServer.run(host: host, port: port, workers: numWorkers, queueLimit: queueLimit,
                                          defaults: .init(temperature: temperature, topK: topK, maxTokens: maxTokens)) {

@@ -68,6 +68,23 @@ final class UpstreamCheckpointTests: XCTestCase {
         }
     }
 
+    /// Upstream's meta as older and other checkpoints have it: no window_pattern is "L" (upstream's patch); a model_config
+    /// key this build has no architecture for is refused with its name.
+    func testMetaVariants() throws {
+        let url = URL(fileURLWithPath: "/x/meta_000007.json")
+        let old = #"{"model_config": {"sequence_len": 64, "vocab_size": 300, "n_layer": 2, "n_head": 2, "n_kv_head": 2, "n_embd": 64}, "user_config": {"depth": 2, "run": null, "fp8": false}}"#
+        let meta = try CheckpointManager.upstreamMeta(Data(old.utf8), step: 7, url: url)
+        XCTAssertEqual(meta.model_config.window_pattern, "L")
+        XCTAssertEqual(meta.step, 7)
+        XCTAssertEqual(meta.user_config["fp8"], "0")  // a JSON boolean as Foundation reads it, text as ours are
+        let moe = #"{"model_config": {"sequence_len": 64, "vocab_size": 300, "n_layer": 2, "n_head": 2, "n_kv_head": 2, "n_embd": 64, "n_experts": 8}}"#
+        XCTAssertThrowsError(try CheckpointManager.upstreamMeta(Data(moe.utf8), step: 7, url: url)) {
+            XCTAssertTrue("\($0)".contains("n_experts, an architecture variant this build cannot run"), "\($0)")
+        }
+        let bad = #"{"model_config": {"sequence_len": 64, "vocab_size": 300, "n_layer": 2, "n_head": 3, "n_kv_head": 2, "n_embd": 64}}"#
+        XCTAssertThrowsError(try CheckpointManager.upstreamMeta(Data(bad.utf8), step: 7, url: url))
+    }
+
     /// Hostile and broken files: each refused with a message that says what is wrong; none runs anything.
     func testHostileAndBrokenFilesAreRefused() throws {
         let marker = "/tmp/nanochat-pickle-ran"
