@@ -37,8 +37,9 @@ public final class Attention {
             + (ve_gate.map { [("ve_gate.weight", $0)] } ?? [])
     }
 
-    /// x: [B, T, C] (already normed); ve: this layer's value embedding [B, T, Hkv*D] or nil.
-    func callAsFunction(_ x: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?) -> Tensor {
+    /// x: [B, T, C] (already normed); ve: this layer's value embedding [B, T, Hkv*D] or nil. Returns
+    /// `residual` + the attention's output (its last product adds it: `linear(_:_:residual:)`).
+    func callAsFunction(_ x: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?, residual: Tensor) -> Tensor {
         let (B, T, C) = (x.shape[0], x.shape[1], x.shape[2])
         let q = linear(x, c_q).reshaped([B, T, nHead, headDim])
         let k = linear(x, c_k).reshaped([B, T, nKVHead, headDim])
@@ -55,7 +56,7 @@ public final class Attention {
         } else {
             y = causalAttention(qn, kn, v, window: window)
         }
-        return linear(y.reshaped([B, T, C]), c_proj)
+        return linear(y.reshaped([B, T, C]), c_proj, residual: residual)
     }
 }
 
@@ -70,7 +71,8 @@ public final class MLP {
 
     var namedParameters: [(String, Tensor)] { [("c_fc.weight", c_fc), ("c_proj.weight", c_proj)] }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { linear(reluSquared(linear(x, c_fc)), c_proj) }
+    /// `residual` + the MLP of `x`.
+    func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { linear(reluSquared(linear(x, c_fc)), c_proj, residual: residual) }
 }
 
 /// Upstream's Block: pre-norm attention and MLP, each added to the residual stream.
@@ -87,9 +89,9 @@ public final class Block {
     }
 
     func callAsFunction(_ x: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?) -> Tensor {
-        var x = add(x, attn(norm(x), ve: ve, rotary: rotary, window: window, cache: cache))
-        x = add(x, mlp(norm(x)))
-        return x
+        // x + attn(norm(x)), then + mlp(norm(x)): each branch's last product adds the residual stream
+        let x = attn(norm(x), ve: ve, rotary: rotary, window: window, cache: cache, residual: x)
+        return mlp(norm(x), residual: x)
     }
 }
 

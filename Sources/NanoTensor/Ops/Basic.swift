@@ -121,6 +121,56 @@ public func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) 
     return Float(total)
 }
 
+/// r + x W^T: a residual branch's last product added to the residual stream `r` in the product itself. On a GPU the
+/// product's C input is a copy of `r` (beta 1), so the sum costs no separate pass over the stream; on the CPU `r` is
+/// added to the product's output in place. Either way the arithmetic of `add(r, linear(x, w))` (the product rounded
+/// to float32, then added once), without the branch's output as a second tensor that the tape keeps until the
+/// backward: two activations of [B, T, C] fewer per layer.
+public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor) -> Tensor {
+    let inF = w.shape[1], outF = w.shape[0]
+    precondition(x.shape.last == inF && r.count == x.count / inF * outF, "linear: input \(x.shape), weight \(w.shape), residual \(r.shape)")
+    let n = x.count / inF
+    let out = Tensor(shape: r.shape, zeroed: false, on: x.gpu)
+    guard let gpu = x.gpu else {
+        let pr = r.data, po = out.data, count = out.count
+        if w.quantized != nil || !Tensor.gradEnabled {
+            weightProduct(m: n, n: outF, k: inF, a: x.data, lda: inF, w: w, c: po, ldc: outF)
+        } else {
+            sgemmWeights(m: n, n: outF, k: inF, a: x.data, lda: inF, b: w.data, ldb: inF, c: po, ldc: outF)
+        }
+        for i in 0..<count { po[i] = pr[i] + po[i] }
+        guard Tensor.gradEnabled else { return out }
+        Tensor.record(out, [r, x, w], op: "linear+residual") { out in
+            let g = out.grad!.data
+            if r.requiresGrad {
+                let (gr, fresh) = r.gradForWrite()
+                if fresh { gr.update(from: g, count: count) } else { for i in 0..<count { gr[i] += g[i] } }
+            }
+            linearBackwardCPU(x, w, g, rows: n)
+        }
+        return out
+    }
+    precondition(w.gpu === gpu && r.gpu === gpu, "linear: the input is on the GPU, the weight \(w.name) or the residual is not")
+    gpu.copy(r.gpuData, to: out.gpuData, floats: out.count)
+    gpuWeightProduct(gpu, out.gpuData, x.gpuData, w, m: n, n: outF, k: inF, transB: true, beta: 1)
+    Tensor.record(out, [r, x, w], op: "linear+residual") { out in
+        let g = out.grad!.gpuData
+        if r.requiresGrad {
+            let (gr, fresh) = r.gradForWrite()
+            if fresh { gpu.copy(g, to: gr, floats: out.count) } else { gpuAxpy(gpu, gr, g, 1, out.count) }
+        }
+        if x.requiresGrad {
+            let (gx, fresh) = x.gradForWrite()
+            gpuWeightProduct(gpu, gx, g, w, m: n, n: inF, k: outF, transB: false, beta: fresh ? 0 : 1)
+        }
+        if w.requiresGrad {
+            let (gw, fresh) = w.gradForWrite()
+            gpu.matmul(gw, g, x.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
+        }
+    }
+    return out
+}
+
 /// y = x W^T for x [..., in] and W [out, in] (PyTorch's Linear without bias), through BLAS.
 public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     let inF = w.shape[1], outF = w.shape[0]
@@ -150,20 +200,24 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
         return out
     }
     sgemmWeights(m: n, n: outF, k: inF, a: x.data, lda: inF, b: w.data, ldb: inF, c: out.data, ldc: outF)
-    Tensor.record(out, [x, w], op: "linear") { out in
-        let g = out.grad!.data
-        if x.requiresGrad {
-            let (gx, fresh) = x.gradForWrite()
-            sgemm(transA: false, transB: false, m: n, n: inF, k: outF, a: g, lda: outF, b: w.data, ldb: inF,
-                  beta: fresh ? 0 : 1, c: gx, ldc: inF)
-        }
-        if w.requiresGrad {
-            let (gw, fresh) = w.gradForWrite()
-            sgemm(transA: true, transB: false, m: outF, n: inF, k: n, a: g, lda: outF, b: x.data, ldb: inF,
-                  beta: fresh ? 0 : 1, c: gw, ldc: inF)
-        }
-    }
+    Tensor.record(out, [x, w], op: "linear") { out in linearBackwardCPU(x, w, out.grad!.data, rows: n) }
     return out
+}
+
+/// x W^T's gradients on the CPU from the output's gradient `g` [rows, out]: x's (g W) and W's (g^T x), each written
+/// or added to what is there.
+private func linearBackwardCPU(_ x: Tensor, _ w: Tensor, _ g: UnsafePointer<Float>, rows n: Int) {
+    let inF = w.shape[1], outF = w.shape[0]
+    if x.requiresGrad {
+        let (gx, fresh) = x.gradForWrite()
+        sgemm(transA: false, transB: false, m: n, n: inF, k: outF, a: g, lda: outF, b: w.data, ldb: inF,
+              beta: fresh ? 0 : 1, c: gx, ldc: inF)
+    }
+    if w.requiresGrad {
+        let (gw, fresh) = w.gradForWrite()
+        sgemm(transA: true, transB: false, m: outF, n: inF, k: n, a: g, lda: outF, b: x.data, ldb: inF,
+              beta: fresh ? 0 : 1, c: gw, ldc: inF)
+    }
 }
 
 /// relu(x)^2 (the MLP's activation).
