@@ -71,8 +71,8 @@ public final class MLP {
 
     var namedParameters: [(String, Tensor)] { [("c_fc.weight", c_fc), ("c_proj.weight", c_proj)] }
 
-    /// `residual` + the MLP of `x`.
-    func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { linear(reluSquared(linear(x, c_fc)), c_proj, residual: residual) }
+    /// `residual` + the MLP of `x` (relu(h)^2 is made again in the backward rather than kept: `reluSquaredLinear`).
+    func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { reluSquaredLinear(linear(x, c_fc), c_proj, residual: residual) }
 }
 
 /// Upstream's Block: pre-norm attention and MLP, each added to the residual stream.
