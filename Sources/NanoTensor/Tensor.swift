@@ -195,6 +195,12 @@ public final class Tensor {
         precondition(newShape.reduce(1, *) == count, "cannot view \(shape) as \(newShape)")
         let v = Tensor(shape: newShape, sharing: storage)
         Tensor.record(v, [self]) { [unowned self] out in
+            // the first gradient to reach the base is the view's own, element for element: shared, not copied into a
+            // zeroed buffer (no fill, no pass); a later one adds to it
+            if self.grad == nil, let og = out.grad {
+                self.grad = Tensor(shape: self.shape, sharing: og.storage)
+                return
+            }
             let g = self.gradData()
             if let gpu = self.gpu {
                 gpu.run(gpu.api.nc_axpby(gpu.ctx, g, out.grad!.gpuData, 1, nil, 1, Int64(self.count)), "view gradient")
