@@ -8,6 +8,14 @@ func gpuAxpy(_ gpu: GPU, _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
     gpu.run(gpu.api.nc_axpby(gpu.ctx, y, x, a, scale, accumulate ? 1 : 0, Int64(n)), "axpby")
 }
 
+/// t's gradient += a * g on the GPU (times `scale[0]` when given): written over a fresh gradient buffer rather than
+/// added to a zero-filled one.
+@inline(__always)
+func gpuAddGrad(_ gpu: GPU, _ t: Tensor, _ g: UnsafePointer<Float>, _ a: Float = 1, scale: UnsafePointer<Float>? = nil) {
+    let (gt, fresh) = t.gradForWrite()
+    gpuAxpy(gpu, gt, g, a, t.count, accumulate: !fresh, scale: scale)
+}
+
 /// c[m, n] = a[m, k] op(W) + beta c on the GPU for a weight W ([n, k] with `transB`, else [k, n]). In bf16 mode the
 /// product reads W's bf16 copy (made once, refreshed by the optimizer step) and rounds only `a`.
 @inline(__always)
@@ -27,8 +35,8 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
         gpu.copy(a.gpuData, to: out.gpuData, floats: n)
         gpuAxpy(gpu, out.gpuData, b.gpuData, 1, n)
         Tensor.record(out, [a, b], op: "add") { out in
-            if a.requiresGrad { gpuAxpy(gpu, a.gradData(), out.grad!.gpuData, 1, n) }
-            if b.requiresGrad { gpuAxpy(gpu, b.gradData(), out.grad!.gpuData, 1, n) }
+            if a.requiresGrad { gpuAddGrad(gpu, a, out.grad!.gpuData) }
+            if b.requiresGrad { gpuAddGrad(gpu, b, out.grad!.gpuData) }
         }
         return out
     }
@@ -48,7 +56,7 @@ public func scale(_ a: Tensor, _ s: Float) -> Tensor {
     let n = a.count
     if let gpu = a.gpu {
         gpuAxpy(gpu, out.gpuData, a.gpuData, s, n, accumulate: false)
-        Tensor.record(out, [a], op: "scale") { out in gpuAxpy(gpu, a.gradData(), out.grad!.gpuData, s, n) }
+        Tensor.record(out, [a], op: "scale") { out in gpuAddGrad(gpu, a, out.grad!.gpuData, s) }
         return out
     }
     let pa = a.data, po = out.data

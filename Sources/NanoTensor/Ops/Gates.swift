@@ -160,7 +160,7 @@ public func subtractScaled(_ x: Tensor, _ lambda: Tensor, _ saved: Tensor) -> Te
         gpu.run(gpu.api.nc_backout_forward(gpu.ctx, out.gpuData, x.gpuData, saved.gpuData, lambda.gpuData, Int64(n)), "backout")
         Tensor.record(out, [x, lambda, saved], op: "backout") { out in
             let g = out.grad!.gpuData
-            if x.requiresGrad { gpuAxpy(gpu, x.gradData(), g, 1, n) }
+            if x.requiresGrad { gpuAddGrad(gpu, x, g) }
             if saved.requiresGrad || lambda.requiresGrad {
                 gpu.run(gpu.api.nc_backout_backward(gpu.ctx, saved.requiresGrad ? saved.gradData() : nil, lambda.requiresGrad ? lambda.gradData() : nil,
                                                     g, saved.gpuData, lambda.gpuData, Int64(n)), "backout backward")

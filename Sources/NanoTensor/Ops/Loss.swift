@@ -126,8 +126,8 @@ public enum LMHead {
         if let dx, let dw {
             Tensor.record(out, [x, w], op: "lmHeadLoss") { out in
                 // scaled by the loss's incoming gradient, read on the device
-                if x.requiresGrad { gpuAxpy(gpu, x.gradData(), dx.gpuData, 1, x.count, scale: out.grad!.gpuData) }
-                if w.requiresGrad { gpuAxpy(gpu, w.gradData(), dw.gpuData, 1, w.count, scale: out.grad!.gpuData) }
+                if x.requiresGrad { gpuAddGrad(gpu, x, dx.gpuData, scale: out.grad!.gpuData) }
+                if w.requiresGrad { gpuAddGrad(gpu, w, dw.gpuData, scale: out.grad!.gpuData) }
             }
         }
         return out
