@@ -150,10 +150,7 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor) -> Tensor {
         guard Tensor.gradEnabled else { return out }
         Tensor.record(out, [r, x, w], op: "linear+residual") { out in
             let g = out.grad!.data
-            if r.requiresGrad {
-                let (gr, fresh) = r.gradForWrite()
-                if fresh { gr.update(from: g, count: count) } else { for i in 0..<count { gr[i] += g[i] } }
-            }
+            if r.requiresGrad { cpuAddGrad(r, g) }
             linearBackwardCPU(x, w, g, rows: n)
         }
         return out
@@ -163,18 +160,8 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor) -> Tensor {
     gpuWeightProduct(gpu, out.gpuData, x.gpuData, w, m: n, n: outF, k: inF, transB: true, beta: 1)
     Tensor.record(out, [r, x, w], op: "linear+residual") { out in
         let g = out.grad!.gpuData
-        if r.requiresGrad {
-            let (gr, fresh) = r.gradForWrite()
-            if fresh { gpu.copy(g, to: gr, floats: out.count) } else { gpuAxpy(gpu, gr, g, 1, out.count) }
-        }
-        if x.requiresGrad {
-            let (gx, fresh) = x.gradForWrite()
-            gpuWeightProduct(gpu, gx, g, w, m: n, n: inF, k: outF, transB: false, beta: fresh ? 0 : 1)
-        }
-        if w.requiresGrad {
-            let (gw, fresh) = w.gradForWrite()
-            gpu.matmul(gw, g, x.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
-        }
+        if r.requiresGrad { gpuAddGrad(gpu, r, g) }
+        linearBackwardGPU(gpu, x, w, g, rows: n)
     }
     return out
 }
@@ -188,17 +175,7 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     if let gpu = x.gpu {
         precondition(w.gpu === gpu, "linear: the input is on the GPU, the weight \(w.name) is not (move the model with useDevice)")
         gpuWeightProduct(gpu, out.gpuData, x.gpuData, w, m: n, n: outF, k: inF, transB: true)
-        Tensor.record(out, [x, w], op: "linear") { out in
-            let g = out.grad!.gpuData
-            if x.requiresGrad {
-                let (gx, fresh) = x.gradForWrite()
-                gpuWeightProduct(gpu, gx, g, w, m: n, n: inF, k: outF, transB: false, beta: fresh ? 0 : 1)
-            }
-            if w.requiresGrad {
-                let (gw, fresh) = w.gradForWrite()
-                gpu.matmul(gw, g, x.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
-            }
-        }
+        Tensor.record(out, [x, w], op: "linear") { out in linearBackwardGPU(gpu, x, w, out.grad!.gpuData, rows: n) }
         return out
     }
     if w.quantized != nil || !Tensor.gradEnabled {  // inference: float32 or quantized weights, nothing to record
@@ -210,6 +187,26 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     sgemmWeights(m: n, n: outF, k: inF, a: x.data, lda: inF, b: w.data, ldb: inF, c: out.data, ldc: outF)
     Tensor.record(out, [x, w], op: "linear") { out in linearBackwardCPU(x, w, out.grad!.data, rows: n) }
     return out
+}
+
+/// x W^T's gradients on the GPU from the output's gradient `g` [rows, out]: x's (g W, through W's bf16 copy in bf16
+/// mode) and W's (g^T x), each written or added to what is there.
+private func linearBackwardGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, _ g: UnsafePointer<Float>, rows n: Int) {
+    let inF = w.shape[1], outF = w.shape[0]
+    if x.requiresGrad {
+        let (gx, fresh) = x.gradForWrite()
+        gpuWeightProduct(gpu, gx, g, w, m: n, n: inF, k: outF, transB: false, beta: fresh ? 0 : 1)
+    }
+    if w.requiresGrad {
+        let (gw, fresh) = w.gradForWrite()
+        gpu.matmul(gw, g, x.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
+    }
+}
+
+/// t's gradient += g on the CPU (a copy into a fresh gradient buffer).
+private func cpuAddGrad(_ t: Tensor, _ g: UnsafePointer<Float>) {
+    let (gt, fresh) = t.gradForWrite()
+    if fresh { gt.update(from: g, count: t.count) } else { for i in 0..<t.count { gt[i] += g[i] } }
 }
 
 /// x W^T's gradients on the CPU from the output's gradient `g` [rows, out]: x's (g W) and W's (g^T x), each written
@@ -251,10 +248,7 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor) -> T
         }
         Tensor.record(out, [r, h, w], op: "reluSquaredLinear") { out in
             let g = out.grad!.gpuData
-            if r.requiresGrad {
-                let (gr, fresh) = r.gradForWrite()
-                if fresh { gpu.copy(g, to: gr, floats: out.count) } else { gpuAxpy(gpu, gr, g, 1, out.count) }
-            }
+            if r.requiresGrad { gpuAddGrad(gpu, r, g) }
             if w.requiresGrad {
                 let a = Tensor(shape: h.shape, zeroed: false, on: gpu)
                 gpu.run(gpu.api.nc_relu2_forward(gpu.ctx, a.gpuData, h.gpuData, Int64(count)), "relu2 (again, for dW)")
@@ -280,10 +274,7 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor) -> T
     }
     Tensor.record(out, [r, h, w], op: "reluSquaredLinear") { out in
         let g = out.grad!.data
-        if r.requiresGrad {
-            let (gr, fresh) = r.gradForWrite()
-            if fresh { gr.update(from: g, count: out.count) } else { for i in 0..<out.count { gr[i] += g[i] } }
-        }
+        if r.requiresGrad { cpuAddGrad(r, g) }
         if w.requiresGrad {
             let a = Tensor(shape: h.shape, zeroed: false)
             let pa = a.data
