@@ -46,7 +46,7 @@ public struct ChatPrompt {
         let last = turns.count - 1
         let alone = tokens(tok, from: last, withSystem: false)
         if alone.count <= budget { return (alone, last, system != nil) }
-        throw NanoChatError("the last message alone is \(alone.count) prompt tokens; with room for the answer the model holds \(budget) (context \(budget) + answer); shorten it or ask for fewer max_tokens")
+        throw NanoChatError("the last message alone is \(alone.count) prompt tokens, more than the \(budget) the prompt may take (the model's context less room for the answer); shorten it or ask for fewer max_tokens")
     }
 
     /// What a reply says when turns were dropped, or nil.
