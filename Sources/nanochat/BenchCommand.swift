@@ -249,8 +249,27 @@ struct BenchInfer: ParsableCommand {
     @Option(help: "Directory holding bench_upstream_infer.py.") var toolsDir: String = "tools"
     @Option(parsing: .singleValue, help: "Weight formats to measure (repeatable): f32, bf16, int8.") var weights: [WeightFormat] = [.f32, .bf16, .int8]
     @OptionGroup var device: DeviceFlags
+    @Option(name: [.customShort("i"), .long], help: "Measure this checkpoint instead (base, sft, rl): upstream's infer_bench, as `nanochat infer-bench`.") var source: String?
+    @Option(name: [.customShort("g"), .long], help: "With a checkpoint: its tag.") var modelTag: String?
+    @Option(name: [.customShort("s"), .long], parsing: .unconditional, help: "With a checkpoint: its step.") var step: Int?
+    @Option(parsing: .unconditional, help: "With a checkpoint: prompt length (upstream's default 2048).") var promptTokens: Int?
+    @Option(parsing: .unconditional, help: "With a checkpoint: tokens decoded per run (upstream's default 256).") var decodeTokens: Int?
+    @Option(help: "With a checkpoint: decode batch sizes, comma-separated (upstream's default 1,8,32,128).") var batchSizes: String?
 
     func run() throws {
+        if source != nil || modelTag != nil || step != nil {
+            // a checkpoint: upstream's infer_bench (InferBenchCommand), with the flags given here
+            var args = ["--device-type", device.deviceType.rawValue, "--gpu-precision", device.gpuPrecision.rawValue]
+            if let source { args += ["-i", source] }
+            if let modelTag { args += ["-g", modelTag] }
+            if let step { args += ["-s", "\(step)"] }
+            if let promptTokens { args += ["--prompt-tokens", "\(promptTokens)"] }
+            if let decodeTokens { args += ["--decode-tokens", "\(decodeTokens)"] }
+            if let batchSizes { args += ["--batch-sizes", batchSizes] }
+            var command = try InferBenchCommand.parse(args)
+            try command.run()
+            return
+        }
         try runReportingErrors {
             printMachine()
             let target = try device.open()

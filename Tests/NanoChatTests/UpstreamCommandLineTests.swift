@@ -164,6 +164,10 @@ final class UpstreamCommandLineTests: XCTestCase {
         XCTAssertEqual(bench.command, "infer-bench")
         XCTAssertEqual([bench.flags["prompt_tokens"], bench.flags["decode_tokens"], bench.flags["batch_sizes"], bench.flags["step"]],
                        ["512", "64", "1,4", "100"])
+        // bench infer takes a checkpoint the same way (it then runs infer-bench)
+        let b2 = try Self.parse(["bench", "infer", "-i", "base", "-g", "d12", "-s", "7", "--prompt-tokens", "512", "--decode-tokens", "64", "--batch-sizes", "1,4"])
+        XCTAssertEqual([b2.flags["source"], b2.flags["model_tag"], b2.flags["step"], b2.flags["prompt_tokens"], b2.flags["batch_sizes"]],
+                       ["base", "d12", "7", "512", "1,4"])
         let defaults = try Self.parse(["infer_bench"]).flags
         XCTAssertEqual([defaults["prompt_tokens"], defaults["decode_tokens"], defaults["batch_sizes"]], ["2048", "256", "1,8,32,128"])
         let dl = try Self.parse(["dataset", "--num-files", "-1", "--num-workers", "8"]).flags
