@@ -130,6 +130,15 @@ final class TrainingTests: XCTestCase {
         XCTAssertTrue(m.contains("optim_000002_rank0.safetensors") && m.contains("does not exist"), m)
     }
 
+    /// Ranks started by torchrun (no MPI) stop with what to run instead of each training alone; one is one process.
+    func testTorchrunRanksWithoutMPIAreRefused() throws {
+        setenv("WORLD_SIZE", "2", 1); setenv("LOCAL_RANK", "0", 1)
+        defer { unsetenv("WORLD_SIZE"); unsetenv("LOCAL_RANK") }
+        XCTAssertThrowsError(try Distributed.start()) { XCTAssertTrue("\($0)".contains("mpirun -np 2"), "\($0)") }
+        setenv("WORLD_SIZE", "1", 1)
+        XCTAssertEqual(try Distributed.start().worldSize, 1)
+    }
+
     func testBitsPerByteCountsOnlyRealBytes() throws {
         let tok = try Tokenizer.load(from: try workspace.appendingPathComponent("tokenizer"))
         let model = try GPT(config: GPTConfig(sequence_len: 64, vocab_size: tok.vocabSize, n_layer: 1, n_head: 2, n_kv_head: 2, n_embd: 32,

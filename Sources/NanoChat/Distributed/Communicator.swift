@@ -119,7 +119,15 @@ public enum Distributed {
     /// Under mpirun without the MPI library built, fails with what to do (N unaware copies of one run would
     /// overwrite each other's checkpoints).
     public static func start() throws -> Communicator {
-        guard let n = launcherWorldSize, n > 1 else { return SingleProcess() }
+        guard let n = launcherWorldSize, n > 1 else {
+            // torchrun (upstream's launcher) starts its ranks without MPI: each would run alone and overwrite the
+            // others' checkpoints, so they stop with what works today
+            let env = ProcessInfo.processInfo.environment
+            if let w = env["WORLD_SIZE"].flatMap(Int.init), w > 1, env["LOCAL_RANK"] != nil || env["MASTER_ADDR"] != nil {
+                throw NanoChatError("started by torchrun with WORLD_SIZE=\(w): this build joins a job of many ranks through MPI; run `mpirun -np \(w) nanochat ...` (NCCL under torchrun, for many GPUs, is not there yet), or one process without torchrun")
+            }
+            return SingleProcess()
+        }
         return try MPICommunicator.load()
     }
 }
