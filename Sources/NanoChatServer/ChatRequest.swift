@@ -136,7 +136,4 @@ public struct ChatRequest {
                 fit.droppedTurns)
     }
 
-    /// Upstream's prompt, untrimmed: BOS, each turn in its special tokens, then <|assistant_start|>.
-    public func promptTokens(_ tok: Tokenizer) -> [Int] { prompt.tokens(tok) }
-
 }

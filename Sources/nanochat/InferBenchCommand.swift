@@ -54,7 +54,7 @@ struct InferBenchCommand: ParsableCommand {
             let matmulParams = gpt.parameterNames.filter { $0 != "transformer.wte.weight" && !$0.hasPrefix("value_embeds.") }
                 .map { gpt.parameters[$0]! }.filter { $0.shape.count == 2 }.reduce(0) { $0 + $1.count }
             let weightBytes = gpt.weightFormat == .f32 ? 4 * numParams
-                : gpt.useWeights(gpt.weightFormat) + 4 * (numParams - matmulParams)  // the formatted matrices, the rest f32
+                : gpt.matrixBytesPerStep + 4 * (numParams - matmulParams)  // the formatted matrices, the rest f32
             let kvElement = gpu != nil ? (gpu!.bf16 ? 2 : 4) : (gpt.kvCacheBF16 ? 2 : 4)
             let headDim = config.n_embd / config.n_head
             let kvStore = config.n_layer * 2 * config.n_kv_head * headDim * kvElement

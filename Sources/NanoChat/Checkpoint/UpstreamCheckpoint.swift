@@ -117,22 +117,16 @@ extension Tokenizer {
             }
             mergeable[rank] = token
         }
-        var specials: [(String, Int)] = []
+        var specials: [String: Int] = [:]
         for (k, v) in specialItems {
-            guard case .string(let name) = k, case .int(let id) = v else { throw NanoChatError("\(url.path): a special token is not str -> int") }
-            specials.append((name, id))
-        }
-        specials.sort { $0.1 < $1.1 }
-        for (i, (name, id)) in specials.enumerated() where id != mergeable.count + i {
-            throw NanoChatError("\(url.path): special token \(name) has id \(id), expected \(mergeable.count + i) (special ids must follow the ranks)")
+            guard case .string(let name) = k, case .int(let id) = v, specials[name] == nil else {
+                throw NanoChatError("\(url.path): a special token is not str -> int, or is given twice")
+            }
+            specials[name] = id
         }
         guard let scanner = SplitScanner(pattern: pattern) else {
             throw NanoChatError("\(url.path) has a split pattern this build cannot run: \(pattern)")
         }
-        do {
-            return try Tokenizer(mergeable: mergeable.map { $0! }, specialTokens: specials.map(\.0), scanner: scanner)
-        } catch let e as NanoChatError {
-            throw NanoChatError("\(url.path): \(e.description)")
-        }
+        return try make(mergeable: mergeable.map { $0! }, specials: specials, scanner: scanner, source: url.path)
     }
 }

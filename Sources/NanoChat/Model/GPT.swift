@@ -271,15 +271,21 @@ extension GPT {
     @discardableResult
     public func useWeights(_ format: WeightFormat) -> Int {
         weightFormat = format
-        var bytes = 0
-        var matrices = h.flatMap { [$0.attn.c_q, $0.attn.c_k, $0.attn.c_v, $0.attn.c_proj, $0.mlp.c_fc, $0.mlp.c_proj] }
-        matrices.append(lm_head)
-        for w in matrices {
-            w.quantized = QuantizedWeights(w, format: format)
-            // lm_head's rows past the vocabulary (padding to 64) are never read
+        for w in inferenceMatrices { w.quantized = QuantizedWeights(w, format: format) }
+        return matrixBytesPerStep
+    }
+
+    /// Every block's projections and lm_head: the matrices inference multiplies by.
+    var inferenceMatrices: [Tensor] {
+        h.flatMap { [$0.attn.c_q, $0.attn.c_k, $0.attn.c_v, $0.attn.c_proj, $0.mlp.c_fc, $0.mlp.c_proj] } + [lm_head]
+    }
+
+    /// The bytes a decode step reads from those matrices in their current format (lm_head's rows past the vocabulary,
+    /// padding to 64, are never read).
+    public var matrixBytesPerStep: Int {
+        inferenceMatrices.reduce(0) { sum, w in
             let rows = w === lm_head ? config.vocab_size : w.shape[0]
-            bytes += Int(Double(rows * w.shape[1]) * (w.quantized?.format ?? .f32).bytesPerWeight)
+            return sum + Int(Double(rows * w.shape[1]) * (w.quantized?.format ?? .f32).bytesPerWeight)
         }
-        return bytes
     }
 }

@@ -62,14 +62,20 @@ extension Tokenizer {
         if mergeable.count != config.mergeable_ranks {
             throw NanoChatError("\(rankURL.path) has \(mergeable.count) tokens but \(configURL.path) says \(config.mergeable_ranks); the two files do not belong together")
         }
-        let specials = config.special_tokens.sorted { $0.value < $1.value }
-        for (i, (name, id)) in specials.enumerated() where id != mergeable.count + i {
-            throw NanoChatError("\(configURL.path): special token \(name) has id \(id), expected \(mergeable.count + i) (special ids must follow the ranks without gaps)")
+        return try make(mergeable: mergeable, specials: config.special_tokens, scanner: scanner, source: rankURL.path)
+    }
+
+    /// A tokenizer from its ranks and special tokens as tiktoken keeps them (ours on disk and upstream's pickle): the
+    /// special ids must follow the ranks without gaps. `source` names the file in the errors.
+    static func make(mergeable: [[UInt8]], specials: [String: Int], scanner: SplitScanner, source: String) throws -> Tokenizer {
+        let sorted = specials.sorted { $0.value < $1.value }
+        for (i, (name, id)) in sorted.enumerated() where id != mergeable.count + i {
+            throw NanoChatError("\(source): special token \(name) has id \(id), expected \(mergeable.count + i) (special ids must follow the ranks without gaps)")
         }
         do {
-            return try Tokenizer(mergeable: mergeable, specialTokens: specials.map(\.key), scanner: scanner)
+            return try Tokenizer(mergeable: mergeable, specialTokens: sorted.map(\.key), scanner: scanner)
         } catch let e as NanoChatError {
-            throw NanoChatError("\(rankURL.path): \(e.description)")
+            throw NanoChatError("\(source): \(e.description)")
         }
     }
 
