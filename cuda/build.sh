@@ -33,6 +33,11 @@ if [[ -f $root/include/cuda_runtime.h && $root != /usr/local/cuda* ]]; then
   flags+=(-I"$root/include")
   libs=(-L"$root/lib" -l:libcublasLt.so.13 -l:libcublas.so.13 -ldl -Xlinker -rpath="$root/lib")
 fi
+# nccl.h, when there (PyPI's nvidia-nccl-cu13 beside nvcc's, or the system's): nccl.cu checks its own declarations of
+# NCCL's ABI against it; NCCL itself is loaded at run time, never linked
+for c in "$root"/../nccl/include "$here"/../.venv-cuda/lib/python3*/site-packages/nvidia/nccl/include; do
+  [[ -f $c/nccl.h ]] && { flags+=(-I"$(cd "$c" && pwd)"); break; }
+done
 mkdir -p "$out"
 objs=()
 pids=()

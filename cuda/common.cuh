@@ -22,6 +22,10 @@ struct nc_cudnn {
 // One cuBLASLt plan per product shape (matmul.cu): made on the shape's first call, reused after.
 struct nc_matmul_plan;
 
+// NCCL, its communicator and the collectives' stream (nccl.cu), once nc_nccl_* has loaded it.
+struct nc_nccl;
+void nc_nccl_destroy(nc_context *ctx);
+
 struct nc_context {
     int device;
     cudaStream_t stream;
@@ -38,6 +42,7 @@ struct nc_context {
     char attention_backend[256];  // what the bf16 attention runs, and why not cuDNN when it does not
     nc_matmul_plan *plans;  // the products' plans (a training step repeats a few dozen shapes)
     int plan_count, plan_capacity;
+    nc_nccl *nccl;          // collectives between GPUs, or null
     char error[512];
 };
 

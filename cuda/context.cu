@@ -102,6 +102,7 @@ int nc_create(nc_context **out, int device) {
 void nc_destroy(nc_context *ctx) {
     if (!ctx) return;
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    nc_nccl_destroy(ctx);
     nc_matmul_plans_destroy(ctx);
     if (ctx->cudnn) {
         ctx->cudnn->destroy(ctx->cudnn->state);

@@ -646,3 +646,58 @@ int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
     return nc_attention_backward(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, D, window);
 }
+
+// NCCL on the host: one rank, so every collective is the identity (or a copy); what it checks is that the Swift side
+// calls them with buffers of the right sizes, in one order, and that the optimizer's sharded path gives the same step.
+// More ranks need GPUs: nc_nccl_init refuses them.
+static int g_nccl_ready = 0;
+int nc_nccl_version(nc_context *ctx, int *version) {
+    (void)ctx;
+    *version = 0;
+    return 0;
+}
+int nc_nccl_unique_id(nc_context *ctx, char *id, int id_len) {
+    if (id_len < 128) return fail(ctx, "nc_nccl_unique_id", "the id takes 128 bytes");
+    memset(id, 0x5a, 128);
+    return 0;
+}
+int nc_nccl_init(nc_context *ctx, const char *id, int nranks, int rank) {
+    (void)id;
+    if (nranks != 1 || rank != 0) return fail(ctx, "ncclCommInitRank", "the host emulation has one rank (NCCL between GPUs needs GPUs)");
+    g_nccl_ready = 1;
+    return 0;
+}
+static int nccl_ready(nc_context *ctx, const char *what) {
+    return g_nccl_ready ? 0 : fail(ctx, what, "no NCCL communicator (nc_nccl_init first)");
+}
+int nc_nccl_all_reduce(nc_context *ctx, float *buf, int64_t count) {
+    (void)buf; (void)count;
+    return nccl_ready(ctx, "ncclAllReduce");
+}
+int nc_nccl_reduce_scatter(nc_context *ctx, const float *send, float *recv, int64_t count_per_rank) {
+    if (nccl_ready(ctx, "ncclReduceScatter")) return 1;
+    if (recv != send) memmove(recv, send, (size_t)count_per_rank * 4);
+    return 0;
+}
+int nc_nccl_reduce(nc_context *ctx, const float *send, float *recv, int64_t count, int root) {
+    if (nccl_ready(ctx, "ncclReduce")) return 1;
+    if (root != 0) return fail(ctx, "ncclReduce", "root past the one rank");
+    if (recv != send) memmove(recv, send, (size_t)count * 4);
+    return 0;
+}
+int nc_nccl_all_gather(nc_context *ctx, float *buf, int64_t count_per_rank) {
+    (void)buf; (void)count_per_rank;
+    return nccl_ready(ctx, "ncclAllGather");
+}
+int nc_nccl_wait(nc_context *ctx) { (void)ctx; return 0; }
+int nc_nccl_check(nc_context *ctx, double timeout_seconds, int *failed, char *reason, int reason_len) {
+    (void)ctx; (void)timeout_seconds;
+    *failed = 0;
+    if (reason_len > 0) reason[0] = 0;
+    return 0;
+}
+int nc_nccl_abort(nc_context *ctx) {
+    (void)ctx;
+    g_nccl_ready = 0;
+    return 0;
+}

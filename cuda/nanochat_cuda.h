@@ -157,6 +157,29 @@ int nc_adamw_step(nc_context *ctx, float *p, const float *g, float *m, float *v,
 int nc_muon_step(nc_context *ctx, float *params, const float *grads, float *momentum, float *second, int64_t K,
                  int64_t rows, int64_t cols, float lr, float weight_decay, float mu, float beta2, int ns_steps, int bf16);
 
+// --- collectives between GPUs (nccl.cu): NCCL loaded with dlopen on first use (libnccl.so.2; $NANOCHAT_NCCL_LIB
+// overrides), one communicator per context, float32, reductions averaged over the ranks (ncclAvg). Each collective
+// runs on the context's collectives stream once the compute stream has run what was queued before the call;
+// nc_nccl_wait makes the compute stream wait for every collective started so far. None blocks the host.
+int nc_nccl_version(nc_context *ctx, int *version);
+// rank 0 makes the job's id (128 bytes) and hands it to the others (over MPI, or torchrun's rendezvous)
+int nc_nccl_unique_id(nc_context *ctx, char *id, int id_len);
+int nc_nccl_init(nc_context *ctx, const char *id, int nranks, int rank);
+int nc_nccl_all_reduce(nc_context *ctx, float *buf, int64_t count);  // in place
+// send: nranks blocks of count_per_rank; recv: this rank's block, averaged
+int nc_nccl_reduce_scatter(nc_context *ctx, const float *send, float *recv, int64_t count_per_rank);
+// every rank's send averaged into root's recv
+int nc_nccl_reduce(nc_context *ctx, const float *send, float *recv, int64_t count, int root);
+// in place: buf holds nranks blocks of count_per_rank, this rank's at its own offset
+int nc_nccl_all_gather(nc_context *ctx, float *buf, int64_t count_per_rank);
+int nc_nccl_wait(nc_context *ctx);
+// Safe from another thread (a watchdog): *failed = 1, the reason in `reason`, when NCCL's asynchronous error query
+// reports a broken communicator (a peer died, a network error) or when collectives that the compute stream was made
+// to wait for (nc_nccl_wait) have not finished within timeout_seconds (a peer stopped; 0: no limit). Then
+// nc_nccl_abort ends this rank's collectives so that it can stop instead of hanging.
+int nc_nccl_check(nc_context *ctx, double timeout_seconds, int *failed, char *reason, int reason_len);
+int nc_nccl_abort(nc_context *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -138,6 +138,69 @@ int ncmpi_broadcast(void *buf, long bytes, int root) {
     return rc;
 }
 
+// the pending nonblocking requests, in the order they were started
+static MPI_Request *g_requests = NULL;
+static int g_request_count = 0, g_request_capacity = 0;
+
+static int add_request(MPI_Request r) {
+    if (g_request_count == g_request_capacity) {
+        int capacity = g_request_capacity ? 2 * g_request_capacity : 256;
+        MPI_Request *grown = realloc(g_requests, capacity * sizeof *grown);
+        if (!grown) return MPI_ERR_NO_MEM;
+        g_requests = grown;
+        g_request_capacity = capacity;
+    }
+    g_requests[g_request_count++] = r;
+    return MPI_SUCCESS;
+}
+
+int ncmpi_start_allreduce_sum_f32(float *buf, long count) {
+    int rc = MPI_SUCCESS;
+    for (long off = 0; off < count && rc == MPI_SUCCESS; off += PIECE) {
+        long n = count - off < PIECE ? count - off : PIECE;
+        MPI_Request r;
+        rc = MPI_Iallreduce(MPI_IN_PLACE, buf + off, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r);
+        if (rc == MPI_SUCCESS) rc = add_request(r);
+    }
+    return rc;
+}
+
+int ncmpi_start_reduce_scatter_sum_f32(const float *send, float *recv, long count_per_rank) {
+    if (count_per_rank > INT_MAX) return MPI_ERR_COUNT;
+    MPI_Request r;
+    int rc = MPI_Ireduce_scatter_block(send, recv, (int)count_per_rank, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r);
+    return rc == MPI_SUCCESS ? add_request(r) : rc;
+}
+
+int ncmpi_start_reduce_sum_f32(const float *send, float *recv, long count, int root) {
+    if (count > INT_MAX) return MPI_ERR_COUNT;
+    MPI_Request r;
+    int rc = MPI_Ireduce(send, g_rank == root ? recv : NULL, (int)count, MPI_FLOAT, MPI_SUM, root, MPI_COMM_WORLD, &r);
+    return rc == MPI_SUCCESS ? add_request(r) : rc;
+}
+
+int ncmpi_start_allgather_f32(float *recv, long count_per_rank) {
+    if (count_per_rank > INT_MAX) return MPI_ERR_COUNT;
+    MPI_Request r;
+    int rc = MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recv, (int)count_per_rank, MPI_FLOAT, MPI_COMM_WORLD, &r);
+    return rc == MPI_SUCCESS ? add_request(r) : rc;
+}
+
+int ncmpi_progress(void) {
+    if (g_request_count == 0) return MPI_SUCCESS;
+    int done = 0;
+    return MPI_Testall(g_request_count, g_requests, &done, MPI_STATUSES_IGNORE);
+}
+
+int ncmpi_wait_all(void) {
+    if (g_request_count == 0) return MPI_SUCCESS;
+    BEGIN("waiting for the gradient collectives");
+    int rc = MPI_Waitall(g_request_count, g_requests, MPI_STATUSES_IGNORE);
+    END();
+    g_request_count = 0;
+    return rc;
+}
+
 int ncmpi_barrier(void) {
     BEGIN("barrier");
     int rc = MPI_Barrier(MPI_COMM_WORLD);

@@ -14,6 +14,8 @@
 #      hands freed blocks out again; the count comes from the allocator itself)
 #   4. a device run resumed from its own checkpoint (weights and optimizer state written back through the CPU
 #      objects) continues exactly.
+#   5. the same device run with its gradients through NCCL at world size 1 (NANOCHAT_NCCL=1): the optimizer's sharded
+#      path, every collective kind called, the same losses and weights (on a GPU: NCCL itself, from the system).
 # The kernels themselves are checked on a GPU by cuda/op_check.cu (scripts/gpu-check). Ends with "N passed, N failed".
 # usage: tools/gpu_emulation_check.sh NANOCHAT FIXTURES_DIR   (LIBRARY=libnanochat_cuda.so: the same on a real GPU;
 #        DEPTH, STEPS: the size of the base-train comparison, default 2 and 8)
@@ -30,7 +32,15 @@ done
 
 $n tok-train --vocab-size 1024 --input "$fixtures/corpus_austen_700k.txt" --split-blank-lines >/dev/null 2>&1 \
   && $n dataset shard --input "$fixtures/corpus_austen_700k.txt" --paragraph-chars 200 --val-docs 100 --docs-per-shard 2500 >/dev/null \
-  || { bad "could not make the tokenizer and shards"; echo "gpu_emulation_check: $passed passed, $failed failed"; exit 1; }
+  || { bad "could not make the tokenizer and shards"; # the gradients through NCCL with one rank (NANOCHAT_NCCL=1): the optimizer's sharded path (reduce-scatter, reduce,
+# all-reduce, all-gather, every one really called) gives the run without NCCL
+NANOCHAT_NCCL=1 $n "${train[@]}" --device-type cuda --gpu-precision fp32 --checkpoint-dir "$work/nccl" >"$work/nccl.log" 2>&1 || cat "$work/nccl.log"
+summary=$(grep "^NCCL .*rank 0 of 1: " "$work/nccl.log")
+if [[ $summary == *all-gather* && $summary == *all-reduce* && $summary == *reduce-scatter* && $summary == *" reduce"[,\;]* ]] \
+   && python3 tools/compare_runs.py "$work/dev" "$work/nccl" --tol "$([[ -n ${LIBRARY:-} ]] && echo 1e-4 || echo 1e-6)" --min-steps ${STEPS:-8} | tail -1; then
+  ok "world size 1 through NCCL = without NCCL: $summary"
+else bad "the run through NCCL differs or called no collectives: ${summary:-no NCCL summary}"; tail -5 "$work/nccl.log"; fi
+echo "gpu_emulation_check: $passed passed, $failed failed"; exit 1; }
 # windows S and L, value embeddings, 2 accumulation steps (GQA is in the fixtures: base-train's models have none)
 train=(base-train --core-metric-every -1 --depth ${DEPTH:-2} --head-dim 64 --max-seq-len 128 --window-pattern SL --device-batch-size 2
        --total-batch-size 512 --warmup-steps 2 --eval-every 4 --eval-tokens 512 --sample-every -1 --num-iterations ${STEPS:-8})
@@ -59,5 +69,13 @@ $n "${train[@]}" --device-type cuda --gpu-precision fp32 --resume-from-step 4 --
 # bit for bit on the stand-in; on a GPU the scatter-adds' atomics sum in no fixed order, so 1e-4 there
 if python3 tools/compare_runs.py "$work/dev" "$work/res" --tol "$([[ -n ${LIBRARY:-} ]] && echo 1e-4 || echo 1e-6)" --min-steps ${STEPS:-8} | tail -1; then ok "a device run resumed at step 4 from its own checkpoint = uninterrupted"
 else bad "a device run resumed at step 4 differs"; tail -5 "$work/res.log"; fi
+# the gradients through NCCL with one rank (NANOCHAT_NCCL=1): the optimizer's sharded path (reduce-scatter, reduce,
+# all-reduce, all-gather, every one really called) gives the run without NCCL
+NANOCHAT_NCCL=1 $n "${train[@]}" --device-type cuda --gpu-precision fp32 --checkpoint-dir "$work/nccl" >"$work/nccl.log" 2>&1 || cat "$work/nccl.log"
+summary=$(grep "^NCCL .*rank 0 of 1: " "$work/nccl.log")
+if [[ $summary == *all-gather* && $summary == *all-reduce* && $summary == *reduce-scatter* && $summary == *" reduce"[,\;]* ]] \
+   && python3 tools/compare_runs.py "$work/dev" "$work/nccl" --tol "$([[ -n ${LIBRARY:-} ]] && echo 1e-4 || echo 1e-6)" --min-steps ${STEPS:-8} | tail -1; then
+  ok "world size 1 through NCCL = without NCCL: $summary"
+else bad "the run through NCCL differs or called no collectives: ${summary:-no NCCL summary}"; tail -5 "$work/nccl.log"; fi
 echo "gpu_emulation_check: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

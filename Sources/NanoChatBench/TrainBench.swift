@@ -19,6 +19,8 @@ public struct TrainBenchResult {
     public var ranks: Int
     public var communicationSeconds: Double
     public var communicationBytes: Int
+    /// Of those bytes, the share of gradient bytes whose reduction started inside the backward (the overlap).
+    public var bytesStartedInBackward: Int
 }
 
 /// `o` is base-train's options for the configuration (the bench sets depth, sizes and window pattern; the
@@ -50,10 +52,12 @@ public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: In
         return (x, y)
     }
     func step(_ it: Int) {
-        for (x, y) in batches {
+        for (micro, (x, y)) in batches.enumerated() {
             Profiler.mark()
             let loss = model.forward(x, batch: deviceBatch, time: seqLen, targets: y)
-            Profiler.measure("backward (total)") { loss.backward(seed: 1 / Float(accum)) }
+            // the last micro-step hands each finished gradient to the optimizer, whose reduction then overlaps the backward
+            let hook: ((Tensor) -> Void)? = micro == accum - 1 && opt.transport != nil ? { opt.gradientReady($0) } : nil
+            Profiler.measure("backward (total)") { loss.backward(seed: 1 / Float(accum), leafDone: hook) }
         }
         _ = o.applySchedule(to: opt, step: it, plan: plan)
         Profiler.measure("optimizer") { opt.step() }
@@ -86,7 +90,7 @@ public func benchTrain(_ o: BaseTrainOptions, vocab: Int, steps: Int, warmup: In
                             breakdown: breakdown, stepSeconds: stepSeconds, peakRSSMB: peakRSSMegabytes(),
                             freshAllocationsPerStep: fresh, ranks: comm.worldSize,
                             communicationSeconds: comm.sum(commSeconds / Double(max(steps, 1))) / Double(comm.worldSize),
-                            communicationBytes: opt.lastCommunicationBytes)
+                            communicationBytes: opt.lastCommunicationBytes, bytesStartedInBackward: opt.lastBytesStartedInBackward)
 }
 
 /// Peak resident set size of this process (VmHWM), in MB.

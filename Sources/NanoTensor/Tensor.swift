@@ -213,7 +213,12 @@ public final class Tensor {
     }
 
     /// Back-propagates from this scalar (seed gradient 1, or `seed`), then releases the graph.
-    public func backward(seed: Float = 1) {
+    ///
+    /// `leafDone`, when given, is called with each leaf that wants a gradient (a parameter) as soon as the backward of
+    /// the last op that used it has run: its gradient is then final while the backward of the earlier layers still
+    /// runs (data parallelism starts reducing it there). Counting the uses, not the leaf's place in the order, is what
+    /// makes this early: a topological order may put a leaf long after its last use.
+    public func backward(seed: Float = 1, leafDone: ((Tensor) -> Void)? = nil) {
         precondition(count == 1, "backward() needs a scalar, got shape \(shape)")
         var order: [Tensor] = []
         var visited = Set<ObjectIdentifier>()
@@ -225,11 +230,25 @@ public final class Tensor {
             stack.append((t, true))
             for p in t.parents where p.requiresGrad && !visited.contains(ObjectIdentifier(p)) { stack.append((p, false)) }
         }
+        // uses of each leaf still to run their backward (only counted when someone listens)
+        var usesLeft: [ObjectIdentifier: Int] = [:]
+        if leafDone != nil {
+            for t in order where t.backwardFn != nil {
+                for p in t.parents where p.requiresGrad && p.backwardFn == nil { usesLeft[ObjectIdentifier(p), default: 0] += 1 }
+            }
+        }
         let g = gradData()
         if let gpu { gpu.run(gpu.api.nc_axpby(gpu.ctx, g, gpu.one, seed, nil, 1, 1), "backward seed") } else { g[0] += seed }
         for t in order.reversed() {
             if let fn = t.backwardFn, t.grad != nil { fn(t) }
             if t.backwardFn != nil {  // an intermediate: drop its graph and gradient now
+                if let leafDone {
+                    for p in t.parents where p.requiresGrad && p.backwardFn == nil {
+                        let id = ObjectIdentifier(p)
+                        usesLeft[id]! -= 1
+                        if usesLeft[id] == 0 { leafDone(p) }
+                    }
+                }
                 t.backwardFn = nil
                 t.parents = []
                 t.grad = nil

@@ -130,6 +130,7 @@ struct BenchTrain: ParsableCommand {
                 if json {
                     let obj: [String: Any] = ["depth": d, "ranks": r.ranks, "threads": Threading.workers, "tok_per_sec": r.medianTokensPerSecond,
                                               "comm_seconds": r.communicationSeconds, "comm_bytes": r.communicationBytes,
+                                              "comm_bytes_in_backward": r.bytesStartedInBackward,
                                               "step_seconds": Double(totalBatchSize) / r.medianTokensPerSecond]
                     print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
                     continue
@@ -183,13 +184,13 @@ struct BenchTrain: ParsableCommand {
         guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
               let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let tps = obj["tok_per_sec"] as? Double, let comm = obj["comm_seconds"] as? Double, let bytes = obj["comm_bytes"] as? Int,
-              let stepSeconds = obj["step_seconds"] as? Double else {
+              let stepSeconds = obj["step_seconds"] as? Double, let inBackward = obj["comm_bytes_in_backward"] as? Int else {
             print("  (\(mpiRanks) ranks failed: \(text.split(separator: "\n").suffix(3).joined(separator: " | ")))")
             return
         }
-        print(String(format: "d%d, %d ranks x %d thread(s), device batch %d: %.0f tok/s = %.2fx one process with %d threads; collectives %.1f ms of the %.0f ms step (%.1f%%), each rank sends %.1f MB per step",
+        print(String(format: "d%d, %d ranks x %d thread(s), device batch %d: %.0f tok/s = %.2fx one process with %d threads; collectives %.1f ms of the %.0f ms step (%.1f%%), each rank sends %.1f MB per step, %.1f MB of it (gradients) started inside the backward",
                      d, mpiRanks, threads, rankBatch, tps, tps / r.medianTokensPerSecond, Threading.workers, comm * 1000, stepSeconds * 1000,
-                     100 * comm / stepSeconds, Double(bytes) / 1e6))
+                     100 * comm / stepSeconds, Double(bytes) / 1e6, Double(inBackward) / 1e6))
     }
 }
 

@@ -18,12 +18,16 @@
     X(nc_smear_backward) X(nc_value_embedding_forward) X(nc_value_embedding_backward) X(nc_scalar_mix_forward)        \
     X(nc_scalar_mix_backward) X(nc_backout_forward) X(nc_backout_backward) X(nc_relu2_forward) X(nc_relu2_backward)   \
     X(nc_axpby) X(nc_softcap) X(nc_dot) X(nc_kv_append) X(nc_cached_attention)                                                                             \
-    X(nc_softcap_cross_entropy) X(nc_adamw_step) X(nc_muon_step)
+    X(nc_softcap_cross_entropy) X(nc_adamw_step) X(nc_muon_step) X(nc_nccl_version) X(nc_nccl_unique_id) X(nc_nccl_init) \
+    X(nc_nccl_all_reduce) X(nc_nccl_reduce_scatter) X(nc_nccl_reduce) X(nc_nccl_all_gather) X(nc_nccl_wait)           \
+    X(nc_nccl_check) X(nc_nccl_abort)
 
 #define NC_MPI_FUNCTIONS(X)                                                                                            \
     X(ncmpi_init) X(ncmpi_error_string) X(ncmpi_processor_name) X(ncmpi_allreduce_sum_f32) X(ncmpi_allreduce_sum_f64) \
     X(ncmpi_allreduce_max_f64) X(ncmpi_reduce_scatter_sum_f32) X(ncmpi_allgather_f32) X(ncmpi_broadcast)              \
-    X(ncmpi_barrier) X(ncmpi_abort) X(ncmpi_finalize)
+    X(ncmpi_barrier) X(ncmpi_abort) X(ncmpi_finalize) X(ncmpi_start_allreduce_sum_f32)                              \
+    X(ncmpi_start_reduce_scatter_sum_f32) X(ncmpi_start_reduce_sum_f32) X(ncmpi_start_allgather_f32) X(ncmpi_progress) \
+    X(ncmpi_wait_all)
 
 #pragma clang assume_nonnull begin
 

@@ -68,16 +68,17 @@ public enum DeviceType: String, ExpressibleByArgument, CaseIterable, Sendable {
     }
 
     /// The `Device` this asks for: the GPU loaded with `precision`, or the CPU.
-    public func open(precision: GPUPrecision = .bf16, say: (String) -> Void = { print($0) }) throws -> Device {
+    /// `index`: the CUDA device (a rank's LOCAL_RANK when several share a machine).
+    public func open(precision: GPUPrecision = .bf16, index: Int = 0, say: (String) -> Void = { print($0) }) throws -> Device {
         switch self {
         case .cpu: return .cpu
         case .cuda:
-            let gpu = try GPU.load(bf16: precision == .bf16)
+            let gpu = try GPU.load(bf16: precision == .bf16, index: index)
             say("device: \(gpu.name) (\(gpu.path))")
             return .gpu(gpu)
         case .auto:
             do {
-                let gpu = try GPU.load(bf16: precision == .bf16)
+                let gpu = try GPU.load(bf16: precision == .bf16, index: index)
                 say("device: \(gpu.name) (\(gpu.path))")
                 return .gpu(gpu)
             } catch {
@@ -103,7 +104,9 @@ public struct DeviceFlags: ParsableArguments {
     public init() {}
 
     /// Opens the device; `say` gets the line naming it.
-    public func open(say: (String) -> Void = { print($0) }) throws -> Device { try deviceType.open(precision: gpuPrecision, say: say) }
+    public func open(index: Int = 0, say: (String) -> Void = { print($0) }) throws -> Device {
+        try deviceType.open(precision: gpuPrecision, index: index, say: say)
+    }
 }
 
 /// `--gpu-precision`: upstream's policy (bf16 operands, fp32 accumulation and master weights) or exact fp32.

@@ -22,7 +22,7 @@ public final class MPICommunicator: Communicator {
     public let timeout: Double
 
     /// The shim's functions (mpi/nanochat_mpi.h), typed from its header.
-    private let api: UnsafePointer<ncmpi_api>
+    let api: UnsafePointer<ncmpi_api>
     private let library: DynamicLibrary
 
     public static let fileName = "libnanochat_mpi.so"
@@ -65,7 +65,7 @@ public final class MPICommunicator: Communicator {
     }
 
     /// A failed collective: say which rank, where and why, then take the job down.
-    private func check(_ rc: Int32, _ what: String) {
+    func check(_ rc: Int32, _ what: String) {
         guard rc != 0 else { return }
         FileHandle.standardError.write(Data("nanochat: rank \(rank) of \(worldSize) on \(host): \(what) failed: \(Self.errorText(api, rc)); ending the job\n".utf8))
         abort(code: 1)

@@ -43,19 +43,32 @@ public struct OptimizerGroupSpec: Equatable {
     }
 }
 
-/// Upstream's MuonAdamW, on one rank or sharded across the ranks of `comm` (upstream's ZeRO-2-style scheme):
+/// Upstream's MuonAdamW, on one rank or sharded across ranks (upstream's ZeRO-2-style scheme), through a
+/// `GradientTransport` (MPI over host memory, NCCL between GPUs; the logic below is the same for both):
 ///
 /// 1. gradients are reduced: AdamW tensors under 1024 values (or whose first dimension the world size does not
-///    divide) are all-reduced whole; larger ones are reduce-scattered along dimension 0, so rank r gets the summed
-///    gradient of its 1/W of the rows; each Muon group stacks its K matrices' gradients, zero-padded to
-///    ceil(K/W)·W, and reduce-scatters them so rank r gets matrices [r·chunk, (r+1)·chunk);
-/// 2. each rank updates what it owns with the averaged gradient (sum / W), keeping optimizer state only for that;
+///    divide) are all-reduced whole; larger ones are reduce-scattered along dimension 0, so rank r gets the reduced
+///    gradient of its 1/W of the rows; each Muon group's K matrices are a stack padded to ceil(K/W)·W and
+///    reduce-scattered so that rank r gets matrices [r·chunk, (r+1)·chunk) — one reduction per matrix onto the rank
+///    that owns it (the same floats to the same ranks as one reduce-scatter of the stack; the padding, zeros that
+///    nobody owns a use for, is never sent), so that a layer's matrices go as soon as the backward has made them;
+/// 2. each rank updates what it owns with the averaged gradient, keeping optimizer state only for that;
 /// 3. the updated slices are all-gathered so every rank holds the whole new model.
-/// With one rank every phase is the identity and each rank "owns" everything.
+///
+/// Overlap: the training loop hands each parameter's final gradient to `gradientReady` from inside the backward of
+/// the last micro-step (`Tensor.backward(leafDone:)`), and its reduction starts there, while the backward of the
+/// layers below it still runs. Reductions start in one fixed order on every rank (lm_head, then the layers from the
+/// last down, then the embeddings and scalars): a gradient that is ready early waits for the ones before it in that
+/// order, so ranks never start collectives in different orders. `step()` starts whatever has not started yet.
+/// Without a transport (one process) nothing is reduced and each rank "owns" everything.
 public final class MuonAdamW {
     public var groups: [OptimizerGroupSpec]
     let params: [[Tensor]]
     let comm: Communicator
+    /// Where gradients are reduced and parameters gathered; nil in one process.
+    public let transport: GradientTransport?
+    /// This rank and the ranks that share the optimizer (1 and 0 without a transport).
+    let world: Int, rank: Int
     /// AdamW: first and second moments per parameter (only this rank's rows of a sharded one); Muon: momentum
     /// [chunk, rows, cols] and the factored second moment per group, for this rank's matrices.
     var adamM: [[Tensor]] = [], adamV: [[Tensor]] = []
@@ -65,20 +78,40 @@ public final class MuonAdamW {
     let adamSharded: [[Bool]]
     /// Per Muon group: matrices per rank (K with one rank).
     let muonChunk: [Int]
-    /// Scratch for the reduced gradients (sharded AdamW slices, Muon stacks); allocated once.
+    /// Scratch for the reduced gradients (AdamW: the shape of the state; Muon: this rank's matrices) and, per Muon
+    /// group, the padded stack the updated matrices are gathered in; allocated once, beside the parameters.
     var reducedGrad: [[Tensor?]] = [], muonStack: [Tensor?] = [], muonOwnedGrad: [Tensor?] = []
-    /// Seconds spent in collectives during the last `step()`.
+    /// The reductions in the order every rank starts them: (group, parameter index) — for Muon the index is the
+    /// matrix in its group.
+    let reductionOrder: [(group: Int, index: Int)]
+    /// A parameter's place in `reductionOrder`.
+    let reductionSlot: [ObjectIdentifier: Int]
+    /// Per slot: the final gradient handed over for this step (kept alive until its reduction has finished).
+    var readyGradient: [Tensor?]
+    /// Slots before this one have started their reduction this step.
+    var started = 0
+    /// Seconds spent in collectives during the last `step()` (starting them, and waiting for what was not hidden).
     public private(set) var lastCommunicationSeconds = 0.0
     /// Bytes this rank sent into collectives during the last `step()` (what each rank moves per step).
     public private(set) var lastCommunicationBytes = 0
+    /// Of those, the gradient bytes whose reduction started inside the backward (the overlap).
+    public private(set) var lastBytesStartedInBackward = 0
+    var stepSeconds = 0.0, stepBytes = 0, stepBytesInBackward = 0
 
     /// AdamW tensors below this many values are all-reduced whole (as upstream): slicing them saves nothing.
     public static let shardThreshold = 1024
 
-    public init(model: GPT, groups: [OptimizerGroupSpec], comm: Communicator = SingleProcess()) throws {
+    /// `transport`: by default the communicator itself when it spans more than one rank (MPI); on a GPU, NCCL.
+    public init(model: GPT, groups: [OptimizerGroupSpec], comm: Communicator = SingleProcess(), transport: GradientTransport? = nil) throws {
         self.groups = groups
         self.comm = comm
-        let world = comm.worldSize
+        // the parameters' GPU joined to others: NCCL; several ranks on the CPU: the communicator (MPI)
+        let gpu = model.parameters.values.first?.gpu
+        let transport = transport ?? gpu?.nccl ?? (comm.worldSize > 1 ? comm as? GradientTransport : nil)
+        self.transport = transport
+        let world = transport?.worldSize ?? 1, rank = transport?.rank ?? 0
+        self.world = world
+        self.rank = rank
         var seen = Set<String>()
         let ps = try groups.map { g in
             try g.params.map { name in
@@ -96,13 +129,19 @@ public final class MuonAdamW {
         adamStep = Array(repeating: 0, count: groups.count)
         params = ps
         // the state lives beside the parameters: on their GPU when the model was moved there first
-        let gpu = ps.first?.first?.gpu
         guard ps.allSatisfy({ $0.allSatisfy { $0.gpu === gpu } }) else { throw NanoChatError("the optimizer's parameters are on different devices") }
-        guard gpu == nil || world == 1 else {
-            throw NanoChatError("training on the GPU takes one process for now (\(world) ranks asked for): data parallelism between GPUs needs NCCL, which is not built yet; run without mpirun")
+        if comm.worldSize > 1 && transport == nil {
+            throw NanoChatError("\(comm.worldSize) ranks but no transport for the gradients: \(gpu != nil ? "the GPU needs NCCL" : "the communicator moves no gradients")")
         }
+        if let transport {
+            guard transport.device === gpu else {
+                throw NanoChatError("the parameters are on \(gpu.map { $0.name } ?? "the CPU") but \(transport.transportName) moves \(transport.device.map { $0.name + " memory" } ?? "host memory"): on GPUs the gradients go through NCCL")
+            }
+            guard gpu == nil || transport.reductionAverages else { throw NanoChatError("the GPU's kernels take averaged gradients: \(transport.transportName) must average") }
+        }
+        let distributed = transport != nil
         let sharded = groups.enumerated().map { gi, g in
-            g.kind == .adamw ? ps[gi].map { world > 1 && $0.count >= Self.shardThreshold && $0.shape[0] % world == 0 } : []
+            g.kind == .adamw ? ps[gi].map { distributed && $0.count >= Self.shardThreshold && $0.shape[0] % world == 0 } : []
         }
         let chunks = groups.enumerated().map { gi, g in g.kind == .muon ? (ps[gi].count + world - 1) / world : 0 }
         adamSharded = sharded
@@ -123,104 +162,158 @@ public final class MuonAdamW {
             let (rows, cols) = (ps[gi][0].shape[0], ps[gi][0].shape[1])
             return Tensor(shape: rows >= cols ? [chunks[gi], rows, 1] : [chunks[gi], 1, cols], on: gpu)
         }
-        if gpu != nil {
-            // Muon's kernel takes a group as one [K, rows, cols] stack: its parameters and gradients are copied into
-            // these around each step (device to device)
-            muonStack = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [ps[gi].count] + ps[gi][0].shape, zeroed: false, on: gpu) : nil }
-            muonOwnedGrad = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [ps[gi].count] + ps[gi][0].shape, zeroed: false, on: gpu) : nil }
+        if gpu != nil || distributed {
+            // Muon's GPU kernel takes a group as one [K, rows, cols] stack, and the gather fills one: the padded stack,
+            // and this rank's matrices' reduced (or, in one process, copied) gradients
+            muonStack = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [chunks[gi] * world] + ps[gi][0].shape, zeroed: false, on: gpu) : nil }
+            muonOwnedGrad = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [chunks[gi]] + ps[gi][0].shape, zeroed: false, on: gpu) : nil }
         }
-        if world > 1 {
+        if distributed {
             // the reduced gradient of an AdamW tensor has the shape of its state (this rank's rows, or all of it)
-            reducedGrad = ps.indices.map { gi in ps[gi].indices.map { groups[gi].kind == .adamw ? Tensor(shape: stateShape(gi, $0)) : nil } }
-            muonStack = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [chunks[gi] * world] + ps[gi][0].shape) : nil }
-            muonOwnedGrad = groups.enumerated().map { gi, g in g.kind == .muon ? Tensor(shape: [chunks[gi]] + ps[gi][0].shape) : nil }
+            reducedGrad = ps.indices.map { gi in ps[gi].indices.map { groups[gi].kind == .adamw ? Tensor(shape: stateShape(gi, $0), zeroed: false, on: gpu) : nil } }
         }
+        // the order the backward finishes them in, roughly: lm_head, the blocks from the last down (within one, the MLP
+        // before the attention), then what the first layers and the scalars feed
+        func layer(_ name: String) -> Int {
+            if name.hasPrefix("lm_head") { return Int.max }
+            let parts = name.split(separator: ".")
+            if parts.count > 1, ["h", "value_embeds"].contains(parts[0]), let l = Int(parts[1]) { return l }
+            return -1
+        }
+        let within = ["mlp.c_proj", "mlp.c_fc", "attn.c_proj", "attn.ve_gate", "attn.c_v", "attn.c_k", "attn.c_q"]
+        func place(_ name: String) -> Int { within.firstIndex { name.hasSuffix($0 + ".weight") } ?? within.count }
+        let all = groups.indices.flatMap { gi in groups[gi].params.indices.map { (group: gi, index: $0) } }
+        let order = all.enumerated().sorted { a, b in
+            let (na, nb) = (groups[a.element.group].params[a.element.index], groups[b.element.group].params[b.element.index])
+            if layer(na) != layer(nb) { return layer(na) > layer(nb) }
+            if place(na) != place(nb) { return place(na) < place(nb) }
+            return a.offset < b.offset
+        }.map(\.element)
+        reductionOrder = order
+        reductionSlot = Dictionary(uniqueKeysWithValues: order.enumerated().map { (ObjectIdentifier(ps[$0.element.group][$0.element.index]), $0.offset) })
+        readyGradient = Array(repeating: nil, count: order.count)
     }
 
     /// The matrices of Muon group `gi` this rank updates.
     func ownedMatrices(_ gi: Int) -> Range<Int> {
         let k = params[gi].count, chunk = muonChunk[gi]
-        return min(k, comm.rank * chunk)..<min(k, (comm.rank + 1) * chunk)
+        return min(k, rank * chunk)..<min(k, (rank + 1) * chunk)
     }
 
-    /// Runs a collective, adding its time and the bytes this rank sends to the step's totals.
+    /// Runs a collective call (starting one, or waiting), adding its time and the bytes this rank sends to the step's.
     @inline(__always)
     func communicate(bytes: Int, _ body: () -> Void) {
         let t0 = DispatchTime.now().uptimeNanoseconds
         Profiler.measure("optimizer.communication", body)
-        lastCommunicationSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        lastCommunicationBytes += bytes
+        stepSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        stepBytes += bytes
+    }
+
+    /// `p`'s gradient for this step is final (`gradient`: where it is, when not `p.grad`): its reduction starts as soon
+    /// as every reduction before it in the fixed order has. Called from inside the last micro-step's backward; a
+    /// no-op in one process.
+    public func gradientReady(_ p: Tensor, gradient: Tensor? = nil) {
+        guard let transport, let slot = reductionSlot[ObjectIdentifier(p)], readyGradient[slot] == nil else { return }
+        readyGradient[slot] = gradient ?? p.grad
+        let before = started
+        startReadyReductions()
+        for s in before..<started { stepBytesInBackward += reductionBytes(s) }
+        transport.progress()
+    }
+
+    /// Starts the reductions from `started` on while their gradients are there.
+    func startReadyReductions() {
+        while started < reductionOrder.count, let g = readyGradient[started] {
+            startReduction(started, gradient: g)
+            started += 1
+        }
+    }
+
+    func reductionBytes(_ slot: Int) -> Int { params[reductionOrder[slot].group][reductionOrder[slot].index].count * 4 }
+
+    /// Floats from `src` to `dst` where the parameters live.
+    func copyFloats(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count: Int) {
+        if let gpu = transport?.device ?? params.first?.first?.gpu { gpu.copy(src, to: dst, floats: count) } else { dst.update(from: src, count: count) }
+    }
+
+    /// Phase 1 for one parameter (or Muon matrix).
+    func startReduction(_ slot: Int, gradient: Tensor) {
+        guard let transport else { return }
+        let (gi, pi) = reductionOrder[slot]
+        let p = params[gi][pi], grad = UnsafePointer(gradient.gpuData)
+        communicate(bytes: p.count * 4) {
+            switch groups[gi].kind {
+            case .adamw:
+                let out = reducedGrad[gi][pi]!
+                if adamSharded[gi][pi] {
+                    transport.startReduceScatter(grad, out.gpuData, countPerRank: out.count)
+                } else {
+                    copyFloats(grad, to: out.gpuData, count: p.count)
+                    transport.startAllReduce(out.gpuData, count: out.count)
+                }
+            case .muon:
+                let size = p.count, chunk = muonChunk[gi], owner = pi / chunk
+                // the owner receives it among its matrices; elsewhere the receive buffer is not written
+                let recv = owner == rank ? muonOwnedGrad[gi]!.gpuData + (pi - owner * chunk) * size : muonStack[gi]!.gpuData
+                transport.startReduce(grad, into: recv, count: size, root: owner)
+            }
+        }
     }
 
     /// One optimizer step over every group; parameters without a gradient are treated as zero-gradient.
     public func step() {
-        lastCommunicationSeconds = 0
-        lastCommunicationBytes = 0
-        if let gpu = params.first?.first?.gpu {
-            Tensor.withoutGrad { stepOnGPU(gpu) }
-            return
-        }
         Tensor.withoutGrad {
-            if comm.worldSize > 1 { reduceGradients() }
-            for gi in 0..<groups.count {
-                switch groups[gi].kind {
-                case .adamw: Profiler.measure("optimizer.adamw") { adamwStep(gi) }
-                case .muon: Profiler.measure("optimizer.muon") { muonStep(gi) }
+            if let transport {
+                // what the backward did not start (no hook, or a parameter without a gradient: zeros)
+                for s in started..<readyGradient.count where readyGradient[s] == nil {
+                    let (gi, pi) = reductionOrder[s]
+                    let p = params[gi][pi]
+                    if p.grad == nil { _ = p.gradData() }
+                    readyGradient[s] = p.grad
                 }
-                if comm.worldSize > 1 { gatherParameters(gi) }
+                startReadyReductions()
+                communicate(bytes: 0) { transport.finishCollectives() }
             }
-        }
-    }
-
-    /// Phase 1: every group's gradients summed across ranks, each rank receiving what it owns.
-    func reduceGradients() {
-        let world = comm.worldSize
-        for gi in 0..<groups.count {
-            switch groups[gi].kind {
-            case .adamw:
-                for (pi, p) in params[gi].enumerated() {
-                    let out = reducedGrad[gi][pi]!
-                    let send = p.gradData()  // zero-filled when this rank's batch gave the parameter no gradient
-                    if adamSharded[gi][pi] {
-                        communicate(bytes: p.count * 4) { comm.reduceScatterSum(send, out.data, countPerRank: out.count) }
-                    } else {
-                        out.data.update(from: send, count: p.count)
-                        communicate(bytes: p.count * 4) { comm.allReduceSum(out.data, count: out.count) }
+            if let gpu = params.first?.first?.gpu {
+                stepOnGPU(gpu)
+            } else {
+                for gi in 0..<groups.count {
+                    switch groups[gi].kind {
+                    case .adamw: Profiler.measure("optimizer.adamw") { adamwStep(gi) }
+                    case .muon: Profiler.measure("optimizer.muon") { muonStep(gi) }
                     }
                 }
-            case .muon:
-                let stack = muonStack[gi]!, size = params[gi][0].count
-                for (k, p) in params[gi].enumerated() {
-                    if let g = p.grad { (stack.data + k * size).update(from: g.data, count: size) }
-                    else { (stack.data + k * size).update(repeating: 0, count: size) }
-                }
-                let padded = muonChunk[gi] * world
-                if padded > params[gi].count {
-                    (stack.data + params[gi].count * size).update(repeating: 0, count: (padded - params[gi].count) * size)
-                }
-                // the summed gradients of this rank's matrices (MPI forbids overlapping send and receive buffers)
-                communicate(bytes: stack.count * 4) {
-                    comm.reduceScatterSum(stack.data, muonOwnedGrad[gi]!.data, countPerRank: muonChunk[gi] * size)
-                }
             }
+            if transport != nil { gatherParameters() }
+            // the products of the next step read the new weights' bf16 copies (made by their first product)
+            if params.first?.first?.gpu != nil { for p in params.joined() { p.refreshBF16Copy() } }
         }
+        readyGradient = Array(repeating: nil, count: readyGradient.count)
+        started = 0
+        (lastCommunicationSeconds, lastCommunicationBytes, lastBytesStartedInBackward) = (stepSeconds, stepBytes, stepBytesInBackward)
+        (stepSeconds, stepBytes, stepBytesInBackward) = (0, 0, 0)
     }
 
-    /// Phase 3 for one group: every rank's updated slices to every rank.
-    func gatherParameters(_ gi: Int) {
-        let world = comm.worldSize
-        switch groups[gi].kind {
-        case .adamw:
-            for (pi, p) in params[gi].enumerated() where adamSharded[gi][pi] {
-                communicate(bytes: p.count / world * 4) { comm.allGather(nil, p.data, countPerRank: p.count / world) }
+    /// Phase 3: every rank's updated slices to every rank.
+    func gatherParameters() {
+        guard let transport else { return }
+        for gi in groups.indices {
+            switch groups[gi].kind {
+            case .adamw:
+                for (pi, p) in params[gi].enumerated() where adamSharded[gi][pi] {
+                    communicate(bytes: p.count / world * 4) { transport.startAllGather(p.gpuData, countPerRank: p.count / world) }
+                }
+            case .muon:
+                let stack = muonStack[gi]!.gpuData, size = params[gi][0].count, chunk = muonChunk[gi]
+                // on a GPU the update already wrote this rank's matrices into the stack
+                if params[gi][0].gpu == nil { for k in ownedMatrices(gi) { copyFloats(params[gi][k].gpuData, to: stack + k * size, count: size) } }
+                communicate(bytes: chunk * size * 4) { transport.startAllGather(stack, countPerRank: chunk * size) }
             }
-        case .muon:
-            let stack = muonStack[gi]!, size = params[gi][0].count, chunk = muonChunk[gi], owned = ownedMatrices(gi)
-            for k in owned { (stack.data + k * size).update(from: params[gi][k].data, count: size) }
-            communicate(bytes: chunk * size * 4) { comm.allGather(nil, stack.data, countPerRank: chunk * size) }
-            for (k, p) in params[gi].enumerated() where !owned.contains(k) {
-                p.data.update(from: stack.data + k * size, count: size)
-            }
+        }
+        communicate(bytes: 0) { transport.finishCollectives() }
+        for gi in groups.indices where groups[gi].kind == .muon {
+            let stack = muonStack[gi]!.gpuData, size = params[gi][0].count, owned = ownedMatrices(gi)
+            for (k, p) in params[gi].enumerated() where !owned.contains(k) { copyFloats(stack + k * size, to: p.gpuData, count: size) }
         }
     }
 
@@ -232,13 +325,13 @@ public final class MuonAdamW {
         let bias1 = Float(1 - pow(g.betas.0, step)), bias2 = Float(1 - pow(g.betas.1, step))
         let stepSize = lr / bias1
         let bias2Sqrt = bias2.squareRoot()
-        let distributed = comm.worldSize > 1
-        // the reduced gradient is a sum over ranks: averaging is folded into the read (exactly 1 with one rank)
-        let gscale = 1 / Float(comm.worldSize)
+        let distributed = transport != nil
+        // a reduction that sums: averaging is folded into the read (exactly 1 with one rank)
+        let gscale = transport?.reductionAverages == false ? 1 / Float(world) : 1
         for (pi, p) in params[gi].enumerated() {
             let n = adamM[gi][pi].count
             // a sharded parameter's update touches only this rank's rows
-            let pp = p.data + (adamSharded[gi][pi] ? comm.rank * n : 0)
+            let pp = p.data + (adamSharded[gi][pi] ? rank * n : 0)
             let m = adamM[gi][pi].data, v = adamV[gi][pi].data
             let grad = distributed ? reducedGrad[gi][pi]!.data : p.grad?.data
             let decay = 1 - lr * wd
@@ -252,33 +345,37 @@ public final class MuonAdamW {
         }
     }
 
-    /// The device body of `step` (one process): AdamW one kernel per parameter (adamw.cu); each Muon group as one
-    /// [K, rows, cols] stack through muon.cu, its Polar Express products in bf16 when the GPU trains in bf16.
+    /// The device body of the update: AdamW one kernel per parameter (adamw.cu, on this rank's rows of a sharded one);
+    /// each Muon group as one [K, rows, cols] stack through muon.cu (this rank's matrices of it), its Polar Express
+    /// products in bf16 when the GPU trains in bf16. With a transport the gradients are the reduced (averaged) ones.
     func stepOnGPU(_ gpu: GPU) {
+        let distributed = transport != nil
         for (gi, g) in groups.enumerated() {
             switch g.kind {
             case .adamw:
                 adamStep[gi] += 1
                 for (pi, p) in params[gi].enumerated() {
-                    gpu.run(gpu.api.nc_adamw_step(gpu.ctx, p.gpuData, p.gradData(), adamM[gi][pi].gpuData, adamV[gi][pi].gpuData, Int64(p.count),
-                                                  Float(g.lr), Float(g.betas.0), Float(g.betas.1), Float(g.eps), Float(g.weightDecay),
-                                                  Int32(adamStep[gi])), "AdamW \(p.name)")
+                    let n = adamM[gi][pi].count
+                    let grad = distributed ? reducedGrad[gi][pi]!.gpuData : p.gradData()
+                    gpu.run(gpu.api.nc_adamw_step(gpu.ctx, p.gpuData + (adamSharded[gi][pi] ? rank * n : 0), grad, adamM[gi][pi].gpuData,
+                                                  adamV[gi][pi].gpuData, Int64(n), Float(g.lr), Float(g.betas.0), Float(g.betas.1),
+                                                  Float(g.eps), Float(g.weightDecay), Int32(adamStep[gi])), "AdamW \(p.name)")
                 }
             case .muon:
                 let ps = params[gi], size = ps[0].count, (rows, cols) = (ps[0].shape[0], ps[0].shape[1])
-                let stack = muonStack[gi]!.gpuData, grads = muonOwnedGrad[gi]!.gpuData
-                for (k, p) in ps.enumerated() {
-                    gpu.copy(p.gpuData, to: stack + k * size, floats: size)
-                    gpu.copy(p.gradData(), to: grads + k * size, floats: size)
+                let owned = ownedMatrices(gi)
+                guard !owned.isEmpty else { continue }  // a rank that owns only padding
+                let stack = muonStack[gi]!.gpuData + owned.lowerBound * size, grads = muonOwnedGrad[gi]!.gpuData
+                for (j, k) in owned.enumerated() {
+                    gpu.copy(ps[k].gpuData, to: stack + j * size, floats: size)
+                    if !distributed { gpu.copy(ps[k].gradData(), to: grads + j * size, floats: size) }
                 }
-                gpu.run(gpu.api.nc_muon_step(gpu.ctx, stack, grads, muonMomentum[gi]!.gpuData, muonSecond[gi]!.gpuData, Int64(ps.count),
+                gpu.run(gpu.api.nc_muon_step(gpu.ctx, stack, grads, muonMomentum[gi]!.gpuData, muonSecond[gi]!.gpuData, Int64(owned.count),
                                              Int64(rows), Int64(cols), Float(g.lr), Float(g.weightDecay), Float(g.momentum), Float(g.beta2),
                                              Int32(g.nsSteps), gpu.bf16 ? 1 : 0), "Muon group \(rows)x\(cols)")
-                for (k, p) in ps.enumerated() { gpu.copy(stack + k * size, to: p.gpuData, floats: size) }
+                for (j, k) in owned.enumerated() { gpu.copy(stack + j * size, to: ps[k].gpuData, floats: size) }
             }
         }
-        // the products of the next step read the new weights' bf16 copies (made by their first product)
-        for p in params.joined() { p.refreshBF16Copy() }
     }
 
     /// Polar Express coefficients (a, b, c) per iteration.
@@ -301,8 +398,8 @@ public final class MuonAdamW {
         let perRow = rows >= cols
         let small = min(rows, cols)
         let owned = ownedMatrices(gi)
-        let distributed = comm.worldSize > 1
-        let gscale = 1 / Float(comm.worldSize)
+        let distributed = transport != nil
+        let gscale = transport?.reductionAverages == false ? 1 / Float(world) : 1
         // Each matrix of the group is independent: split them over the cores (BLAS single-threaded inside),
         // which beats two BLAS threads on one small matrix. State slot j belongs to matrix owned.lowerBound + j.
         Threading.parallelFor(owned.count) { j in

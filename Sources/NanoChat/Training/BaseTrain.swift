@@ -232,7 +232,7 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
             dataWait += loaders[micro].lastWait
             let loss = model.forward(batch.inputs, batch: o.deviceBatchSize, time: t, targets: batch.targets)
             stepLossSum.add(loss, over: gradAccum)
-            loss.backward(seed: 1 / Float(gradAccum))
+            loss.backward(seed: 1 / Float(gradAccum), leafDone: accumulator.overlapHook(optimizer, lastPart: micro == gradAccum - 1))
             accumulator.collect()
         }
         let lrm = o.applySchedule(to: optimizer, step: step, plan: plan)
@@ -255,17 +255,22 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         let timedSteps = step - 10
         let eta: Double? = timedSteps > 0 ? totalTime / Double(timedSteps) * Double(n - step - 1) : nil
         let pct = 100 * Double(step + 1) / Double(n)
-        let comms = world > 1 ? String(format: " | comm: %.1fms", optimizer.lastCommunicationSeconds * 1000) : ""
+        // collectives: the time they cost this rank (starting them, waiting for what the backward did not hide) and the
+        // share of the bytes whose reduction started inside the backward
+        let comms = optimizer.transport != nil
+            ? String(format: " | comm: %.1fms, %.0f%% overlapped", optimizer.lastCommunicationSeconds * 1000,
+                     100 * Double(optimizer.lastBytesStartedInBackward) / Double(max(optimizer.lastCommunicationBytes, 1))) : ""
         say(String(format: "step %05d/%05d (%.2f%%) | loss: %.6f | lrm: %.2f | dt: %.2fms | data wait: %.1fms%@ | tok/sec: %@ | mfu: %.2f | epoch: %d | total time: %.2fm%@",
                    step + 1, n, pct, debiased, lrm, dt * 1000, dataWait * 1000, comms, formatThousands(Int(tps)), 100 * flops / peak,
                    loaders[0].consumedApproximate.epoch, totalTime / 60, eta.map { String(format: " | eta: %.1fm", $0 / 60) } ?? ""))
         run.metrics?.write(["step": step + 1, "loss": stepLoss, "smooth_loss": debiased, "lrm": lrm, "dt": dt, "tok_per_sec": tps,
                         "mfu": 100 * flops / peak, "flops_per_sec": flops, "data_wait": dataWait,
                         "comm_seconds": optimizer.lastCommunicationSeconds, "comm_bytes": optimizer.lastCommunicationBytes,
-                        "epoch": loaders[0].consumedApproximate.epoch]
+                        "comm_bytes_in_backward": optimizer.lastBytesStartedInBackward, "epoch": loaders[0].consumedApproximate.epoch]
                         .merging(traffic.peakMemoryGB.map { ["peak_device_memory_gb": $0] } ?? [:]) { a, _ in a })
     }
     traffic.report().forEach(say)
+    if let nccl = device.gpu?.nccl { say(nccl.summary) }
     if comm.isMain {
         try Report.log(section: "Base model training", arguments: o.userConfig, data: [
             ("Number of parameters", formatThousands(plan.params.total)), ("Scaling parameters", formatThousands(plan.scalingParams)),

@@ -261,18 +261,21 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
 
         let t0 = DispatchTime.now().uptimeNanoseconds
         traffic.stepStarts()
+        // the step's batches first: the progress they make is agreed between ranks (a collective) before any gradient
+        // reduction starts, as every rank must start collectives in one order
+        let batches = try loaders.map { try $0.next() }
+        progress = max(progress, numIterations > 0 ? Double(step + 1) / Double(numIterations) : mixtureProgress())
         for micro in 0..<gradAccum {
-            let (x, y) = try loaders[micro].next()
+            let (x, y) = batches[micro]
             // a batch with no supervised token has no loss (the mean of nothing): it adds neither loss nor gradient
             if y.contains(where: { $0 >= 0 }) {
                 let loss = model.forward(x, batch: batch, time: t, targets: y)
                 stepLossSum.add(loss, over: gradAccum)
-                loss.backward(seed: 1 / Float(gradAccum))
+                loss.backward(seed: 1 / Float(gradAccum), leafDone: accumulator.overlapHook(optimizer, lastPart: micro == gradAccum - 1))
             }
             accumulator.collect()
         }
         accumulator.install()
-        progress = max(progress, numIterations > 0 ? Double(step + 1) / Double(numIterations) : mixtureProgress())
         let lrm = ChatSchedule.lrMultiplier(progress: progress, warmupRatio: o.warmupRatio, warmdownRatio: warmdownRatio, finalFrac: o.finalLRFrac)
         for i in optimizer.groups.indices {
             optimizer.groups[i].lr = optimizer.groups[i].initialLR * lrm
@@ -295,6 +298,7 @@ public func chatTrain(stage: ChatStage, _ o: ChatTrainOptions, comm: Communicato
                        "progress": progress, "epoch": loaders[0].currentEpoch, "comm_seconds": optimizer.lastCommunicationSeconds])
     }
     traffic.report().forEach(say)
+    if let nccl = device.gpu?.nccl { say(nccl.summary) }
     let renderFailures = Int(comm.sum(Double(loaders.map(\.renderFailures).reduce(0, +))))
     if renderFailures > 0 { say("\(renderFailures) conversations could not be rendered and were skipped") }
     var section: [(String, String)] = [("Source", "\(source) \(start.label)"), ("Train mixture", mixtures.train.summary),

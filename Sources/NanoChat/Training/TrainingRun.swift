@@ -107,12 +107,14 @@ public final class MetricsLog {
 /// With one part per step it does nothing at all.
 final class GradientAccumulator {
     let params: [Tensor]
+    let index: [ObjectIdentifier: Int]
     let parts: Int
     var sums: [Tensor?]
 
     /// `parts`: backward passes summed per optimizer step (micro-steps, or RL's questions on this rank).
     init(model: GPT, parts: Int) {
         params = model.parameterNames.map { model.param($0) }
+        index = Dictionary(uniqueKeysWithValues: params.enumerated().map { (ObjectIdentifier($0.element), $0.offset) })
         self.parts = parts
         sums = Array(repeating: nil, count: params.count)
     }
@@ -120,17 +122,37 @@ final class GradientAccumulator {
     /// Takes the gradients of the part just run into the sum, leaving the parameters without gradients.
     func collect() {
         guard parts > 1 else { return }
-        for (i, p) in params.enumerated() {
-            guard let g = p.grad else { continue }
-            p.grad = nil
-            guard let s = sums[i] else { sums[i] = g; continue }
-            if let gpu = g.gpu {
-                gpu.run(gpu.api.nc_axpby(gpu.ctx, s.gpuData, g.gpuData, 1, nil, 1, Int64(g.count)), "gradient sum")
-                continue
-            }
-            let (dst, src) = (s.data, g.data)
-            for j in 0..<g.count { dst[j] += src[j] }
+        for i in params.indices { collect(i) }
+    }
+
+    /// The same for one parameter whose gradient the last part has just finished (inside its backward); returns the
+    /// step's gradient of it so far, to hand to the optimizer (`MuonAdamW.gradientReady`).
+    func collect(_ p: Tensor) -> Tensor? {
+        guard parts > 1 else { return p.grad }
+        guard let i = index[ObjectIdentifier(p)] else { return nil }
+        collect(i)
+        return sums[i]
+    }
+
+    private func collect(_ i: Int) {
+        let p = params[i]
+        guard let g = p.grad else { return }
+        p.grad = nil
+        guard let s = sums[i] else { sums[i] = g; return }
+        if let gpu = g.gpu {
+            gpu.run(gpu.api.nc_axpby(gpu.ctx, s.gpuData, g.gpuData, 1, nil, 1, Int64(g.count)), "gradient sum")
+            return
         }
+        let (dst, src) = (s.data, g.data)
+        for j in 0..<g.count { dst[j] += src[j] }
+    }
+
+    /// The backward hook of a step's last part when the optimizer reduces gradients across ranks: each parameter's
+    /// finished gradient goes to the optimizer at once, so its reduction overlaps the rest of the backward. Nil (no
+    /// hook) for the other parts and in one process.
+    func overlapHook(_ optimizer: MuonAdamW, lastPart: Bool) -> ((Tensor) -> Void)? {
+        guard lastPart, optimizer.transport != nil else { return nil }
+        return { [unowned self] p in optimizer.gradientReady(p, gradient: self.collect(p)) }
     }
 
     /// Gives the summed gradients back to the parameters for the optimizer step.
@@ -142,13 +164,11 @@ final class GradientAccumulator {
 }
 
 /// Opens `flags`' device for a training loop and moves `model` there (before its optimizer is made, so that the
-/// optimizer's state is created beside the parameters). The GPU trains in one process until the collectives between
-/// GPUs (NCCL) exist.
+/// optimizer's state is created beside the parameters). With several ranks each takes the GPU of its local rank and
+/// joins the others through NCCL (the optimizer then reduces there: `GPU.nccl`).
 func placeModel(_ model: GPT, _ flags: DeviceFlags, comm: Communicator, say: (String) -> Void) throws -> Device {
-    let device = try flags.open(say: say)
-    if device.gpu != nil && comm.worldSize > 1 {
-        throw NanoChatError("--device-type cuda trains in one process for now (data parallelism between GPUs needs NCCL); run it without mpirun, or with --device-type cpu")
-    }
+    let device = try flags.open(index: comm.localRank, say: say)
+    if let gpu = device.gpu { _ = try Distributed.joinNCCL(gpu, comm: comm, say: say) }
     model.useDevice(device)
     return device
 }

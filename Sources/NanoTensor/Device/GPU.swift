@@ -31,6 +31,10 @@ public final class GPU {
 
     /// Host -> device and device -> host copies so far, and their bytes.
     public private(set) var uploads = 0, downloads = 0, uploadedBytes = 0, downloadedBytes = 0
+    /// This GPU's communicator with the job's other GPUs (`NCCL.join`), or nil in a one-GPU run.
+    public internal(set) var nccl: NCCL?
+    /// The CUDA device number this context runs on (a rank's LOCAL_RANK on a machine of several GPUs).
+    public let index: Int
     /// A device float holding 1 (the seed of a backward pass, without a copy per step).
     private(set) var one: UnsafeMutablePointer<Float>!
 
@@ -42,25 +46,26 @@ public final class GPU {
         DynamicLibrary.candidates(fileName: fileName, environmentKey: "NANOCHAT_CUDA_LIB", buildFolder: "cuda")
     }
 
-    /// Loads the library from `path`, or the first candidate that exists, and opens device 0.
-    public static func load(path: String? = nil, bf16: Bool = true) throws -> GPU {
+    /// Loads the library from `path`, or the first candidate that exists, and opens device `index`.
+    public static func load(path: String? = nil, bf16: Bool = true, index: Int = 0) throws -> GPU {
         do {
             let library = try DynamicLibrary(candidates: path.map { [$0] } ?? candidates, global: false, rebuild: rebuild)
-            return try GPU(library: library, api: library.table(nc_cuda_api_load, rebuild: rebuild).pointee, bf16: bf16)
+            return try GPU(library: library, api: library.table(nc_cuda_api_load, rebuild: rebuild).pointee, bf16: bf16, index: index)
         } catch let error as DeviceError {
             throw DeviceError("CUDA backend unavailable: \(error.description)")
         }
     }
 
-    private init(library: DynamicLibrary, api: nc_cuda_api, bf16: Bool) throws {
+    private init(library: DynamicLibrary, api: nc_cuda_api, bf16: Bool, index: Int) throws {
         self.library = library
         self.api = api
         self.bf16 = bf16
+        self.index = index
         var ctx: OpaquePointer? = nil
-        if api.nc_create(&ctx, 0) != 0 {
+        if api.nc_create(&ctx, Int32(index)) != 0 {
             let why = api.nc_error_string(ctx).map { String(cString: $0) } ?? "unknown error"
             api.nc_destroy(ctx)
-            throw DeviceError("\(library.path) loaded, but no usable GPU: \(why)")
+            throw DeviceError("\(library.path) loaded, but no usable GPU\(index > 0 ? " \(index)" : ""): \(why)")
         }
         self.ctx = ctx!
         var buffer = [CChar](repeating: 0, count: 256)
