@@ -108,7 +108,8 @@ if python3 tools/compare_runs.py "$work/one3" "$work/three" --tol 1e-5 --param-t
 else bad "3 ranks differ from 1 process x 3 accumulation steps"; fi
 NANOCHAT_NUM_THREADS=1 $n "${train[@]}" --total-batch-size 4096 --num-iterations 12 --checkpoint-dir "$work/one4" >"$work/one4.log" 2>&1 || cat "$work/one4.log"
 "${mpi[@]}" $n "${train[@]}" --total-batch-size 4096 --num-iterations 12 --checkpoint-dir "$work/two2" >"$work/two2.log" 2>&1 || cat "$work/two2.log"
-if python3 tools/compare_runs.py "$work/one4" "$work/two2" --tol 1e-5 --min-steps 10 --loose backout_lambda | tail -1; then ok "2 ranks x 2 accumulation steps = 1 process x 4"
+# (four gradients: (g0 + g2) + (g1 + g3) against ((g0 + g1) + g2) + g3, the same rounding as above)
+if python3 tools/compare_runs.py "$work/one4" "$work/two2" --tol 1e-5 --param-tol 0.1 --min-steps 10 | tail -1; then ok "2 ranks x 2 accumulation steps = 1 process x 4"
 else bad "2 ranks x 2 accumulation steps differ from 1 process x 4"; fi
 
 # 8. the optimizer state is split: each rank's file holds about 1/N of one process's (the small AdamW tensors are

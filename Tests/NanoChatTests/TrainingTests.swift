@@ -131,10 +131,20 @@ final class TrainingTests: XCTestCase {
     }
 
     /// Ranks started by torchrun (no MPI) stop with what to run instead of each training alone; one is one process.
-    func testTorchrunRanksWithoutMPIAreRefused() throws {
+    func testTorchrunEnvironmentIsCheckedAndItsStoreAwaited() throws {
+        // WORLD_SIZE without the rest of torchrun's variables: what to run instead
         setenv("WORLD_SIZE", "2", 1); setenv("LOCAL_RANK", "0", 1)
-        defer { unsetenv("WORLD_SIZE"); unsetenv("LOCAL_RANK") }
-        XCTAssertThrowsError(try Distributed.start()) { XCTAssertTrue("\($0)".contains("mpirun -np 2"), "\($0)") }
+        defer { ["WORLD_SIZE", "LOCAL_RANK", "RANK", "MASTER_ADDR", "MASTER_PORT", "NANOCHAT_RENDEZVOUS_TIMEOUT"].forEach { unsetenv($0) } }
+        XCTAssertThrowsError(try Distributed.start()) {
+            XCTAssertTrue("\($0)".contains("no RANK, MASTER_ADDR, MASTER_PORT") && "\($0)".contains("mpirun -np 2"), "\($0)")
+        }
+        // the whole set, but no store listening there: the rendezvous gives up after its limit, naming the address
+        setenv("RANK", "1", 1); setenv("MASTER_ADDR", "127.0.0.1", 1); setenv("MASTER_PORT", "1", 1); setenv("NANOCHAT_RENDEZVOUS_TIMEOUT", "1", 1)
+        XCTAssertThrowsError(try Distributed.start()) {
+            XCTAssertTrue("\($0)".contains("torchrun's store at 127.0.0.1:1"), "\($0)")
+        }
+        setenv("RANK", "2", 1)
+        XCTAssertThrowsError(try Distributed.start()) { XCTAssertTrue("\($0)".contains("do not fit together"), "\($0)") }
         setenv("WORLD_SIZE", "1", 1)
         XCTAssertEqual(try Distributed.start().worldSize, 1)
     }

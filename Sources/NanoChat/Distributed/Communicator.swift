@@ -115,20 +115,18 @@ public enum Distributed {
         return nil
     }
 
-    /// The communicator for this process: `SingleProcess` unless mpirun started more than one rank, then MPI.
-    /// Under mpirun without the MPI library built, fails with what to do (N unaware copies of one run would
-    /// overwrite each other's checkpoints).
+    /// The communicator for this process: MPI when mpirun started more than one rank; torchrun's ranks (RANK,
+    /// WORLD_SIZE, MASTER_ADDR, MASTER_PORT) through its store and TCP (`TorchrunCommunicator`); otherwise
+    /// `SingleProcess`. Under mpirun without the MPI library built, fails with what to do (N unaware copies of one run
+    /// would overwrite each other's checkpoints), and so does a torchrun environment that lacks the store's address.
     public static func start() throws -> Communicator {
-        guard let n = launcherWorldSize, n > 1 else {
-            // torchrun (upstream's launcher) starts its ranks without MPI: each would run alone and overwrite the
-            // others' checkpoints, so they stop with what works today
-            let env = ProcessInfo.processInfo.environment
-            if let w = env["WORLD_SIZE"].flatMap(Int.init), w > 1, env["LOCAL_RANK"] != nil || env["MASTER_ADDR"] != nil {
-                throw NanoChatError("started by torchrun with WORLD_SIZE=\(w): this build joins a job of many ranks through MPI; run `mpirun -np \(w) nanochat ...` (NCCL under torchrun, for many GPUs, is not there yet), or one process without torchrun")
-            }
-            return SingleProcess()
+        if let n = launcherWorldSize, n > 1 { return try MPICommunicator.load() }
+        if TorchrunCommunicator.launched { return try TorchrunCommunicator.start() }
+        let env = ProcessInfo.processInfo.environment
+        if let w = env["WORLD_SIZE"].flatMap(Int.init), w > 1 {
+            throw NanoChatError("WORLD_SIZE=\(w) but no \(["RANK", "MASTER_ADDR", "MASTER_PORT"].filter { env[$0] == nil }.joined(separator: ", ")): start the ranks with torchrun (it sets them all) or `mpirun -np \(w) nanochat ...`, or unset WORLD_SIZE for one process")
         }
-        return try MPICommunicator.load()
+        return SingleProcess()
     }
 }
 
