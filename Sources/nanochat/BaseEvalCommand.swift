@@ -60,9 +60,8 @@ struct BaseEvalCommand: ParsableCommand {
                                                          tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
             let (model, meta, tok, s) = (loaded.model, loaded.meta, loaded.tokenizer, loaded.step)
             say("model \(loaded.label): \(model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : ""))
-            // the GPU evaluates in one process; under mpirun `auto` keeps to the CPU ranks
-            if device.deviceType == .cuda && comm.worldSize > 1 { throw NanoChatError("--device-type cuda evaluates in one process for now; run it without mpirun") }
-            model.useDevice(comm.worldSize == 1 ? try device.open(say: say) : .cpu)
+            // each rank on the GPU of its local rank (the sums between ranks are the host's few numbers)
+            model.useDevice(try device.open(index: comm.localRank, say: say))
             var section: [(String, String)] = [("Model", loaded.label)]
             if modes.contains("sample") && comm.isMain {
                 print("== samples")

@@ -52,7 +52,7 @@ struct ChatEvalCommand: ParsableCommand {
                 let all = try ChatTasks.load(name, root: root)
                 problems[name] = maxProblems > 0 ? Array(all.prefix(maxProblems)) : all
             }
-            let loaded = try model.load()
+            let loaded = try model.load(deviceIndex: comm.localRank)
             if comm.isMain { print("model \(loaded.label) (\(model.sourceName())): \(loaded.model.config)" + (comm.worldSize > 1 ? ", \(comm.worldSize) ranks" : "")) }
             let tty = isatty(1) != 0 && comm.worldSize == 1  // mpirun hands its ranks a pseudo-terminal: no progress bar there
             let results = try ChatEval.run(model: loaded.model, tokenizer: loaded.tokenizer, names: names, problems: problems,

@@ -18,12 +18,13 @@ struct ModelSource: ParsableArguments {
     /// The source asked for, else the command's default (upstream: sft, infer_bench base).
     func sourceName(default fallback: String = "sft") -> String { source ?? fallback }
 
-    func load(defaultSource: String = "sft") throws -> LoadedModel {
+    /// `deviceIndex`: the GPU of this rank (its local rank) when several ranks share a machine.
+    func load(defaultSource: String = "sft", deviceIndex: Int = 0) throws -> LoadedModel {
         let loaded = try CheckpointManager.loadModel(source: sourceName(default: defaultSource), tag: modelTag, step: step,
                                                      checkpoint: checkpoint.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                                      tokenizerDir: tokenizerDir.map { URL(fileURLWithPath: $0, isDirectory: true) })
         // the device line goes to stderr: stdout is the conversation (chat-cli) or the results
-        let target = try device.open(say: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
+        let target = try device.open(index: deviceIndex, say: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
         if target.gpu != nil && weights != .f32 {
             throw NanoChatError("--weights \(weights.rawValue) is a CPU format (our int8/bf16 kernels); on the GPU the f32 weights run with --gpu-precision bf16")
         }

@@ -134,7 +134,8 @@ final class TrainingTests: XCTestCase {
     func testTorchrunEnvironmentIsCheckedAndItsStoreAwaited() throws {
         // WORLD_SIZE without the rest of torchrun's variables: what to run instead
         setenv("WORLD_SIZE", "2", 1); setenv("LOCAL_RANK", "0", 1)
-        defer { ["WORLD_SIZE", "LOCAL_RANK", "RANK", "MASTER_ADDR", "MASTER_PORT", "NANOCHAT_RENDEZVOUS_TIMEOUT"].forEach { unsetenv($0) } }
+        let keys: [String] = ["WORLD_SIZE", "LOCAL_RANK", "RANK", "MASTER_ADDR", "MASTER_PORT", "NANOCHAT_RENDEZVOUS_TIMEOUT"]
+        defer { for key in keys { unsetenv(key) } }
         XCTAssertThrowsError(try Distributed.start()) {
             XCTAssertTrue("\($0)".contains("no RANK, MASTER_ADDR, MASTER_PORT") && "\($0)".contains("mpirun -np 2"), "\($0)")
         }
