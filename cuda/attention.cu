@@ -185,11 +185,21 @@ int nc_attention_forward(nc_context *ctx, float *o, float *lse, const float *q, 
     return attention_forward_d<128>(ctx, o, lse, q, k, v, B, T, H, Hkv, window);
 }
 
+// Writing instead of adding (accumulate == 0): these kernels add with atomics, so the outputs are zeroed first.
+int nc_attention_zero_grads(nc_context *ctx, float *dq, float *dk, float *dv, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                            int64_t D) {
+    NC_CUDA(ctx, cudaMemsetAsync(dq, 0, (size_t)(B * T * H * D) * sizeof(float), ctx->stream));
+    NC_CUDA(ctx, cudaMemsetAsync(dk, 0, (size_t)(B * T * Hkv * D) * sizeof(float), ctx->stream));
+    NC_CUDA(ctx, cudaMemsetAsync(dv, 0, (size_t)(B * T * Hkv * D) * sizeof(float), ctx->stream));
+    return 0;
+}
+
 int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
                           const float *k, const float *v, const float *o, const float *dout, const float *lse, int64_t B,
-                          int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+                          int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     if (check_shapes(ctx, H, Hkv, D)) return 1;
     window = window < T ? window : T;
+    if (!accumulate && nc_attention_zero_grads(ctx, dq, dk, dv, B, T, H, Hkv, D)) return 1;
     if (D == 32) return attention_backward_d<32>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
     if (D == 64) return attention_backward_d<64>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
     return attention_backward_d<128>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);

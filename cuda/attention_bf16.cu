@@ -349,7 +349,7 @@ static int cudnn_forward(nc_context *ctx, float *o, float *lse, const float *q, 
 
 static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
                           const float *o, const float *dout, const float *lse, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                          int64_t D, int64_t window) {
+                          int64_t D, int64_t window, int accumulate) {
     Bf16Scratch scratch(ctx);
     int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
     bf16 *qb = rounded(ctx, scratch, q, nq), *kb = rounded(ctx, scratch, k, nk), *vb = rounded(ctx, scratch, v, nk);
@@ -359,10 +359,10 @@ static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, cons
         return nc_fail(ctx, "attention backward (cuDNN)", "no device memory for the bf16 operands");
     if (ctx->cudnn->backward(ctx->cudnn->state, dqb, dkb, dvb, qb, kb, vb, ob, dob, lse, B, T, H, Hkv, D, window))
         return nc_fail(ctx, "attention backward (cuDNN)", ctx->cudnn->error(ctx->cudnn->state));
-    // the interface adds the gradients into dq, dk, dv
-    from_bf16_kernel<<<nc_blocks(nq, 256), 256, 0, ctx->stream>>>(dq, dqb, nq, 1);
-    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dk, dkb, nk, 1);
-    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dv, dvb, nk, 1);
+    // cuDNN writes whole gradients: into fresh ones directly (no zero-fill, no read), or added to what is there
+    from_bf16_kernel<<<nc_blocks(nq, 256), 256, 0, ctx->stream>>>(dq, dqb, nq, accumulate);
+    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dk, dkb, nk, accumulate);
+    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dv, dvb, nk, accumulate);
     NC_LAUNCHED(ctx, "attention backward (cuDNN) gradients");
     return 0;
 }
@@ -389,13 +389,15 @@ int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float
 
 int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
                                const float *k, const float *v, const float *o, const float *dout, const float *lse,
-                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     if (check_bf16_shapes(ctx, H, Hkv, D)) return 1;
     window = window < T ? window : T;
     if (ctx->cudnn && ctx->use_cudnn) {
-        if (cudnn_backward(ctx, dq, dk, dv, q, k, v, o, dout, lse, B, T, H, Hkv, D, window) == 0) return 0;
+        if (cudnn_backward(ctx, dq, dk, dv, q, k, v, o, dout, lse, B, T, H, Hkv, D, window, accumulate) == 0) return 0;
         give_up_cudnn(ctx);
     }
+    // the WMMA kernels add with atomics
+    if (!accumulate && nc_attention_zero_grads(ctx, dq, dk, dv, B, T, H, Hkv, D)) return 1;
     if (D == 64) return backward_d<64>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
     return backward_d<128>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
 }

@@ -52,6 +52,11 @@ void nc_matmul_plans_destroy(nc_context *ctx);
 // Records the failure in ctx->error and returns 1; the op returns that status.
 int nc_fail(nc_context *ctx, const char *what, const char *detail);
 
+// Zeroes dq [B, T, H, D], dk and dv [B, T, Hkv, D] on the stream: the atomics kernels' start when the caller asked
+// for written gradients (attention.cu).
+int nc_attention_zero_grads(nc_context *ctx, float *dq, float *dk, float *dv, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                            int64_t D);
+
 // The softmax backward's row term of both attention backward paths (attention.cu): delta[b, h, i] = dO[i] . O[i],
 // for o, dout [B, T, H, D] with D 32, 64 or 128.
 int nc_attention_delta(nc_context *ctx, float *delta, const float *o, const float *dout, int64_t B, int64_t T, int64_t H,

@@ -252,8 +252,13 @@ int nc_attention_forward(nc_context *ctx, float *o, float *lse, const float *q, 
 
 int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q, const float *k,
                           const float *v, const float *o, const float *dout, const float *lse, int64_t B, int64_t T,
-                          int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+                          int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     (void)ctx;
+    if (!accumulate) {  // written, not added: whatever the buffers held is dropped
+        memset(dq, 0, (size_t)(B * T * H * D) * sizeof(float));
+        memset(dk, 0, (size_t)(B * T * Hkv * D) * sizeof(float));
+        memset(dv, 0, (size_t)(B * T * Hkv * D) * sizeof(float));
+    }
     double scale = 1 / sqrt((double)D);
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++) {
@@ -643,8 +648,8 @@ int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float
 }
 int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
                                const float *k, const float *v, const float *o, const float *dout, const float *lse,
-                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
-    return nc_attention_backward(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, D, window);
+                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
+    return nc_attention_backward(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, D, window, accumulate);
 }
 
 // NCCL on the host: one rank, so every collective is the identity (or a copy); what it checks is that the Swift side

@@ -69,17 +69,18 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const f
 // [B, T, Hkv, D]; query i sees keys i - window ..i; lse: [B, H, T] saved for the backward; D is 32, 64 or 128.
 int nc_attention_forward(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
                          int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
-// Adds the gradients into dq, dk, dv (zero them first for a fresh gradient); delta: [B, H, T] scratch.
+// accumulate != 0 adds the gradients into dq, dk, dv; 0 writes them (their old contents may be anything: a fresh
+// gradient needs no zero-fill first); delta: [B, H, T] scratch.
 int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
                           const float *k, const float *v, const float *o, const float *dout, const float *lse, int64_t B,
-                          int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
+                          int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate);
 
 // The same on the tensor cores (attention_bf16.cu): bf16 operands, fp32 accumulation and softmax; D is 64 or 128.
 int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
 int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
                                const float *k, const float *v, const float *o, const float *dout, const float *lse,
-                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
+                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate);
 
 // --- the engine's KV cache (kv_cache.cu): per layer [rows, Hkv, capacity, D], head-major, fp32 elements or, with
 // bf16 != 0, bf16 ones (rounded to nearest even). rows[b] is the cache row of batch row b and starts[b] the position

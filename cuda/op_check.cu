@@ -407,8 +407,9 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_
                 }
             }
         }
-    std::vector<float> zq(nq, 0.f), zk(nk, 0.f);
-    Dev dqv(q), dkv(k), dvv(v), dov(nans(nq)), dl(nans(B * H * T)), dg(dout), gq(zq), gk(zk), gv(zk), delta(nans(B * H * T));
+    // the gradients start as NaN: written (accumulate 0) they must not show through; then added (accumulate 1) twice
+    Dev dqv(q), dkv(k), dvv(v), dov(nans(nq)), dl(nans(B * H * T)), dg(dout), gq(nans(nq)), gk(nans(nk)), gv(nans(nk)),
+        delta(nans(B * H * T));
     auto fwd = bf16 ? nc_attention_forward_bf16 : nc_attention_forward;
     auto bwd = bf16 ? nc_attention_backward_bf16 : nc_attention_backward;
     const char *kind = bf16 ? bf16_backend : "fp32";
@@ -417,13 +418,22 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_
     snprintf(name, sizeof name, "attention %s forward B%lld T%lld H%lld/%lld D%lld w%lld", kind, (long long)B, (long long)T,
              (long long)H, (long long)Hkv, (long long)D, (long long)window);
     check(name, dov.get<float>(), o, bf16 ? 1e-2 : 1e-5);
-    NC(bwd(ctx, gq.f(), gk.f(), gv.f(), delta.f(), dqv.f(), dkv.f(), dvv.f(), dov.f(), dg.f(), dl.f(), B, T, H, Hkv, D, window));
-    snprintf(name, sizeof name, "attention %s backward dq (w%lld D%lld)", kind, (long long)window, (long long)D);
-    check(name, gq.get<float>(), dq, bf16 ? 2e-2 : 1e-4);
-    snprintf(name, sizeof name, "attention %s backward dk (w%lld D%lld)", kind, (long long)window, (long long)D);
-    check(name, gk.get<float>(), dk, bf16 ? 2e-2 : 1e-4);
-    snprintf(name, sizeof name, "attention %s backward dv (w%lld D%lld)", kind, (long long)window, (long long)D);
-    check(name, gv.get<float>(), dv, bf16 ? 2e-2 : 1e-4);
+    for (int accumulate = 0; accumulate < 2; accumulate++) {
+        NC(bwd(ctx, gq.f(), gk.f(), gv.f(), delta.f(), dqv.f(), dkv.f(), dvv.f(), dov.f(), dg.f(), dl.f(), B, T, H, Hkv, D, window,
+               accumulate));
+        double times = accumulate ? 2 : 1;  // written once, then the same added
+        std::vector<double> rq(dq), rk(dk), rv(dv);
+        for (auto &x : rq) x *= times;
+        for (auto &x : rk) x *= times;
+        for (auto &x : rv) x *= times;
+        const char *mode = accumulate ? "added" : "written";
+        snprintf(name, sizeof name, "attention %s backward dq %s (w%lld D%lld)", kind, mode, (long long)window, (long long)D);
+        check(name, gq.get<float>(), rq, bf16 ? 2e-2 : 1e-4);
+        snprintf(name, sizeof name, "attention %s backward dk %s (w%lld D%lld)", kind, mode, (long long)window, (long long)D);
+        check(name, gk.get<float>(), rk, bf16 ? 2e-2 : 1e-4);
+        snprintf(name, sizeof name, "attention %s backward dv %s (w%lld D%lld)", kind, mode, (long long)window, (long long)D);
+        check(name, gv.get<float>(), rv, bf16 ? 2e-2 : 1e-4);
+    }
 }
 
 static double sig(double x) { return 1 / (1 + exp(-x)); }
@@ -681,7 +691,7 @@ static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t w
         NC(fwdf(ctx, o.f(), l.f(), q.f(), k.f(), v.f(), B, T, H, H, D, window));
         NC(nc_synchronize(ctx));
         cudaEventRecord(e1, 0);
-        NC(bwdf(ctx, dq.f(), dk.f(), dv.f(), delta.f(), q.f(), k.f(), v.f(), o.f(), g.f(), l.f(), B, T, H, H, D, window));
+        NC(bwdf(ctx, dq.f(), dk.f(), dv.f(), delta.f(), q.f(), k.f(), v.f(), o.f(), g.f(), l.f(), B, T, H, H, D, window, 0));
         NC(nc_synchronize(ctx));
         cudaEventRecord(e2, 0);
         cudaEventSynchronize(e2);

@@ -110,9 +110,15 @@ func attentionOnGPU(_ gpu: GPU, _ q: Tensor, _ k: Tensor, _ v: Tensor, window: I
     Tensor.record(out, [q, k, v], op: "attention") { out in
         let delta = Tensor(shape: [b, h, t], zeroed: false, on: gpu)
         let backward = gpu.bf16 ? gpu.api.nc_attention_backward_bf16 : gpu.api.nc_attention_backward
-        // the kernel adds into dq, dk, dv: gradData() hands them out zeroed the first time
-        gpu.run(backward(gpu.ctx, q.gradData(), k.gradData(), v.gradData(), delta.gpuData, q.gpuData, k.gpuData, v.gpuData, out.gpuData,
-                         out.grad!.gpuData, lse.gpuData, dims.0, dims.1, dims.2, dims.3, dims.4, dims.5), "attention backward")
+        // fresh gradients (the usual case: q and k come from rotaryNorm, v from its product) are written, with no zero-fill
+        // first; if one already holds a gradient, the fresh ones are zeroed and all three added into
+        let (dq, dk, dv) = (q.gradForWrite(), k.gradForWrite(), v.gradForWrite())
+        let write = dq.fresh && dk.fresh && dv.fresh
+        if !write {
+            for (t, g) in [(q, dq), (k, dk), (v, dv)] where g.fresh { gpu.zero(g.0, floats: t.count) }
+        }
+        gpu.run(backward(gpu.ctx, dq.0, dk.0, dv.0, delta.gpuData, q.gpuData, k.gpuData, v.gpuData, out.gpuData,
+                         out.grad!.gpuData, lse.gpuData, dims.0, dims.1, dims.2, dims.3, dims.4, dims.5, write ? 0 : 1), "attention backward")
     }
     return out
 }
