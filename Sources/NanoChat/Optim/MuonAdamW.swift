@@ -176,8 +176,11 @@ public final class MuonAdamW {
         // before the attention), then what the first layers and the scalars feed
         func layer(_ name: String) -> Int {
             if name.hasPrefix("lm_head") { return Int.max }
+            // transformer.h.<l>.… and value_embeds.<l>.weight
             let parts = name.split(separator: ".")
-            if parts.count > 1, ["h", "value_embeds"].contains(parts[0]), let l = Int(parts[1]) { return l }
+            for (i, part) in parts.enumerated().dropLast() where part == "h" || part == "value_embeds" {
+                if let l = Int(parts[i + 1]) { return l }
+            }
             return -1
         }
         let within = ["mlp.c_proj", "mlp.c_fc", "attn.c_proj", "attn.ve_gate", "attn.c_v", "attn.c_k", "attn.c_q"]
@@ -193,6 +196,9 @@ public final class MuonAdamW {
         reductionSlot = Dictionary(uniqueKeysWithValues: order.enumerated().map { (ObjectIdentifier(ps[$0.element.group][$0.element.index]), $0.offset) })
         readyGradient = Array(repeating: nil, count: order.count)
     }
+
+    /// The parameters' names in the order their reductions start (the same on every rank).
+    public var reductionOrderNames: [String] { reductionOrder.map { groups[$0.group].params[$0.index] } }
 
     /// The matrices of Muon group `gi` this rank updates.
     func ownedMatrices(_ gi: Int) -> Range<Int> {
