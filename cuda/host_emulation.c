@@ -134,6 +134,16 @@ int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const 
     return rc;
 }
 
+int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
+                       int64_t k, int trans_a, int trans_b) {
+    float *cf = (float *)malloc((size_t)(m * n > 0 ? m * n : 1) * sizeof(float));
+    if (!cf) return fail(ctx, "nc_matmul_bf16_out", "out of host memory");
+    int rc = nc_matmul_mixed(ctx, cf, a, a_bf16, b, b_bf16, m, n, k, trans_a, trans_b, 1.f, 0.f);
+    for (int64_t i = 0; rc == 0 && i < m * n; i++) ((uint16_t *)c)[i] = bf16_bits(cf[i]);  // rounded once, at the end
+    free(cf);
+    return rc;
+}
+
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
     (void)ctx;
     for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = bf16_bits(src[i]);
@@ -458,6 +468,18 @@ int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, cons
         }
     }
     return 0;
+}
+
+int nc_softcap_cross_entropy_bf16(nc_context *ctx, void *logits, float *losses, const int32_t *targets, const float *weights,
+                                  int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale) {
+    // the fp32 kernel on the bf16 values, the gradient rounded back to bf16
+    float *z = bf16_to_float(logits, rows * ld);
+    if (!z) return fail(ctx, "nc_softcap_cross_entropy_bf16", "out of host memory");
+    int rc = nc_softcap_cross_entropy(ctx, z, losses, targets, weights, rows, vocab, ld, softcap, grad_scale);
+    if (rc == 0 && grad_scale != 0)
+        for (int64_t i = 0; i < rows * ld; i++) ((uint16_t *)logits)[i] = bf16_bits(z[i]);
+    free(z);
+    return rc;
 }
 
 int nc_axpby(nc_context *ctx, float *y, const float *x, float a, const float *scale, float b, int64_t n) {

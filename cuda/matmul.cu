@@ -15,7 +15,7 @@ __global__ void round_to_bf16(__nv_bfloat16 *out, const float *in, int64_t n) {
 // time as a small product). The key includes the operands' address alignment, which the algorithm may rely on.
 struct nc_matmul_plan {
     int64_t batch, m, n, k;
-    int trans_a, trans_b, bf16, align_x, align_y, align_c;
+    int trans_a, trans_b, bf16, c_bf16, align_x, align_y, align_c;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t lx, ly, lc;
     cublasLtMatmulAlgo_t algo;
@@ -54,7 +54,7 @@ static int matmul_plan(nc_context *ctx, const nc_matmul_plan &key, nc_matmul_pla
     for (int i = 0; i < ctx->plan_count; i++) {
         nc_matmul_plan *q = &ctx->plans[i];
         if (q->batch == key.batch && q->m == key.m && q->n == key.n && q->k == key.k && q->trans_a == key.trans_a &&
-            q->trans_b == key.trans_b && q->bf16 == key.bf16 && q->align_x == key.align_x && q->align_y == key.align_y &&
+            q->trans_b == key.trans_b && q->bf16 == key.bf16 && q->c_bf16 == key.c_bf16 && q->align_x == key.align_x && q->align_y == key.align_y &&
             q->align_c == key.align_c) {
             *out = q;
             return 0;
@@ -72,7 +72,7 @@ static int matmul_plan(nc_context *ctx, const nc_matmul_plan &key, nc_matmul_pla
     // stored shapes (column-major): X is [n, k] (or [k, n] when transposed), Y is [k, m] (or [m, k]), C is [n, m]
     NC_LT_PLAN(ctx, cublasLtMatrixLayoutCreate(&p.lx, in_type, key.trans_b ? k : n, key.trans_b ? n : k, key.trans_b ? k : n));
     NC_LT_PLAN(ctx, cublasLtMatrixLayoutCreate(&p.ly, in_type, key.trans_a ? m : k, key.trans_a ? k : m, key.trans_a ? m : k));
-    NC_LT_PLAN(ctx, cublasLtMatrixLayoutCreate(&p.lc, CUDA_R_32F, n, m, n));
+    NC_LT_PLAN(ctx, cublasLtMatrixLayoutCreate(&p.lc, key.c_bf16 ? CUDA_R_16BF : CUDA_R_32F, n, m, n));
     if (key.batch > 1) {
         int32_t count = (int32_t)key.batch;
         int64_t sx = k * n, sy = m * k, sc = m * n;
@@ -120,8 +120,9 @@ static int matmul_plan(nc_context *ctx, const nc_matmul_plan &key, nc_matmul_pla
 
 // `batch` products at strides m*k, k*n and m*n (Muon's stacks of same-shape matrices). With bf16, each operand that
 // is fp32 (a_bf16 / b_bf16 == 0) is rounded into the scratch first; one already in bf16 is read as it is.
-static int matmul_strided(nc_context *ctx, float *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t batch,
-                          int64_t m, int64_t n, int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
+static int matmul_strided(nc_context *ctx, void *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t batch,
+                          int64_t m, int64_t n, int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16,
+                          int c_bf16 = 0) {
     const void *x = b, *y = a;  // D = op(X) op(Y): X is B, Y is A
     if (bf16) {
         int64_t na = a_bf16 ? 0 : batch * m * k, nb = b_bf16 ? 0 : batch * k * n;  // what needs rounding here
@@ -151,6 +152,7 @@ static int matmul_strided(nc_context *ctx, float *c, const void *a, int a_bf16, 
     }
     nc_matmul_plan key = {};
     key.batch = batch; key.m = m; key.n = n; key.k = k; key.trans_a = trans_a; key.trans_b = trans_b; key.bf16 = bf16 != 0;
+    key.c_bf16 = c_bf16 != 0;
     key.align_x = alignment_of(x); key.align_y = alignment_of(y); key.align_c = alignment_of(c);
     nc_matmul_plan *plan = nullptr;
     if (matmul_plan(ctx, key, &plan)) return 1;
@@ -173,6 +175,11 @@ int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b,
 int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
                     int64_t k, int trans_a, int trans_b, float alpha, float beta) {
     return matmul_strided(ctx, c, a, a_bf16, b, b_bf16, 1, m, n, k, trans_a, trans_b, alpha, beta, 1);
+}
+
+int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
+                       int64_t k, int trans_a, int trans_b) {
+    return matmul_strided(ctx, c, a, a_bf16, b, b_bf16, 1, m, n, k, trans_a, trans_b, 1.f, 0.f, 1, 1);
 }
 
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {

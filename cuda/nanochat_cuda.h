@@ -48,6 +48,10 @@ int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b,
 // in nc_matmul's bf16 mode. Always bf16 inputs with fp32 accumulation and fp32 C.
 int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
                     int64_t k, int trans_a, int trans_b, float alpha, float beta);
+// The same product with C written in bf16 (alpha 1, beta 0; fp32 accumulation, rounded once at the end): the logits
+// of the bf16 loss, which the loss reads and overwrites with their gradient in bf16 for the next two products.
+int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
+                       int64_t k, int trans_a, int trans_b);
 // dst[i] = src[i] rounded to bf16 (nearest even): a weight's bf16 copy
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n);
 
@@ -145,6 +149,10 @@ int nc_dot(nc_context *ctx, float *out, const float *x, const float *w, int64_t 
 // never kept. The weights are RL's per-token advantages; null for a plain mean.
 int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, const float *weights,
                              int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale);
+// the same over bf16 logits (nc_matmul_bf16_out's), the math in fp32 and the gradient written back in bf16 (half the
+// bytes of every pass over the largest activation of the step)
+int nc_softcap_cross_entropy_bf16(nc_context *ctx, void *logits, float *losses, const int32_t *targets, const float *weights,
+                                  int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale);
 
 // --- AdamW, upstream's form (adamw.cu): p *= 1 - lr*wd; m += (1-b1)(g-m); v += (1-b2)(g^2-v);
 // p -= lr/(1-b1^step) * m / (sqrt(v/(1-b2^step)) + eps)

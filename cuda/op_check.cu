@@ -125,6 +125,22 @@ static void check_matmul_mixed(int64_t m, int64_t n, int64_t k, int ta, int tb, 
     check(name, dc.get<float>(), ref, 1e-5);
 }
 
+// The product written in bf16 (the bf16 loss's logits): the fp32 result of the bf16 operands, rounded once.
+static void check_matmul_bf16_out(int64_t m, int64_t n, int64_t k, int ta, int tb) {
+    auto a = randn(m * k), b = randn(k * n);
+    std::vector<float> zero(m * n, 0.f);
+    auto ref = matmul_reference(a, b, zero, m, n, k, ta, tb, 1, 0, 1);
+    for (auto &x : ref) x = round_bf16((float)x);
+    Dev da(a), db(b), dc(std::vector<uint16_t>(m * n, 0xFFFF));
+    NC(nc_matmul_bf16_out(ctx, dc.p, da.p, 0, db.p, 0, m, n, k, ta, tb));
+    std::vector<float> got;
+    for (auto x : dc.get<uint16_t>()) got.push_back(from_bf16(x));
+    char name[128];
+    snprintf(name, sizeof name, "matmul bf16 out %lldx%lldx%lld%s%s", (long long)m, (long long)n, (long long)k, ta ? " tA" : "",
+             tb ? " tB" : "");
+    check(name, got, ref, 4e-3);  // one bf16 rounding of each result (2^-9 relative at most)
+}
+
 static void check_rmsnorm(int64_t rows, int64_t cols) {
     auto x = randn(rows * cols, 3), dy = randn(rows * cols), acc = randn(rows * cols);
     std::vector<double> y(rows * cols), dx(rows * cols), dxa(rows * cols);
@@ -260,6 +276,29 @@ static void check_classifier(int64_t rows, int64_t vocab, int64_t ld) {
     check("dot: sum of the losses", dsum.get<float>(), {sum}, 1e-6);
     NC(nc_dot(ctx, dsum.f(), dl.f(), dw.f(), rows, 1));
     check("dot: weighted sum, accumulated", dsum.get<float>(), {sum + wsum}, 1e-6);
+    // over bf16 logits: the reference from the same bf16 values, the gradient rounded to bf16 once
+    std::vector<uint16_t> zb(rows * ld);
+    std::vector<float> zr(rows * ld);
+    for (int64_t i = 0; i < rows * ld; i++) { zb[i] = to_bf16(z[i]); zr[i] = from_bf16(zb[i]); }
+    std::vector<double> lossb(rows), gradb(rows * ld, 0.0);
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0;
+        for (int64_t j = 0; j < vocab; j++) s += exp(cap * tanh(zr[r * ld + j] / cap));
+        double lse = log(s);
+        int t = targets[r];
+        lossb[r] = t < 0 ? 0 : lse - cap * tanh(zr[r * ld + t] / cap);
+        if (t < 0) continue;
+        for (int64_t j = 0; j < vocab; j++) {
+            double th = tanh(zr[r * ld + j] / cap);
+            gradb[r * ld + j] = round_bf16((float)((exp(cap * th - lse) - (j == t)) * (1 - th * th) * scale));
+        }
+    }
+    Dev dzb(zb);
+    NC(nc_softcap_cross_entropy_bf16(ctx, dzb.p, dl.f(), (const int32_t *)dt.p, nullptr, rows, vocab, ld, cap, scale));
+    check("softcap+CE bf16 losses", dl.get<float>(), lossb, 1e-5);
+    std::vector<float> gotb;
+    for (auto x : dzb.get<uint16_t>()) gotb.push_back(from_bf16(x));
+    check("softcap+CE bf16 gradient over the logits", gotb, gradb, 1e-2);
 }
 
 static void check_axpby_softcap(int64_t n) {
@@ -756,6 +795,8 @@ int main(int argc, char **argv) {
     check_matmul(256, 768, 192, 0, 1, 1, 0, 0);
     check_matmul_mixed(67, 45, 33, 0, 1, 0);   // x W^T, the forward
     check_matmul_mixed(64, 48, 96, 0, 0, 1);   // dY W accumulated, the input gradient
+    check_matmul_bf16_out(67, 128, 48, 0, 1);  // the logits x W^T, written in bf16
+    check_matmul_bf16_out(33, 64, 40, 1, 0);
     check_rmsnorm(37, 768);
     check_rmsnorm(5, 100);
     check_rotary(2, 17, 3, 64, 0);

@@ -134,7 +134,10 @@ public enum LMHead {
     }
 
     /// The chunks on the GPU: per-row losses and, with `gradScale` != 0, dX [rows, C] and dW [paddedVocab, C] (the
-    /// padding rows' gradient is zero, the kernel writes it so).
+    /// padding rows' gradient is zero, the kernel writes it so). When the GPU trains in bf16 the logits are bf16, as
+    /// upstream's come out of its bf16 product: the product writes them in bf16, the loss reads them and writes their
+    /// gradient back in bf16, and the two gradient products read that as it is; every pass over the step's largest
+    /// activation moves half the bytes, with no rounding pass before the products.
     static func chunksOnGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, targets: TokenIds, vocab: Int, softcap: Float, weights: Tensor?,
                             gradScale: Float) -> (losses: Tensor, dx: Tensor?, dw: Tensor?) {
         let (ld, c) = (w.shape[0], w.shape[1])
@@ -144,18 +147,34 @@ public enum LMHead {
         let dx = gradScale != 0 ? Tensor(shape: x.shape, zeroed: false, on: gpu) : nil
         let dw = gradScale != 0 ? Tensor(shape: w.shape, zeroed: false, on: gpu) : nil
         let chunkRows = min(n, gpuChunkRows(ld))
-        let logits = Tensor(shape: [chunkRows, ld], zeroed: false, on: gpu)
+        // bf16 logits: two to a float of the buffer
+        let logits = Tensor(shape: gpu.bf16 ? [(chunkRows * ld + 1) / 2] : [chunkRows, ld], zeroed: false, on: gpu)
         var r0 = 0
         while r0 < n {
             let rows = min(chunkRows, n - r0)
             let xr = x.gpuData + r0 * c
-            gpuWeightProduct(gpu, logits.gpuData, xr, w, m: rows, n: ld, k: c, transB: true)
-            gpu.run(gpu.api.nc_softcap_cross_entropy(gpu.ctx, logits.gpuData, losses.gpuData + r0, targets.device! + r0,
-                                                     weights.map { $0.gpuData + r0 }, Int64(rows), Int64(vocab), Int64(ld), softcap,
-                                                     gradScale), "softcap cross-entropy")
-            if let dx, let dw {
-                gpuWeightProduct(gpu, dx.gpuData + r0 * c, logits.gpuData, w, m: rows, n: c, k: ld, transB: false)
-                gpu.matmul(dw.gpuData, logits.gpuData, xr, m: ld, n: c, k: rows, transA: true, beta: r0 == 0 ? 0 : 1)
+            let (dims, target, rowWeights) = ((Int64(rows), Int64(vocab), Int64(ld)), targets.device! + r0, weights.map { $0.gpuData + r0 })
+            if gpu.bf16 {
+                let wb = w.bf16Weights(on: gpu)
+                gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, logits.gpuData, xr, 0, wb, 1, dims.0, dims.2, Int64(c), 0, 1),
+                        "lm_head logits \(rows)x\(ld)x\(c) in bf16")
+                gpu.run(gpu.api.nc_softcap_cross_entropy_bf16(gpu.ctx, logits.gpuData, losses.gpuData + r0, target, rowWeights,
+                                                              dims.0, dims.1, dims.2, softcap, gradScale), "softcap cross-entropy (bf16)")
+                if let dx, let dw {
+                    // dX rows = G W ; dW (+)= G^T X, G read in bf16 as the loss wrote it
+                    gpu.run(gpu.api.nc_matmul_mixed(gpu.ctx, dx.gpuData + r0 * c, logits.gpuData, 1, wb, 1, dims.0, Int64(c), dims.2, 0, 0, 1, 0),
+                            "lm_head dX from bf16 logits")
+                    gpu.run(gpu.api.nc_matmul_mixed(gpu.ctx, dw.gpuData, logits.gpuData, 1, xr, 0, dims.2, Int64(c), dims.0, 1, 0, 1, r0 == 0 ? 0 : 1),
+                            "lm_head dW from bf16 logits")
+                }
+            } else {
+                gpuWeightProduct(gpu, logits.gpuData, xr, w, m: rows, n: ld, k: c, transB: true)
+                gpu.run(gpu.api.nc_softcap_cross_entropy(gpu.ctx, logits.gpuData, losses.gpuData + r0, target, rowWeights,
+                                                         dims.0, dims.1, dims.2, softcap, gradScale), "softcap cross-entropy")
+                if let dx, let dw {
+                    gpuWeightProduct(gpu, dx.gpuData + r0 * c, logits.gpuData, w, m: rows, n: c, k: ld, transB: false)
+                    gpu.matmul(dw.gpuData, logits.gpuData, xr, m: ld, n: c, k: rows, transA: true, beta: r0 == 0 ? 0 : 1)
+                }
             }
             r0 += rows
         }
