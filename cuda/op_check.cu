@@ -229,17 +229,11 @@ static void check_relu2(int64_t n) {
     check("relu2 backward", ddx.get<float>(), dx, 1e-7);
 }
 
-static void check_classifier(int64_t rows, int64_t vocab, int64_t ld) {
-    const float cap = 15;
-    auto z = randn(rows * ld, 8);
-    std::vector<int32_t> targets(rows);
-    int valid = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        targets[r] = urand() < 0.15 ? -1 : (int32_t)(urand() * vocab);
-        valid += targets[r] >= 0;
-    }
-    const float scale = 1.f / valid;
-    std::vector<double> loss(rows), grad(rows * ld, 0.0);
+// softcap + cross-entropy in double: each row's loss and the gradient over the logits (padding columns 0)
+static void classifier_reference(const std::vector<float> &z, const std::vector<int32_t> &targets, int64_t rows, int64_t vocab,
+                                 int64_t ld, float cap, float scale, std::vector<double> &loss, std::vector<double> &grad) {
+    loss.assign(rows, 0.0);
+    grad.assign(rows * ld, 0.0);
     for (int64_t r = 0; r < rows; r++) {
         double sum = 0;
         for (int64_t j = 0; j < vocab; j++) sum += exp(cap * tanh(z[r * ld + j] / cap));
@@ -252,6 +246,20 @@ static void check_classifier(int64_t rows, int64_t vocab, int64_t ld) {
             grad[r * ld + j] = (exp(cap * th - lse) - (j == t)) * (1 - th * th) * scale;
         }
     }
+}
+
+static void check_classifier(int64_t rows, int64_t vocab, int64_t ld) {
+    const float cap = 15;
+    auto z = randn(rows * ld, 8);
+    std::vector<int32_t> targets(rows);
+    int valid = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        targets[r] = urand() < 0.15 ? -1 : (int32_t)(urand() * vocab);
+        valid += targets[r] >= 0;
+    }
+    const float scale = 1.f / valid;
+    std::vector<double> loss, grad;
+    classifier_reference(z, targets, rows, vocab, ld, cap, scale, loss, grad);
     Dev dz(z), dl(nans(rows)), dt(targets);
     NC(nc_softcap_cross_entropy(ctx, dz.f(), dl.f(), (const int32_t *)dt.p, nullptr, rows, vocab, ld, cap, 0));
     check("softcap+CE losses (no gradient)", dl.get<float>(), loss, 1e-5);
@@ -280,19 +288,9 @@ static void check_classifier(int64_t rows, int64_t vocab, int64_t ld) {
     std::vector<uint16_t> zb(rows * ld);
     std::vector<float> zr(rows * ld);
     for (int64_t i = 0; i < rows * ld; i++) { zb[i] = to_bf16(z[i]); zr[i] = from_bf16(zb[i]); }
-    std::vector<double> lossb(rows), gradb(rows * ld, 0.0);
-    for (int64_t r = 0; r < rows; r++) {
-        double s = 0;
-        for (int64_t j = 0; j < vocab; j++) s += exp(cap * tanh(zr[r * ld + j] / cap));
-        double lse = log(s);
-        int t = targets[r];
-        lossb[r] = t < 0 ? 0 : lse - cap * tanh(zr[r * ld + t] / cap);
-        if (t < 0) continue;
-        for (int64_t j = 0; j < vocab; j++) {
-            double th = tanh(zr[r * ld + j] / cap);
-            gradb[r * ld + j] = round_bf16((float)((exp(cap * th - lse) - (j == t)) * (1 - th * th) * scale));
-        }
-    }
+    std::vector<double> lossb, gradb;
+    classifier_reference(zr, targets, rows, vocab, ld, cap, scale, lossb, gradb);
+    for (auto &g : gradb) g = round_bf16((float)g);
     Dev dzb(zb);
     NC(nc_softcap_cross_entropy_bf16(ctx, dzb.p, dl.f(), (const int32_t *)dt.p, nullptr, rows, vocab, ld, cap, scale));
     check("softcap+CE bf16 losses", dl.get<float>(), lossb, 1e-5);
