@@ -41,9 +41,10 @@ public final class Attention {
     /// `residual` + the attention's output (its last product adds it: `linear(_:_:residual:)`).
     func callAsFunction(_ x: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?, residual: Tensor) -> Tensor {
         let (B, T, C) = (x.shape[0], x.shape[1], x.shape[2])
-        let q = linear(x, c_q).reshaped([B, T, nHead, headDim])
-        let k = linear(x, c_k).reshaped([B, T, nKVHead, headDim])
-        var v = linear(x, c_v)
+        let qkv = linear(x, [c_q, c_k, c_v])
+        let q = qkv[0].reshaped([B, T, nHead, headDim])
+        let k = qkv[1].reshaped([B, T, nKVHead, headDim])
+        var v = qkv[2]
         // value residual (ResFormer): v += 3 sigmoid(ve_gate . x[..., :12]) * ve, one gate per KV head
         if let ve, let ve_gate { v = valueEmbeddingMix(v, ve, u: x, gate: ve_gate, kvHeads: nKVHead) }
         v = v.reshaped([B, T, nKVHead, headDim])

@@ -26,6 +26,41 @@ func gpuWeightProduct(_ gpu: GPU, _ c: UnsafeMutablePointer<Float>, _ a: UnsafeP
             "matmul \(m)x\(n)x\(k) with \(w.name)'s bf16 copy")
 }
 
+/// `count` floats at `p` rounded to bf16 once, into a buffer of the caching allocator that lives as long as the returned
+/// storage: for a value that several bf16 products read (a gradient that both the input's and the weight's product
+/// read, one input of three projections), instead of each product rounding it again.
+func gpuRoundedBF16(_ gpu: GPU, _ p: UnsafePointer<Float>, count: Int) -> Storage {
+    let s = Storage(count: (count + 1) / 2, on: gpu)
+    gpu.run(gpu.api.nc_to_bf16(gpu.ctx, s.pointer, p, Int64(count)), "rounding \(count) floats to bf16")
+    return s
+}
+
+/// The bf16 product c = a op(b) (+ beta c) with a in bf16 and b in bf16 (`bIsBF16`) or fp32 (rounded by the call).
+@inline(__always)
+func gpuBF16Product(_ gpu: GPU, _ c: UnsafeMutablePointer<Float>, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, bIsBF16: Bool = true,
+                    m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, beta: Float = 0, _ what: @autoclosure () -> String) {
+    gpu.run(gpu.api.nc_matmul_mixed(gpu.ctx, c, a, 1, b, bIsBF16 ? 1 : 0, Int64(m), Int64(n), Int64(k), transA ? 1 : 0, transB ? 1 : 0, 1, beta),
+            what())
+}
+
+/// One input's bf16 rounding shared by the backward of the products that read it (`linear(x, ws)`): made by the
+/// first of them to run, dropped after the last, so it exists only while they run.
+final class SharedRounding {
+    private let x: Tensor
+    private var usesLeft: Int
+    private var copy: Storage?
+    init(_ x: Tensor, uses: Int) { self.x = x; usesLeft = uses }
+    /// The rounded input for one use; `done()` after the product.
+    func take(_ gpu: GPU) -> UnsafeRawPointer {
+        if copy == nil { copy = gpuRoundedBF16(gpu, x.gpuData, count: x.count) }
+        return UnsafeRawPointer(copy!.pointer)
+    }
+    func done() {
+        usesLeft -= 1
+        if usesLeft == 0 { copy = nil }
+    }
+}
+
 /// a + b (same shape).
 public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     precondition(a.count == b.count, "add: \(a.shape) vs \(b.shape)")
@@ -166,6 +201,24 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor) -> Tensor {
     return out
 }
 
+/// x W^T for each of `ws` (one input, several projections: attention's q, k and v). The same as `ws.map { linear(x, $0) }`;
+/// on a GPU in bf16 mode x is rounded to bf16 once for all the forward products, and once for all their weights'
+/// gradients in the backward (made by the first, dropped after the last: not kept from the forward to the backward).
+public func linear(_ x: Tensor, _ ws: [Tensor]) -> [Tensor] {
+    guard let gpu = x.gpu, gpu.bf16 else { return ws.map { linear(x, $0) } }
+    let inF = x.shape.last!, n = x.count / inF
+    let x16 = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
+    let shared = SharedRounding(x, uses: ws.count)
+    return ws.map { w in
+        let outF = w.shape[0]
+        precondition(w.shape[1] == inF && w.gpu === gpu, "linear: input \(x.shape) vs weight \(w.shape) (on the input's GPU)")
+        let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: gpu)
+        gpuBF16Product(gpu, out.gpuData, x16.pointer, w.bf16Weights(on: gpu), m: n, n: outF, k: inF, transB: true, "\(w.name) with a shared bf16 input")
+        Tensor.record(out, [x, w], op: "linear") { out in linearBackwardGPU(gpu, x, w, out.grad!.gpuData, rows: n, shared: shared) }
+        return out
+    }
+}
+
 /// y = x W^T for x [..., in] and W [out, in] (PyTorch's Linear without bias), through BLAS.
 public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     let inF = w.shape[1], outF = w.shape[0]
@@ -190,9 +243,24 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
 }
 
 /// x W^T's gradients on the GPU from the output's gradient `g` [rows, out]: x's (g W, through W's bf16 copy in bf16
-/// mode) and W's (g^T x), each written or added to what is there.
-private func linearBackwardGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, _ g: UnsafePointer<Float>, rows n: Int) {
+/// mode) and W's (g^T x), each written or added to what is there. In bf16 mode g is rounded once for both products,
+/// and x comes rounded from `shared` when several products share it (else the product rounds it).
+private func linearBackwardGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, _ g: UnsafePointer<Float>, rows n: Int, shared: SharedRounding? = nil) {
     let inF = w.shape[1], outF = w.shape[0]
+    if gpu.bf16 {
+        let g16 = gpuRoundedBF16(gpu, g, count: n * outF)
+        if x.requiresGrad {
+            let (gx, fresh) = x.gradForWrite()
+            gpuBF16Product(gpu, gx, g16.pointer, w.bf16Weights(on: gpu), m: n, n: inF, k: outF, beta: fresh ? 0 : 1, "dX of \(w.name)")
+        }
+        if w.requiresGrad {
+            let (gw, fresh) = w.gradForWrite()
+            gpuBF16Product(gpu, gw, g16.pointer, shared?.take(gpu) ?? UnsafeRawPointer(x.gpuData), bIsBF16: shared != nil,
+                           m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1, "dW of \(w.name)")
+        }
+        shared?.done()
+        return
+    }
     if x.requiresGrad {
         let (gx, fresh) = x.gradForWrite()
         gpuWeightProduct(gpu, gx, g, w, m: n, n: inF, k: outF, transB: false, beta: fresh ? 0 : 1)
@@ -249,15 +317,26 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor) -> T
         Tensor.record(out, [r, h, w], op: "reluSquaredLinear") { out in
             let g = out.grad!.gpuData
             if r.requiresGrad { gpuAddGrad(gpu, r, g) }
+            // in bf16 mode g is rounded once for both products
+            let g16 = gpu.bf16 ? gpuRoundedBF16(gpu, g, count: n * outF) : nil
             if w.requiresGrad {
                 let a = Tensor(shape: h.shape, zeroed: false, on: gpu)
                 gpu.run(gpu.api.nc_relu2_forward(gpu.ctx, a.gpuData, h.gpuData, Int64(count)), "relu2 (again, for dW)")
                 let (gw, fresh) = w.gradForWrite()
-                gpu.matmul(gw, g, a.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
+                if let g16 {
+                    gpuBF16Product(gpu, gw, g16.pointer, UnsafeRawPointer(a.gpuData), bIsBF16: false, m: outF, n: inF, k: n,
+                                   transA: true, beta: fresh ? 0 : 1, "dW of \(w.name)")
+                } else {
+                    gpu.matmul(gw, g, a.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
+                }
             }
             if h.requiresGrad {
                 let da = Tensor(shape: h.shape, zeroed: false, on: gpu)
-                gpuWeightProduct(gpu, da.gpuData, g, w, m: n, n: inF, k: outF, transB: false)
+                if let g16 {
+                    gpuBF16Product(gpu, da.gpuData, g16.pointer, w.bf16Weights(on: gpu), m: n, n: inF, k: outF, "dX of \(w.name)")
+                } else {
+                    gpuWeightProduct(gpu, da.gpuData, g, w, m: n, n: inF, k: outF, transB: false)
+                }
                 let (gh, fresh) = h.gradForWrite()
                 gpu.run(gpu.api.nc_relu2_backward(gpu.ctx, gh, da.gpuData, h.gpuData, Int64(count), fresh ? 0 : 1), "relu2 backward")
             }
