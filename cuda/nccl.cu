@@ -94,7 +94,7 @@ static int load_nccl(nc_context *ctx) {
     if (!(*(void **)&n->api.field = dlsym(lib, name))) {                                                  \
         free(n);                                                                                          \
         dlclose(lib);                                                                                     \
-        return nc_fail(ctx, "loading NCCL", "it lacks " name " (NCCL 2.11 or later is needed)");            \
+        return nc_fail(ctx, "loading NCCL", "it lacks " name " (NCCL 2.13 or later is needed)");            \
     }
     NCCL_SYMBOL(GetVersion, "ncclGetVersion") NCCL_SYMBOL(GetUniqueId, "ncclGetUniqueId")
     NCCL_SYMBOL(CommInitRank, "ncclCommInitRank") NCCL_SYMBOL(AllReduce, "ncclAllReduce")

@@ -77,10 +77,12 @@ public final class NCCL {
     /// A thread that asks NCCL every second whether the communicator broke (a peer died) or the collectives the compute
     /// stream waits for have taken longer than `timeout` seconds (a peer stopped); then it aborts the communicator and
     /// calls `fail` with the reason (which ends the process: the launcher then stops the other ranks).
+    /// The thread holds the GPU for the rest of the process: its context (and NCCL's) is never freed under it.
     public func startWatchdog(timeout: Double, fail: @escaping @Sendable (String) -> Never) {
-        let ctx = UInt(bitPattern: gpu.ctx), check = gpu.api.nc_nccl_check, abort = gpu.api.nc_nccl_abort
+        nonisolated(unsafe) let held = gpu
+        let check = gpu.api.nc_nccl_check, abort = gpu.api.nc_nccl_abort
         let thread = Thread {
-            let ctx = OpaquePointer(bitPattern: ctx)!
+            let ctx = held.ctx
             var reason = [CChar](repeating: 0, count: 256)
             while true {
                 sleep(1)
