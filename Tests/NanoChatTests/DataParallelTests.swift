@@ -42,7 +42,7 @@ final class DataParallelTests: XCTestCase {
     }
 
     func testBackwardReportsEachParameterOnceItsGradientIsFinal() throws {
-        let model = try tiny()
+        let model = try tinyModel()
         let (x, y) = batch(0)
         let loss = model.forward(x, batch: 2, time: 32, targets: y)
         var reported: [String] = []
@@ -111,5 +111,4 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(Set(order), Set(model.parameterNames))
     }
 
-    func tiny() throws -> GPT { try tinyModel() }
 }

@@ -55,17 +55,9 @@ extension NCCL: GradientTransport {
     public var transportName: String { "NCCL" }
     public var reductionAverages: Bool { true }
     public var device: GPU? { gpu }
-    public func startAllReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int) { allReduce(buffer, count: count) }
-    public func startReduceScatter(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>, countPerRank: Int) {
-        reduceScatter(send, recv, countPerRank: countPerRank)
-    }
-    public func startReduce(_ send: UnsafePointer<Float>, into recv: UnsafeMutablePointer<Float>, count: Int, root: Int) {
-        reduce(send, into: recv, count: count, root: root)
-    }
-    public func startAllGather(_ buffer: UnsafeMutablePointer<Float>, countPerRank: Int) { allGather(buffer, countPerRank: countPerRank) }
+    // the start… and finishCollectives calls are NCCL's own (NanoTensor/Device/NCCL.swift)
     /// NCCL moves on its own stream: nothing to drive from the host.
     public func progress() {}
-    public func finishCollectives() { wait() }
 }
 
 extension Distributed {

@@ -194,8 +194,8 @@ public final class TorchrunCommunicator: Communicator {
         }
     }
 
-    /// Every rank's `count` floats summed into `recv` on `root` (the Muon matrices' reduction onto their owner).
-    func reduceSum(_ send: UnsafePointer<Float>, into recv: UnsafeMutablePointer<Float>, count: Int, root: Int) {
+    /// Every rank's `count` floats summed into `recv` on `root` (the Muon matrices' reduction onto their owner); blocking.
+    public func startReduce(_ send: UnsafePointer<Float>, into recv: UnsafeMutablePointer<Float>, count: Int, root: Int) {
         operation = "a reduce"
         let bytes = count * 4
         if rank == 0 {
@@ -233,9 +233,6 @@ extension TorchrunCommunicator: GradientTransport {
     public func startAllReduce(_ buffer: UnsafeMutablePointer<Float>, count: Int) { allReduceSum(buffer, count: count) }
     public func startReduceScatter(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>, countPerRank: Int) {
         reduceScatterSum(send, recv, countPerRank: countPerRank)
-    }
-    public func startReduce(_ send: UnsafePointer<Float>, into recv: UnsafeMutablePointer<Float>, count: Int, root: Int) {
-        reduceSum(send, into: recv, count: count, root: root)
     }
     public func startAllGather(_ buffer: UnsafeMutablePointer<Float>, countPerRank: Int) { allGather(nil, buffer, countPerRank: countPerRank) }
     public func progress() {}
@@ -307,10 +304,8 @@ enum Socket {
             var got = sockaddr_storage()
             var gotLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
             _ = withUnsafeMutablePointer(to: &got) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &gotLength) } }
-            let port = withUnsafeBytes(of: got) { raw -> Int in
-                family == AF_INET6 ? Int(UInt16(bigEndian: raw.load(fromByteOffset: 2, as: UInt16.self)))
-                                   : Int(UInt16(bigEndian: raw.load(fromByteOffset: 2, as: UInt16.self)))
-            }
+            // sin_port and sin6_port both sit at byte 2, in network order
+            let port = withUnsafeBytes(of: got) { Int(UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self))) }
             return (fd, port)
         }
         throw NanoChatError("rendezvous: rank 0 could not listen on a TCP port: \(String(cString: strerror(errno)))")

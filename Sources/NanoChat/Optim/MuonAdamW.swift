@@ -239,7 +239,7 @@ public final class MuonAdamW {
 
     /// Floats from `src` to `dst` where the parameters live.
     func copyFloats(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count: Int) {
-        if let gpu = transport?.device ?? params.first?.first?.gpu { gpu.copy(src, to: dst, floats: count) } else { dst.update(from: src, count: count) }
+        if let gpu = params.first?.first?.gpu { gpu.copy(src, to: dst, floats: count) } else { dst.update(from: src, count: count) }
     }
 
     /// Phase 1 for one parameter (or Muon matrix).
@@ -291,8 +291,8 @@ public final class MuonAdamW {
                 }
             }
             if transport != nil { gatherParameters() }
-            // the products of the next step read the new weights' bf16 copies (made by their first product)
-            if params.first?.first?.gpu != nil { for p in params.joined() { p.refreshBF16Copy() } }
+            // the products of the next step read the new weights' bf16 copies (made by their first product; none on a CPU)
+            for p in params.joined() { p.refreshBF16Copy() }
         }
         readyGradient = Array(repeating: nil, count: readyGradient.count)
         started = 0

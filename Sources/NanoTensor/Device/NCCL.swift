@@ -51,28 +51,28 @@ public final class NCCL {
         bytes += floats * 4
     }
 
-    public func allReduce(_ buffer: UnsafeMutablePointer<Float>, count n: Int) {
+    public func startAllReduce(_ buffer: UnsafeMutablePointer<Float>, count n: Int) {
         count("all-reduce", floats: n)
         gpu.run(gpu.api.nc_nccl_all_reduce(gpu.ctx, buffer, Int64(n)), "NCCL all-reduce of \(n) floats")
     }
 
-    public func reduceScatter(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>, countPerRank n: Int) {
+    public func startReduceScatter(_ send: UnsafePointer<Float>, _ recv: UnsafeMutablePointer<Float>, countPerRank n: Int) {
         count("reduce-scatter", floats: n * worldSize)
         gpu.run(gpu.api.nc_nccl_reduce_scatter(gpu.ctx, send, recv, Int64(n)), "NCCL reduce-scatter of \(n) floats per rank")
     }
 
-    public func reduce(_ send: UnsafePointer<Float>, into recv: UnsafeMutablePointer<Float>, count n: Int, root: Int) {
+    public func startReduce(_ send: UnsafePointer<Float>, into recv: UnsafeMutablePointer<Float>, count n: Int, root: Int) {
         count("reduce", floats: n)
         gpu.run(gpu.api.nc_nccl_reduce(gpu.ctx, send, recv, Int64(n), Int32(root)), "NCCL reduce of \(n) floats to rank \(root)")
     }
 
-    public func allGather(_ buffer: UnsafeMutablePointer<Float>, countPerRank n: Int) {
+    public func startAllGather(_ buffer: UnsafeMutablePointer<Float>, countPerRank n: Int) {
         count("all-gather", floats: n)
         gpu.run(gpu.api.nc_nccl_all_gather(gpu.ctx, buffer, Int64(n)), "NCCL all-gather of \(n) floats per rank")
     }
 
-    /// The compute stream waits for every collective started so far.
-    public func wait() { gpu.run(gpu.api.nc_nccl_wait(gpu.ctx), "waiting for NCCL's collectives") }
+    /// The compute stream waits for every collective started so far (the host does not wait).
+    public func finishCollectives() { gpu.run(gpu.api.nc_nccl_wait(gpu.ctx), "waiting for NCCL's collectives") }
 
     /// A thread that asks NCCL every second whether the communicator broke (a peer died) or the collectives the compute
     /// stream waits for have taken longer than `timeout` seconds (a peer stopped); then it aborts the communicator and
