@@ -239,7 +239,9 @@ public final class Tensor {
         }
         let g = gradData()
         if let gpu { gpu.run(gpu.api.nc_axpby(gpu.ctx, g, gpu.one, seed, nil, 1, 1), "backward seed") } else { g[0] += seed }
-        for t in order.reversed() {
+        // taken from the end (the root first) so that each tensor is released once its backward has run: an
+        // activation's memory is freed as the backward passes it, not when the whole backward is done
+        while let t = order.popLast() {
             if let fn = t.backwardFn, t.grad != nil { fn(t) }
             if t.backwardFn != nil {  // an intermediate: drop its graph and gradient now
                 if let leafDone {

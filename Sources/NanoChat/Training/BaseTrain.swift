@@ -230,7 +230,9 @@ public func baseTrain(_ o: BaseTrainOptions, comm: Communicator = SingleProcess(
         for micro in 0..<gradAccum {
             let batch = try loaders[micro].next()
             dataWait += loaders[micro].lastWait
+            traffic.forwardStarts()
             let loss = model.forward(batch.inputs, batch: o.deviceBatchSize, time: t, targets: batch.targets)
+            traffic.forwardEnds(tokens: o.deviceBatchSize * t, width: model.config.n_embd, layers: model.config.n_layer)
             stepLossSum.add(loss, over: gradAccum)
             loss.backward(seed: 1 / Float(gradAccum), leafDone: accumulator.overlapHook(optimizer, lastPart: micro == gradAccum - 1))
             accumulator.collect()

@@ -11,6 +11,10 @@ final class DeviceTraffic {
     /// The copies of the latest step.
     private(set) var lastStep = (uploads: 0, downloads: 0, upBytes: 0, downBytes: 0)
     private var allocations: (afterFirstStep: Int64, afterLatest: Int64)?
+    /// Device bytes in use when the latest forward started, and what that forward left for its backward (the activations
+    /// the tape keeps, the loss's saved state): the memory that grows with tokens and layers.
+    private var forwardStart: Int64 = 0
+    private var kept: (bytes: Int64, tokens: Int, width: Int, layers: Int)?
 
     init(_ gpu: GPU?) { self.gpu = gpu }
 
@@ -28,6 +32,17 @@ final class DeviceTraffic {
         allocations = (allocations?.afterFirstStep ?? n, n)
     }
 
+    /// Around one micro-batch's forward: `forwardEnds` records the device memory it left for the backward.
+    func forwardStarts() {
+        guard let gpu, let s = try? gpu.allocatorStats() else { return }
+        forwardStart = s.inUse
+    }
+
+    func forwardEnds(tokens: Int, width: Int, layers: Int) {
+        guard let gpu, let s = try? gpu.allocatorStats() else { return }
+        kept = (s.inUse - forwardStart, tokens, width, layers)
+    }
+
     var peakMemoryGB: Double? { gpu.flatMap { try? $0.memoryInfo().peak }.map { Double($0) / 1e9 } }
 
     /// The report's lines (none on the CPU).
@@ -40,6 +55,11 @@ final class DeviceTraffic {
             lines.append(String(format: "device allocations: %lld after the first step, %lld after the last (%@); %.2f GB handed out at the most, %.2f GB held",
                                 a.afterFirstStep, a.afterLatest, a.afterLatest == a.afterFirstStep ? "none in the steps after the first" : "more in later steps",
                                 Double(s.peak) / 1e9, Double(s.reserved) / 1e9))
+        }
+        if let k = kept, k.tokens > 0, k.layers > 0 {
+            let perToken = Double(k.bytes) / Double(k.tokens)
+            lines.append(String(format: "kept from a forward for its backward: %.2f GB, %.0f bytes per token: %.1f x %d floats per token and layer",
+                                Double(k.bytes) / 1e9, perToken, perToken / Double(4 * k.width * k.layers), k.width))
         }
         if gpu.profiling { lines.append("GPU time by op (NANOCHAT_CUDA_PROFILE=1: each op waited for):\n" + gpu.profileReport()) }
         return lines
