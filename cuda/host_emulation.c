@@ -446,6 +446,22 @@ int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *
     return 0;
 }
 
+int nc_relu2_forward_bf16(nc_context *ctx, void *y, const void *x, int64_t n) {
+    (void)ctx;
+    const uint16_t *xs = x;
+    uint16_t *ys = y;
+    for (int64_t i = 0; i < n; i++) { float v = bf16_value(xs[i]), r = v > 0 ? v : 0; ys[i] = bf16_bits(r * r); }
+    return 0;
+}
+
+int nc_relu2_backward_bf16(nc_context *ctx, void *dx, const void *dy, const void *x, int64_t n) {
+    (void)ctx;
+    const uint16_t *xs = x, *gs = dy;
+    uint16_t *out = dx;
+    for (int64_t i = 0; i < n; i++) { float v = bf16_value(xs[i]); out[i] = bf16_bits(2.f * (v > 0 ? v : 0) * bf16_value(gs[i])); }
+    return 0;
+}
+
 int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, const float *weights,
                              int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale) {
     if (vocab > ld) return fail(ctx, "nc_softcap_cross_entropy", "vocab is larger than the row stride");

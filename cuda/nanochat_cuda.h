@@ -135,6 +135,10 @@ int nc_backout_backward(nc_context *ctx, float *dsaved, float *dlambda, const fl
 // --- element-wise (elementwise.cu)
 int nc_relu2_forward(nc_context *ctx, float *y, const float *x, int64_t n);
 int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *x, int64_t n, int accumulate);
+// The same over bf16 values (the bf16 MLP keeps h = x W_fc^T in bf16): y = relu(x)^2 and dx = 2 relu(x) dy, the math in
+// fp32 and each result rounded to bf16 once; dx may be dy itself (the gradient written over it).
+int nc_relu2_forward_bf16(nc_context *ctx, void *y, const void *x, int64_t n);
+int nc_relu2_backward_bf16(nc_context *ctx, void *dx, const void *dy, const void *x, int64_t n);
 // y = a * (scale ? scale[0] : 1) * x + b * y: sums, scalings and gradient accumulation. With b == 0, y is only
 // written (its old contents may be anything); `scale` is a device scalar (a loss's incoming gradient) or null.
 int nc_axpby(nc_context *ctx, float *y, const float *x, float a, const float *scale, float b, int64_t n);

@@ -227,6 +227,21 @@ static void check_relu2(int64_t n) {
     check("relu2 forward", dout.get<float>(), y, 1e-7);
     NC(nc_relu2_backward(ctx, ddx.f(), dg.f(), dxin.f(), n, 0));
     check("relu2 backward", ddx.get<float>(), dx, 1e-7);
+    // bf16 in and out: the reference from the same bf16 values, each result rounded to bf16 once; the backward in place
+    std::vector<uint16_t> x16(n), g16(n);
+    std::vector<double> y16(n), dx16(n);
+    for (int64_t i = 0; i < n; i++) {
+        x16[i] = to_bf16(x[i]); g16[i] = to_bf16(dy[i]);
+        double r = std::max(0.0, (double)from_bf16(x16[i]));
+        y16[i] = round_bf16((float)(r * r));
+        dx16[i] = round_bf16((float)(2 * r * from_bf16(g16[i])));
+    }
+    Dev dx16in(x16), dy16(std::vector<uint16_t>(n, 0xFFFF)), dg16(g16);
+    auto back = [](Dev &d) { std::vector<float> v; for (auto b : d.get<uint16_t>()) v.push_back(from_bf16(b)); return v; };
+    NC(nc_relu2_forward_bf16(ctx, dy16.p, dx16in.p, n));
+    check("relu2 forward bf16", back(dy16), y16, 1e-7);
+    NC(nc_relu2_backward_bf16(ctx, dg16.p, dg16.p, dx16in.p, n));
+    check("relu2 backward bf16 (in place)", back(dg16), dx16, 1e-7);
 }
 
 // softcap + cross-entropy in double: each row's loss and the gradient over the logits (padding columns 0)

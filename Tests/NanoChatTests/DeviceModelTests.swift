@@ -168,6 +168,47 @@ final class DeviceModelTests: XCTestCase {
                       + "\(zip(after, expected).map { abs($0 - $1) }.max() ?? 0))")
     }
 
+    /// In bf16 mode the MLP is one op (`reluSquaredMLP`) that keeps its hidden layer h = x W_fc^T in bf16, half the bytes
+    /// of the fp32 h that the composition `reluSquaredLinear(linear(x, fc), proj)` keeps, and runs its backward in bf16
+    /// through that layer: its output and gradients follow the CPU's exact ones to bf16's precision.
+    func testTheBF16MLPKeepsItsHiddenLayerInBF16AndFollowsFP32() throws {
+        let gpu = try standIn()
+        var rng = RNG(seed: 21)
+        let (n, c) = (24, 64)
+        func random(_ shape: [Int], _ s: Float) -> [Float] { (0..<shape.reduce(1, *)).map { _ in rng.uniform(-s, s) } }
+        let inputs = [("x", [n, c], random([n, c], 1)), ("fc", [4 * c, c], random([4 * c, c], 0.2)),
+                      ("proj", [c, 4 * c], random([c, 4 * c], 0.1)), ("r", [n, c], random([n, c], 1))]
+        let probe = random([1, n * c], 1)  // loss = probe . out: every output element gets its own gradient
+        func run(on gpu: GPU?, bf16: Bool) throws -> (out: [Float], grads: [String: [Float]], keptBytes: Int64) {
+            gpu?.bf16 = bf16
+            defer { gpu?.bf16 = false }
+            let ts = inputs.map { name, shape, values in
+                let t = Tensor(shape: shape, values: values, requiresGrad: true)
+                if let gpu { t.move(to: .gpu(gpu)) }
+                t.name = name
+                return t
+            }
+            let w = Tensor(shape: [1, n * c], values: probe)
+            if let gpu { w.move(to: .gpu(gpu)) }
+            _ = Tensor.withoutGrad { reluSquaredMLP(ts[0], ts[1], ts[2], residual: ts[3]) }  // makes the weights' bf16 copies
+            let before = try gpu?.allocatorStats().inUse ?? 0
+            let out = reluSquaredMLP(ts[0], ts[1], ts[2], residual: ts[3])
+            let kept = try gpu.map { try $0.allocatorStats().inUse - before } ?? 0
+            linear(out.reshaped([1, n * c]), w).backward()
+            return (out.hostArray(), Dictionary(uniqueKeysWithValues: ts.map { ($0.name, $0.grad!.hostArray()) }), kept)
+        }
+        let exact = try run(on: nil, bf16: false), fp32 = try run(on: gpu, bf16: false), half = try run(on: gpu, bf16: true)
+        XCTAssertEqual(fp32.keptBytes, Int64(4 * n * 4 * c + 4 * n * c), "fp32 keeps h [n, 4c] and the output in fp32")
+        XCTAssertEqual(half.keptBytes, Int64(2 * n * 4 * c + 4 * n * c), "bf16 keeps h in bf16: half its bytes")
+        assertClose(fp32.out, exact.out, 1e-6, "fp32 output")
+        assertClose(half.out, exact.out, 2e-2, "bf16 output")
+        XCTAssertNotEqual(half.out, exact.out, "the bf16 op rounds (it did not fall back to fp32)")
+        for name in ["x", "fc", "proj", "r"] {
+            assertClose(fp32.grads[name]!, exact.grads[name]!, 1e-5, "fp32 gradient of \(name)")
+            assertClose(half.grads[name]!, exact.grads[name]!, 3e-2, "bf16 gradient of \(name)")
+        }
+    }
+
     func testTheEngineGeneratesTheSameTokensOnTheDevice() throws {
         let gpu = try standIn()
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] }, specialTokens: specialTokenNames)

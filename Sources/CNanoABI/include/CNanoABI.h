@@ -17,6 +17,7 @@
     X(nc_attention_backward_bf16) X(nc_attention_backend) X(nc_attention_select) X(nc_embedding_forward) X(nc_embedding_backward) X(nc_smear_forward)                \
     X(nc_smear_backward) X(nc_value_embedding_forward) X(nc_value_embedding_backward) X(nc_scalar_mix_forward)        \
     X(nc_scalar_mix_backward) X(nc_backout_forward) X(nc_backout_backward) X(nc_relu2_forward) X(nc_relu2_backward)   \
+    X(nc_relu2_forward_bf16) X(nc_relu2_backward_bf16)                                                               \
     X(nc_axpby) X(nc_softcap) X(nc_dot) X(nc_kv_append) X(nc_cached_attention)                                                                             \
     X(nc_softcap_cross_entropy) X(nc_softcap_cross_entropy_bf16) X(nc_adamw_step) X(nc_muon_step) X(nc_nccl_version) X(nc_nccl_unique_id) X(nc_nccl_init) \
     X(nc_nccl_all_reduce) X(nc_nccl_reduce_scatter) X(nc_nccl_reduce) X(nc_nccl_all_gather) X(nc_nccl_wait)           \

@@ -72,8 +72,9 @@ public final class MLP {
 
     var namedParameters: [(String, Tensor)] { [("c_fc.weight", c_fc), ("c_proj.weight", c_proj)] }
 
-    /// `residual` + the MLP of `x` (relu(h)^2 is made again in the backward rather than kept: `reluSquaredLinear`).
-    func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { reluSquaredLinear(linear(x, c_fc), c_proj, residual: residual) }
+    /// `residual` + c_proj(relu(c_fc(x))^2), as one op: relu(h)^2 is made again in the backward rather than kept, and
+    /// on a GPU in bf16 h itself is kept in bf16 (`reluSquaredMLP`).
+    func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { reluSquaredMLP(x, c_fc, c_proj, residual: residual) }
 }
 
 /// Upstream's Block: pre-norm attention and MLP, each added to the residual stream.
