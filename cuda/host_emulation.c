@@ -204,6 +204,13 @@ int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *
     return 0;
 }
 
+int nc_rotary_norm_qk_forward(nc_context *ctx, float *yq, float *rstd_q, const float *q, int64_t hq, float *yk, float *rstd_k,
+                              const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
+                              int64_t offset, float gain) {
+    nc_rotary_norm_forward(ctx, yq, rstd_q, q, cos_t, sin_t, b, t, hq, d, offset, gain);
+    return nc_rotary_norm_forward(ctx, yk, rstd_k, k, cos_t, sin_t, b, t, hk, d, offset, gain);
+}
+
 int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate) {

@@ -68,6 +68,11 @@ int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *
 int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate);
+// The forward for an attention layer's queries and keys in one launch: q [b, t, hq, d] into yq, k [b, t, hk, d] into yk,
+// with their rstd, each as nc_rotary_norm_forward would.
+int nc_rotary_norm_qk_forward(nc_context *ctx, float *yq, float *rstd_q, const float *q, int64_t hq, float *yk, float *rstd_k,
+                              const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
+                              int64_t offset, float gain);
 
 // --- causal attention with a sliding window and GQA, exact fp32 (attention.cu). q, o: [B, T, H, D]; k, v:
 // [B, T, Hkv, D]; query i sees keys i - window ..i; lse: [B, H, T] saved for the backward; D is 32, 64 or 128.

@@ -212,6 +212,18 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
     snprintf(name, sizeof name, "rotary+norm backward b%lld t%lld h%lld d%lld", (long long)b, (long long)t,
              (long long)h, (long long)d);
     check(name, ddx.get<float>(), dx, 1e-5);
+    // queries and keys (fewer heads: GQA) in one launch = each alone, bit for bit
+    int64_t hk = h > 1 ? h - 1 : 1, nk = b * t * hk * d;
+    auto k = randn(nk);
+    Dev dk(k), dkout(nans(nk)), dkrs(nans(b * t * hk)), dqq(nans(n)), dqrs(nans(b * t * h)), dkk(nans(nk)), dkrs2(nans(b * t * hk));
+    NC(nc_rotary_norm_forward(ctx, dkout.f(), dkrs.f(), dk.f(), dc.f(), ds.f(), b, t, hk, d, offset, gain));
+    NC(nc_rotary_norm_qk_forward(ctx, dqq.f(), dqrs.f(), dxin.f(), h, dkk.f(), dkrs2.f(), dk.f(), hk, dc.f(), ds.f(), b, t, d, offset, gain));
+    auto as_double = [](const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); };
+    snprintf(name, sizeof name, "rotary+norm q and k in one launch (hq %lld, hk %lld)", (long long)h, (long long)hk);
+    check(name, dqq.get<float>(), as_double(dout.get<float>()), 0);
+    check(name, dkk.get<float>(), as_double(dkout.get<float>()), 0);
+    check(name, dqrs.get<float>(), as_double(drs.get<float>()), 0);
+    check(name, dkrs2.get<float>(), as_double(dkrs.get<float>()), 0);
 }
 
 static void check_relu2(int64_t n) {

@@ -209,6 +209,58 @@ final class DeviceModelTests: XCTestCase {
         }
     }
 
+    /// `rotaryProjections` in bf16 on the device is one op that does not keep q and k from before the rotation: the same
+    /// bits as its composition (`linear(x, [wq, wk, wv])`, then `rotaryNorm` of q and of k), forward and backward, with
+    /// q's and k's pre-rotation bytes fewer kept for the backward. GQA: 4 query heads, 2 key/value heads.
+    func testRotaryProjectionsEqualTheirCompositionAndKeepLess() throws {
+        let gpu = try standIn()
+        gpu.bf16 = true
+        defer { gpu.bf16 = false }
+        var rng = RNG(seed: 31)
+        let (b, t, c, heads, kvHeads, d) = (2, 12, 64, 4, 2, 16)
+        let tables = rotaryTables(length: 40, headDim: d)
+        let (cos, sin) = (tables.cos.to(.gpu(gpu)), tables.sin.to(.gpu(gpu)))
+        let values = [("x", [b, t, c]), ("wq", [heads * d, c]), ("wk", [kvHeads * d, c]), ("wv", [kvHeads * d, c])].map { name, shape in
+            (name, shape, (0..<shape.reduce(1, *)).map { _ in rng.uniform(-1, 1) })
+        }
+        let probes = [heads, kvHeads, kvHeads].map { h in (0..<(b * t * h * d)).map { _ in rng.uniform(-1, 1) } }
+        func run(fused: Bool) throws -> (outs: [[Float]], grads: [[Float]], kept: Int64) {
+            let ts = values.map { name, shape, v in
+                let p = Tensor(shape: shape, values: v, requiresGrad: true)
+                p.move(to: .gpu(gpu))
+                p.name = name
+                return p
+            }
+            let project = { () -> [Tensor] in
+                if fused {
+                    let r = rotaryProjections(ts[0], q: ts[1], k: ts[2], v: ts[3], heads: heads, kvHeads: kvHeads, cos: cos, sin: sin, gain: 1.2)
+                    return [r.q, r.k, r.v]
+                }
+                let p = linear(ts[0], [ts[1], ts[2], ts[3]])
+                return [rotaryNorm(p[0].reshaped([b, t, heads, d]), cos: cos, sin: sin, gain: 1.2),
+                        rotaryNorm(p[1].reshaped([b, t, kvHeads, d]), cos: cos, sin: sin, gain: 1.2), p[2]]
+            }
+            _ = Tensor.withoutGrad { project() }  // the weights' bf16 copies
+            let before = try gpu.allocatorStats().inUse
+            let outs = project()
+            let kept = try gpu.allocatorStats().inUse - before
+            // loss = sum of probe . output over the three outputs
+            var loss: Tensor? = nil
+            for (o, probe) in zip(outs, probes) {
+                let w = Tensor(shape: [1, probe.count], values: probe)
+                w.move(to: .gpu(gpu))
+                let term = linear(o.reshaped([1, o.count]), w)
+                loss = loss.map { add($0, term) } ?? term
+            }
+            loss!.backward()
+            return (outs.map { $0.hostArray() }, ts.map { $0.grad!.hostArray() }, kept)
+        }
+        let fused = try run(fused: true), composed = try run(fused: false)
+        XCTAssertEqual(fused.outs, composed.outs, "q, k, v")
+        XCTAssertEqual(fused.grads, composed.grads, "the gradients of x, wq, wk, wv")
+        XCTAssertEqual(composed.kept - fused.kept, Int64(4 * b * t * (heads + kvHeads) * d), "q and k before the rotation are not kept")
+    }
+
     func testTheEngineGeneratesTheSameTokensOnTheDevice() throws {
         let gpu = try standIn()
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] }, specialTokens: specialTokenNames)

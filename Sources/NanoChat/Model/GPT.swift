@@ -41,16 +41,14 @@ public final class Attention {
     /// `residual` + the attention's output (its last product adds it: `linear(_:_:residual:)`).
     func callAsFunction(_ x: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?, residual: Tensor) -> Tensor {
         let (B, T, C) = (x.shape[0], x.shape[1], x.shape[2])
-        let qkv = linear(x, [c_q, c_k, c_v])
-        let q = qkv[0].reshaped([B, T, nHead, headDim])
-        let k = qkv[1].reshaped([B, T, nKVHead, headDim])
-        var v = qkv[2]
+        // q, k, v = c_q(x), c_k(x), c_v(x); rotary embeddings then QK-norm, scaled by 1.2, on q and k (each row starts
+        // at its own position in a cache)
+        let (qn, kn, projectedV) = rotaryProjections(x, q: c_q, k: c_k, v: c_v, heads: nHead, kvHeads: nKVHead, cos: rotary.cos,
+                                                     sin: rotary.sin, gain: Self.qkGain, rowOffsets: cache?.starts)
+        var v = projectedV
         // value residual (ResFormer): v += 3 sigmoid(ve_gate . x[..., :12]) * ve, one gate per KV head
         if let ve, let ve_gate { v = valueEmbeddingMix(v, ve, u: x, gate: ve_gate, kvHeads: nKVHead) }
         v = v.reshaped([B, T, nKVHead, headDim])
-        // rotary embeddings then QK-norm, scaled by 1.2; each row starts at its own position in a cache
-        let qn = rotaryNorm(q, cos: rotary.cos, sin: rotary.sin, gain: Self.qkGain, rowOffsets: cache?.starts)
-        let kn = rotaryNorm(k, cos: rotary.cos, sin: rotary.sin, gain: Self.qkGain, rowOffsets: cache?.starts)
         let y: Tensor
         if let cache {
             y = cache.attend(layer: layer, queries: qn, keys: kn, values: v, window: window)

@@ -245,7 +245,7 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
 /// x W^T's gradients on the GPU from the output's gradient `g` [rows, out]: x's (g W, through W's bf16 copy in bf16
 /// mode) and W's (g^T x), each written or added to what is there. In bf16 mode g is rounded once for both products,
 /// and x comes rounded from `shared` when several products share it (else the product rounds it).
-private func linearBackwardGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, _ g: UnsafePointer<Float>, rows n: Int, shared: SharedRounding? = nil) {
+func linearBackwardGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, _ g: UnsafePointer<Float>, rows n: Int, shared: SharedRounding? = nil) {
     let inF = w.shape[1], outF = w.shape[0]
     if gpu.bf16 {
         let g16 = gpuRoundedBF16(gpu, g, count: n * outF)

@@ -55,6 +55,56 @@ public func rotaryTables(length: Int, headDim: Int, base: Float = 100_000) -> (c
     return (cosT, sinT)
 }
 
+/// An attention layer's inputs from its normed input x [B, T, C]: q = rotaryNorm(x W_q^T), k = rotaryNorm(x W_k^T) (rotary
+/// embeddings then QK-norm times `gain`, [B, T, heads, D] and [B, T, kvHeads, D]) and v = x W_v^T [B, T, kvHeads * D].
+/// The same as `linear(x, [wq, wk, wv])` followed by `rotaryNorm` of q and of k, which it is on the CPU, in fp32, and
+/// for rows at different positions. On a GPU in bf16 mode it is one op: x rounded to bf16 once for the three products
+/// (and once for their weights' gradients), q and k before the rotation written to scratch that is freed when the op
+/// returns instead of being kept for the backward (their values are not needed there: the rotation's backward reads its
+/// output; two of a layer's activations of width C fewer), and the rotation and norm of q and k in one launch.
+public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Tensor, heads: Int, kvHeads: Int, cos: Tensor, sin: Tensor,
+                              gain: Float, rowOffsets: [Int]? = nil) -> (q: Tensor, k: Tensor, v: Tensor) {
+    let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
+    let d = wq.shape[0] / heads
+    precondition(wq.shape == [heads * d, c] && wk.shape == [kvHeads * d, c] && wv.shape == wk.shape,
+                 "rotaryProjections: input \(x.shape), weights \(wq.shape) \(wk.shape) \(wv.shape) for \(heads) and \(kvHeads) heads")
+    let offset = rowOffsets?.first ?? 0
+    guard let gpu = x.gpu, gpu.bf16, Set(rowOffsets ?? [0]).count == 1 else {
+        let p = linear(x, [wq, wk, wv])
+        return (rotaryNorm(p[0].reshaped([b, t, heads, d]), cos: cos, sin: sin, gain: gain, rowOffsets: rowOffsets),
+                rotaryNorm(p[1].reshaped([b, t, kvHeads, d]), cos: cos, sin: sin, gain: gain, rowOffsets: rowOffsets), p[2])
+    }
+    precondition(wq.gpu === gpu && wk.gpu === gpu && wv.gpu === gpu && cos.gpu === gpu && sin.gpu === gpu,
+                 "rotaryProjections: the input is on the GPU, a weight or the rotary tables are not")
+    precondition(offset + t <= cos.shape[0] && cos.shape[1] == d / 2, "rotary tables too short")
+    let n = b * t
+    let x16 = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
+    let shared = SharedRounding(x, uses: 3)
+    let v = Tensor(shape: [b, t, kvHeads * d], zeroed: false, on: gpu)
+    gpuBF16Product(gpu, v.gpuData, x16.pointer, wv.bf16Weights(on: gpu), m: n, n: kvHeads * d, k: c, transB: true, "\(wv.name) with a shared bf16 input")
+    Tensor.record(v, [x, wv], op: "linear") { out in linearBackwardGPU(gpu, x, wv, out.grad!.gpuData, rows: n, shared: shared) }
+    let q = Tensor(shape: [b, t, heads, d], zeroed: false, on: gpu), k = Tensor(shape: [b, t, kvHeads, d], zeroed: false, on: gpu)
+    let rstdQ = Tensor(shape: [n * heads], zeroed: false, on: gpu), rstdK = Tensor(shape: [n * kvHeads], zeroed: false, on: gpu)
+    do {  // q and k before the rotation: scratch, back to the allocator when this block ends
+        let qRaw = Storage(count: n * heads * d, on: gpu), kRaw = Storage(count: n * kvHeads * d, on: gpu)
+        gpuBF16Product(gpu, qRaw.pointer, x16.pointer, wq.bf16Weights(on: gpu), m: n, n: heads * d, k: c, transB: true, "\(wq.name) with a shared bf16 input")
+        gpuBF16Product(gpu, kRaw.pointer, x16.pointer, wk.bf16Weights(on: gpu), m: n, n: kvHeads * d, k: c, transB: true, "\(wk.name) with a shared bf16 input")
+        gpu.run(gpu.api.nc_rotary_norm_qk_forward(gpu.ctx, q.gpuData, rstdQ.gpuData, qRaw.pointer, Int64(heads), k.gpuData, rstdK.gpuData,
+                                                  kRaw.pointer, Int64(kvHeads), cos.gpuData, sin.gpuData, Int64(b), Int64(t), Int64(d),
+                                                  Int64(offset), gain), "rotary+norm of q and k")
+    }
+    for (out, w, rstd, h) in [(q, wq, rstdQ, heads), (k, wk, rstdK, kvHeads)] {
+        Tensor.record(out, [x, w], op: "rotaryProjection") { out in
+            // the rotation's gradient (written fresh into a scratch), then the product's backward
+            let g = Tensor(shape: [n, h * d], zeroed: false, on: gpu)
+            gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, g.gpuData, out.grad!.gpuData, out.gpuData, rstd.gpuData, cos.gpuData, sin.gpuData,
+                                                    Int64(b), Int64(t), Int64(h), Int64(d), Int64(offset), gain, 0), "rotary+norm backward")
+            linearBackwardGPU(gpu, x, w, g.gpuData, rows: n, shared: shared)
+        }
+    }
+    return (q, k, v)
+}
+
 /// Rotary embedding followed by RMSNorm over the head dimension and a constant gain (upstream's QK-norm with
 /// its 1.2 scale), fused: x is [B, T, H, D]; position t uses row `positionOffset + t` of the tables.
 /// Rotation (half-split layout): y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos.
