@@ -167,6 +167,12 @@ int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, i
     return 0;
 }
 
+int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, float *y, float *rstd, const float *a, const float *b, const float *alpha,
+                           int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols) {
+    nc_scalar_mix_forward(ctx, mixed, a, b, alpha, ia, beta, ib, rows * cols);
+    return nc_rmsnorm_forward(ctx, y, rstd, mixed, rows, cols);
+}
+
 int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd, int64_t rows,
                         int64_t cols, int accumulate) {
     (void)ctx;

@@ -57,6 +57,10 @@ int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n);
 
 // --- RMSNorm over the last dimension, eps = FLT_EPSILON (norm.cu): y = x * rstd, rstd = 1/sqrt(mean(x^2)+eps)
 int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols);
+// mixed = alpha[ia] a + beta[ib] b (nc_scalar_mix_forward), then y, rstd = its RMSNorm (nc_rmsnorm_forward), in one
+// pass over the rows: each layer's input mix and the norm its attention reads
+int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, float *y, float *rstd, const float *a, const float *b, const float *alpha,
+                           int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols);
 // dx (+)= rstd * (dy - y * mean(dy * y)); accumulate != 0 adds into dx
 int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
                         int64_t rows, int64_t cols, int accumulate);

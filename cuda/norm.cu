@@ -15,6 +15,25 @@ __global__ void rmsnorm_forward_kernel(float *y, float *rstd, const float *x, in
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
 }
 
+// the scalar mix, written, and its norm: one block per row; each thread reads back only what it wrote itself
+__global__ void mix_rmsnorm_forward_kernel(float *mixed, float *y, float *rstd, const float *a, const float *b, const float *alpha,
+                                           const float *beta, int64_t cols) {
+    __shared__ float s32[32];
+    float sa = alpha[0], sb = beta[0];
+    const float *ar = a + blockIdx.x * cols, *br = b + blockIdx.x * cols;
+    float *mr = mixed + blockIdx.x * cols, *yr = y + blockIdx.x * cols;
+    float ss = 0.f;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+        float m = sa * ar[j] + sb * br[j];
+        mr[j] = m;
+        ss += m * m;
+    }
+    ss = block_sum(ss, s32);
+    float r = rsqrtf(ss / (float)cols + FLT_EPSILON);
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) yr[j] = mr[j] * r;
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+}
+
 __global__ void rmsnorm_backward_kernel(float *dx, const float *dy, const float *y, const float *rstd, int64_t cols,
                                         int accumulate) {
     __shared__ float s32[32];
@@ -31,6 +50,14 @@ __global__ void rmsnorm_backward_kernel(float *dx, const float *dy, const float 
 }
 
 static int row_threads(int64_t cols) { return cols >= 1024 ? 1024 : cols >= 256 ? 256 : 128; }
+
+int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, float *y, float *rstd, const float *a, const float *b, const float *alpha,
+                           int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols) {
+    if (rows == 0) return 0;
+    mix_rmsnorm_forward_kernel<<<(unsigned)rows, row_threads(cols), 0, ctx->stream>>>(mixed, y, rstd, a, b, alpha + ia, beta + ib, cols);
+    NC_LAUNCHED(ctx, "mix_rmsnorm_forward");
+    return 0;
+}
 
 int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols) {
     rmsnorm_forward_kernel<<<(unsigned)rows, row_threads(cols), 0, ctx->stream>>>(y, rstd, x, cols);

@@ -167,6 +167,24 @@ static void check_rmsnorm(int64_t rows, int64_t cols) {
     check(name, ddx.get<float>(), dx, 1e-5);
     NC(nc_rmsnorm_backward(ctx, dacc.f(), dg.f(), dyv.f(), drs.f(), rows, cols, 1));
     check("rmsnorm backward, accumulating", dacc.get<float>(), dxa, 1e-5);
+    // the scalar mix and its norm in one pass: mixed = alpha[1] x + beta[2] acc, then its RMSNorm
+    std::vector<float> alpha = {0.3f, 0.8f, -1.f}, beta = {2.f, 0.5f, 0.25f};
+    std::vector<double> mixed(rows * cols), ym(rows * cols);
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int64_t j = 0; j < cols; j++) {
+            mixed[r * cols + j] = (double)alpha[1] * x[r * cols + j] + (double)beta[2] * acc[r * cols + j];
+            ss += mixed[r * cols + j] * mixed[r * cols + j];
+        }
+        double rs = 1 / sqrt(ss / cols + 1.1920928955078125e-07);
+        for (int64_t j = 0; j < cols; j++) ym[r * cols + j] = mixed[r * cols + j] * rs;
+    }
+    Dev dacc2(acc), dal(alpha), dbe(beta), dmix(nans(rows * cols)), dym(nans(rows * cols)), drm(nans(rows));
+    NC(nc_mix_rmsnorm_forward(ctx, dmix.f(), dym.f(), drm.f(), dxin.f(), dacc2.f(), dal.f(), 1, dbe.f(), 2, rows, cols));
+    snprintf(name, sizeof name, "scalar mix + rmsnorm %lldx%lld: the mix", (long long)rows, (long long)cols);
+    check(name, dmix.get<float>(), mixed, 1e-6);
+    snprintf(name, sizeof name, "scalar mix + rmsnorm %lldx%lld: the norm", (long long)rows, (long long)cols);
+    check(name, dym.get<float>(), ym, 1e-6);
 }
 
 static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset) {

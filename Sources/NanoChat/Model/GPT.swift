@@ -88,9 +88,10 @@ public final class Block {
         attn.namedParameters.map { ("attn." + $0.0, $0.1) } + mlp.namedParameters.map { ("mlp." + $0.0, $0.1) }
     }
 
-    func callAsFunction(_ x: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?) -> Tensor {
-        // x + attn(norm(x)), then + mlp(norm(x)): each branch's last product adds the residual stream
-        let x = attn(norm(x), ve: ve, rotary: rotary, window: window, cache: cache, residual: x)
+    /// x + attn(norm(x)), then + mlp(norm(x)), with `normed` = norm(x) (made with the layer's input mix:
+    /// `scalarMixNorm`); each branch's last product adds the residual stream.
+    func callAsFunction(_ x: Tensor, normed: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?) -> Tensor {
+        let x = attn(normed, ve: ve, rotary: rotary, window: window, cache: cache, residual: x)
         return mlp(norm(x), residual: x)
     }
 }
@@ -232,9 +233,10 @@ public final class GPT {
         let backoutLayer = config.n_layer / 2
         var xBackout: Tensor? = nil
         for (i, block) in h.enumerated() {
-            x = scalarMix(resid_lambdas, i, x, x0_lambdas, i, x0)
+            // x = resid_lambda x + x0_lambda x0, and norm(x) for the attention (one pass on a GPU)
+            let (mixed, normed) = scalarMixNorm(resid_lambdas, i, x, x0_lambdas, i, x0)
             let ve = value_embeds[i].map { embedding($0, ids, shape: [B, T]) }
-            x = block(x, ve: ve, rotary: rotary, window: windows[i], cache: pass)
+            x = block(mixed, normed: normed, ve: ve, rotary: rotary, window: windows[i], cache: pass)
             if i == backoutLayer { xBackout = x }
         }
         // backout: subtract the mid-layer residual to remove low-level features before the head

@@ -113,14 +113,7 @@ public func scalarMix(_ alpha: Tensor, _ ia: Int, _ a: Tensor, _ beta: Tensor? =
         // the lambdas stay on the device: the kernel reads alpha[ia] and beta[ib] there
         gpu.run(gpu.api.nc_scalar_mix_forward(gpu.ctx, out.gpuData, a.gpuData, b?.gpuData, alpha.gpuData, Int64(ia), beta?.gpuData,
                                               Int64(ib), Int64(n)), "scalar mix")
-        var inputs = [alpha, a]
-        if let b, let beta { inputs += [beta, b] }
-        Tensor.record(out, inputs, op: "scalarMix") { out in
-            let grad = { (t: Tensor?) in t.flatMap { $0.requiresGrad ? $0.gradData() : nil } }
-            gpu.run(gpu.api.nc_scalar_mix_backward(gpu.ctx, grad(a), grad(b), grad(alpha), grad(beta), out.grad!.gpuData, a.gpuData,
-                                                   b?.gpuData, alpha.gpuData, Int64(ia), beta?.gpuData, Int64(ib), Int64(n)),
-                    "scalar mix backward")
-        }
+        recordScalarMixGPU(gpu, out, alpha, ia, a, beta!, ib, b!)
         return out
     }
     let sa = alpha.data[ia]
@@ -145,6 +138,17 @@ public func scalarMix(_ alpha: Tensor, _ ia: Int, _ a: Tensor, _ beta: Tensor? =
         }
     }
     return out
+}
+
+/// The device backward of `out` = alpha[ia] a + beta[ib] b.
+func recordScalarMixGPU(_ gpu: GPU, _ out: Tensor, _ alpha: Tensor, _ ia: Int, _ a: Tensor, _ beta: Tensor, _ ib: Int, _ b: Tensor) {
+    let n = a.count
+    Tensor.record(out, [alpha, a, beta, b], op: "scalarMix") { out in
+        let grad = { (t: Tensor) in t.requiresGrad ? t.gradData() : nil }
+        gpu.run(gpu.api.nc_scalar_mix_backward(gpu.ctx, grad(a), grad(b), grad(alpha), grad(beta), out.grad!.gpuData, a.gpuData,
+                                               b.gpuData, alpha.gpuData, Int64(ia), beta.gpuData, Int64(ib), Int64(n)),
+                "scalar mix backward")
+    }
 }
 
 /// Sum of x[i] * y[i], accumulated in double precision across 8 float lanes.

@@ -11,11 +11,7 @@ public func rmsNorm(_ x: Tensor) -> Tensor {
     let rstd = Tensor(shape: [rows], zeroed: false, on: x.gpu)
     if let gpu = x.gpu {
         gpu.run(gpu.api.nc_rmsnorm_forward(gpu.ctx, out.gpuData, rstd.gpuData, x.gpuData, Int64(rows), Int64(c)), "rmsnorm")
-        Tensor.record(out, [x], op: "rmsNorm") { out in
-            let (gx, fresh) = x.gradForWrite()
-            gpu.run(gpu.api.nc_rmsnorm_backward(gpu.ctx, gx, out.grad!.gpuData, out.gpuData, rstd.gpuData, Int64(rows), Int64(c), fresh ? 0 : 1),
-                    "rmsnorm backward")
-        }
+        recordRMSNormGPU(gpu, out, of: x, rstd: rstd)
         return out
     }
     let px = x.data, po = out.data, pr = rstd.data
@@ -32,6 +28,35 @@ public func rmsNorm(_ x: Tensor) -> Tensor {
         }
     }
     return out
+}
+
+/// The device backward of `out` = RMSNorm(x) with its saved `rstd`.
+private func recordRMSNormGPU(_ gpu: GPU, _ out: Tensor, of x: Tensor, rstd: Tensor) {
+    let c = x.shape.last!, rows = x.count / c
+    Tensor.record(out, [x], op: "rmsNorm") { out in
+        let (gx, fresh) = x.gradForWrite()
+        gpu.run(gpu.api.nc_rmsnorm_backward(gpu.ctx, gx, out.grad!.gpuData, out.gpuData, rstd.gpuData, Int64(rows), Int64(c), fresh ? 0 : 1),
+                "rmsnorm backward")
+    }
+}
+
+/// alpha[ia] a + beta[ib] b and its RMSNorm: `scalarMix` then `rmsNorm` (each layer's input: the residual stream that
+/// the branch adds to, and the norm the branch reads). On a GPU one pass over the rows writes both
+/// (`nc_mix_rmsnorm_forward`); each keeps its own backward, as the two ops' are.
+public func scalarMixNorm(_ alpha: Tensor, _ ia: Int, _ a: Tensor, _ beta: Tensor, _ ib: Int, _ b: Tensor) -> (mixed: Tensor, normed: Tensor) {
+    guard let gpu = a.gpu else {
+        let mixed = scalarMix(alpha, ia, a, beta, ib, b)
+        return (mixed, rmsNorm(mixed))
+    }
+    precondition(a.shape == b.shape && b.gpu === gpu && alpha.gpu === gpu && beta.gpu === gpu, "scalarMixNorm: \(a.shape) vs \(b.shape) on one GPU")
+    let c = a.shape.last!, rows = a.count / c
+    let mixed = Tensor(shape: a.shape, zeroed: false, on: gpu), normed = Tensor(shape: a.shape, zeroed: false, on: gpu)
+    let rstd = Tensor(shape: [rows], zeroed: false, on: gpu)
+    gpu.run(gpu.api.nc_mix_rmsnorm_forward(gpu.ctx, mixed.gpuData, normed.gpuData, rstd.gpuData, a.gpuData, b.gpuData, alpha.gpuData, Int64(ia),
+                                           beta.gpuData, Int64(ib), Int64(rows), Int64(c)), "scalar mix + rmsnorm")
+    recordScalarMixGPU(gpu, mixed, alpha, ia, a, beta, ib, b)
+    recordRMSNormGPU(gpu, normed, of: mixed, rstd: rstd)
+    return (mixed, normed)
 }
 
 /// Row ranges for the threads: one range (this thread) when the rows are too few to repay waking another.
