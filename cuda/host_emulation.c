@@ -1,7 +1,7 @@
 // The C ABI of nanochat_cuda.h implemented on the host, in plain C, with the kernels' exact semantics ("device"
 // pointers are ordinary host memory). It is not a backend: it exists so that the Swift side of the GPU path (the
-// model's step-by-step forward and backward in CUDAGPT, the optimizer's groups and stacks, the buffers' sizes and
-// offsets) is checked against upstream's fixtures on machines without a GPU, CI included:
+// model's ops' device bodies, the optimizer's groups and stacks, the buffers' sizes and offsets) is checked against
+// upstream's fixtures on machines without a GPU, CI included:
 //   cc -O2 -shared -fPIC cuda/host_emulation.c -o DIR/libnanochat_cuda.so -lm
 //   NANOCHAT_CUDA_LIB=DIR/libnanochat_cuda.so nanochat verify --device cuda Tests/Fixtures/gpt_two_layers.safetensors
 // The kernels themselves are checked on a GPU by op_check.cu. Accumulations run in double here (the device uses
@@ -15,6 +15,20 @@
 #include "caching_allocator.h"
 #include "nanochat_cuda.h"
 
+// NANOCHAT_EMULATION_NO_WORK=1: every kernel returns at once, while allocations, copies between host and "device" and
+// the Swift side's own work run as usual. A full-size training step (d12 or d20 at device batch 32) then takes
+// milliseconds, and shows what only its shapes decide: the bytes the caching allocator hands out (the peak a GPU run
+// reports, less cuBLASLt's and cuDNN's own workspaces) and the host's time to issue a micro-batch
+// (tools/memory_at_scale.sh). The values computed are meaningless: the loss is reported as 0.
+static int no_work(void) {
+    static int flag = -1;
+    if (flag < 0) {
+        const char *e = getenv("NANOCHAT_EMULATION_NO_WORK");
+        flag = e && e[0] == '1';
+    }
+    return flag;
+}
+
 struct nc_context {
     char error[512];
     nc_caching_allocator cache;  // the GPU's allocator, over malloc here
@@ -22,7 +36,7 @@ struct nc_context {
 
 static int host_alloc(void *ctx, void **ptr, int64_t bytes) {
     (void)ctx;
-    *ptr = malloc((size_t)bytes);
+    *ptr = no_work() ? calloc(1, (size_t)bytes) : malloc((size_t)bytes);  // no work: a zero loss, pages never touched
     return *ptr ? 0 : 1;
 }
 static void host_free(void *ctx, void *ptr) {
@@ -70,8 +84,16 @@ int nc_allocator_stats(nc_context *ctx, int64_t *in_use, int64_t *peak, int64_t 
 }
 int nc_copy_to_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memcpy(dst, src, bytes); return 0; }
 int nc_copy_to_host(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memcpy(dst, src, bytes); return 0; }
-int nc_copy_on_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) { (void)ctx; memmove(dst, src, bytes); return 0; }
-int nc_zero(nc_context *ctx, void *ptr, int64_t bytes) { (void)ctx; memset(ptr, 0, bytes); return 0; }
+int nc_copy_on_device(nc_context *ctx, void *dst, const void *src, int64_t bytes) {
+    (void)ctx;
+    if (!no_work()) memmove(dst, src, bytes);
+    return 0;
+}
+int nc_zero(nc_context *ctx, void *ptr, int64_t bytes) {
+    (void)ctx;
+    if (!no_work()) memset(ptr, 0, bytes);
+    return 0;
+}
 int nc_synchronize(nc_context *ctx) { (void)ctx; return 0; }
 int nc_memory_info(nc_context *ctx, int64_t *f, int64_t *t, int64_t *p) {
     if (f) *f = 0;
@@ -97,6 +119,7 @@ static float bf16_round(float x) { return bf16_value(bf16_bits(x)); }
 
 int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
                       int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t z = 0; z < batch; z++) {
         const float *az = a + z * m * k, *bz = b + z * k * n;
@@ -125,6 +148,7 @@ static float *bf16_to_float(const void *p, int64_t n) {
 
 int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
                     int64_t k, int trans_a, int trans_b, float alpha, float beta) {
+    if (no_work()) return 0;
     float *af = a_bf16 ? bf16_to_float(a, m * k) : NULL, *bf = b_bf16 ? bf16_to_float(b, k * n) : NULL;
     if ((a_bf16 && !af) || (b_bf16 && !bf)) { free(af); free(bf); return fail(ctx, "nc_matmul_mixed", "out of host memory"); }
     // a bf16 value rounds to itself: the product below is the bf16 product of the same operands
@@ -136,6 +160,7 @@ int nc_matmul_mixed(nc_context *ctx, float *c, const void *a, int a_bf16, const 
 
 int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, const void *b, int b_bf16, int64_t m, int64_t n,
                        int64_t k, int trans_a, int trans_b) {
+    if (no_work()) return 0;
     float *cf = (float *)malloc((size_t)(m * n > 0 ? m * n : 1) * sizeof(float));
     if (!cf) return fail(ctx, "nc_matmul_bf16_out", "out of host memory");
     int rc = nc_matmul_mixed(ctx, cf, a, a_bf16, b, b_bf16, m, n, k, trans_a, trans_b, 1.f, 0.f);
@@ -145,6 +170,7 @@ int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, cons
 }
 
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = bf16_bits(src[i]);
     return 0;
@@ -156,6 +182,7 @@ int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t
 }
 
 int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t r = 0; r < rows; r++) {
         double ss = 0;
@@ -169,12 +196,14 @@ int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, i
 
 int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, float *y, float *rstd, const float *a, const float *b, const float *alpha,
                            int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols) {
+    if (no_work()) return 0;
     nc_scalar_mix_forward(ctx, mixed, a, b, alpha, ia, beta, ib, rows * cols);
     return nc_rmsnorm_forward(ctx, y, rstd, mixed, rows, cols);
 }
 
 int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd, int64_t rows,
                         int64_t cols, int accumulate) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t r = 0; r < rows; r++) {
         double dot = 0;
@@ -190,6 +219,7 @@ int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float
 
 int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *x, const float *cos_t, const float *sin_t,
                            int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
+    if (no_work()) return 0;
     (void)ctx;
     int64_t half = d / 2;
     for (int64_t r = 0; r < b * t * h; r++) {
@@ -213,6 +243,7 @@ int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *
 int nc_rotary_norm_qk_forward(nc_context *ctx, float *yq, float *rstd_q, const float *q, int64_t hq, float *yk, float *rstd_k,
                               const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
                               int64_t offset, float gain) {
+    if (no_work()) return 0;
     nc_rotary_norm_forward(ctx, yq, rstd_q, q, cos_t, sin_t, b, t, hq, d, offset, gain);
     return nc_rotary_norm_forward(ctx, yk, rstd_k, k, cos_t, sin_t, b, t, hk, d, offset, gain);
 }
@@ -220,6 +251,7 @@ int nc_rotary_norm_qk_forward(nc_context *ctx, float *yq, float *rstd_q, const f
 int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate) {
+    if (no_work()) return 0;
     (void)ctx;
     int64_t half = d / 2;
     for (int64_t r = 0; r < b * t * h; r++) {
@@ -242,6 +274,7 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const f
 // query i attends keys j with i - window <= j <= i; lse [B, H, T]
 int nc_attention_forward(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
                          int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    if (no_work()) return 0;
     double *s = (double *)malloc(sizeof(double) * T);
     if (!s) return fail(ctx, "nc_attention_forward", "out of host memory");
     double scale = 1 / sqrt((double)D);
@@ -276,6 +309,7 @@ int nc_attention_forward(nc_context *ctx, float *o, float *lse, const float *q, 
 int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q, const float *k,
                           const float *v, const float *o, const float *dout, const float *lse, int64_t B, int64_t T,
                           int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
+    if (no_work()) return 0;
     (void)ctx;
     if (!accumulate) {  // written, not added: whatever the buffers held is dropped
         memset(dq, 0, (size_t)(B * T * H * D) * sizeof(float));
@@ -310,12 +344,14 @@ int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, floa
 }
 
 int nc_embedding_forward(nc_context *ctx, float *out, const float *table, const int32_t *ids, int64_t n, int64_t c) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t i = 0; i < n; i++) memcpy(out + i * c, table + (int64_t)ids[i] * c, c * sizeof(float));
     return 0;
 }
 
 int nc_embedding_backward(nc_context *ctx, float *dtable, const float *dout, const int32_t *ids, int64_t n, int64_t c) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < c; j++) dtable[(int64_t)ids[i] * c + j] += dout[i * c + j];
@@ -326,6 +362,7 @@ static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 
 int nc_smear_forward(nc_context *ctx, float *out, float *gates, const float *x, const float *gate, const float *lambda,
                      int64_t b, int64_t t, int64_t c, int k) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t row = 0; row < b * t; row++) {
         const float *cur = x + row * c;
@@ -345,6 +382,7 @@ int nc_smear_forward(nc_context *ctx, float *out, float *gates, const float *x, 
 
 int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, const float *dout, const float *x,
                       const float *gates, const float *gate, const float *lambda, int64_t b, int64_t t, int64_t c, int k) {
+    if (no_work()) return 0;
     (void)ctx;
     double lam = lambda[0];
     for (int64_t row = 0; row < b * t; row++) {
@@ -368,6 +406,7 @@ int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, 
 
 int nc_value_embedding_forward(nc_context *ctx, float *out, float *sig, const float *v, const float *ve, const float *u,
                                const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t r = 0; r < n * hkv; r++) {
         int64_t row = r / hkv, h = r % hkv;
@@ -383,6 +422,7 @@ int nc_value_embedding_forward(nc_context *ctx, float *out, float *sig, const fl
 int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
                                 const float *ve, const float *u, const float *gate, const float *sig, int64_t n,
                                 int64_t hkv, int64_t d, int64_t c, int k) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t r = 0; r < n * hkv; r++) {
         int64_t row = r / hkv, h = r % hkv;
@@ -404,6 +444,7 @@ int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *d
 
 int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const float *b, const float *alpha, int64_t ia,
                           const float *beta, int64_t ib, int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t i = 0; i < n; i++) out[i] = alpha[ia] * a[i] + beta[ib] * b[i];
     return 0;
@@ -412,6 +453,7 @@ int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const flo
 int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha, float *dbeta, const float *g,
                            const float *a, const float *b, const float *alpha, int64_t ia, const float *beta, int64_t ib,
                            int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     double pa = 0, pb = 0;
     float sa = alpha[ia], sb = beta[ib];
@@ -427,6 +469,7 @@ int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha,
 }
 
 int nc_backout_forward(nc_context *ctx, float *out, const float *x, const float *saved, const float *lambda, int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t i = 0; i < n; i++) out[i] = x[i] - lambda[0] * saved[i];
     return 0;
@@ -434,6 +477,7 @@ int nc_backout_forward(nc_context *ctx, float *out, const float *x, const float 
 
 int nc_backout_backward(nc_context *ctx, float *dsaved, float *dlambda, const float *g, const float *saved,
                         const float *lambda, int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     double p = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -445,12 +489,14 @@ int nc_backout_backward(nc_context *ctx, float *dsaved, float *dlambda, const fl
 }
 
 int nc_relu2_forward(nc_context *ctx, float *y, const float *x, int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t i = 0; i < n; i++) { float r = x[i] > 0 ? x[i] : 0; y[i] = r * r; }
     return 0;
 }
 
 int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *x, int64_t n, int accumulate) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t i = 0; i < n; i++) {
         float g = 2.f * (x[i] > 0 ? x[i] : 0) * dy[i];
@@ -460,6 +506,7 @@ int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *
 }
 
 int nc_relu2_forward_bf16(nc_context *ctx, void *y, const void *x, int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     const uint16_t *xs = x;
     uint16_t *ys = y;
@@ -468,6 +515,7 @@ int nc_relu2_forward_bf16(nc_context *ctx, void *y, const void *x, int64_t n) {
 }
 
 int nc_relu2_backward_bf16(nc_context *ctx, void *dx, const void *dy, const void *x, int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     const uint16_t *xs = x, *gs = dy;
     uint16_t *out = dx;
@@ -477,6 +525,7 @@ int nc_relu2_backward_bf16(nc_context *ctx, void *dx, const void *dy, const void
 
 int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, const float *weights,
                              int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale) {
+    if (no_work()) return 0;
     if (vocab > ld) return fail(ctx, "nc_softcap_cross_entropy", "vocab is larger than the row stride");
     for (int64_t r = 0; r < rows; r++) {
         float *z = logits + r * ld;
@@ -501,6 +550,7 @@ int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, cons
 
 int nc_softcap_cross_entropy_bf16(nc_context *ctx, void *logits, float *losses, const int32_t *targets, const float *weights,
                                   int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale) {
+    if (no_work()) return 0;
     // the fp32 kernel on the bf16 values, the gradient rounded back to bf16
     float *z = bf16_to_float(logits, rows * ld);
     if (!z) return fail(ctx, "nc_softcap_cross_entropy_bf16", "out of host memory");
@@ -512,6 +562,7 @@ int nc_softcap_cross_entropy_bf16(nc_context *ctx, void *logits, float *losses, 
 }
 
 int nc_axpby(nc_context *ctx, float *y, const float *x, float a, const float *scale, float b, int64_t n) {
+    if (no_work()) return 0;
     (void)ctx;
     float s = scale ? a * scale[0] : a;
     for (int64_t i = 0; i < n; i++) y[i] = b == 0.f ? s * x[i] : s * x[i] + b * y[i];
@@ -519,12 +570,14 @@ int nc_axpby(nc_context *ctx, float *y, const float *x, float a, const float *sc
 }
 
 int nc_softcap(nc_context *ctx, float *x, int64_t n, float cap) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
     return 0;
 }
 
 int nc_dot(nc_context *ctx, float *out, const float *x, const float *w, int64_t n, int accumulate) {
+    if (no_work()) { out[0] = 0; return 0; }
     (void)ctx;
     double sum = accumulate ? out[0] : 0;
     for (int64_t i = 0; i < n; i++) sum += (double)x[i] * (w ? (double)w[i] : 1.0);
@@ -549,6 +602,7 @@ int nc_attention_select(nc_context *ctx, int cudnn) {
 
 int nc_kv_append(nc_context *ctx, void *cache, const float *src, const int32_t *rows, const int32_t *starts, int64_t b,
                  int64_t t, int64_t hkv, int64_t d, int64_t capacity, int bf16) {
+    if (no_work()) return 0;
     (void)ctx;
     for (int64_t bi = 0; bi < b; bi++)
         for (int64_t ti = 0; ti < t; ti++)
@@ -565,6 +619,7 @@ int nc_kv_append(nc_context *ctx, void *cache, const float *src, const int32_t *
 int nc_cached_attention(nc_context *ctx, float *out, const float *q, const void *k_cache, const void *v_cache,
                         const int32_t *rows, const int32_t *starts, int64_t b, int64_t t, int64_t h, int64_t hkv, int64_t d,
                         int64_t capacity, int64_t window, int bf16) {
+    if (no_work()) return 0;
     if (hkv <= 0 || h % hkv != 0) return fail(ctx, "nc_cached_attention", "the query heads are not a multiple of the KV heads");
     double *scores = (double *)malloc((size_t)capacity * sizeof(double));
     if (!scores) return fail(ctx, "nc_cached_attention", "out of host memory");
@@ -596,6 +651,7 @@ int nc_cached_attention(nc_context *ctx, float *out, const float *q, const void 
 
 int nc_adamw_step(nc_context *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, int step) {
+    if (no_work()) return 0;
     if (step < 1) return fail(ctx, "nc_adamw_step", "step counts from 1");
     float bias1 = 1.f - powf(beta1, (float)step), bias2 = 1.f - powf(beta2, (float)step);
     float decay = 1.f - lr * weight_decay, step_size = lr / bias1;
@@ -627,6 +683,7 @@ static double frob(const float *x, int64_t size) {
 // the steps and their order as muon.cu's nc_muon_step, one matrix at a time
 int nc_muon_step(nc_context *ctx, float *params, const float *grads, float *momentum, float *second, int64_t K,
                  int64_t rows, int64_t cols, float lr, float weight_decay, float mu, float beta2, int ns_steps, int bf16) {
+    if (no_work()) return 0;
     const int64_t size = rows * cols, small = rows < cols ? rows : cols;
     const int per_row = rows >= cols;
     const int64_t m = per_row ? rows : cols, len = per_row ? cols : rows;
@@ -695,11 +752,13 @@ int nc_muon_step(nc_context *ctx, float *params, const float *grads, float *mome
 // the tensor-core attention's contract is the exact one's (its bf16 rounding is the device's business)
 int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    if (no_work()) return 0;
     return nc_attention_forward(ctx, o, lse, q, k, v, B, T, H, Hkv, D, window);
 }
 int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
                                const float *k, const float *v, const float *o, const float *dout, const float *lse,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
+    if (no_work()) return 0;
     return nc_attention_backward(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, D, window, accumulate);
 }
 

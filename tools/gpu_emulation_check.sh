@@ -17,6 +17,7 @@
 #   5. the same device run with its gradients through NCCL at world size 1 (NANOCHAT_NCCL=1): the optimizer's sharded
 #      path, every collective kind called, the same losses and weights (on a GPU: NCCL itself, from the system).
 #   6. the same run with --gpu-precision bf16 (bf16 products, attention and logits): every loss within 1% of fp32
+#   7. that run in the stand-in's no-work mode (NANOCHAT_EMULATION_NO_WORK=1) hands out the same device memory
 # The kernels themselves are checked on a GPU by cuda/op_check.cu (scripts/gpu-check). Ends with "N passed, N failed".
 # usage: tools/gpu_emulation_check.sh NANOCHAT FIXTURES_DIR   (LIBRARY=libnanochat_cuda.so: the same on a real GPU;
 #        DEPTH, STEPS: the size of the base-train comparison, default 2 and 8)
@@ -76,5 +77,16 @@ $n "${train[@]}" --device-type cuda --gpu-precision bf16 --checkpoint-dir "$work
 if python3 tools/compare_runs.py "$work/dev" "$work/bf16" --tol 1e-2 --param-tol 0.5 --min-steps ${STEPS:-8} | tail -1; then
   ok "--gpu-precision bf16 (bf16 logits included) = fp32 within 1% at every step"
 else bad "the bf16 run strays from the fp32 one"; tail -5 "$work/bf16.log"; fi
+# the stand-in's no-work mode (kernels return at once; tools/memory_at_scale.sh measures full-size steps with it) hands out
+# the same device memory as the run that computes
+if [[ -z ${LIBRARY:-} ]]; then
+  NANOCHAT_EMULATION_NO_WORK=1 $n "${train[@]}" --device-type cuda --gpu-precision bf16 --checkpoint-dir "$work/nowork" >"$work/nowork.log" 2>&1 || cat "$work/nowork.log"
+  peak() { grep -oE "[0-9.]+ GB handed out at the most, [0-9.]+ GB held" "$1"; }
+  kept() { grep "^kept from a forward" "$1"; }
+  if [[ -n $(peak "$work/bf16.log") && $(peak "$work/nowork.log") == "$(peak "$work/bf16.log")" && -n $(kept "$work/bf16.log") \
+        && $(kept "$work/nowork.log") == "$(kept "$work/bf16.log")" ]]; then
+    ok "the no-work mode allocates as the run that computes: $(peak "$work/nowork.log"); $(kept "$work/nowork.log")"
+  else bad "the no-work mode's memory differs: $(peak "$work/nowork.log"), $(kept "$work/nowork.log") vs $(peak "$work/bf16.log"), $(kept "$work/bf16.log")"; fi
+fi
 echo "gpu_emulation_check: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
