@@ -55,7 +55,7 @@ public final class Attention {
         } else {
             y = causalAttention(qn, kn, v, window: window)
         }
-        return linear(y.reshaped([B, T, C]), c_proj, residual: residual)
+        return linear(y.reshaped([B, T, C]), c_proj, residual: residual, inPlace: true)
     }
 }
 
@@ -72,7 +72,7 @@ public final class MLP {
 
     /// `residual` + c_proj(relu(c_fc(x))^2), as one op: relu(h)^2 is made again in the backward rather than kept, and
     /// on a GPU in bf16 h itself is kept in bf16 (`reluSquaredMLP`).
-    func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { reluSquaredMLP(x, c_fc, c_proj, residual: residual) }
+    func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { reluSquaredMLP(x, c_fc, c_proj, residual: residual, inPlace: true) }
 }
 
 /// Upstream's Block: pre-norm attention and MLP, each added to the residual stream.
@@ -89,7 +89,9 @@ public final class Block {
     }
 
     /// x + attn(norm(x)), then + mlp(norm(x)), with `normed` = norm(x) (made with the layer's input mix:
-    /// `scalarMixNorm`); each branch's last product adds the residual stream.
+    /// `scalarMixNorm`). Each branch's last product adds to the residual stream in place on a GPU: no backward reads the
+    /// stream's values before a branch (the mix's reads the mix's inputs, the norms' their own outputs), so the layer's
+    /// stream is one buffer.
     func callAsFunction(_ x: Tensor, normed: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?) -> Tensor {
         let x = attn(normed, ve: ve, rotary: rotary, window: window, cache: cache, residual: x)
         return mlp(norm(x), residual: x)

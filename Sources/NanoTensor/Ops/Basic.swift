@@ -61,6 +61,20 @@ final class SharedRounding {
     }
 }
 
+/// The output of a residual branch's last product on the GPU: a copy of the residual stream `r` (the product then adds
+/// to it), or, with `inPlace`, `r`'s own buffer: the caller promises that `r`'s values are read by nothing after this op,
+/// forward or backward (the transformer's stream: its mix's backward reads the mix's inputs, the norms' backwards their
+/// outputs), so the stream costs one buffer per layer instead of three and no copy.
+func gpuResidualOutput(_ gpu: GPU, _ r: Tensor, inPlace: Bool) -> Tensor {
+    if inPlace {
+        precondition(r.backwardFn != nil || !r.requiresGrad, "an in-place residual add needs an op's output, not a parameter (\(r.name))")
+        return Tensor(shape: r.shape, sharing: r.storage)
+    }
+    let out = Tensor(shape: r.shape, zeroed: false, on: gpu)
+    gpu.copy(r.gpuData, to: out.gpuData, floats: out.count)
+    return out
+}
+
 /// a + b (same shape).
 public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     precondition(a.count == b.count, "add: \(a.shape) vs \(b.shape)")
@@ -173,12 +187,13 @@ public func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) 
 /// added to the product's output in place. Either way the arithmetic of `add(r, linear(x, w))` (the product rounded
 /// to float32, then added once), without the branch's output as a second tensor that the tape keeps until the
 /// backward: two activations of [B, T, C] fewer per layer.
-public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor) -> Tensor {
+/// `inPlace`: on a GPU the sum is written over `r`'s buffer (`gpuResidualOutput`).
+public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor, inPlace: Bool = false) -> Tensor {
     let inF = w.shape[1], outF = w.shape[0]
     precondition(x.shape.last == inF && r.count == x.count / inF * outF, "linear: input \(x.shape), weight \(w.shape), residual \(r.shape)")
     let n = x.count / inF
-    let out = Tensor(shape: r.shape, zeroed: false, on: x.gpu)
     guard let gpu = x.gpu else {
+        let out = Tensor(shape: r.shape, zeroed: false)
         let pr = r.data, po = out.data, count = out.count
         if w.quantized != nil || !Tensor.gradEnabled {
             weightProduct(m: n, n: outF, k: inF, a: x.data, lda: inF, w: w, c: po, ldc: outF)
@@ -195,7 +210,7 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor) -> Tensor {
         return out
     }
     precondition(w.gpu === gpu && r.gpu === gpu, "linear: the input is on the GPU, the weight \(w.name) or the residual is not")
-    gpu.copy(r.gpuData, to: out.gpuData, floats: out.count)
+    let out = gpuResidualOutput(gpu, r, inPlace: inPlace)
     gpuWeightProduct(gpu, out.gpuData, x.gpuData, w, m: n, n: outF, k: inF, transB: true, beta: 1)
     Tensor.record(out, [r, x, w], op: "linear+residual") { out in
         let g = out.grad!.gpuData
@@ -302,20 +317,19 @@ private func linearBackwardCPU(_ x: Tensor, _ w: Tensor, _ g: UnsafePointer<Floa
 /// again in the backward for W's gradient, instead of living from the forward to the backward: one elementwise pass
 /// more per layer, and 4C floats per token and layer less memory (a quarter of a layer's activations). The same
 /// arithmetic as `linear(reluSquared(h), w, residual: r)`.
-public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor) -> Tensor {
+public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor, inPlace: Bool = false) -> Tensor {
     let inF = w.shape[1], outF = w.shape[0]
     precondition(h.shape.last == inF && r.count == h.count / inF * outF, "reluSquaredLinear: input \(h.shape), weight \(w.shape), residual \(r.shape)")
     guard Tensor.gradEnabled && (h.requiresGrad || w.requiresGrad || r.requiresGrad) else {
-        return linear(reluSquared(h), w, residual: r)  // inference: nothing to keep
+        return linear(reluSquared(h), w, residual: r, inPlace: inPlace)  // inference: nothing to keep
     }
     let n = h.count / inF, count = h.count
-    let out = Tensor(shape: r.shape, zeroed: false, on: h.gpu)
     if let gpu = h.gpu {
         precondition(w.gpu === gpu && r.gpu === gpu, "reluSquaredLinear: the input is on the GPU, the weight \(w.name) or the residual is not")
+        let out = gpuResidualOutput(gpu, r, inPlace: inPlace)
         do {
             let a = Tensor(shape: h.shape, zeroed: false, on: gpu)  // relu(h)^2, back to the pool after the product
             gpu.run(gpu.api.nc_relu2_forward(gpu.ctx, a.gpuData, h.gpuData, Int64(count)), "relu2")
-            gpu.copy(r.gpuData, to: out.gpuData, floats: out.count)
             gpuWeightProduct(gpu, out.gpuData, a.gpuData, w, m: n, n: outF, k: inF, transB: true, beta: 1)
         }
         Tensor.record(out, [r, h, w], op: "reluSquaredLinear") { out in
@@ -347,6 +361,7 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor) -> T
         }
         return out
     }
+    let out = Tensor(shape: r.shape, zeroed: false)
     let ph = h.data, pr = r.data, po = out.data
     do {
         let a = Tensor(shape: h.shape, zeroed: false)
@@ -383,8 +398,9 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor) -> T
 /// written by the product in bf16 and kept so (half its memory; no rounding pass before c_proj reads relu(h)², made in
 /// bf16 and made again in the backward), and the backward stays in bf16 through the hidden layer: dA = g W_proj and
 /// dH = 2 relu(h) dA are written in bf16 and read as they are by x's and W_fc's gradients, as upstream's autocast does.
-public func reluSquaredMLP(_ x: Tensor, _ fc: Tensor, _ proj: Tensor, residual r: Tensor) -> Tensor {
-    guard let gpu = x.gpu, gpu.bf16 else { return reluSquaredLinear(linear(x, fc), proj, residual: r) }
+/// `inPlace`: on a GPU the sum is written over `r`'s buffer (`gpuResidualOutput`).
+public func reluSquaredMLP(_ x: Tensor, _ fc: Tensor, _ proj: Tensor, residual r: Tensor, inPlace: Bool = false) -> Tensor {
+    guard let gpu = x.gpu, gpu.bf16 else { return reluSquaredLinear(linear(x, fc), proj, residual: r, inPlace: inPlace) }
     let inF = fc.shape[1], hidden = fc.shape[0], outF = proj.shape[0]
     precondition(x.shape.last == inF && proj.shape[1] == hidden && r.count == x.count / inF * outF,
                  "reluSquaredMLP: input \(x.shape), weights \(fc.shape) and \(proj.shape), residual \(r.shape)")
@@ -397,11 +413,10 @@ public func reluSquaredMLP(_ x: Tensor, _ fc: Tensor, _ proj: Tensor, residual r
         gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, h16.pointer, x16.pointer, 1, fc.bf16Weights(on: gpu), 1, Int64(n), Int64(hidden),
                                            Int64(inF), 0, 1), "h = x W^T in bf16 (\(fc.name))")
     }
-    let out = Tensor(shape: r.shape, zeroed: false, on: gpu)
+    let out = gpuResidualOutput(gpu, r, inPlace: inPlace)
     do {
         let a16 = Storage(count: bf16Count, on: gpu)  // relu(h)^2, back to the allocator after the product
         gpu.run(gpu.api.nc_relu2_forward_bf16(gpu.ctx, a16.pointer, h16.pointer, Int64(hCount)), "relu2 (bf16)")
-        gpu.copy(r.gpuData, to: out.gpuData, floats: out.count)
         gpuBF16Product(gpu, out.gpuData, a16.pointer, proj.bf16Weights(on: gpu), m: n, n: outF, k: hidden, transB: true, beta: 1,
                        "relu(h)^2 \(proj.name)^T + residual")
     }
