@@ -123,7 +123,8 @@ int nc_smear_forward(nc_context *ctx, float *out, float *gates, const float *x, 
                      int64_t b, int64_t t, int64_t c, int k);
 int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, const float *dout, const float *x,
                       const float *gates, const float *gate, const float *lambda, int64_t b, int64_t t, int64_t c, int k);
-// value embedding: v, ve, out [n, hkv*d]; u [n, c] (its first k channels feed the gate [hkv, k]); sig [n*hkv]
+// value embedding: v, ve, out [n, hkv*d]; u [n, c] (its first k channels feed the gate [hkv, k]); sig [n*hkv]; out may
+// be v itself (each element is read, then written, by the same thread)
 int nc_value_embedding_forward(nc_context *ctx, float *out, float *sig, const float *v, const float *ve, const float *u,
                                const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k);
 int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,

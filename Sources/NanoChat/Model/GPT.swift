@@ -47,7 +47,8 @@ public final class Attention {
                                                      sin: rotary.sin, gain: Self.qkGain, rowOffsets: cache?.starts)
         var v = projectedV
         // value residual (ResFormer): v += 3 sigmoid(ve_gate . x[..., :12]) * ve, one gate per KV head
-        if let ve, let ve_gate { v = valueEmbeddingMix(v, ve, u: x, gate: ve_gate, kvHeads: nKVHead) }
+        // (written over v on a GPU: v's own values are read by no backward)
+        if let ve, let ve_gate { v = valueEmbeddingMix(v, ve, u: x, gate: ve_gate, kvHeads: nKVHead, inPlace: true) }
         v = v.reshaped([B, T, nKVHead, headDim])
         let y: Tensor
         if let cache {

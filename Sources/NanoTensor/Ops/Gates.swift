@@ -100,16 +100,18 @@ func smearOnGPU(_ gpu: GPU, _ x: Tensor, gate: Tensor, lambda: Tensor, previous:
 }
 
 /// Value residual: v[n, h, :] += 3 * sigmoid(gate[h] . u[n, 0..<12]) * ve[n, h, :].
-/// v and ve are [N, Hkv * D] (any leading shape), u is [N, C], gate [Hkv, 12].
-public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor, kvHeads: Int) -> Tensor {
+/// v and ve are [N, Hkv * D] (any leading shape), u is [N, C], gate [Hkv, 12]. `inPlace`: on a GPU the result is
+/// written over v's buffer (`gpuResidualOutput`: v's values must be read by nothing after this op; the backward here
+/// reads ve, u and the gate, not v).
+public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor, kvHeads: Int, inPlace: Bool = false) -> Tensor {
     let width = v.shape.last!
     let n = v.count / width
     let d = width / kvHeads
     let c = u.shape.last!
     let k = gate.shape[1]
-    let out = Tensor(shape: v.shape, zeroed: false, on: v.gpu)
     let sig = Tensor(shape: [n * kvHeads], zeroed: false, on: v.gpu)
     if let gpu = v.gpu {
+        let out = inPlace ? gpuResidualOutput(gpu, v, inPlace: true) : Tensor(shape: v.shape, zeroed: false, on: gpu)
         gpu.run(gpu.api.nc_value_embedding_forward(gpu.ctx, out.gpuData, sig.gpuData, v.gpuData, ve.gpuData, u.gpuData, gate.gpuData,
                                                    Int64(n), Int64(kvHeads), Int64(d), Int64(c), Int32(k)), "value-embedding gate")
         Tensor.record(out, [v, ve, u, gate], op: "valueEmbeddingMix") { out in
@@ -120,6 +122,7 @@ public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor
         }
         return out
     }
+    let out = Tensor(shape: v.shape, zeroed: false)
     let pv = v.data, pe = ve.data, pu = u.data, pg = gate.data, po = out.data, ps = sig.data
     for i in 0..<n {
         for h in 0..<kvHeads {
