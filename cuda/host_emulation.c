@@ -197,7 +197,8 @@ int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, i
 int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, float *y, float *rstd, const float *a, const float *b, const float *alpha,
                            int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols) {
     if (no_work()) return 0;
-    nc_scalar_mix_forward(ctx, mixed, a, b, alpha, ia, beta, ib, rows * cols);
+    int rc = nc_scalar_mix_forward(ctx, mixed, a, b, alpha, ia, beta, ib, rows * cols);
+    if (rc) return rc;
     return nc_rmsnorm_forward(ctx, y, rstd, mixed, rows, cols);
 }
 
@@ -244,7 +245,8 @@ int nc_rotary_norm_qk_forward(nc_context *ctx, float *yq, float *rstd_q, const f
                               const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
                               int64_t offset, float gain) {
     if (no_work()) return 0;
-    nc_rotary_norm_forward(ctx, yq, rstd_q, q, cos_t, sin_t, b, t, hq, d, offset, gain);
+    int rc = nc_rotary_norm_forward(ctx, yq, rstd_q, q, cos_t, sin_t, b, t, hq, d, offset, gain);
+    if (rc) return rc;
     return nc_rotary_norm_forward(ctx, yk, rstd_k, k, cos_t, sin_t, b, t, hk, d, offset, gain);
 }
 

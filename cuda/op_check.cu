@@ -237,11 +237,13 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
     NC(nc_rotary_norm_forward(ctx, dkout.f(), dkrs.f(), dk.f(), dc.f(), ds.f(), b, t, hk, d, offset, gain));
     NC(nc_rotary_norm_qk_forward(ctx, dqq.f(), dqrs.f(), dxin.f(), h, dkk.f(), dkrs2.f(), dk.f(), hk, dc.f(), ds.f(), b, t, d, offset, gain));
     auto as_double = [](const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); };
-    snprintf(name, sizeof name, "rotary+norm q and k in one launch (hq %lld, hk %lld)", (long long)h, (long long)hk);
-    check(name, dqq.get<float>(), as_double(dout.get<float>()), 0);
-    check(name, dkk.get<float>(), as_double(dkout.get<float>()), 0);
-    check(name, dqrs.get<float>(), as_double(drs.get<float>()), 0);
-    check(name, dkrs2.get<float>(), as_double(dkrs.get<float>()), 0);
+    const char *parts[4] = {"q", "k", "q's rstd", "k's rstd"};
+    std::vector<float> got[4] = {dqq.get<float>(), dkk.get<float>(), dqrs.get<float>(), dkrs2.get<float>()};
+    std::vector<float> alone[4] = {dout.get<float>(), dkout.get<float>(), drs.get<float>(), dkrs.get<float>()};
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "rotary+norm q and k in one launch: %s (hq %lld, hk %lld)", parts[i], (long long)h, (long long)hk);
+        check(name, got[i], as_double(alone[i]), 0);
+    }
 }
 
 static void check_relu2(int64_t n) {

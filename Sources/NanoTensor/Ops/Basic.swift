@@ -66,13 +66,17 @@ final class SharedRounding {
 /// forward or backward (the transformer's stream: its mix's backward reads the mix's inputs, the norms' backwards their
 /// outputs), so the stream costs one buffer per layer instead of three and no copy.
 func gpuResidualOutput(_ gpu: GPU, _ r: Tensor, inPlace: Bool) -> Tensor {
-    if inPlace {
-        precondition(r.backwardFn != nil || !r.requiresGrad, "an in-place residual add needs an op's output, not a parameter (\(r.name))")
-        return Tensor(shape: r.shape, sharing: r.storage)
-    }
+    if inPlace { return overwriting(r) }
     let out = Tensor(shape: r.shape, zeroed: false, on: gpu)
     gpu.copy(r.gpuData, to: out.gpuData, floats: out.count)
     return out
+}
+
+/// An op's output written over `r`'s buffer: `r` must be another op's output whose values nothing reads after this op,
+/// forward or backward (never a parameter).
+func overwriting(_ r: Tensor) -> Tensor {
+    precondition(r.backwardFn != nil || !r.requiresGrad, "an in-place op needs another op's output, not a parameter (\(r.name))")
+    return Tensor(shape: r.shape, sharing: r.storage)
 }
 
 /// a + b (same shape).
@@ -229,13 +233,18 @@ public func linear(_ x: Tensor, _ ws: [Tensor]) -> [Tensor] {
     let x16 = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
     let shared = SharedRounding(x, uses: ws.count)
     return ws.map { w in
-        let outF = w.shape[0]
         precondition(w.shape[1] == inF && w.gpu === gpu, "linear: input \(x.shape) vs weight \(w.shape) (on the input's GPU)")
-        let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: gpu)
-        gpuBF16Product(gpu, out.gpuData, x16.pointer, w.bf16Weights(on: gpu), m: n, n: outF, k: inF, transB: true, "\(w.name) with a shared bf16 input")
-        Tensor.record(out, [x, w], op: "linear") { out in linearBackwardGPU(gpu, x, w, out.grad!.gpuData, rows: n, shared: shared) }
-        return out
+        return linearFromShared(gpu, x, x16, shared, w, rows: n)
     }
+}
+
+/// x W^T on a GPU in bf16 mode from x already rounded (`x16`), its weight gradient reading `shared`'s rounding.
+func linearFromShared(_ gpu: GPU, _ x: Tensor, _ x16: Storage, _ shared: SharedRounding, _ w: Tensor, rows n: Int) -> Tensor {
+    let inF = w.shape[1], outF = w.shape[0]
+    let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: gpu)
+    gpuBF16Product(gpu, out.gpuData, x16.pointer, w.bf16Weights(on: gpu), m: n, n: outF, k: inF, transB: true, "\(w.name) with a shared bf16 input")
+    Tensor.record(out, [x, w], op: "linear") { out in linearBackwardGPU(gpu, x, w, out.grad!.gpuData, rows: n, shared: shared) }
+    return out
 }
 
 /// y = x W^T for x [..., in] and W [out, in] (PyTorch's Linear without bias), through BLAS.
@@ -335,26 +344,16 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor, inPl
         Tensor.record(out, [r, h, w], op: "reluSquaredLinear") { out in
             let g = out.grad!.gpuData
             if r.requiresGrad { gpuAddGrad(gpu, r, g) }
-            // in bf16 mode g is rounded once for both products
-            let g16 = gpu.bf16 ? gpuRoundedBF16(gpu, g, count: n * outF) : nil
+            // (the model's MLP in bf16 mode is reluSquaredMLP; here bf16 products round their fp32 operands per call)
             if w.requiresGrad {
                 let a = Tensor(shape: h.shape, zeroed: false, on: gpu)
                 gpu.run(gpu.api.nc_relu2_forward(gpu.ctx, a.gpuData, h.gpuData, Int64(count)), "relu2 (again, for dW)")
                 let (gw, fresh) = w.gradForWrite()
-                if let g16 {
-                    gpuBF16Product(gpu, gw, g16.pointer, UnsafeRawPointer(a.gpuData), bIsBF16: false, m: outF, n: inF, k: n,
-                                   transA: true, beta: fresh ? 0 : 1, "dW of \(w.name)")
-                } else {
-                    gpu.matmul(gw, g, a.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
-                }
+                gpu.matmul(gw, g, a.gpuData, m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1)
             }
             if h.requiresGrad {
                 let da = Tensor(shape: h.shape, zeroed: false, on: gpu)
-                if let g16 {
-                    gpuBF16Product(gpu, da.gpuData, g16.pointer, w.bf16Weights(on: gpu), m: n, n: inF, k: outF, "dX of \(w.name)")
-                } else {
-                    gpuWeightProduct(gpu, da.gpuData, g, w, m: n, n: inF, k: outF, transB: false)
-                }
+                gpuWeightProduct(gpu, da.gpuData, g, w, m: n, n: inF, k: outF, transB: false)
                 let (gh, fresh) = h.gradForWrite()
                 gpu.run(gpu.api.nc_relu2_backward(gpu.ctx, gh, da.gpuData, h.gpuData, Int64(count), fresh ? 0 : 1), "relu2 backward")
             }

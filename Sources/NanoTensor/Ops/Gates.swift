@@ -101,7 +101,7 @@ func smearOnGPU(_ gpu: GPU, _ x: Tensor, gate: Tensor, lambda: Tensor, previous:
 
 /// Value residual: v[n, h, :] += 3 * sigmoid(gate[h] . u[n, 0..<12]) * ve[n, h, :].
 /// v and ve are [N, Hkv * D] (any leading shape), u is [N, C], gate [Hkv, 12]. `inPlace`: on a GPU the result is
-/// written over v's buffer (`gpuResidualOutput`: v's values must be read by nothing after this op; the backward here
+/// written over v's buffer (`overwriting`: v's values must be read by nothing after this op; the backward here
 /// reads ve, u and the gate, not v).
 public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor, kvHeads: Int, inPlace: Bool = false) -> Tensor {
     let width = v.shape.last!
@@ -111,7 +111,7 @@ public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor
     let k = gate.shape[1]
     let sig = Tensor(shape: [n * kvHeads], zeroed: false, on: v.gpu)
     if let gpu = v.gpu {
-        let out = inPlace ? gpuResidualOutput(gpu, v, inPlace: true) : Tensor(shape: v.shape, zeroed: false, on: gpu)
+        let out = inPlace ? overwriting(v) : Tensor(shape: v.shape, zeroed: false, on: gpu)
         gpu.run(gpu.api.nc_value_embedding_forward(gpu.ctx, out.gpuData, sig.gpuData, v.gpuData, ve.gpuData, u.gpuData, gate.gpuData,
                                                    Int64(n), Int64(kvHeads), Int64(d), Int64(c), Int32(k)), "value-embedding gate")
         Tensor.record(out, [v, ve, u, gate], op: "valueEmbeddingMix") { out in

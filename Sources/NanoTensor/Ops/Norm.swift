@@ -105,9 +105,7 @@ public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Ten
     let n = b * t
     let x16 = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
     let shared = SharedRounding(x, uses: 3)
-    let v = Tensor(shape: [b, t, kvHeads * d], zeroed: false, on: gpu)
-    gpuBF16Product(gpu, v.gpuData, x16.pointer, wv.bf16Weights(on: gpu), m: n, n: kvHeads * d, k: c, transB: true, "\(wv.name) with a shared bf16 input")
-    Tensor.record(v, [x, wv], op: "linear") { out in linearBackwardGPU(gpu, x, wv, out.grad!.gpuData, rows: n, shared: shared) }
+    let v = linearFromShared(gpu, x, x16, shared, wv, rows: n)
     let q = Tensor(shape: [b, t, heads, d], zeroed: false, on: gpu), k = Tensor(shape: [b, t, kvHeads, d], zeroed: false, on: gpu)
     let rstdQ = Tensor(shape: [n * heads], zeroed: false, on: gpu), rstdK = Tensor(shape: [n * kvHeads], zeroed: false, on: gpu)
     do {  // q and k before the rotation: scratch, back to the allocator when this block ends
