@@ -2,8 +2,9 @@
 // softmax), forward and backward: the training path (upstream runs its attention in bf16 too). When cuDNN's fused
 // attention loaded (libnanochat_cudnn.so, context.cu), the same interface runs it instead, and these WMMA kernels are
 // the fallback and the reference. Same interface and
-// semantics as attention.cu, the exact fp32 kernels that check it: q, o [B, T, H, D], k, v [B, T, Hkv, D] in fp32
-// (rounded to bf16 as tiles are loaded), query i sees keys i - window ..i, lse [B, H, T].
+// semantics as attention.cu, the exact fp32 kernels that check it: q, o [B, T, H, D], k, v [B, T, Hkv, D] (bf16 at the
+// interface; the kernels load fp32 tiles and round them as they load, so the fallback widens the operands for them),
+// query i sees keys i - window ..i, lse [B, H, T].
 //
 // FlashAttention-2's plan with WMMA 16x16x16 fragments: a block of 4 warps takes 64 queries (forward) or 64 keys
 // (backward) of one (b, head) and streams the other side through shared memory in tiles of 64, visiting only the
@@ -333,31 +334,24 @@ static bf16 *rounded(nc_context *ctx, Bf16Scratch &scratch, const float *x, int6
     return out && nc_to_bf16(ctx, out, x, n) == 0 ? out : nullptr;
 }
 
-static int cudnn_forward(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v, int64_t B,
+// cuDNN reads and writes our bf16 operands in place; only the incoming gradient is rounded, and its bf16 gradients are
+// widened into ours
+static int cudnn_forward(nc_context *ctx, void *o, float *lse, const void *q, const void *k, const void *v, int64_t B,
                          int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
-    Bf16Scratch scratch(ctx);
-    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
-    bf16 *qb = rounded(ctx, scratch, q, nq), *kb = rounded(ctx, scratch, k, nk), *vb = rounded(ctx, scratch, v, nk);
-    bf16 *ob = scratch.take(nq);
-    if (!qb || !kb || !vb || !ob) return nc_fail(ctx, "attention (cuDNN)", "no device memory for the bf16 operands");
-    if (ctx->cudnn->forward(ctx->cudnn->state, ob, lse, qb, kb, vb, B, T, H, Hkv, D, window))
+    if (ctx->cudnn->forward(ctx->cudnn->state, o, lse, q, k, v, B, T, H, Hkv, D, window))
         return nc_fail(ctx, "attention (cuDNN)", ctx->cudnn->error(ctx->cudnn->state));
-    from_bf16_kernel<<<nc_blocks(nq, 256), 256, 0, ctx->stream>>>(o, ob, nq, 0);
-    NC_LAUNCHED(ctx, "attention (cuDNN) output");
     return 0;
 }
 
-static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
-                          const float *o, const float *dout, const float *lse, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, const void *q, const void *k, const void *v,
+                          const void *o, const float *dout, const float *lse, int64_t B, int64_t T, int64_t H, int64_t Hkv,
                           int64_t D, int64_t window, int accumulate) {
     Bf16Scratch scratch(ctx);
     int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
-    bf16 *qb = rounded(ctx, scratch, q, nq), *kb = rounded(ctx, scratch, k, nk), *vb = rounded(ctx, scratch, v, nk);
-    bf16 *ob = rounded(ctx, scratch, o, nq), *dob = rounded(ctx, scratch, dout, nq);
+    bf16 *dob = rounded(ctx, scratch, dout, nq);
     bf16 *dqb = scratch.take(nq), *dkb = scratch.take(nk), *dvb = scratch.take(nk);
-    if (!qb || !kb || !vb || !ob || !dob || !dqb || !dkb || !dvb)
-        return nc_fail(ctx, "attention backward (cuDNN)", "no device memory for the bf16 operands");
-    if (ctx->cudnn->backward(ctx->cudnn->state, dqb, dkb, dvb, qb, kb, vb, ob, dob, lse, B, T, H, Hkv, D, window))
+    if (!dob || !dqb || !dkb || !dvb) return nc_fail(ctx, "attention backward (cuDNN)", "no device memory for the bf16 gradients");
+    if (ctx->cudnn->backward(ctx->cudnn->state, dqb, dkb, dvb, q, k, v, o, dob, lse, B, T, H, Hkv, D, window))
         return nc_fail(ctx, "attention backward (cuDNN)", ctx->cudnn->error(ctx->cudnn->state));
     // cuDNN writes whole gradients: into fresh ones directly (no zero-fill, no read), or added to what is there
     from_bf16_kernel<<<nc_blocks(nq, 256), 256, 0, ctx->stream>>>(dq, dqb, nq, accumulate);
@@ -365,6 +359,46 @@ static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, cons
     from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dv, dvb, nk, accumulate);
     NC_LAUNCHED(ctx, "attention backward (cuDNN) gradients");
     return 0;
+}
+
+// The WMMA kernels load fp32 tiles (rounding them as they load, which leaves bf16 values as they are): the fallback
+// widens the bf16 operands into fp32 scratch for them, and rounds its output back
+struct FloatScratch {
+    nc_context *ctx;
+    void *p[4] = {};
+    int n = 0;
+    explicit FloatScratch(nc_context *c) : ctx(c) {}
+    ~FloatScratch() { for (int i = 0; i < n; i++) nc_free(ctx, p[i]); }
+    float *widened(const void *x, int64_t count) {
+        if (nc_malloc(ctx, &p[n], count * (int64_t)sizeof(float))) return nullptr;
+        float *out = (float *)p[n++];
+        if (x) from_bf16_kernel<<<nc_blocks(count, 256), 256, 0, ctx->stream>>>(out, (const bf16 *)x, count, 0);
+        return out;
+    }
+};
+
+static int wmma_forward(nc_context *ctx, void *o, float *lse, const void *q, const void *k, const void *v, int64_t B, int64_t T,
+                        int64_t H, int64_t Hkv, int64_t D, int64_t window) {
+    FloatScratch scratch(ctx);
+    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
+    float *qf = scratch.widened(q, nq), *kf = scratch.widened(k, nk), *vf = scratch.widened(v, nk), *of = scratch.widened(nullptr, nq);
+    if (!qf || !kf || !vf || !of) return nc_fail(ctx, "attention (WMMA)", "no device memory for the widened operands");
+    NC_LAUNCHED(ctx, "attention (WMMA) operands");
+    if ((D == 64 ? forward_d<64> : forward_d<128>)(ctx, of, lse, qf, kf, vf, B, T, H, Hkv, window)) return 1;
+    return nc_to_bf16(ctx, o, of, nq);
+}
+
+static int wmma_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q, const void *k, const void *v,
+                         const void *o, const float *dout, const float *lse, int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D,
+                         int64_t window, int accumulate) {
+    // the WMMA kernels add with atomics
+    if (!accumulate && nc_attention_zero_grads(ctx, dq, dk, dv, B, T, H, Hkv, D)) return 1;
+    FloatScratch scratch(ctx);
+    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
+    float *qf = scratch.widened(q, nq), *kf = scratch.widened(k, nk), *vf = scratch.widened(v, nk), *of = scratch.widened(o, nq);
+    if (!qf || !kf || !vf || !of) return nc_fail(ctx, "attention backward (WMMA)", "no device memory for the widened operands");
+    NC_LAUNCHED(ctx, "attention backward (WMMA) operands");
+    return (D == 64 ? backward_d<64> : backward_d<128>)(ctx, dq, dk, dv, delta, qf, kf, vf, of, dout, lse, B, T, H, Hkv, window);
 }
 
 // cuDNN failed on a call (the reason is in ctx->error): say so once, and run the WMMA kernels from then on
@@ -375,7 +409,7 @@ static void give_up_cudnn(nc_context *ctx) {
     cudaGetLastError();  // clear a launch error the failed call may have left
 }
 
-int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
+int nc_attention_forward_bf16(nc_context *ctx, void *o, float *lse, const void *q, const void *k, const void *v,
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
     if (check_bf16_shapes(ctx, H, Hkv, D)) return 1;
     window = window < T ? window : T;
@@ -383,12 +417,11 @@ int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float
         if (cudnn_forward(ctx, o, lse, q, k, v, B, T, H, Hkv, D, window) == 0) return 0;
         give_up_cudnn(ctx);  // a shape cuDNN refuses: the WMMA kernels from now on (same statistics, so they mix)
     }
-    if (D == 64) return forward_d<64>(ctx, o, lse, q, k, v, B, T, H, Hkv, window);
-    return forward_d<128>(ctx, o, lse, q, k, v, B, T, H, Hkv, window);
+    return wmma_forward(ctx, o, lse, q, k, v, B, T, H, Hkv, D, window);
 }
 
-int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
-                               const float *k, const float *v, const float *o, const float *dout, const float *lse,
+int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q,
+                               const void *k, const void *v, const void *o, const float *dout, const float *lse,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     if (check_bf16_shapes(ctx, H, Hkv, D)) return 1;
     window = window < T ? window : T;
@@ -396,8 +429,5 @@ int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv,
         if (cudnn_backward(ctx, dq, dk, dv, q, k, v, o, dout, lse, B, T, H, Hkv, D, window, accumulate) == 0) return 0;
         give_up_cudnn(ctx);
     }
-    // the WMMA kernels add with atomics
-    if (!accumulate && nc_attention_zero_grads(ctx, dq, dk, dv, B, T, H, Hkv, D)) return 1;
-    if (D == 64) return backward_d<64>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
-    return backward_d<128>(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, window);
+    return wmma_backward(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, D, window, accumulate);
 }

@@ -1,6 +1,7 @@
 // Shared by every kernel family: the context, error reporting, launch helpers, warp reductions.
 #pragma once
 #include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <string.h>
@@ -72,6 +73,13 @@ int nc_attention_delta(nc_context *ctx, float *delta, const float *o, const floa
 #define NC_LAUNCHED(ctx, name) NC_CUDA(ctx, cudaGetLastError())
 
 static inline unsigned int nc_blocks(int64_t n, int threads) { return (unsigned int)((n + threads - 1) / threads); }
+
+// Element i of a tensor that holds fp32 or bf16 values (the y_bf16 / *_bf16 flags of nanochat_cuda.h): read as fp32,
+// written rounded to nearest even. A kernel taking either is a template over the element type.
+__device__ __forceinline__ float nc_load(const float *p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float nc_load(const __nv_bfloat16 *p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void nc_store(float *p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void nc_store(__nv_bfloat16 *p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -88,21 +88,24 @@ int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, 
     return 0;
 }
 
-// --- value-embedding gate: out[n, h, :] = v[n, h, :] + 3 sigmoid(gate[h] . u[n, :k]) ve[n, h, :]; one warp per (n, h)
-__global__ void ve_mix_forward_kernel(float *out, float *sig, const float *v, const float *ve, const float *u,
+// --- value-embedding gate: out[n, h, :] = v[n, h, :] + 3 sigmoid(gate[h] . u[n, :k]) ve[n, h, :]; one warp per (n, h).
+// V (v and out) and U (u) are fp32 or bf16 (the bf16 path's v and normed input): the math in fp32.
+template <typename V, typename U>
+__global__ void ve_mix_forward_kernel(V *out, float *sig, const V *v, const float *ve, const U *u,
                                       const float *gate, int64_t rows, int hkv, int64_t d, int64_t c, int k) {
     int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;  // (n, h)
     if (r >= rows) return;
     int lane = threadIdx.x & 31;
     int64_t n = r / hkv, h = r % hkv;
-    float a = lane < k ? gate[h * k + lane] * u[n * c + lane] : 0.f;
+    float a = lane < k ? gate[h * k + lane] * nc_load(u, n * c + lane) : 0.f;
     float s = sigmoidf(warp_sum(a)), g = 3.f * s;
-    for (int64_t j = lane; j < d; j += 32) out[r * d + j] = v[r * d + j] + g * ve[r * d + j];
+    for (int64_t j = lane; j < d; j += 32) nc_store(out, r * d + j, nc_load(v, r * d + j) + g * ve[r * d + j]);
     if (lane == 0) sig[r] = s;
 }
 
+template <typename U>
 __global__ void ve_mix_backward_kernel(float *dv, float *dve, float *du, float *dgate, const float *dout,
-                                       const float *ve, const float *u, const float *gate, const float *sig,
+                                       const float *ve, const U *u, const float *gate, const float *sig,
                                        int64_t rows, int hkv, int64_t d, int64_t c, int k) {
     int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
     if (r >= rows) return;
@@ -117,27 +120,42 @@ __global__ void ve_mix_backward_kernel(float *dv, float *dve, float *du, float *
     }
     float da = warp_sum(dot) * 3.f * s * (1.f - s);
     if (lane < k) {
-        if (dgate) atomicAdd(&dgate[h * k + lane], da * u[n * c + lane]);
+        if (dgate) atomicAdd(&dgate[h * k + lane], da * nc_load(u, n * c + lane));
         if (du) atomicAdd(&du[n * c + lane], da * gate[h * k + lane]);  // the KV heads of a row share u
     }
 }
 
-int nc_value_embedding_forward(nc_context *ctx, float *out, float *sig, const float *v, const float *ve, const float *u,
-                               const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k) {
+int nc_value_embedding_forward(nc_context *ctx, void *out, float *sig, const void *v, int v_bf16, const float *ve, const void *u,
+                               int u_bf16, const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k) {
     if (k > 32 || k > c) return nc_fail(ctx, "nc_value_embedding_forward", "the gate reads more than 32 channels");
     int64_t rows = n * hkv;
-    ve_mix_forward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(out, sig, v, ve, u, gate, rows, (int)hkv, d, c, k);
+    if (rows == 0) return 0;
+    typedef __nv_bfloat16 bf16;
+    unsigned blocks = nc_blocks(rows, 8);
+    if (v_bf16 && u_bf16)
+        ve_mix_forward_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)out, sig, (const bf16 *)v, ve, (const bf16 *)u, gate, rows, (int)hkv, d, c, k);
+    else if (v_bf16)
+        ve_mix_forward_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)out, sig, (const bf16 *)v, ve, (const float *)u, gate, rows, (int)hkv, d, c, k);
+    else if (u_bf16)
+        ve_mix_forward_kernel<<<blocks, 256, 0, ctx->stream>>>((float *)out, sig, (const float *)v, ve, (const bf16 *)u, gate, rows, (int)hkv, d, c, k);
+    else
+        ve_mix_forward_kernel<<<blocks, 256, 0, ctx->stream>>>((float *)out, sig, (const float *)v, ve, (const float *)u, gate, rows, (int)hkv, d, c, k);
     NC_LAUNCHED(ctx, "value_embedding_forward");
     return 0;
 }
 
 int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
-                                const float *ve, const float *u, const float *gate, const float *sig, int64_t n,
+                                const float *ve, const void *u, int u_bf16, const float *gate, const float *sig, int64_t n,
                                 int64_t hkv, int64_t d, int64_t c, int k) {
     if (k > 32 || k > c) return nc_fail(ctx, "nc_value_embedding_backward", "the gate reads more than 32 channels");
     int64_t rows = n * hkv;
-    ve_mix_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(dv, dve, du, dgate, dout, ve, u, gate, sig,
-                                                                       rows, (int)hkv, d, c, k);
+    if (rows == 0) return 0;
+    if (u_bf16)
+        ve_mix_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(dv, dve, du, dgate, dout, ve, (const __nv_bfloat16 *)u, gate,
+                                                                           sig, rows, (int)hkv, d, c, k);
+    else
+        ve_mix_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(dv, dve, du, dgate, dout, ve, (const float *)u, gate, sig,
+                                                                           rows, (int)hkv, d, c, k);
     NC_LAUNCHED(ctx, "value_embedding_backward");
     return 0;
 }

@@ -169,6 +169,13 @@ int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, cons
     return rc;
 }
 
+int nc_from_bf16(nc_context *ctx, float *dst, const void *src, int64_t n) {
+    if (no_work()) return 0;
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_value(((const uint16_t *)src)[i]);
+    return 0;
+}
+
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
     if (no_work()) return 0;
     (void)ctx;
@@ -181,76 +188,91 @@ int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t
     return nc_matmul_batched(ctx, c, a, b, 1, m, n, k, trans_a, trans_b, alpha, beta, bf16);
 }
 
-int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols) {
+// element i of a tensor holding fp32 or (bf16 != 0) bf16 values, read as fp32 / written rounded (the y_bf16 flags)
+static float element(const void *p, int64_t i, int bf16) { return bf16 ? bf16_value(((const uint16_t *)p)[i]) : ((const float *)p)[i]; }
+static void set_element(void *p, int64_t i, float v, int bf16) {
+    if (bf16) ((uint16_t *)p)[i] = bf16_bits(v);
+    else ((float *)p)[i] = v;
+}
+
+int nc_rmsnorm_forward(nc_context *ctx, void *y, int y_bf16, float *rstd, const float *x, int64_t rows, int64_t cols) {
     if (no_work()) return 0;
     (void)ctx;
     for (int64_t r = 0; r < rows; r++) {
         double ss = 0;
         for (int64_t j = 0; j < cols; j++) ss += (double)x[r * cols + j] * x[r * cols + j];
         float inv = (float)(1 / sqrt(ss / cols + FLT_EPSILON));
-        for (int64_t j = 0; j < cols; j++) y[r * cols + j] = x[r * cols + j] * inv;
+        for (int64_t j = 0; j < cols; j++) set_element(y, r * cols + j, x[r * cols + j] * inv, y_bf16);
         rstd[r] = inv;
     }
     return 0;
 }
 
-int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, float *y, float *rstd, const float *a, const float *b, const float *alpha,
-                           int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols) {
+int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, void *y, int y_bf16, float *rstd, const float *a, const float *b,
+                           const float *alpha, int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols) {
     if (no_work()) return 0;
     int rc = nc_scalar_mix_forward(ctx, mixed, a, b, alpha, ia, beta, ib, rows * cols);
     if (rc) return rc;
-    return nc_rmsnorm_forward(ctx, y, rstd, mixed, rows, cols);
+    return nc_rmsnorm_forward(ctx, y, y_bf16, rstd, mixed, rows, cols);
 }
 
-int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd, int64_t rows,
+int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const void *y, int y_bf16, const float *rstd, int64_t rows,
                         int64_t cols, int accumulate) {
     if (no_work()) return 0;
     (void)ctx;
     for (int64_t r = 0; r < rows; r++) {
         double dot = 0;
-        for (int64_t j = 0; j < cols; j++) dot += (double)dy[r * cols + j] * y[r * cols + j];
+        for (int64_t j = 0; j < cols; j++) dot += (double)dy[r * cols + j] * element(y, r * cols + j, y_bf16);
         double mean = dot / cols;
         for (int64_t j = 0; j < cols; j++) {
-            float g = (float)(rstd[r] * (dy[r * cols + j] - y[r * cols + j] * mean));
+            float g = (float)(rstd[r] * (dy[r * cols + j] - element(y, r * cols + j, y_bf16) * mean));
             dx[r * cols + j] = accumulate ? dx[r * cols + j] + g : g;
         }
     }
     return 0;
 }
 
-int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *x, const float *cos_t, const float *sin_t,
-                           int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
-    if (no_work()) return 0;
-    (void)ctx;
+static int rotary_norm_rows(void *y, int y_bf16, float *rstd, const float *x, const float *cos_t, const float *sin_t, int64_t b,
+                            int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
     int64_t half = d / 2;
+    float *row = malloc((size_t)(d > 0 ? d : 1) * sizeof(float));
+    if (!row) return 1;
     for (int64_t r = 0; r < b * t * h; r++) {
         int64_t pos = offset + (r / h) % t;
         const float *xr = x + r * d, *cr = cos_t + pos * half, *sr = sin_t + pos * half;
-        float *yr = y + r * d;
         double ss = 0;
         for (int64_t j = 0; j < half; j++) {
             float x1 = xr[j], x2 = xr[j + half];
-            yr[j] = x1 * cr[j] + x2 * sr[j];
-            yr[j + half] = -x1 * sr[j] + x2 * cr[j];
-            ss += (double)yr[j] * yr[j] + (double)yr[j + half] * yr[j + half];
+            row[j] = x1 * cr[j] + x2 * sr[j];
+            row[j + half] = -x1 * sr[j] + x2 * cr[j];
+            ss += (double)row[j] * row[j] + (double)row[j + half] * row[j + half];
         }
         float inv = (float)(1 / sqrt(ss / d + FLT_EPSILON));
-        for (int64_t j = 0; j < d; j++) yr[j] *= inv * gain;
+        for (int64_t j = 0; j < d; j++) set_element(y, r * d + j, row[j] * (inv * gain), y_bf16);
         rstd[r] = inv;
     }
+    free(row);
     return 0;
 }
 
-int nc_rotary_norm_qk_forward(nc_context *ctx, float *yq, float *rstd_q, const float *q, int64_t hq, float *yk, float *rstd_k,
-                              const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
-                              int64_t offset, float gain) {
+int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *x, const float *cos_t, const float *sin_t,
+                           int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
     if (no_work()) return 0;
-    int rc = nc_rotary_norm_forward(ctx, yq, rstd_q, q, cos_t, sin_t, b, t, hq, d, offset, gain);
-    if (rc) return rc;
-    return nc_rotary_norm_forward(ctx, yk, rstd_k, k, cos_t, sin_t, b, t, hk, d, offset, gain);
+    if (rotary_norm_rows(y, 0, rstd, x, cos_t, sin_t, b, t, h, d, offset, gain)) return fail(ctx, "nc_rotary_norm_forward", "out of host memory");
+    return 0;
 }
 
-int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
+int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const float *q, int64_t hq, void *yk, float *rstd_k,
+                              const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
+                              int64_t offset, float gain, int y_bf16) {
+    if (no_work()) return 0;
+    if (rotary_norm_rows(yq, y_bf16, rstd_q, q, cos_t, sin_t, b, t, hq, d, offset, gain)
+        || rotary_norm_rows(yk, y_bf16, rstd_k, k, cos_t, sin_t, b, t, hk, d, offset, gain))
+        return fail(ctx, "nc_rotary_norm_qk_forward", "out of host memory");
+    return 0;
+}
+
+int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const void *y, int y_bf16, const float *rstd,
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate) {
     if (no_work()) return 0;
@@ -258,13 +280,14 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const f
     int64_t half = d / 2;
     for (int64_t r = 0; r < b * t * h; r++) {
         int64_t pos = offset + (r / h) % t;
-        const float *gr = dy + r * d, *orow = y + r * d, *cr = cos_t + pos * half, *sr = sin_t + pos * half;
+        const float *gr = dy + r * d, *cr = cos_t + pos * half, *sr = sin_t + pos * half;
         float *dr = dx + r * d;
         double dot = 0;
-        for (int64_t j = 0; j < d; j++) dot += (double)gr[j] * orow[j];
+        for (int64_t j = 0; j < d; j++) dot += (double)gr[j] * element(y, r * d + j, y_bf16);
         double m = dot / d, inv = rstd[r];
         for (int64_t j = 0; j < half; j++) {
-            double d1 = inv * (gain * gr[j] - orow[j] / gain * m), d2 = inv * (gain * gr[j + half] - orow[j + half] / gain * m);
+            float o1 = element(y, r * d + j, y_bf16), o2 = element(y, r * d + j + half, y_bf16);
+            double d1 = inv * (gain * gr[j] - o1 / gain * m), d2 = inv * (gain * gr[j + half] - o2 / gain * m);
             float g1 = (float)(d1 * cr[j] - d2 * sr[j]), g2 = (float)(d1 * sr[j] + d2 * cr[j]);
             dr[j] = accumulate ? dr[j] + g1 : g1;
             dr[j + half] = accumulate ? dr[j + half] + g2 : g2;
@@ -406,23 +429,23 @@ int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, 
     return 0;
 }
 
-int nc_value_embedding_forward(nc_context *ctx, float *out, float *sig, const float *v, const float *ve, const float *u,
-                               const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k) {
+int nc_value_embedding_forward(nc_context *ctx, void *out, float *sig, const void *v, int v_bf16, const float *ve, const void *u,
+                               int u_bf16, const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k) {
     if (no_work()) return 0;
     (void)ctx;
     for (int64_t r = 0; r < n * hkv; r++) {
         int64_t row = r / hkv, h = r % hkv;
         double a = 0;
-        for (int j = 0; j < k; j++) a += (double)gate[h * k + j] * u[row * c + j];
+        for (int j = 0; j < k; j++) a += (double)gate[h * k + j] * element(u, row * c + j, u_bf16);
         double s = sigmoid(a);
-        for (int64_t j = 0; j < d; j++) out[r * d + j] = (float)(v[r * d + j] + 3 * s * ve[r * d + j]);
+        for (int64_t j = 0; j < d; j++) set_element(out, r * d + j, (float)(element(v, r * d + j, v_bf16) + 3 * s * ve[r * d + j]), v_bf16);
         sig[r] = (float)s;
     }
     return 0;
 }
 
 int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
-                                const float *ve, const float *u, const float *gate, const float *sig, int64_t n,
+                                const float *ve, const void *u, int u_bf16, const float *gate, const float *sig, int64_t n,
                                 int64_t hkv, int64_t d, int64_t c, int k) {
     if (no_work()) return 0;
     (void)ctx;
@@ -437,7 +460,7 @@ int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *d
         }
         double da = dot * 3 * s * (1 - s);
         for (int j = 0; j < k; j++) {
-            if (dgate) dgate[h * k + j] += (float)(da * u[row * c + j]);
+            if (dgate) dgate[h * k + j] += (float)(da * element(u, row * c + j, u_bf16));
             if (du) du[row * c + j] += (float)(da * gate[h * k + j]);
         }
     }
@@ -751,17 +774,29 @@ int nc_muon_step(nc_context *ctx, float *params, const float *grads, float *mome
     return 0;
 }
 
-// the tensor-core attention's contract is the exact one's (its bf16 rounding is the device's business)
-int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
+// the tensor-core attention's contract: the exact one's over the bf16 operands (widened), its output rounded to bf16
+// (the device's own rounding inside the kernel, of P before P V, is its business)
+int nc_attention_forward_bf16(nc_context *ctx, void *o, float *lse, const void *q, const void *k, const void *v,
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window) {
     if (no_work()) return 0;
-    return nc_attention_forward(ctx, o, lse, q, k, v, B, T, H, Hkv, D, window);
+    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
+    float *qf = bf16_to_float(q, nq), *kf = bf16_to_float(k, nk), *vf = bf16_to_float(v, nk), *of = malloc(sizeof(float) * (size_t)(nq ? nq : 1));
+    int rc = qf && kf && vf && of ? nc_attention_forward(ctx, of, lse, qf, kf, vf, B, T, H, Hkv, D, window)
+                                  : fail(ctx, "nc_attention_forward_bf16", "out of host memory");
+    for (int64_t i = 0; rc == 0 && i < nq; i++) ((uint16_t *)o)[i] = bf16_bits(of[i]);
+    free(qf); free(kf); free(vf); free(of);
+    return rc;
 }
-int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
-                               const float *k, const float *v, const float *o, const float *dout, const float *lse,
+int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q,
+                               const void *k, const void *v, const void *o, const float *dout, const float *lse,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     if (no_work()) return 0;
-    return nc_attention_backward(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, D, window, accumulate);
+    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
+    float *qf = bf16_to_float(q, nq), *kf = bf16_to_float(k, nk), *vf = bf16_to_float(v, nk), *of = bf16_to_float(o, nq);
+    int rc = qf && kf && vf && of ? nc_attention_backward(ctx, dq, dk, dv, delta, qf, kf, vf, of, dout, lse, B, T, H, Hkv, D, window, accumulate)
+                                  : fail(ctx, "nc_attention_backward_bf16", "out of host memory");
+    free(qf); free(kf); free(vf); free(of);
+    return rc;
 }
 
 // NCCL on the host: one rank, so every collective is the identity (or a copy); what it checks is that the Swift side

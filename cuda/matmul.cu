@@ -188,3 +188,15 @@ int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
     NC_LAUNCHED(ctx, "round_to_bf16");
     return 0;
 }
+
+__global__ void widen_from_bf16(float *out, const __nv_bfloat16 *in, int64_t n) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = __bfloat162float(in[i]);
+}
+
+int nc_from_bf16(nc_context *ctx, float *dst, const void *src, int64_t n) {
+    if (n == 0) return 0;
+    widen_from_bf16<<<nc_blocks(n, 256), 256, 0, ctx->stream>>>(dst, (const __nv_bfloat16 *)src, n);
+    NC_LAUNCHED(ctx, "widen_from_bf16");
+    return 0;
+}

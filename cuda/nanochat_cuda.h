@@ -54,29 +54,35 @@ int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, cons
                        int64_t k, int trans_a, int trans_b);
 // dst[i] = src[i] rounded to bf16 (nearest even): a weight's bf16 copy
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n);
+// dst[i] = src[i] widened from bf16 to fp32 (exact): a bf16 activation for an op that reads fp32 (the KV cache's)
+int nc_from_bf16(nc_context *ctx, float *dst, const void *src, int64_t n);
+
+// Outputs marked y_bf16 (and inputs marked *_bf16) below hold bf16 values (rounded to nearest even once, the math in
+// fp32): the activations that only bf16 products and attention read, kept in half the memory as upstream's autocast
+// keeps them. A backward that reads such an output reads the bf16 values.
 
 // --- RMSNorm over the last dimension, eps = FLT_EPSILON (norm.cu): y = x * rstd, rstd = 1/sqrt(mean(x^2)+eps)
-int nc_rmsnorm_forward(nc_context *ctx, float *y, float *rstd, const float *x, int64_t rows, int64_t cols);
+int nc_rmsnorm_forward(nc_context *ctx, void *y, int y_bf16, float *rstd, const float *x, int64_t rows, int64_t cols);
 // mixed = alpha[ia] a + beta[ib] b (nc_scalar_mix_forward), then y, rstd = its RMSNorm (nc_rmsnorm_forward), in one
 // pass over the rows: each layer's input mix and the norm its attention reads
-int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, float *y, float *rstd, const float *a, const float *b, const float *alpha,
-                           int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols);
+int nc_mix_rmsnorm_forward(nc_context *ctx, float *mixed, void *y, int y_bf16, float *rstd, const float *a, const float *b,
+                           const float *alpha, int64_t ia, const float *beta, int64_t ib, int64_t rows, int64_t cols);
 // dx (+)= rstd * (dy - y * mean(dy * y)); accumulate != 0 adds into dx
-int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
+int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const void *y, int y_bf16, const float *rstd,
                         int64_t rows, int64_t cols, int accumulate);
 
 // --- rotary (half-split, base tables cos/sin [positions, d/2]) then RMSNorm over d, times gain (rotary.cu).
 // x, y: [b, t, h, d]; row (b, t, h) uses position offset + t.
 int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *x, const float *cos_t,
                            const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain);
-int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
+int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const void *y, int y_bf16, const float *rstd,
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate);
 // The forward for an attention layer's queries and keys in one launch: q [b, t, hq, d] into yq, k [b, t, hk, d] into yk,
 // with their rstd, each as nc_rotary_norm_forward would.
-int nc_rotary_norm_qk_forward(nc_context *ctx, float *yq, float *rstd_q, const float *q, int64_t hq, float *yk, float *rstd_k,
+int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const float *q, int64_t hq, void *yk, float *rstd_k,
                               const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
-                              int64_t offset, float gain);
+                              int64_t offset, float gain, int y_bf16);
 
 // --- causal attention with a sliding window and GQA, exact fp32 (attention.cu). q, o: [B, T, H, D]; k, v:
 // [B, T, Hkv, D]; query i sees keys i - window ..i; lse: [B, H, T] saved for the backward; D is 32, 64 or 128.
@@ -88,11 +94,12 @@ int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, floa
                           const float *k, const float *v, const float *o, const float *dout, const float *lse, int64_t B,
                           int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate);
 
-// The same on the tensor cores (attention_bf16.cu): bf16 operands, fp32 accumulation and softmax; D is 64 or 128.
-int nc_attention_forward_bf16(nc_context *ctx, float *o, float *lse, const float *q, const float *k, const float *v,
+// The same on the tensor cores (attention_bf16.cu): q, k, v and o in bf16, fp32 accumulation, softmax and statistics,
+// fp32 gradients (dout, dq, dk, dv); D is 64 or 128.
+int nc_attention_forward_bf16(nc_context *ctx, void *o, float *lse, const void *q, const void *k, const void *v,
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
-int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const float *q,
-                               const float *k, const float *v, const float *o, const float *dout, const float *lse,
+int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q,
+                               const void *k, const void *v, const void *o, const float *dout, const float *lse,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate);
 
 // --- the engine's KV cache (kv_cache.cu): per layer [rows, Hkv, capacity, D], head-major, fp32 elements or, with
@@ -124,11 +131,11 @@ int nc_smear_forward(nc_context *ctx, float *out, float *gates, const float *x, 
 int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, const float *dout, const float *x,
                       const float *gates, const float *gate, const float *lambda, int64_t b, int64_t t, int64_t c, int k);
 // value embedding: v, ve, out [n, hkv*d]; u [n, c] (its first k channels feed the gate [hkv, k]); sig [n*hkv]; out may
-// be v itself (each element is read, then written, by the same thread)
-int nc_value_embedding_forward(nc_context *ctx, float *out, float *sig, const float *v, const float *ve, const float *u,
-                               const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k);
+// be v itself (each element is read, then written, by the same thread). v_bf16: v and out hold bf16; u_bf16: u does.
+int nc_value_embedding_forward(nc_context *ctx, void *out, float *sig, const void *v, int v_bf16, const float *ve, const void *u,
+                               int u_bf16, const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k);
 int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
-                                const float *ve, const float *u, const float *gate, const float *sig, int64_t n,
+                                const float *ve, const void *u, int u_bf16, const float *gate, const float *sig, int64_t n,
                                 int64_t hkv, int64_t d, int64_t c, int k);
 // out = alpha[ia] a + beta[ib] b (the residual/x0 lambdas); any gradient pointer may be null
 int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const float *b, const float *alpha, int64_t ia,

@@ -77,6 +77,17 @@ static float from_bf16(uint16_t b) {
     return x;
 }
 static float round_bf16(float x) { return from_bf16(to_bf16(x)); }
+static std::vector<uint16_t> bf16_bits_of(const std::vector<float> &v) {
+    std::vector<uint16_t> out(v.size());
+    for (size_t i = 0; i < v.size(); i++) out[i] = to_bf16(v[i]);
+    return out;
+}
+static std::vector<float> widened(const std::vector<uint16_t> &v) {
+    std::vector<float> out(v.size());
+    for (size_t i = 0; i < v.size(); i++) out[i] = from_bf16(v[i]);
+    return out;
+}
+static std::vector<uint16_t> bf16_nans(size_t n) { return std::vector<uint16_t>(n, 0x7FC0); }
 
 // C = alpha op(A) op(B) + beta C0 in double, the inputs rounded to bf16 first when `bf16`
 static std::vector<double> matmul_reference(const std::vector<float> &a, const std::vector<float> &b, const std::vector<float> &c0,
@@ -118,6 +129,9 @@ static void check_matmul_mixed(int64_t m, int64_t n, int64_t k, int ta, int tb, 
     std::vector<float> back;
     for (auto x : db16.get<uint16_t>()) back.push_back(from_bf16(x));
     check("to_bf16 (nearest even)", back, rounded, 0);
+    Dev dwide(nans(k * n));
+    NC(nc_from_bf16(ctx, dwide.f(), db16.p, k * n));
+    check("from_bf16 (exact)", dwide.get<float>(), rounded, 0);
     NC(nc_matmul_mixed(ctx, dc.f(), da.p, 0, db16.p, 1, m, n, k, ta, tb, 1, beta));
     char name[128];
     snprintf(name, sizeof name, "matmul with a bf16 weight %lldx%lldx%lld%s%s b%.1f", (long long)m, (long long)n, (long long)k,
@@ -158,15 +172,32 @@ static void check_rmsnorm(int64_t rows, int64_t cols) {
         }
     }
     Dev dxin(x), dyv(nans(rows * cols)), drs(nans(rows)), dg(dy), ddx(nans(rows * cols)), dacc(acc);
-    NC(nc_rmsnorm_forward(ctx, dyv.f(), drs.f(), dxin.f(), rows, cols));
+    NC(nc_rmsnorm_forward(ctx, dyv.f(), 0, drs.f(), dxin.f(), rows, cols));
     char name[96];
     snprintf(name, sizeof name, "rmsnorm forward %lldx%lld", (long long)rows, (long long)cols);
     check(name, dyv.get<float>(), y, 1e-6);
-    NC(nc_rmsnorm_backward(ctx, ddx.f(), dg.f(), dyv.f(), drs.f(), rows, cols, 0));
+    NC(nc_rmsnorm_backward(ctx, ddx.f(), dg.f(), dyv.f(), 0, drs.f(), rows, cols, 0));
     snprintf(name, sizeof name, "rmsnorm backward %lldx%lld", (long long)rows, (long long)cols);
     check(name, ddx.get<float>(), dx, 1e-5);
-    NC(nc_rmsnorm_backward(ctx, dacc.f(), dg.f(), dyv.f(), drs.f(), rows, cols, 1));
+    NC(nc_rmsnorm_backward(ctx, dacc.f(), dg.f(), dyv.f(), 0, drs.f(), rows, cols, 1));
     check("rmsnorm backward, accumulating", dacc.get<float>(), dxa, 1e-5);
+    // the bf16 output (the branches' inputs): y rounded once; the backward reads those bf16 values (its reference too)
+    {
+        Dev dy16(bf16_nans(rows * cols)), drs16(nans(rows)), ddx16(nans(rows * cols));
+        NC(nc_rmsnorm_forward(ctx, dy16.p, 1, drs16.f(), dxin.f(), rows, cols));
+        auto y16 = widened(dy16.get<uint16_t>());
+        snprintf(name, sizeof name, "rmsnorm forward into bf16 %lldx%lld", (long long)rows, (long long)cols);
+        check(name, y16, y, 4e-3);
+        std::vector<double> dx16(rows * cols);
+        for (int64_t r = 0; r < rows; r++) {
+            double dot = 0;
+            for (int64_t j = 0; j < cols; j++) dot += (double)dy[r * cols + j] * y16[r * cols + j];
+            for (int64_t j = 0; j < cols; j++) dx16[r * cols + j] = rstd[r] * (dy[r * cols + j] - y16[r * cols + j] * dot / cols);
+        }
+        NC(nc_rmsnorm_backward(ctx, ddx16.f(), dg.f(), dy16.p, 1, drs16.f(), rows, cols, 0));
+        snprintf(name, sizeof name, "rmsnorm backward from bf16 %lldx%lld", (long long)rows, (long long)cols);
+        check(name, ddx16.get<float>(), dx16, 1e-5);
+    }
     // the scalar mix and its norm in one pass: mixed = alpha[1] x + beta[2] acc, then its RMSNorm
     std::vector<float> alpha = {0.3f, 0.8f, -1.f}, beta = {2.f, 0.5f, 0.25f};
     std::vector<double> mixed(rows * cols), ym(rows * cols);
@@ -180,11 +211,15 @@ static void check_rmsnorm(int64_t rows, int64_t cols) {
         for (int64_t j = 0; j < cols; j++) ym[r * cols + j] = mixed[r * cols + j] * rs;
     }
     Dev dacc2(acc), dal(alpha), dbe(beta), dmix(nans(rows * cols)), dym(nans(rows * cols)), drm(nans(rows));
-    NC(nc_mix_rmsnorm_forward(ctx, dmix.f(), dym.f(), drm.f(), dxin.f(), dacc2.f(), dal.f(), 1, dbe.f(), 2, rows, cols));
+    NC(nc_mix_rmsnorm_forward(ctx, dmix.f(), dym.f(), 0, drm.f(), dxin.f(), dacc2.f(), dal.f(), 1, dbe.f(), 2, rows, cols));
     snprintf(name, sizeof name, "scalar mix + rmsnorm %lldx%lld: the mix", (long long)rows, (long long)cols);
     check(name, dmix.get<float>(), mixed, 1e-6);
     snprintf(name, sizeof name, "scalar mix + rmsnorm %lldx%lld: the norm", (long long)rows, (long long)cols);
     check(name, dym.get<float>(), ym, 1e-6);
+    Dev dmix16(nans(rows * cols)), dym16(bf16_nans(rows * cols)), drm16(nans(rows));
+    NC(nc_mix_rmsnorm_forward(ctx, dmix16.f(), dym16.p, 1, drm16.f(), dxin.f(), dacc2.f(), dal.f(), 1, dbe.f(), 2, rows, cols));
+    snprintf(name, sizeof name, "scalar mix + rmsnorm %lldx%lld: the norm in bf16", (long long)rows, (long long)cols);
+    check(name, widened(dym16.get<uint16_t>()), ym, 4e-3);
 }
 
 static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset) {
@@ -226,7 +261,7 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
     snprintf(name, sizeof name, "rotary+norm forward b%lld t%lld h%lld d%lld +%lld", (long long)b, (long long)t,
              (long long)h, (long long)d, (long long)offset);
     check(name, dout.get<float>(), y, 1e-5);
-    NC(nc_rotary_norm_backward(ctx, ddx.f(), dg.f(), dout.f(), drs.f(), dc.f(), ds.f(), b, t, h, d, offset, gain, 0));
+    NC(nc_rotary_norm_backward(ctx, ddx.f(), dg.f(), dout.f(), 0, drs.f(), dc.f(), ds.f(), b, t, h, d, offset, gain, 0));
     snprintf(name, sizeof name, "rotary+norm backward b%lld t%lld h%lld d%lld", (long long)b, (long long)t,
              (long long)h, (long long)d);
     check(name, ddx.get<float>(), dx, 1e-5);
@@ -235,7 +270,7 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
     auto k = randn(nk);
     Dev dk(k), dkout(nans(nk)), dkrs(nans(b * t * hk)), dqq(nans(n)), dqrs(nans(b * t * h)), dkk(nans(nk)), dkrs2(nans(b * t * hk));
     NC(nc_rotary_norm_forward(ctx, dkout.f(), dkrs.f(), dk.f(), dc.f(), ds.f(), b, t, hk, d, offset, gain));
-    NC(nc_rotary_norm_qk_forward(ctx, dqq.f(), dqrs.f(), dxin.f(), h, dkk.f(), dkrs2.f(), dk.f(), hk, dc.f(), ds.f(), b, t, d, offset, gain));
+    NC(nc_rotary_norm_qk_forward(ctx, dqq.f(), dqrs.f(), dxin.f(), h, dkk.f(), dkrs2.f(), dk.f(), hk, dc.f(), ds.f(), b, t, d, offset, gain, 0));
     auto as_double = [](const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); };
     const char *parts[4] = {"q", "k", "q's rstd", "k's rstd"};
     std::vector<float> got[4] = {dqq.get<float>(), dkk.get<float>(), dqrs.get<float>(), dkrs2.get<float>()};
@@ -244,6 +279,22 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
         snprintf(name, sizeof name, "rotary+norm q and k in one launch: %s (hq %lld, hk %lld)", parts[i], (long long)h, (long long)hk);
         check(name, got[i], as_double(alone[i]), 0);
     }
+    // into bf16 (the training path's q and k): the same rows rounded once; the backward reading those bf16 values equals
+    // the fp32 backward given the same values as floats
+    Dev dq16(bf16_nans(n)), dk16(bf16_nans(nk)), dqrs16(nans(b * t * h)), dkrs16(nans(b * t * hk)), ddx16(nans(n));
+    NC(nc_rotary_norm_qk_forward(ctx, dq16.p, dqrs16.f(), dxin.f(), h, dk16.p, dkrs16.f(), dk.f(), hk, dc.f(), ds.f(), b, t, d, offset, gain, 1));
+    auto q16 = widened(dq16.get<uint16_t>());
+    snprintf(name, sizeof name, "rotary+norm q and k into bf16: q (hq %lld)", (long long)h);
+    check(name, q16, y, 4e-3);
+    snprintf(name, sizeof name, "rotary+norm q and k into bf16: k (hk %lld)", (long long)hk);
+    check(name, widened(dk16.get<uint16_t>()), as_double(dkout.get<float>()), 4e-3);
+    snprintf(name, sizeof name, "rotary+norm q and k into bf16: q's rstd");
+    check(name, dqrs16.get<float>(), as_double(drs.get<float>()), 0);
+    Dev dq16f(q16), ddxf(nans(n));
+    NC(nc_rotary_norm_backward(ctx, ddx16.f(), dg.f(), dq16.p, 1, dqrs16.f(), dc.f(), ds.f(), b, t, h, d, offset, gain, 0));
+    NC(nc_rotary_norm_backward(ctx, ddxf.f(), dg.f(), dq16f.f(), 0, dqrs16.f(), dc.f(), ds.f(), b, t, h, d, offset, gain, 0));
+    snprintf(name, sizeof name, "rotary+norm backward from bf16 = from its floats");
+    check(name, ddx16.get<float>(), as_double(ddxf.get<float>()), 1e-6);
 }
 
 static void check_relu2(int64_t n) {
@@ -492,19 +543,24 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_
             }
         }
     // the gradients start as NaN: written (accumulate 0) they must not show through; then added (accumulate 1) twice
+    // bf16: q, k, v and o are bf16 buffers (the training path's activations), the gradients fp32
     Dev dqv(q), dkv(k), dvv(v), dov(nans(nq)), dl(nans(B * H * T)), dg(dout), gq(nans(nq)), gk(nans(nk)), gv(nans(nk)),
         delta(nans(B * H * T));
-    auto fwd = bf16 ? nc_attention_forward_bf16 : nc_attention_forward;
-    auto bwd = bf16 ? nc_attention_backward_bf16 : nc_attention_backward;
+    Dev q16(bf16_bits_of(q)), k16(bf16_bits_of(k)), v16(bf16_bits_of(v)), o16(bf16_nans(nq));
     const char *kind = bf16 ? bf16_backend : "fp32";
-    NC(fwd(ctx, dov.f(), dl.f(), dqv.f(), dkv.f(), dvv.f(), B, T, H, Hkv, D, window));
+    if (bf16) NC(nc_attention_forward_bf16(ctx, o16.p, dl.f(), q16.p, k16.p, v16.p, B, T, H, Hkv, D, window));
+    else NC(nc_attention_forward(ctx, dov.f(), dl.f(), dqv.f(), dkv.f(), dvv.f(), B, T, H, Hkv, D, window));
     char name[128];
     snprintf(name, sizeof name, "attention %s forward B%lld T%lld H%lld/%lld D%lld w%lld", kind, (long long)B, (long long)T,
              (long long)H, (long long)Hkv, (long long)D, (long long)window);
-    check(name, dov.get<float>(), o, bf16 ? 1e-2 : 1e-5);
+    check(name, bf16 ? widened(o16.get<uint16_t>()) : dov.get<float>(), o, bf16 ? 1e-2 : 1e-5);
     for (int accumulate = 0; accumulate < 2; accumulate++) {
-        NC(bwd(ctx, gq.f(), gk.f(), gv.f(), delta.f(), dqv.f(), dkv.f(), dvv.f(), dov.f(), dg.f(), dl.f(), B, T, H, Hkv, D, window,
-               accumulate));
+        if (bf16)
+            NC(nc_attention_backward_bf16(ctx, gq.f(), gk.f(), gv.f(), delta.f(), q16.p, k16.p, v16.p, o16.p, dg.f(), dl.f(), B, T, H, Hkv,
+                                          D, window, accumulate));
+        else
+            NC(nc_attention_backward(ctx, gq.f(), gk.f(), gv.f(), delta.f(), dqv.f(), dkv.f(), dvv.f(), dov.f(), dg.f(), dl.f(), B, T, H,
+                                     Hkv, D, window, accumulate));
         double times = accumulate ? 2 : 1;  // written once, then the same added
         std::vector<double> rq(dq), rk(dk), rv(dv);
         for (auto &x : rq) x *= times;
@@ -591,14 +647,35 @@ static void check_gates() {
         std::vector<float> z(n * HKV * D, 0.f);
         Dev dvv(v), dvev(ve), duv(u), dvgv(vg), dout3(nans(n * HKV * D)), sg(nans(n * HKV)), dgo(go);
         Dev gdv(z), gdve(z), gdu(std::vector<float>(n * C, 0.f)), gdvg(std::vector<float>(HKV * KG, 0.f));
-        NC(nc_value_embedding_forward(ctx, dout3.f(), sg.f(), dvv.f(), dvev.f(), duv.f(), dvgv.f(), n, HKV, D, C, (int)KG));
+        NC(nc_value_embedding_forward(ctx, dout3.f(), sg.f(), dvv.f(), 0, dvev.f(), duv.f(), 0, dvgv.f(), n, HKV, D, C, (int)KG));
         check("value-embedding gate forward", dout3.get<float>(), vo, 1e-6);
-        NC(nc_value_embedding_backward(ctx, gdv.f(), gdve.f(), gdu.f(), gdvg.f(), dgo.f(), dvev.f(), duv.f(), dvgv.f(),
+        NC(nc_value_embedding_backward(ctx, gdv.f(), gdve.f(), gdu.f(), gdvg.f(), dgo.f(), dvev.f(), duv.f(), 0, dvgv.f(),
                                        sg.f(), n, HKV, D, C, (int)KG));
         check("value-embedding gate backward dv", gdv.get<float>(), dv, 1e-6);
         check("value-embedding gate backward dve", gdve.get<float>(), dve, 1e-6);
         check("value-embedding gate backward du", gdu.get<float>(), du, 1e-5);
         check("value-embedding gate backward dgate", gdvg.get<float>(), dvg, 1e-5);
+        // the bf16 path: v and u bf16, the output written over v in bf16 (in place, as the model runs it); equal to the
+        // fp32 kernel on the same values as floats, rounded once
+        auto v16 = bf16_bits_of(v), u16 = bf16_bits_of(u);
+        Dev dv16(v16), du16(u16), dvf(widened(v16)), duf(widened(u16)), sg16(nans(n * HKV)), outf(nans(n * HKV * D));
+        NC(nc_value_embedding_forward(ctx, dv16.p, sg16.f(), dv16.p, 1, dvev.f(), du16.p, 1, dvgv.f(), n, HKV, D, C, (int)KG));
+        NC(nc_value_embedding_forward(ctx, outf.f(), sg.f(), dvf.f(), 0, dvev.f(), duf.f(), 0, dvgv.f(), n, HKV, D, C, (int)KG));
+        std::vector<double> rounded;
+        for (float x : outf.get<float>()) rounded.push_back(round_bf16(x));
+        check("value-embedding gate over bf16 v and u, in place", widened(dv16.get<uint16_t>()), rounded, 1e-4);
+        Dev gdu16(std::vector<float>(n * C, 0.f)), gdvg16(std::vector<float>(HKV * KG, 0.f));
+        Dev gduf(std::vector<float>(n * C, 0.f)), gdvgf(std::vector<float>(HKV * KG, 0.f));
+        NC(nc_value_embedding_backward(ctx, nullptr, nullptr, gdu16.f(), gdvg16.f(), dgo.f(), dvev.f(), du16.p, 1, dvgv.f(), sg16.f(), n, HKV,
+                                       D, C, (int)KG));
+        NC(nc_value_embedding_backward(ctx, nullptr, nullptr, gduf.f(), gdvgf.f(), dgo.f(), dvev.f(), duf.f(), 0, dvgv.f(), sg16.f(), n, HKV,
+                                       D, C, (int)KG));
+        std::vector<double> refu, refg;
+        for (float x : gduf.get<float>()) refu.push_back(x);
+        for (float x : gdvgf.get<float>()) refg.push_back(x);
+        // atomics: the same sums in another order may differ in the last bit
+        check("value-embedding gate backward from bf16 u: du", gdu16.get<float>(), refu, 1e-6);
+        check("value-embedding gate backward from bf16 u: dgate", gdvg16.get<float>(), refg, 1e-6);
     }
     // scalar mix: alpha[1] a + beta[2] b over a long vector (several blocks reduce the scalar gradients)
     int64_t m = 300001;
@@ -761,21 +838,30 @@ static void check_muon(int64_t K, int64_t rows, int64_t cols, int bf16) {
 
 // attention at a model's shape, forward and backward, median of 5; TFLOP/s counts only the work the window needs
 static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t window, bool bf16 = false) {
-    auto fwdf = bf16 ? nc_attention_forward_bf16 : nc_attention_forward;
-    auto bwdf = bf16 ? nc_attention_backward_bf16 : nc_attention_backward;
     int64_t n = B * T * H * D;
     auto x = randn(n);
     std::vector<float> z(n, 0.f);
     Dev q(x), k(x), v(x), o(nans(n)), l(nans(B * H * T)), g(x), dq(z), dk(z), dv(z), delta(nans(B * H * T));
+    Dev x16(bf16_bits_of(x)), o16(bf16_nans(n));  // bf16: q, k and v all x's bits (the timing does not depend on them)
+    auto fwdf = [&]() {
+        return bf16 ? nc_attention_forward_bf16(ctx, o16.p, l.f(), x16.p, x16.p, x16.p, B, T, H, H, D, window)
+                    : nc_attention_forward(ctx, o.f(), l.f(), q.f(), k.f(), v.f(), B, T, H, H, D, window);
+    };
+    auto bwdf = [&]() {
+        return bf16 ? nc_attention_backward_bf16(ctx, dq.f(), dk.f(), dv.f(), delta.f(), x16.p, x16.p, x16.p, o16.p, g.f(), l.f(), B, T, H,
+                                                 H, D, window, 0)
+                    : nc_attention_backward(ctx, dq.f(), dk.f(), dv.f(), delta.f(), q.f(), k.f(), v.f(), o.f(), g.f(), l.f(), B, T, H, H, D,
+                                            window, 0);
+    };
     cudaEvent_t e0, e1, e2;
     cudaEventCreate(&e0); cudaEventCreate(&e1); cudaEventCreate(&e2);
     std::vector<float> fwd, bwd;
     for (int r = 0; r < 6; r++) {
         cudaEventRecord(e0, 0);
-        NC(fwdf(ctx, o.f(), l.f(), q.f(), k.f(), v.f(), B, T, H, H, D, window));
+        NC(fwdf());
         NC(nc_synchronize(ctx));
         cudaEventRecord(e1, 0);
-        NC(bwdf(ctx, dq.f(), dk.f(), dv.f(), delta.f(), q.f(), k.f(), v.f(), o.f(), g.f(), l.f(), B, T, H, H, D, window, 0));
+        NC(bwdf());
         NC(nc_synchronize(ctx));
         cudaEventRecord(e2, 0);
         cudaEventSynchronize(e2);

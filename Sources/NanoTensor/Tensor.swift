@@ -1,5 +1,5 @@
-/// A float32 tensor: contiguous row-major storage on a device (the CPU or a GPU), a shape, an optional gradient (on
-/// the same device), and — when it was made by an op while gradients are on — the op's backward closure and inputs
+/// A float32 tensor (or, on a GPU in bf16 mode, a bf16 activation: `isBF16`): contiguous row-major storage on a device
+/// (the CPU or a GPU), a shape, an optional gradient (float32, on the same device), and — when it was made by an op while gradients are on — the op's backward closure and inputs
 /// (the autograd tape is this graph). Every op runs where its inputs live: the CPU body, or the GPU's kernels.
 ///
 /// Reshapes are views over the same storage; everything else that changes layout is an explicit op.
@@ -24,7 +24,12 @@ public final class Tensor {
     /// Called with this tensor once its gradient is complete; pushes gradients into `parents`.
     var backwardFn: ((Tensor) -> Void)?
 
-    public var count: Int { storage.count }
+    /// Elements (of the shape): `storage.count` floats for float32, half as many (rounded up) for bf16.
+    public let count: Int
+    /// The elements are bf16, two to a float of storage: an activation on a GPU in bf16 mode that only bf16 products,
+    /// attention and the ops written for it read (the norms the projections read, q, k, v, attention's output), kept in
+    /// half the memory, as upstream's autocast keeps them. Its ops read `bf16Data`; its gradient is float32.
+    public let isBF16: Bool
     /// The values in host memory. A tensor on a GPU has none here: reading them is a bug (an op without a device
     /// body, or a caller that forgot `hostArray()`), and stops with the tensor's name rather than reading device memory.
     @inline(__always) public var data: UnsafeMutablePointer<Float> {
@@ -36,7 +41,17 @@ public final class Tensor {
     @inline(__always) public var gpu: GPU? { storage.gpu }
     public var device: Device { gpu.map { .gpu($0) } ?? .cpu }
     /// The storage's address on its device (device memory on a GPU): for the GPU ops' kernel arguments.
-    @inline(__always) public var gpuData: UnsafeMutablePointer<Float> { storage.pointer }
+    @inline(__always) public var gpuData: UnsafeMutablePointer<Float> {
+        precondition(!isBF16, "tensor \(name.isEmpty ? "\(shape)" : name) holds bf16 values: this op reads float32 (use bf16Data, or an op that takes bf16)")
+        return storage.pointer
+    }
+    /// The device address of a bf16 tensor's values.
+    @inline(__always) public var bf16Data: UnsafeMutableRawPointer {
+        precondition(isBF16, "tensor \(name.isEmpty ? "\(shape)" : name) holds float32 values, not bf16")
+        return UnsafeMutableRawPointer(storage.pointer)
+    }
+    /// The device address of either kind, for a kernel that takes both (with `isBF16` as its flag).
+    @inline(__always) public var deviceBytes: UnsafeMutableRawPointer { UnsafeMutableRawPointer(storage.pointer) }
 
     /// Whether ops record the graph. Off for evaluation and inference: no closures, no graph.
     nonisolated(unsafe) public static var gradEnabled = true
@@ -47,14 +62,19 @@ public final class Tensor {
         self.requiresGrad = requiresGrad
     }
 
-    /// A new tensor on `gpu` (the CPU when nil): what an op makes for its output, beside its inputs.
-    public init(shape: [Int], zeroed: Bool = true, on gpu: GPU?) {
+    /// A new tensor on `gpu` (the CPU when nil): what an op makes for its output, beside its inputs. `bf16`: its
+    /// elements in bf16 (on a GPU only).
+    public init(shape: [Int], zeroed: Bool = true, on gpu: GPU?, bf16: Bool = false) {
         let n = shape.reduce(1, *)
+        precondition(!bf16 || gpu != nil, "bf16 tensors live on a GPU")
         self.shape = shape
+        count = n
+        isBF16 = bf16
         self.requiresGrad = false
         if let gpu {
-            storage = Storage(count: n, on: gpu)
-            if zeroed { gpu.zero(storage.pointer, floats: n) }
+            let floats = bf16 ? (n + 1) / 2 : n
+            storage = Storage(count: floats, on: gpu)
+            if zeroed { gpu.zero(storage.pointer, floats: floats) }
         } else {
             storage = Storage(count: n)
             if zeroed { storage.pointer.initialize(repeating: 0, count: n) }
@@ -67,9 +87,11 @@ public final class Tensor {
         values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    init(shape: [Int], sharing storage: Storage) {
+    init(shape: [Int], sharing storage: Storage, bf16: Bool = false) {
         self.shape = shape
         self.storage = storage
+        count = shape.reduce(1, *)
+        isBF16 = bf16
         self.requiresGrad = false
     }
 
@@ -81,6 +103,11 @@ public final class Tensor {
     public func hostArray(count n: Int? = nil) -> [Float] {
         let n = n ?? count
         guard let gpu else { return Array(UnsafeBufferPointer(start: storage.pointer, count: n)) }
+        if isBF16 {  // the bits downloaded, widened here (a bf16 value is the top half of a float's)
+            var bits = [UInt16](repeating: 0, count: n)
+            bits.withUnsafeMutableBytes { gpu.download(storage.pointer, bytes: 2 * n, into: $0.baseAddress!) }
+            return bits.map { Float(bitPattern: UInt32($0) << 16) }
+        }
         var out = [Float](repeating: 0, count: n)
         out.withUnsafeMutableBytes { gpu.download(storage.pointer, bytes: 4 * n, into: $0.baseAddress!) }
         return out
@@ -89,6 +116,7 @@ public final class Tensor {
     /// Overwrites the values with `values` (a checkpoint being loaded), on whichever device the tensor lives.
     public func assign(_ values: [Float]) {
         precondition(values.count == count, "\(name): \(values.count) values for \(count) elements")
+        precondition(!isBF16, "\(name): assign writes float32 values")
         defer { refreshBF16Copy() }
         values.withUnsafeBytes { src in
             if let gpu { gpu.upload(src.baseAddress!, bytes: src.count, to: storage.pointer) }
@@ -113,6 +141,11 @@ public final class Tensor {
 
     /// A copy on `device` (this tensor itself when it already lives there); no gradient or graph.
     public func to(_ device: Device) -> Tensor {
+        if isBF16, gpu !== device.gpu {  // widened on the host (bf16 activations are for inspection off the GPU)
+            let host = Tensor(shape: shape, values: hostArray())
+            host.name = name
+            return host.to(device)
+        }
         switch (gpu, device.gpu) {
         case (nil, nil): return self
         case (let a?, let b?) where a === b: return self
@@ -193,7 +226,7 @@ public final class Tensor {
     /// A view with another shape over the same storage (gradients flow through unchanged).
     public func reshaped(_ newShape: [Int]) -> Tensor {
         precondition(newShape.reduce(1, *) == count, "cannot view \(shape) as \(newShape)")
-        let v = Tensor(shape: newShape, sharing: storage)
+        let v = Tensor(shape: newShape, sharing: storage, bf16: isBF16)
         Tensor.record(v, [self]) { [unowned self] out in
             // the first gradient to reach the base is the view's own, element for element: shared, not copied into a
             // zeroed buffer (no fill, no pass); a later one adds to it

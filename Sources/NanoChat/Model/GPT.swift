@@ -92,10 +92,11 @@ public final class Block {
     /// x + attn(norm(x)), then + mlp(norm(x)), with `normed` = norm(x) (made with the layer's input mix:
     /// `scalarMixNorm`). Each branch's last product adds to the residual stream in place on a GPU: no backward reads the
     /// stream's values before a branch (the mix's reads the mix's inputs, the norms' their own outputs), so the layer's
-    /// stream is one buffer.
+    /// stream is one buffer. The branches' norms are read only by bf16 products on a GPU in bf16 mode, so they are kept
+    /// in bf16 there (the stream itself stays float32).
     func callAsFunction(_ x: Tensor, normed: Tensor, ve: Tensor?, rotary: Rotary, window: Int, cache: KVCache.Pass?) -> Tensor {
         let x = attn(normed, ve: ve, rotary: rotary, window: window, cache: cache, residual: x)
-        return mlp(norm(x), residual: x)
+        return mlp(rmsNorm(x, bf16OnGPU: true), residual: x)
     }
 }
 
@@ -237,7 +238,7 @@ public final class GPT {
         var xBackout: Tensor? = nil
         for (i, block) in h.enumerated() {
             // x = resid_lambda x + x0_lambda x0, and norm(x) for the attention (one pass on a GPU)
-            let (mixed, normed) = scalarMixNorm(resid_lambdas, i, x, x0_lambdas, i, x0)
+            let (mixed, normed) = scalarMixNorm(resid_lambdas, i, x, x0_lambdas, i, x0, bf16NormOnGPU: true)
             let ve = value_embeds[i].map { embedding($0, ids, shape: [B, T]) }
             x = block(mixed, normed: normed, ve: ve, rotary: rotary, window: windows[i], cache: pass)
             if i == backoutLayer { xBackout = x }

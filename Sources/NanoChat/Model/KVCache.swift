@@ -222,17 +222,18 @@ extension KVCache {
         }
 
         /// The device body of `attend`: the chunk appended by nc_kv_append, then a prefill's causal attention within
-        /// the chunk or the new queries over the cache (nc_cached_attention).
+        /// the chunk or the new queries over the cache (nc_cached_attention). Those two read float32: bf16 activations (the
+        /// bf16 path's q, k and v) are widened for them first.
         func attendOnGPU(_ gpu: GPU, layer: Int, queries q: Tensor, keys: Tensor, values: Tensor, window: Int) -> Tensor {
             let (b, d, hkv, cap, h) = (rows.count, cache.headDim, cache.kvHeads, cache.capacity, q.shape[2])
             let (kc, vc, bf16) = (cache.k[layer], cache.v[layer], Int32(cache.bf16 ? 1 : 0))
-            for (dst, src) in [(kc, keys), (vc, values)] {
+            for (dst, src) in [(kc, float32(keys)), (vc, float32(values))] {
                 gpu.run(gpu.api.nc_kv_append(gpu.ctx, dst, src.gpuData, deviceRows!.device, deviceStarts!.device, Int64(b), Int64(time),
                                              Int64(hkv), Int64(d), Int64(cap), bf16), "kv append")
             }
             if starts.allSatisfy({ $0 == 0 }) && time > 1 { return causalAttention(q, keys, values, window: window) }
             let out = Tensor(shape: q.shape, zeroed: false, on: gpu)
-            gpu.run(gpu.api.nc_cached_attention(gpu.ctx, out.gpuData, q.gpuData, kc, vc, deviceRows!.device, deviceStarts!.device, Int64(b),
+            gpu.run(gpu.api.nc_cached_attention(gpu.ctx, out.gpuData, float32(q).gpuData, kc, vc, deviceRows!.device, deviceStarts!.device, Int64(b),
                                                 Int64(time), Int64(h), Int64(hkv), Int64(d), Int64(cap), Int64(window), bf16), "cached attention")
             return out
         }

@@ -17,12 +17,17 @@ func gpuAddGrad(_ gpu: GPU, _ t: Tensor, _ g: UnsafePointer<Float>, _ a: Float =
 }
 
 /// c[m, n] = a[m, k] op(W) + beta c on the GPU for a weight W ([n, k] with `transB`, else [k, n]). In bf16 mode the
-/// product reads W's bf16 copy (made once, refreshed by the optimizer step) and rounds only `a`.
+/// product reads W's bf16 copy (made once, refreshed by the optimizer step) and rounds only `a` (read as it is when
+/// `aIsBF16`: a bf16 activation).
 @inline(__always)
-func gpuWeightProduct(_ gpu: GPU, _ c: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ w: Tensor, m: Int, n: Int, k: Int,
-                      transB: Bool, beta: Float = 0) {
-    guard gpu.bf16 else { return gpu.matmul(c, a, w.gpuData, m: m, n: n, k: k, transB: transB, beta: beta) }
-    gpu.run(gpu.api.nc_matmul_mixed(gpu.ctx, c, a, 0, w.bf16Weights(on: gpu), 1, Int64(m), Int64(n), Int64(k), 0, transB ? 1 : 0, 1, beta),
+func gpuWeightProduct(_ gpu: GPU, _ c: UnsafeMutablePointer<Float>, _ a: UnsafeRawPointer, aIsBF16: Bool = false, _ w: Tensor, m: Int, n: Int,
+                      k: Int, transB: Bool, beta: Float = 0) {
+    guard gpu.bf16 else {
+        precondition(!aIsBF16, "a bf16 activation on a GPU in fp32 mode")
+        return gpu.matmul(c, a.assumingMemoryBound(to: Float.self), w.gpuData, m: m, n: n, k: k, transB: transB, beta: beta)
+    }
+    gpu.run(gpu.api.nc_matmul_mixed(gpu.ctx, c, a, aIsBF16 ? 1 : 0, w.bf16Weights(on: gpu), 1, Int64(m), Int64(n), Int64(k), 0,
+                                    transB ? 1 : 0, 1, beta),
             "matmul \(m)x\(n)x\(k) with \(w.name)'s bf16 copy")
 }
 
@@ -35,6 +40,14 @@ func gpuRoundedBF16(_ gpu: GPU, _ p: UnsafePointer<Float>, count: Int) -> Storag
     return s
 }
 
+/// x as a bf16 product operand: its own values when it is a bf16 activation, else x rounded into a scratch (returned
+/// beside the address, to be kept while the products that read it are queued).
+func gpuBF16Operand(_ gpu: GPU, _ x: Tensor) -> (pointer: UnsafeRawPointer, scratch: Storage?) {
+    if x.isBF16 { return (UnsafeRawPointer(x.bf16Data), nil) }
+    let s = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
+    return (UnsafeRawPointer(s.pointer), s)
+}
+
 /// The bf16 product c = a op(b) (+ beta c) with a in bf16 and b in bf16 (`bIsBF16`) or fp32 (rounded by the call).
 @inline(__always)
 func gpuBF16Product(_ gpu: GPU, _ c: UnsafeMutablePointer<Float>, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, bIsBF16: Bool = true,
@@ -44,7 +57,8 @@ func gpuBF16Product(_ gpu: GPU, _ c: UnsafeMutablePointer<Float>, _ a: UnsafeRaw
 }
 
 /// One input's bf16 rounding shared by the backward of the products that read it (`linear(x, ws)`): made by the
-/// first of them to run, dropped after the last, so it exists only while they run.
+/// first of them to run, dropped after the last, so it exists only while they run (none for a bf16 activation: its
+/// own values).
 final class SharedRounding {
     private let x: Tensor
     private var usesLeft: Int
@@ -52,6 +66,7 @@ final class SharedRounding {
     init(_ x: Tensor, uses: Int) { self.x = x; usesLeft = uses }
     /// The rounded input for one use; `done()` after the product.
     func take(_ gpu: GPU) -> UnsafeRawPointer {
+        if x.isBF16 { return UnsafeRawPointer(x.bf16Data) }
         if copy == nil { copy = gpuRoundedBF16(gpu, x.gpuData, count: x.count) }
         return UnsafeRawPointer(copy!.pointer)
     }
@@ -76,7 +91,7 @@ func gpuResidualOutput(_ gpu: GPU, _ r: Tensor, inPlace: Bool) -> Tensor {
 /// forward or backward (never a parameter).
 func overwriting(_ r: Tensor) -> Tensor {
     precondition(r.backwardFn != nil || !r.requiresGrad, "an in-place op needs another op's output, not a parameter (\(r.name))")
-    return Tensor(shape: r.shape, sharing: r.storage)
+    return Tensor(shape: r.shape, sharing: r.storage, bf16: r.isBF16)
 }
 
 /// a + b (same shape).
@@ -215,7 +230,7 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor, inPlace: Bool =
     }
     precondition(w.gpu === gpu && r.gpu === gpu, "linear: the input is on the GPU, the weight \(w.name) or the residual is not")
     let out = gpuResidualOutput(gpu, r, inPlace: inPlace)
-    gpuWeightProduct(gpu, out.gpuData, x.gpuData, w, m: n, n: outF, k: inF, transB: true, beta: 1)
+    gpuWeightProduct(gpu, out.gpuData, x.deviceBytes, aIsBF16: x.isBF16, w, m: n, n: outF, k: inF, transB: true, beta: 1)
     Tensor.record(out, [r, x, w], op: "linear+residual") { out in
         let g = out.grad!.gpuData
         if r.requiresGrad { gpuAddGrad(gpu, r, g) }
@@ -226,23 +241,33 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor, inPlace: Bool =
 
 /// x W^T for each of `ws` (one input, several projections: attention's q, k and v). The same as `ws.map { linear(x, $0) }`;
 /// on a GPU in bf16 mode x is rounded to bf16 once for all the forward products, and once for all their weights'
-/// gradients in the backward (made by the first, dropped after the last: not kept from the forward to the backward).
+/// gradients in the backward (made by the first, dropped after the last: not kept from the forward to the backward);
+/// a bf16 x is read as it is by all of them.
 public func linear(_ x: Tensor, _ ws: [Tensor]) -> [Tensor] {
     guard let gpu = x.gpu, gpu.bf16 else { return ws.map { linear(x, $0) } }
     let inF = x.shape.last!, n = x.count / inF
-    let x16 = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
+    let x16 = gpuBF16Operand(gpu, x)
     let shared = SharedRounding(x, uses: ws.count)
-    return ws.map { w in
-        precondition(w.shape[1] == inF && w.gpu === gpu, "linear: input \(x.shape) vs weight \(w.shape) (on the input's GPU)")
-        return linearFromShared(gpu, x, x16, shared, w, rows: n)
+    return withExtendedLifetime(x16.scratch) {
+        ws.map { w in
+            precondition(w.shape[1] == inF && w.gpu === gpu, "linear: input \(x.shape) vs weight \(w.shape) (on the input's GPU)")
+            return linearFromShared(gpu, x, x16.pointer, shared, w, rows: n)
+        }
     }
 }
 
-/// x W^T on a GPU in bf16 mode from x already rounded (`x16`), its weight gradient reading `shared`'s rounding.
-func linearFromShared(_ gpu: GPU, _ x: Tensor, _ x16: Storage, _ shared: SharedRounding, _ w: Tensor, rows n: Int) -> Tensor {
+/// x W^T on a GPU in bf16 mode from x's bf16 values at `x16`, its weight gradient reading `shared`'s. `bf16Output`: the
+/// product written in bf16 (rounded once; a bf16 activation such as attention's v).
+func linearFromShared(_ gpu: GPU, _ x: Tensor, _ x16: UnsafeRawPointer, _ shared: SharedRounding, _ w: Tensor, rows n: Int,
+                      bf16Output: Bool = false) -> Tensor {
     let inF = w.shape[1], outF = w.shape[0]
-    let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: gpu)
-    gpuBF16Product(gpu, out.gpuData, x16.pointer, w.bf16Weights(on: gpu), m: n, n: outF, k: inF, transB: true, "\(w.name) with a shared bf16 input")
+    let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: gpu, bf16: bf16Output)
+    if bf16Output {
+        gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, out.bf16Data, x16, 1, w.bf16Weights(on: gpu), 1, Int64(n), Int64(outF), Int64(inF), 0, 1),
+                "\(w.name) with a shared bf16 input, into bf16")
+    } else {
+        gpuBF16Product(gpu, out.gpuData, x16, w.bf16Weights(on: gpu), m: n, n: outF, k: inF, transB: true, "\(w.name) with a shared bf16 input")
+    }
     Tensor.record(out, [x, w], op: "linear") { out in linearBackwardGPU(gpu, x, w, out.grad!.gpuData, rows: n, shared: shared) }
     return out
 }
@@ -255,7 +280,7 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
     let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: x.gpu)
     if let gpu = x.gpu {
         precondition(w.gpu === gpu, "linear: the input is on the GPU, the weight \(w.name) is not (move the model with useDevice)")
-        gpuWeightProduct(gpu, out.gpuData, x.gpuData, w, m: n, n: outF, k: inF, transB: true)
+        gpuWeightProduct(gpu, out.gpuData, x.deviceBytes, aIsBF16: x.isBF16, w, m: n, n: outF, k: inF, transB: true)
         Tensor.record(out, [x, w], op: "linear") { out in linearBackwardGPU(gpu, x, w, out.grad!.gpuData, rows: n) }
         return out
     }
@@ -272,7 +297,7 @@ public func linear(_ x: Tensor, _ w: Tensor) -> Tensor {
 
 /// x W^T's gradients on the GPU from the output's gradient `g` [rows, out]: x's (g W, through W's bf16 copy in bf16
 /// mode) and W's (g^T x), each written or added to what is there. In bf16 mode g is rounded once for both products,
-/// and x comes rounded from `shared` when several products share it (else the product rounds it).
+/// and x comes rounded from `shared` when several products share it (else the product rounds it; a bf16 x is read as it is).
 func linearBackwardGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, _ g: UnsafePointer<Float>, rows n: Int, shared: SharedRounding? = nil) {
     let inF = w.shape[1], outF = w.shape[0]
     if gpu.bf16 {
@@ -283,7 +308,7 @@ func linearBackwardGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, _ g: UnsafePointer<
         }
         if w.requiresGrad {
             let (gw, fresh) = w.gradForWrite()
-            gpuBF16Product(gpu, gw, g16.pointer, shared?.take(gpu) ?? UnsafeRawPointer(x.gpuData), bIsBF16: shared != nil,
+            gpuBF16Product(gpu, gw, g16.pointer, shared?.take(gpu) ?? UnsafeRawPointer(x.deviceBytes), bIsBF16: shared != nil || x.isBF16,
                            m: outF, n: inF, k: n, transA: true, beta: fresh ? 0 : 1, "dW of \(w.name)")
         }
         shared?.done()
@@ -408,9 +433,10 @@ public func reluSquaredMLP(_ x: Tensor, _ fc: Tensor, _ proj: Tensor, residual r
     let bf16Count = (hCount + 1) / 2  // floats holding hCount bf16 values
     let h16 = Storage(count: bf16Count, on: gpu)  // h in bf16: kept for the backward when it records
     do {
-        let x16 = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
+        let x16 = gpuBF16Operand(gpu, x)  // the normed input: bf16 already in the model
         gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, h16.pointer, x16.pointer, 1, fc.bf16Weights(on: gpu), 1, Int64(n), Int64(hidden),
                                            Int64(inF), 0, 1), "h = x W^T in bf16 (\(fc.name))")
+        withExtendedLifetime(x16.scratch) {}
     }
     let out = gpuResidualOutput(gpu, r, inPlace: inPlace)
     do {
@@ -440,9 +466,10 @@ public func reluSquaredMLP(_ x: Tensor, _ fc: Tensor, _ proj: Tensor, residual r
             gpuBF16Product(gpu, gx, dh16.pointer, fc.bf16Weights(on: gpu), m: n, n: inF, k: hidden, beta: fresh ? 0 : 1, "dX of \(fc.name)")
         }
         if fc.requiresGrad {
-            let x16 = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
+            let x16 = gpuBF16Operand(gpu, x)
             let (gw, fresh) = fc.gradForWrite()
             gpuBF16Product(gpu, gw, dh16.pointer, x16.pointer, m: hidden, n: inF, k: n, transA: true, beta: fresh ? 0 : 1, "dW of \(fc.name)")
+            withExtendedLifetime(x16.scratch) {}
         }
     }
     return out
@@ -553,5 +580,15 @@ public func gatherRows(_ x: Tensor, _ rows: [Int]) -> Tensor {
         if let gpu = x.gpu { gpu.copy(x.gpuData + r * c, to: out.gpuData + k * c, floats: c) }
         else { (out.data + k * c).update(from: x.data + r * c, count: c) }
     }
+    return out
+}
+
+/// x in float32: a bf16 activation widened (exactly) for an op that reads float32 (the KV cache's append and cached
+/// attention), or x itself when it already is. Inference only: no gradient flows through the copy.
+public func float32(_ x: Tensor) -> Tensor {
+    guard x.isBF16, let gpu = x.gpu else { return x }
+    precondition(!Tensor.gradEnabled || !x.requiresGrad, "float32(_:) widens a bf16 activation for inference (no gradient)")
+    let out = Tensor(shape: x.shape, zeroed: false, on: gpu)
+    gpu.run(gpu.api.nc_from_bf16(gpu.ctx, out.gpuData, x.bf16Data, Int64(x.count)), "bf16 widened to float32")
     return out
 }

@@ -111,14 +111,16 @@ public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor
     let k = gate.shape[1]
     let sig = Tensor(shape: [n * kvHeads], zeroed: false, on: v.gpu)
     if let gpu = v.gpu {
-        let out = inPlace ? overwriting(v) : Tensor(shape: v.shape, zeroed: false, on: gpu)
-        gpu.run(gpu.api.nc_value_embedding_forward(gpu.ctx, out.gpuData, sig.gpuData, v.gpuData, ve.gpuData, u.gpuData, gate.gpuData,
-                                                   Int64(n), Int64(kvHeads), Int64(d), Int64(c), Int32(k)), "value-embedding gate")
+        // v and the output in v's precision (bf16 from the bf16 path's projections), u (the normed input) in its own
+        let out = inPlace ? overwriting(v) : Tensor(shape: v.shape, zeroed: false, on: gpu, bf16: v.isBF16)
+        gpu.run(gpu.api.nc_value_embedding_forward(gpu.ctx, out.deviceBytes, sig.gpuData, v.deviceBytes, v.isBF16 ? 1 : 0, ve.gpuData,
+                                                   u.deviceBytes, u.isBF16 ? 1 : 0, gate.gpuData, Int64(n), Int64(kvHeads), Int64(d), Int64(c),
+                                                   Int32(k)), "value-embedding gate")
         Tensor.record(out, [v, ve, u, gate], op: "valueEmbeddingMix") { out in
             let grad = { (t: Tensor) in t.requiresGrad ? t.gradData() : nil }
             gpu.run(gpu.api.nc_value_embedding_backward(gpu.ctx, grad(v), grad(ve), grad(u), grad(gate), out.grad!.gpuData, ve.gpuData,
-                                                        u.gpuData, gate.gpuData, sig.gpuData, Int64(n), Int64(kvHeads), Int64(d),
-                                                        Int64(c), Int32(k)), "value-embedding gate backward")
+                                                        u.deviceBytes, u.isBF16 ? 1 : 0, gate.gpuData, sig.gpuData, Int64(n), Int64(kvHeads),
+                                                        Int64(d), Int64(c), Int32(k)), "value-embedding gate backward")
         }
         return out
     }

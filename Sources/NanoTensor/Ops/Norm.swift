@@ -4,13 +4,15 @@ import Foundation
 /// Parameter-free RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps), eps float32's machine epsilon (PyTorch's
 /// F.rms_norm default, which upstream uses). The rows go to the C kernels of
 /// elementwise.c (AVX-512 or AVX2 where the CPU has them), split over the cores when there are enough of them.
-public func rmsNorm(_ x: Tensor) -> Tensor {
+/// `bf16OnGPU`: on a GPU in bf16 mode the output is a bf16 activation (for a caller whose readers are bf16 products:
+/// the MLP's input), written once in bf16 from the fp32 math; its backward reads those values.
+public func rmsNorm(_ x: Tensor, bf16OnGPU: Bool = false) -> Tensor {
     let c = x.shape.last!
     let rows = x.count / c
-    let out = Tensor(shape: x.shape, zeroed: false, on: x.gpu)
+    let out = Tensor(shape: x.shape, zeroed: false, on: x.gpu, bf16: bf16OnGPU && x.gpu?.bf16 == true)
     let rstd = Tensor(shape: [rows], zeroed: false, on: x.gpu)
     if let gpu = x.gpu {
-        gpu.run(gpu.api.nc_rmsnorm_forward(gpu.ctx, out.gpuData, rstd.gpuData, x.gpuData, Int64(rows), Int64(c)), "rmsnorm")
+        gpu.run(gpu.api.nc_rmsnorm_forward(gpu.ctx, out.deviceBytes, out.isBF16 ? 1 : 0, rstd.gpuData, x.gpuData, Int64(rows), Int64(c)), "rmsnorm")
         recordRMSNormGPU(gpu, out, of: x, rstd: rstd)
         return out
     }
@@ -35,25 +37,28 @@ private func recordRMSNormGPU(_ gpu: GPU, _ out: Tensor, of x: Tensor, rstd: Ten
     let c = x.shape.last!, rows = x.count / c
     Tensor.record(out, [x], op: "rmsNorm") { out in
         let (gx, fresh) = x.gradForWrite()
-        gpu.run(gpu.api.nc_rmsnorm_backward(gpu.ctx, gx, out.grad!.gpuData, out.gpuData, rstd.gpuData, Int64(rows), Int64(c), fresh ? 0 : 1),
-                "rmsnorm backward")
+        gpu.run(gpu.api.nc_rmsnorm_backward(gpu.ctx, gx, out.grad!.gpuData, out.deviceBytes, out.isBF16 ? 1 : 0, rstd.gpuData, Int64(rows),
+                                            Int64(c), fresh ? 0 : 1), "rmsnorm backward")
     }
 }
 
 /// alpha[ia] a + beta[ib] b and its RMSNorm: `scalarMix` then `rmsNorm` (each layer's input: the residual stream that
 /// the branch adds to, and the norm the branch reads). On a GPU one pass over the rows writes both
-/// (`nc_mix_rmsnorm_forward`); each keeps its own backward, as the two ops' are.
-public func scalarMixNorm(_ alpha: Tensor, _ ia: Int, _ a: Tensor, _ beta: Tensor, _ ib: Int, _ b: Tensor) -> (mixed: Tensor, normed: Tensor) {
+/// (`nc_mix_rmsnorm_forward`); each keeps its own backward, as the two ops' are. `bf16NormOnGPU`: the norm as
+/// `rmsNorm(_:bf16OnGPU:)` writes it (the attention's input, read by bf16 products and the value-embedding gate).
+public func scalarMixNorm(_ alpha: Tensor, _ ia: Int, _ a: Tensor, _ beta: Tensor, _ ib: Int, _ b: Tensor,
+                          bf16NormOnGPU: Bool = false) -> (mixed: Tensor, normed: Tensor) {
     guard let gpu = a.gpu else {
         let mixed = scalarMix(alpha, ia, a, beta, ib, b)
         return (mixed, rmsNorm(mixed))
     }
     precondition(a.shape == b.shape && b.gpu === gpu && alpha.gpu === gpu && beta.gpu === gpu, "scalarMixNorm: \(a.shape) vs \(b.shape) on one GPU")
     let c = a.shape.last!, rows = a.count / c
-    let mixed = Tensor(shape: a.shape, zeroed: false, on: gpu), normed = Tensor(shape: a.shape, zeroed: false, on: gpu)
+    let mixed = Tensor(shape: a.shape, zeroed: false, on: gpu)
+    let normed = Tensor(shape: a.shape, zeroed: false, on: gpu, bf16: bf16NormOnGPU && gpu.bf16)
     let rstd = Tensor(shape: [rows], zeroed: false, on: gpu)
-    gpu.run(gpu.api.nc_mix_rmsnorm_forward(gpu.ctx, mixed.gpuData, normed.gpuData, rstd.gpuData, a.gpuData, b.gpuData, alpha.gpuData, Int64(ia),
-                                           beta.gpuData, Int64(ib), Int64(rows), Int64(c)), "scalar mix + rmsnorm")
+    gpu.run(gpu.api.nc_mix_rmsnorm_forward(gpu.ctx, mixed.gpuData, normed.deviceBytes, normed.isBF16 ? 1 : 0, rstd.gpuData, a.gpuData, b.gpuData,
+                                           alpha.gpuData, Int64(ia), beta.gpuData, Int64(ib), Int64(rows), Int64(c)), "scalar mix + rmsnorm")
     recordScalarMixGPU(gpu, mixed, alpha, ia, a, beta, ib, b)
     recordRMSNormGPU(gpu, normed, of: mixed, rstd: rstd)
     return (mixed, normed)
@@ -84,9 +89,11 @@ public func rotaryTables(length: Int, headDim: Int, base: Float = 100_000) -> (c
 /// embeddings then QK-norm times `gain`, [B, T, heads, D] and [B, T, kvHeads, D]) and v = x W_v^T [B, T, kvHeads * D].
 /// The same as `linear(x, [wq, wk, wv])` followed by `rotaryNorm` of q and of k, which it is on the CPU, in fp32, and
 /// for rows at different positions. On a GPU in bf16 mode it is one op: x rounded to bf16 once for the three products
-/// (and once for their weights' gradients), q and k before the rotation written to scratch that is freed when the op
-/// returns instead of being kept for the backward (their values are not needed there: the rotation's backward reads its
-/// output; two of a layer's activations of width C fewer), and the rotation and norm of q and k in one launch.
+/// (and once for their weights' gradients; not at all when x is a bf16 activation), q and k before the rotation written
+/// to scratch that is freed when the op returns instead of being kept for the backward (their values are not needed
+/// there: the rotation's backward reads its output; two of a layer's activations of width C fewer), the rotation and
+/// norm of q and k in one launch, and q, k and v written as bf16 activations (attention reads them in bf16 anyway:
+/// half their memory, and no rounding passes before it).
 public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Tensor, heads: Int, kvHeads: Int, cos: Tensor, sin: Tensor,
                               gain: Float, rowOffsets: [Int]? = nil) -> (q: Tensor, k: Tensor, v: Tensor) {
     let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
@@ -103,24 +110,25 @@ public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Ten
                  "rotaryProjections: the input is on the GPU, a weight or the rotary tables are not")
     precondition(offset + t <= cos.shape[0] && cos.shape[1] == d / 2, "rotary tables too short")
     let n = b * t
-    let x16 = gpuRoundedBF16(gpu, x.gpuData, count: x.count)
+    let x16 = gpuBF16Operand(gpu, x)
+    defer { withExtendedLifetime(x16.scratch) {} }
     let shared = SharedRounding(x, uses: 3)
-    let v = linearFromShared(gpu, x, x16, shared, wv, rows: n)
-    let q = Tensor(shape: [b, t, heads, d], zeroed: false, on: gpu), k = Tensor(shape: [b, t, kvHeads, d], zeroed: false, on: gpu)
+    let v = linearFromShared(gpu, x, x16.pointer, shared, wv, rows: n, bf16Output: true)
+    let q = Tensor(shape: [b, t, heads, d], zeroed: false, on: gpu, bf16: true), k = Tensor(shape: [b, t, kvHeads, d], zeroed: false, on: gpu, bf16: true)
     let rstdQ = Tensor(shape: [n * heads], zeroed: false, on: gpu), rstdK = Tensor(shape: [n * kvHeads], zeroed: false, on: gpu)
     do {  // q and k before the rotation: scratch, back to the allocator when this block ends
         let qRaw = Storage(count: n * heads * d, on: gpu), kRaw = Storage(count: n * kvHeads * d, on: gpu)
         gpuBF16Product(gpu, qRaw.pointer, x16.pointer, wq.bf16Weights(on: gpu), m: n, n: heads * d, k: c, transB: true, "\(wq.name) with a shared bf16 input")
         gpuBF16Product(gpu, kRaw.pointer, x16.pointer, wk.bf16Weights(on: gpu), m: n, n: kvHeads * d, k: c, transB: true, "\(wk.name) with a shared bf16 input")
-        gpu.run(gpu.api.nc_rotary_norm_qk_forward(gpu.ctx, q.gpuData, rstdQ.gpuData, qRaw.pointer, Int64(heads), k.gpuData, rstdK.gpuData,
+        gpu.run(gpu.api.nc_rotary_norm_qk_forward(gpu.ctx, q.bf16Data, rstdQ.gpuData, qRaw.pointer, Int64(heads), k.bf16Data, rstdK.gpuData,
                                                   kRaw.pointer, Int64(kvHeads), cos.gpuData, sin.gpuData, Int64(b), Int64(t), Int64(d),
-                                                  Int64(offset), gain), "rotary+norm of q and k")
+                                                  Int64(offset), gain, 1), "rotary+norm of q and k, into bf16")
     }
     for (out, w, rstd, h) in [(q, wq, rstdQ, heads), (k, wk, rstdK, kvHeads)] {
         Tensor.record(out, [x, w], op: "rotaryProjection") { out in
             // the rotation's gradient (written fresh into a scratch), then the product's backward
             let g = Tensor(shape: [n, h * d], zeroed: false, on: gpu)
-            gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, g.gpuData, out.grad!.gpuData, out.gpuData, rstd.gpuData, cos.gpuData, sin.gpuData,
+            gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, g.gpuData, out.grad!.gpuData, out.bf16Data, 1, rstd.gpuData, cos.gpuData, sin.gpuData,
                                                     Int64(b), Int64(t), Int64(h), Int64(d), Int64(offset), gain, 0), "rotary+norm backward")
             linearBackwardGPU(gpu, x, w, g.gpuData, rows: n, shared: shared)
         }
@@ -155,7 +163,7 @@ public func rotaryNorm(_ x: Tensor, cos: Tensor, sin: Tensor, gain: Float, posit
             let (gx, fresh) = x.gradForWrite()
             for l in launches {
                 let e = l.first * t * h * d
-                gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, gx + e, out.grad!.gpuData + e, out.gpuData + e, rstd.gpuData + l.first * t * h,
+                gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, gx + e, out.grad!.gpuData + e, out.gpuData + e, 0, rstd.gpuData + l.first * t * h,
                                                         cos.gpuData, sin.gpuData, Int64(l.rows), Int64(t), Int64(h), Int64(d), Int64(l.offset),
                                                         gain, fresh ? 0 : 1), "rotary+norm backward")
             }
