@@ -2,8 +2,9 @@
 //
 // Plain pointers to device memory, int64_t sizes, row-major tensors, and an int status (0 = ok; otherwise
 // nc_error_string says what failed). Device memory comes only from nc_malloc (and the library's own scratch, through
-// the same caching allocator); every op runs on the context's stream and returns without synchronising. Precision: fp32 tensors everywhere; matrix products may run
-// their inputs in bf16 (upstream's policy: fp32 master weights, bf16 products with fp32 accumulation).
+// the same caching allocator); every op runs on the context's stream and returns without synchronising.
+// Precision: fp32 tensors, except where a pointer is marked bf16 (void *, with a flag or a _bf16 name); matrix products
+// may run their inputs in bf16 (upstream's policy: fp32 master weights, bf16 products with fp32 accumulation).
 #pragma once
 #include <stdint.h>
 

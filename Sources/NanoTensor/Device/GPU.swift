@@ -9,9 +9,11 @@ import Foundation
 /// kernel, on the context's stream, without waiting. The only host <-> device copies are the ones a caller asks for
 /// (`Tensor.to`, `Tensor.hostArray`, `TokenIds`); they are counted, so a test can say what a step moves.
 ///
-/// Precision (upstream's policy): parameters, gradients, optimizer state and activations in fp32; with `bf16` the
-/// matrix products and attention round their inputs to bf16 and accumulate in fp32. Without it every op is exact
-/// fp32, the mode `nanochat verify --device-type cuda` checks against upstream's fixtures.
+/// Precision (upstream's policy): parameters, gradients and optimizer state in fp32; with `bf16` the matrix products
+/// and attention run on bf16 operands with fp32 accumulation, and the activations that only they read are kept in
+/// bf16 (`Tensor.isBF16`: the branches' norms, q, k, v, attention's output, the MLP's hidden layer), the residual
+/// stream in fp32. Without it every op is exact fp32, the mode `nanochat verify --device-type cuda` checks against
+/// upstream's fixtures.
 public final class GPU {
     public var path: String { library.path }
     private let library: DynamicLibrary
