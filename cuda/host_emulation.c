@@ -176,6 +176,14 @@ int nc_from_bf16(nc_context *ctx, float *dst, const void *src, int64_t n) {
     return 0;
 }
 
+int nc_to_bf16_rows(nc_context *ctx, void *dst, int64_t ld, const float *src, int64_t rows, int64_t cols) {
+    if (no_work()) return 0;
+    (void)ctx;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) ((uint16_t *)dst)[r * ld + c] = bf16_bits(src ? src[r * cols + c] : 0.f);
+    return 0;
+}
+
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
     if (no_work()) return 0;
     (void)ctx;
@@ -294,6 +302,21 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const v
         }
     }
     return 0;
+}
+
+int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, const float *dy, const void *y, int y_bf16,
+                                      const float *rstd, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h,
+                                      int64_t d, int64_t offset, float gain) {
+    if (no_work()) return 0;
+    // the fp32 backward, then each row rounded into its place
+    int64_t rows = b * t * h;
+    float *tmp = malloc((size_t)(rows * d > 0 ? rows * d : 1) * sizeof(float));
+    if (!tmp) return fail(ctx, "nc_rotary_norm_backward_bf16_rows", "out of host memory");
+    int rc = nc_rotary_norm_backward(ctx, tmp, dy, y, y_bf16, rstd, cos_t, sin_t, b, t, h, d, offset, gain, 0);
+    for (int64_t r = 0; rc == 0 && r < rows; r++)
+        for (int64_t j = 0; j < d; j++) ((uint16_t *)dx)[(r / h) * dx_ld + (r % h) * d + j] = bf16_bits(tmp[r * d + j]);
+    free(tmp);
+    return rc;
 }
 
 // query i attends keys j with i - window <= j <= i; lse [B, H, T]

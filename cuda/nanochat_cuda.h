@@ -57,6 +57,9 @@ int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, cons
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n);
 // dst[i] = src[i] widened from bf16 to fp32 (exact): a bf16 activation for an op that reads fp32 (the KV cache's)
 int nc_from_bf16(nc_context *ctx, float *dst, const void *src, int64_t n);
+// dst[r * ld + c] = src[r * cols + c] rounded to bf16 (0 when src is null) for r < rows, c < cols: one block of columns
+// of a bf16 matrix with rows of ld elements (v's gradient beside q's and k's in the projections' joint gradient)
+int nc_to_bf16_rows(nc_context *ctx, void *dst, int64_t ld, const float *src, int64_t rows, int64_t cols);
 
 // Outputs marked y_bf16 (and inputs marked *_bf16) below hold bf16 values (rounded to nearest even once, the math in
 // fp32): the activations that only bf16 products and attention read, kept in half the memory as upstream's autocast
@@ -79,6 +82,11 @@ int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *
 int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const void *y, int y_bf16, const float *rstd,
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate);
+// The backward written (not added) in bf16 into rows of dx_ld elements: row (b, t, head) at (b * t) * dx_ld + head * d
+// (the q or k block of the projections' joint bf16 gradient, which one product then reads for x's gradient).
+int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, const float *dy, const void *y, int y_bf16,
+                                      const float *rstd, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h,
+                                      int64_t d, int64_t offset, float gain);
 // The forward for an attention layer's queries and keys in one launch: q [b, t, hq, d] into yq, k [b, t, hk, d] into yk,
 // with their rstd, each as nc_rotary_norm_forward would.
 int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const float *q, int64_t hq, void *yk, float *rstd_k,

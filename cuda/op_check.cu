@@ -295,6 +295,43 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
     NC(nc_rotary_norm_backward(ctx, ddxf.f(), dg.f(), dq16f.f(), 0, dqrs16.f(), dc.f(), ds.f(), b, t, h, d, offset, gain, 0));
     snprintf(name, sizeof name, "rotary+norm backward from bf16 = from its floats");
     check(name, ddx16.get<float>(), as_double(ddxf.get<float>()), 1e-6);
+    // into bf16 rows of a wider matrix (q's block of the projections' joint gradient, at column 5 of rows of h*d + 11):
+    // the fp32 backward's values rounded once, in place; the columns around the block untouched
+    {
+        int64_t ld = h * d + 11, col = 5;
+        Dev djoint(bf16_nans(b * t * ld));
+        NC(nc_rotary_norm_backward_bf16_rows(ctx, (uint16_t *)djoint.p + col, ld, dg.f(), dq16.p, 1, dqrs16.f(), dc.f(), ds.f(), b, t, h, d,
+                                             offset, gain));
+        auto joint = djoint.get<uint16_t>();
+        auto fp32 = ddxf.get<float>();
+        std::vector<float> block;
+        std::vector<double> ref;
+        bool untouched = true;
+        for (int64_t r = 0; r < b * t; r++)
+            for (int64_t c2 = 0; c2 < ld; c2++) {
+                bool inside = c2 >= col && c2 < col + h * d;
+                if (inside) { block.push_back(from_bf16(joint[r * ld + c2])); ref.push_back(round_bf16(fp32[r * h * d + c2 - col])); }
+                else if (joint[r * ld + c2] != 0x7FC0) untouched = false;
+            }
+        snprintf(name, sizeof name, "rotary+norm backward into bf16 rows (ld %lld)", (long long)ld);
+        check(name, block, ref, 1e-6);
+        printf("%-46s %s\n", "rotary+norm backward rows: outside untouched", untouched ? "ok" : "FAIL");
+        untouched ? passed++ : failed++;
+        // v's gradient beside them (nc_to_bf16_rows), then a block of zeros
+        auto src = randn(b * t * 3);
+        Dev dsrc(src);
+        NC(nc_to_bf16_rows(ctx, djoint.p, ld, dsrc.f(), b * t, 3));
+        NC(nc_to_bf16_rows(ctx, (uint16_t *)djoint.p + col + h * d, ld, nullptr, b * t, 2));
+        joint = djoint.get<uint16_t>();
+        std::vector<float> vals, zeros;
+        std::vector<double> vref, zref;
+        for (int64_t r = 0; r < b * t; r++) {
+            for (int64_t c2 = 0; c2 < 3; c2++) { vals.push_back(from_bf16(joint[r * ld + c2])); vref.push_back(round_bf16(src[r * 3 + c2])); }
+            for (int64_t c2 = 0; c2 < 2; c2++) { zeros.push_back(from_bf16(joint[r * ld + col + h * d + c2])); zref.push_back(0); }
+        }
+        check("to_bf16_rows: a block of columns", vals, vref, 0);
+        check("to_bf16_rows: zeros (a part that reached no loss)", zeros, zref, 0);
+    }
 }
 
 static void check_relu2(int64_t n) {

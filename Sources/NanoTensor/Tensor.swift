@@ -19,6 +19,9 @@ public final class Tensor {
     /// the first product that reads it and refreshed by the optimizer step (`refreshBF16Copy`), so a product reads it
     /// as it is instead of rounding the fp32 weight on every call. Dropped whenever the values are replaced.
     public private(set) var bf16Copy: Storage?
+    /// Where this weight's copy starts in `bf16Copy`, in bf16 elements: 0, or its place among weights stacked into one
+    /// buffer (`stackedBF16Weights`).
+    private var bf16Offset = 0
 
     var parents: [Tensor] = []
     /// Called with this tensor once its gradient is complete; pushes gradients into `parents`.
@@ -128,15 +131,43 @@ public final class Tensor {
     public func bf16Weights(on gpu: GPU) -> UnsafeRawPointer {
         if bf16Copy == nil {
             bf16Copy = Storage(count: (count + 1) / 2, on: gpu)
+            bf16Offset = 0
             refreshBF16Copy()
         }
-        return UnsafeRawPointer(bf16Copy!.pointer)
+        return UnsafeRawPointer(bf16Copy!.pointer) + 2 * bf16Offset
+    }
+
+    /// The bf16 copies of `ws` (weights of one width on `gpu`) as consecutive rows of one buffer, the matrix
+    /// [ws[0]; ws[1]; ...] in bf16, for a product that reads them as one (the attention projections' backward: x's
+    /// gradient from q's, k's and v's in one product). Made on first use; from then on each weight's own copy is its
+    /// block of that buffer, refreshed by the optimizer step as any copy.
+    public static func stackedBF16Weights(_ ws: [Tensor], on gpu: GPU) -> UnsafeRawPointer {
+        let width = ws[0].shape.last!
+        precondition(ws.allSatisfy { $0.gpu === gpu && $0.shape.last == width && $0.count % 2 == 0 },
+                     "stackedBF16Weights: weights of one (even-sized) width on the GPU")
+        var offset = 0
+        let stacked = ws.allSatisfy { w in
+            defer { offset += w.count }
+            return w.bf16Copy != nil && w.bf16Copy === ws[0].bf16Copy && w.bf16Offset == offset
+        }
+        if !stacked {
+            let block = Storage(count: ws.reduce(0) { $0 + $1.count } / 2, on: gpu)
+            offset = 0
+            for w in ws {
+                w.bf16Copy = block
+                w.bf16Offset = offset
+                w.refreshBF16Copy()
+                offset += w.count
+            }
+        }
+        return UnsafeRawPointer(ws[0].bf16Copy!.pointer)
     }
 
     /// Rounds the current values into the bf16 copy, when there is one (the optimizer, after updating them).
     public func refreshBF16Copy() {
         guard let copy = bf16Copy, let gpu else { return }
-        gpu.run(gpu.api.nc_to_bf16(gpu.ctx, copy.pointer, storage.pointer, Int64(count)), "bf16 copy of \(name)")
+        gpu.run(gpu.api.nc_to_bf16(gpu.ctx, UnsafeMutableRawPointer(copy.pointer) + 2 * bf16Offset, storage.pointer, Int64(count)),
+                "bf16 copy of \(name)")
     }
 
     /// A copy on `device` (this tensor itself when it already lives there); no gradient or graph.

@@ -226,7 +226,7 @@ final class DeviceModelTests: XCTestCase {
             (name, shape, (0..<shape.reduce(1, *)).map { _ in rng.uniform(-1, 1) })
         }
         let probes = [heads, kvHeads, kvHeads].map { h in (0..<(b * t * h * d)).map { _ in rng.uniform(-1, 1) } }
-        func run(fused: Bool) throws -> (outs: [[Float]], grads: [[Float]], kept: Int64) {
+        func run(fused: Bool, uses: [Bool] = [true, true, true]) throws -> (outs: [[Float]], grads: [[Float]?], kept: Int64) {
             let ts = values.map { name, shape, v in
                 let p = Tensor(shape: shape, values: v, requiresGrad: true)
                 p.move(to: .gpu(gpu))
@@ -246,16 +246,16 @@ final class DeviceModelTests: XCTestCase {
             let before = try gpu.allocatorStats().inUse
             let outs = project()
             let kept = try gpu.allocatorStats().inUse - before
-            // loss = sum of probe . output over the three outputs
+            // loss = sum of probe . output over the outputs in use
             var loss: Tensor? = nil
-            for (o, probe) in zip(outs, probes) {
+            for ((o, probe), used) in zip(zip(outs, probes), uses) where used {
                 let w = Tensor(shape: [1, probe.count], values: probe)
                 w.move(to: .gpu(gpu))
                 let term = linear(o.reshaped([1, o.count]), w)
                 loss = loss.map { add($0, term) } ?? term
             }
             loss!.backward()
-            return (outs.map { $0.hostArray() }, ts.map { $0.grad!.hostArray() }, kept)
+            return (outs.map { $0.hostArray() }, ts.map { $0.grad?.hostArray() }, kept)
         }
         let fused = try run(fused: true), composed = try run(fused: false)
         // a float rounded to bf16, nearest even (the device's rounding)
@@ -266,9 +266,16 @@ final class DeviceModelTests: XCTestCase {
         XCTAssertEqual(fused.outs, composed.outs.map { $0.map(bf16) }, "q, k, v: the composition's, rounded to bf16")
         XCTAssertNotEqual(fused.outs, composed.outs, "q, k, v are bf16")
         for (i, name) in ["x", "wq", "wk"].enumerated() {
-            assertClose(fused.grads[i], composed.grads[i], 1e-2, "the gradient of \(name)")
+            assertClose(fused.grads[i]!, composed.grads[i]!, 1e-2, "the gradient of \(name)")
         }
-        XCTAssertEqual(fused.grads[3], composed.grads[3], "the gradient of wv (the rotation is not on its path)")
+        XCTAssertEqual(fused.grads[3]!, composed.grads[3]!, "the gradient of wv (the rotation is not on its path)")
+        // k reaches no loss: its part of the joint gradient is zero, and wk gets no gradient, as from its own product
+        let fusedQV = try run(fused: true, uses: [true, false, true]), composedQV = try run(fused: false, uses: [true, false, true])
+        XCTAssertNil(fusedQV.grads[2], "wk: no gradient")
+        XCTAssertNil(composedQV.grads[2], "wk: no gradient (composition)")
+        for (i, name) in [(0, "x"), (1, "wq"), (3, "wv")] {
+            assertClose(fusedQV.grads[i]!, composedQV.grads[i]!, 1e-2, "without k: the gradient of \(name)")
+        }
         let (rows, qk, v) = (b * t, (heads + kvHeads) * d, kvHeads * d)
         XCTAssertEqual(composed.kept - fused.kept, Int64(4 * rows * qk + 2 * rows * (qk + v)),
                        "q and k before the rotation are not kept; q, k and v are kept in bf16")

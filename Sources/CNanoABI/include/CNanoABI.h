@@ -11,9 +11,9 @@
 
 #define NC_CUDA_FUNCTIONS(X)                                                                                           \
     X(nc_create) X(nc_destroy) X(nc_error_string) X(nc_device_info) X(nc_malloc) X(nc_free) X(nc_copy_to_device)      \
-    X(nc_copy_to_host) X(nc_synchronize) X(nc_zero) X(nc_copy_on_device) X(nc_memory_info) X(nc_allocator_stats) X(nc_matmul) X(nc_matmul_mixed) X(nc_matmul_bf16_out) X(nc_to_bf16) X(nc_from_bf16)               \
+    X(nc_copy_to_host) X(nc_synchronize) X(nc_zero) X(nc_copy_on_device) X(nc_memory_info) X(nc_allocator_stats) X(nc_matmul) X(nc_matmul_mixed) X(nc_matmul_bf16_out) X(nc_to_bf16) X(nc_from_bf16) X(nc_to_bf16_rows)               \
     X(nc_matmul_batched) X(nc_rmsnorm_forward) X(nc_mix_rmsnorm_forward) X(nc_rmsnorm_backward) X(nc_rotary_norm_forward) X(nc_rotary_norm_qk_forward)                       \
-    X(nc_rotary_norm_backward) X(nc_attention_forward) X(nc_attention_backward) X(nc_attention_forward_bf16)          \
+    X(nc_rotary_norm_backward) X(nc_rotary_norm_backward_bf16_rows) X(nc_attention_forward) X(nc_attention_backward) X(nc_attention_forward_bf16)          \
     X(nc_attention_backward_bf16) X(nc_attention_backend) X(nc_attention_select) X(nc_embedding_forward) X(nc_embedding_backward) X(nc_smear_forward)                \
     X(nc_smear_backward) X(nc_value_embedding_forward) X(nc_value_embedding_backward) X(nc_scalar_mix_forward)        \
     X(nc_scalar_mix_backward) X(nc_backout_forward) X(nc_backout_backward) X(nc_relu2_forward) X(nc_relu2_backward)   \

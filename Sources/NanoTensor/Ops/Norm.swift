@@ -88,12 +88,15 @@ public func rotaryTables(length: Int, headDim: Int, base: Float = 100_000) -> (c
 /// An attention layer's inputs from its normed input x [B, T, C]: q = rotaryNorm(x W_q^T), k = rotaryNorm(x W_k^T) (rotary
 /// embeddings then QK-norm times `gain`, [B, T, heads, D] and [B, T, kvHeads, D]) and v = x W_v^T [B, T, kvHeads * D].
 /// The same as `linear(x, [wq, wk, wv])` followed by `rotaryNorm` of q and of k, which it is on the CPU, in fp32, and
-/// for rows at different positions. On a GPU in bf16 mode it is one op: x rounded to bf16 once for the three products
-/// (and once for their weights' gradients; not at all when x is a bf16 activation), q and k before the rotation written
-/// to scratch that is freed when the op returns instead of being kept for the backward (their values are not needed
-/// there: the rotation's backward reads its output; two of a layer's activations of width C fewer), the rotation and
-/// norm of q and k in one launch, and q, k and v written as bf16 activations (attention reads them in bf16 anyway:
-/// half their memory, and no rounding passes before it).
+/// for rows at different positions. On a GPU in bf16 mode it is one op:
+/// - forward: x rounded to bf16 once for the three products (not at all when x is a bf16 activation), q and k before
+///   the rotation written to scratch that is freed when the op returns (the rotation's backward reads its output, not
+///   its input: two of a layer's activations of width C fewer), the rotation and norm of q and k in one launch, and q, k
+///   and v written as bf16 activations (attention reads them in bf16 anyway);
+/// - backward: the three projections are one product [q | k | v] = x [W_q; W_k; W_v]^T as the backward sees it: q's and
+///   k's rotation backwards and v's gradient write their parts of its gradient G [rows, Wq + Wk + Wv] in bf16 (what the
+///   products read), then x's gradient is one product G [W_q; W_k; W_v] (written once, instead of three products adding
+///   into it in fp32) and the three weights' gradients one product G^T x.
 public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Tensor, heads: Int, kvHeads: Int, cos: Tensor, sin: Tensor,
                               gain: Float, rowOffsets: [Int]? = nil) -> (q: Tensor, k: Tensor, v: Tensor) {
     let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
@@ -110,31 +113,76 @@ public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Ten
                  "rotaryProjections: the input is on the GPU, a weight or the rotary tables are not")
     precondition(offset + t <= cos.shape[0] && cos.shape[1] == d / 2, "rotary tables too short")
     let n = b * t
+    let (wqWidth, wkWidth, wvWidth) = (heads * d, kvHeads * d, kvHeads * d)
+    let width = wqWidth + wkWidth + wvWidth
+    // the weights' bf16 copies as one block [W_q; W_k; W_v]: the forward's products read their parts, the backward's the whole
+    _ = Tensor.stackedBF16Weights([wq, wk, wv], on: gpu)
     let x16 = gpuBF16Operand(gpu, x)
     defer { withExtendedLifetime(x16.scratch) {} }
-    let shared = SharedRounding(x, uses: 3)
-    let v = linearFromShared(gpu, x, x16.pointer, shared, wv, rows: n, bf16Output: true)
     let q = Tensor(shape: [b, t, heads, d], zeroed: false, on: gpu, bf16: true), k = Tensor(shape: [b, t, kvHeads, d], zeroed: false, on: gpu, bf16: true)
+    let v = Tensor(shape: [b, t, wvWidth], zeroed: false, on: gpu, bf16: true)
     let rstdQ = Tensor(shape: [n * heads], zeroed: false, on: gpu), rstdK = Tensor(shape: [n * kvHeads], zeroed: false, on: gpu)
+    gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, v.bf16Data, x16.pointer, 1, wv.bf16Weights(on: gpu), 1, Int64(n), Int64(wvWidth), Int64(c), 0, 1),
+            "v = x \(wv.name)^T into bf16")
     do {  // q and k before the rotation: scratch, back to the allocator when this block ends
-        let qRaw = Storage(count: n * heads * d, on: gpu), kRaw = Storage(count: n * kvHeads * d, on: gpu)
-        gpuBF16Product(gpu, qRaw.pointer, x16.pointer, wq.bf16Weights(on: gpu), m: n, n: heads * d, k: c, transB: true, "\(wq.name) with a shared bf16 input")
-        gpuBF16Product(gpu, kRaw.pointer, x16.pointer, wk.bf16Weights(on: gpu), m: n, n: kvHeads * d, k: c, transB: true, "\(wk.name) with a shared bf16 input")
+        let qRaw = Storage(count: n * wqWidth, on: gpu), kRaw = Storage(count: n * wkWidth, on: gpu)
+        gpuBF16Product(gpu, qRaw.pointer, x16.pointer, wq.bf16Weights(on: gpu), m: n, n: wqWidth, k: c, transB: true, "q = x \(wq.name)^T")
+        gpuBF16Product(gpu, kRaw.pointer, x16.pointer, wk.bf16Weights(on: gpu), m: n, n: wkWidth, k: c, transB: true, "k = x \(wk.name)^T")
         gpu.run(gpu.api.nc_rotary_norm_qk_forward(gpu.ctx, q.bf16Data, rstdQ.gpuData, qRaw.pointer, Int64(heads), k.bf16Data, rstdK.gpuData,
                                                   kRaw.pointer, Int64(kvHeads), cos.gpuData, sin.gpuData, Int64(b), Int64(t), Int64(d),
                                                   Int64(offset), gain, 1), "rotary+norm of q and k, into bf16")
     }
-    for (out, w, rstd, h) in [(q, wq, rstdQ, heads), (k, wk, rstdK, kvHeads)] {
-        Tensor.record(out, [x, w], op: "rotaryProjection") { out in
-            // the rotation's gradient (written fresh into a scratch), then the product's backward
-            let g = Tensor(shape: [n, h * d], zeroed: false, on: gpu)
-            gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, g.gpuData, out.grad!.gpuData, out.bf16Data, 1, rstd.gpuData, cos.gpuData, sin.gpuData,
-                                                    Int64(b), Int64(t), Int64(h), Int64(d), Int64(offset), gain, 0), "rotary+norm backward")
-            linearBackwardGPU(gpu, x, w, g.gpuData, rows: n, shared: shared)
+    guard Tensor.gradEnabled && [x, wq, wk, wv].contains(where: { $0.requiresGrad }) else { return (q, k, v) }
+    // The joint output [q | k | v] as the tape sees it: q, k and v are its parts, and its backward runs after theirs.
+    // It has no values of its own (the forward wrote q, k and v directly): a one-element view of x's buffer, which its
+    // backward keeps anyway and never reads through it. Its gradient is the bf16 G that the parts write.
+    let joint = Tensor(shape: [1], sharing: x.storage)
+    let parts = JointGradientParts()
+    Tensor.record(joint, [x, wq, wk, wv], op: "qkvProjections") { joint in
+        let g16 = joint.grad!.bf16Data
+        // a part whose backward did not run (its output reached no loss) has a zero gradient
+        for (column, part) in [(0, wqWidth), (wqWidth, wkWidth), (wqWidth + wkWidth, wvWidth)] where !parts.written.contains(column) {
+            gpu.run(gpu.api.nc_to_bf16_rows(gpu.ctx, g16 + 2 * column, Int64(width), nil, Int64(n), Int64(part)), "zero gradient part")
         }
+        if x.requiresGrad {
+            let (gx, fresh) = x.gradForWrite()
+            gpuBF16Product(gpu, gx, g16, Tensor.stackedBF16Weights([wq, wk, wv], on: gpu), m: n, n: c, k: width, beta: fresh ? 0 : 1,
+                           "dX of the q, k, v projections (one product)")
+        }
+        if wq.requiresGrad || wk.requiresGrad || wv.requiresGrad {
+            let gw = Storage(count: width * c, on: gpu)  // [dW_q; dW_k; dW_v], then added to each weight's gradient
+            let xs = gpuBF16Operand(gpu, x)
+            gpuBF16Product(gpu, gw.pointer, g16, xs.pointer, m: width, n: c, k: n, transA: true, "dW of the q, k, v projections (one product)")
+            withExtendedLifetime(xs.scratch) {}
+            // (a weight whose part reached no loss gets no gradient, as it would from its own product)
+            for (w, row) in [(wq, 0), (wk, wqWidth), (wv, wqWidth + wkWidth)] where w.requiresGrad && parts.written.contains(row) {
+                gpuAddGrad(gpu, w, gw.pointer + row * c)
+            }
+        }
+    }
+    /// G's bf16 buffer, made by the first part's backward to run
+    func jointGradient() -> UnsafeMutableRawPointer {
+        if joint.grad == nil { joint.grad = Tensor(shape: [n, width], zeroed: false, on: gpu, bf16: true) }
+        return joint.grad!.bf16Data
+    }
+    for (out, rstd, h, column) in [(q, rstdQ, heads, 0), (k, rstdK, kvHeads, wqWidth)] {
+        Tensor.record(out, [joint], op: "rotaryProjection") { out in
+            gpu.run(gpu.api.nc_rotary_norm_backward_bf16_rows(gpu.ctx, jointGradient() + 2 * column, Int64(width), out.grad!.gpuData, out.bf16Data, 1,
+                                                              rstd.gpuData, cos.gpuData, sin.gpuData, Int64(b), Int64(t), Int64(h), Int64(d),
+                                                              Int64(offset), gain), "rotary+norm backward into the joint gradient")
+            parts.written.insert(column)
+        }
+    }
+    Tensor.record(v, [joint], op: "rotaryProjection") { v in
+        gpu.run(gpu.api.nc_to_bf16_rows(gpu.ctx, jointGradient() + 2 * (wqWidth + wkWidth), Int64(width), v.grad!.gpuData, Int64(n), Int64(wvWidth)),
+                "v's gradient into the joint gradient")
+        parts.written.insert(wqWidth + wkWidth)
     }
     return (q, k, v)
 }
+
+/// Which column blocks of rotaryProjections' joint gradient its parts' backwards have written.
+private final class JointGradientParts { var written: Set<Int> = [] }
 
 /// Rotary embedding followed by RMSNorm over the head dimension and a constant gain (upstream's QK-norm with
 /// its 1.2 scale), fused: x is [B, T, H, D]; position t uses row `positionOffset + t` of the tables.
