@@ -240,17 +240,17 @@ int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const void 
     return 0;
 }
 
-static int rotary_norm_rows(void *y, int y_bf16, float *rstd, const float *x, const float *cos_t, const float *sin_t, int64_t b,
-                            int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
+static int rotary_norm_rows(void *y, int y_bf16, float *rstd, const void *x, int x_bf16, const float *cos_t, const float *sin_t,
+                            int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
     int64_t half = d / 2;
     float *row = malloc((size_t)(d > 0 ? d : 1) * sizeof(float));
     if (!row) return 1;
     for (int64_t r = 0; r < b * t * h; r++) {
         int64_t pos = offset + (r / h) % t;
-        const float *xr = x + r * d, *cr = cos_t + pos * half, *sr = sin_t + pos * half;
+        const float *cr = cos_t + pos * half, *sr = sin_t + pos * half;
         double ss = 0;
         for (int64_t j = 0; j < half; j++) {
-            float x1 = xr[j], x2 = xr[j + half];
+            float x1 = element(x, r * d + j, x_bf16), x2 = element(x, r * d + j + half, x_bf16);
             row[j] = x1 * cr[j] + x2 * sr[j];
             row[j + half] = -x1 * sr[j] + x2 * cr[j];
             ss += (double)row[j] * row[j] + (double)row[j + half] * row[j + half];
@@ -266,16 +266,16 @@ static int rotary_norm_rows(void *y, int y_bf16, float *rstd, const float *x, co
 int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *x, const float *cos_t, const float *sin_t,
                            int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
     if (no_work()) return 0;
-    if (rotary_norm_rows(y, 0, rstd, x, cos_t, sin_t, b, t, h, d, offset, gain)) return fail(ctx, "nc_rotary_norm_forward", "out of host memory");
+    if (rotary_norm_rows(y, 0, rstd, x, 0, cos_t, sin_t, b, t, h, d, offset, gain)) return fail(ctx, "nc_rotary_norm_forward", "out of host memory");
     return 0;
 }
 
-int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const float *q, int64_t hq, void *yk, float *rstd_k,
-                              const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
-                              int64_t offset, float gain, int y_bf16) {
+int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const void *q, int64_t hq, void *yk, float *rstd_k,
+                              const void *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
+                              int64_t offset, float gain, int bf16_rows) {
     if (no_work()) return 0;
-    if (rotary_norm_rows(yq, y_bf16, rstd_q, q, cos_t, sin_t, b, t, hq, d, offset, gain)
-        || rotary_norm_rows(yk, y_bf16, rstd_k, k, cos_t, sin_t, b, t, hk, d, offset, gain))
+    if (rotary_norm_rows(yq, bf16_rows, rstd_q, q, bf16_rows, cos_t, sin_t, b, t, hq, d, offset, gain)
+        || rotary_norm_rows(yk, bf16_rows, rstd_k, k, bf16_rows, cos_t, sin_t, b, t, hk, d, offset, gain))
         return fail(ctx, "nc_rotary_norm_qk_forward", "out of host memory");
     return 0;
 }

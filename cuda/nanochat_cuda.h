@@ -88,10 +88,11 @@ int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, 
                                       const float *rstd, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h,
                                       int64_t d, int64_t offset, float gain);
 // The forward for an attention layer's queries and keys in one launch: q [b, t, hq, d] into yq, k [b, t, hk, d] into yk,
-// with their rstd, each as nc_rotary_norm_forward would.
-int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const float *q, int64_t hq, void *yk, float *rstd_k,
-                              const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
-                              int64_t offset, float gain, int y_bf16);
+// with their rstd, each as nc_rotary_norm_forward would. bf16_rows != 0: q, k, yq and yk hold bf16 (the products write
+// q and k in bf16, as upstream's autocast does; attention reads yq and yk in bf16).
+int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const void *q, int64_t hq, void *yk, float *rstd_k,
+                              const void *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
+                              int64_t offset, float gain, int bf16_rows);
 
 // --- causal attention with a sliding window and GQA, exact fp32 (attention.cu). q, o: [B, T, H, D]; k, v:
 // [B, T, Hkv, D]; query i sees keys i - window ..i; lse: [B, H, T] saved for the backward; D is 32, 64 or 128.

@@ -1,6 +1,7 @@
 // Rotary embedding (half-split layout) fused with the QK RMSNorm and its gain: one warp per (b, t, head) row.
-// y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos; out = gain * y / rms(y). The queries' and keys' outputs may be bf16
-// (y_bf16: attention reads them in bf16); the math is fp32, each output rounded once.
+// y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos; out = gain * y / rms(y). The queries' and keys' inputs and outputs may be
+// bf16 (the training path: the products write them in bf16, attention reads them so); the math is fp32, each output
+// rounded once.
 #include <float.h>
 
 #include "common.cuh"
@@ -8,23 +9,24 @@
 typedef __nv_bfloat16 bf16;
 
 // one row r of [b, t, h, d] by one warp: the rotation twice (for the norm, then scaled into y), so that y is written
-// once in its own precision
-template <typename Y>
-__device__ void rotary_norm_forward_row(Y *y, float *rstd, const float *x, const float *cos_t, const float *sin_t,
+// once in its own precision; x and y fp32 or bf16
+template <typename X, typename Y>
+__device__ void rotary_norm_forward_row(Y *y, float *rstd, const X *x, const float *cos_t, const float *sin_t,
                                         int64_t r, int64_t t, int64_t h, int64_t d, int64_t offset, float gain) {
     int lane = threadIdx.x & 31;
     int64_t half = d / 2, pos = offset + (r / h) % t;
-    const float *xr = x + r * d, *cr = cos_t + pos * half, *sr = sin_t + pos * half;
+    const X *xr = x + r * d;
+    const float *cr = cos_t + pos * half, *sr = sin_t + pos * half;
     Y *yr = y + r * d;
     float ss = 0.f;
     for (int64_t j = lane; j < half; j += 32) {
-        float x1 = xr[j], x2 = xr[j + half];
+        float x1 = nc_load(xr, j), x2 = nc_load(xr, j + half);
         float y1 = x1 * cr[j] + x2 * sr[j], y2 = -x1 * sr[j] + x2 * cr[j];
         ss += y1 * y1 + y2 * y2;
     }
     float inv = rsqrtf(warp_sum(ss) / (float)d + FLT_EPSILON), s = inv * gain;
     for (int64_t j = lane; j < half; j += 32) {
-        float x1 = xr[j], x2 = xr[j + half];
+        float x1 = nc_load(xr, j), x2 = nc_load(xr, j + half);
         nc_store(yr, j, (x1 * cr[j] + x2 * sr[j]) * s);
         nc_store(yr, j + half, (-x1 * sr[j] + x2 * cr[j]) * s);
     }
@@ -39,9 +41,9 @@ __global__ void rotary_norm_forward_kernel(float *y, float *rstd, const float *x
 }
 
 // the queries' rows first, then the keys': one launch for both
-template <typename Y>
-__global__ void rotary_norm_qk_forward_kernel(Y *yq, float *rq, const float *q, int64_t hq, Y *yk, float *rk,
-                                              const float *k, int64_t hk, const float *cos_t, const float *sin_t,
+template <typename T>
+__global__ void rotary_norm_qk_forward_kernel(T *yq, float *rq, const T *q, int64_t hq, T *yk, float *rk,
+                                              const T *k, int64_t hk, const float *cos_t, const float *sin_t,
                                               int64_t b, int64_t t, int64_t d, int64_t offset, float gain) {
     int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32, rows_q = b * t * hq;
     if (r < rows_q) rotary_norm_forward_row(yq, rq, q, cos_t, sin_t, r, t, hq, d, offset, gain);
@@ -82,17 +84,19 @@ int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *
     return 0;
 }
 
-int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const float *q, int64_t hq, void *yk, float *rstd_k,
-                              const float *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
-                              int64_t offset, float gain, int y_bf16) {
+int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const void *q, int64_t hq, void *yk, float *rstd_k,
+                              const void *k, int64_t hk, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t d,
+                              int64_t offset, float gain, int bf16_rows) {
     int64_t rows = b * t * (hq + hk);
     if (rows == 0) return 0;
-    if (y_bf16)
-        rotary_norm_qk_forward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>((bf16 *)yq, rstd_q, q, hq, (bf16 *)yk, rstd_k, k, hk,
-                                                                                   cos_t, sin_t, b, t, d, offset, gain);
+    if (bf16_rows)
+        rotary_norm_qk_forward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>((bf16 *)yq, rstd_q, (const bf16 *)q, hq, (bf16 *)yk,
+                                                                                   rstd_k, (const bf16 *)k, hk, cos_t, sin_t, b, t, d,
+                                                                                   offset, gain);
     else
-        rotary_norm_qk_forward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>((float *)yq, rstd_q, q, hq, (float *)yk, rstd_k, k,
-                                                                                   hk, cos_t, sin_t, b, t, d, offset, gain);
+        rotary_norm_qk_forward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>((float *)yq, rstd_q, (const float *)q, hq, (float *)yk,
+                                                                                   rstd_k, (const float *)k, hk, cos_t, sin_t, b, t, d,
+                                                                                   offset, gain);
     NC_LAUNCHED(ctx, "rotary_norm_qk_forward");
     return 0;
 }

@@ -90,9 +90,9 @@ public func rotaryTables(length: Int, headDim: Int, base: Float = 100_000) -> (c
 /// The same as `linear(x, [wq, wk, wv])` followed by `rotaryNorm` of q and of k, which it is on the CPU, in fp32, and
 /// for rows at different positions. On a GPU in bf16 mode it is one op:
 /// - forward: x rounded to bf16 once for the three products (not at all when x is a bf16 activation), q and k before
-///   the rotation written to scratch that is freed when the op returns (the rotation's backward reads its output, not
-///   its input: two of a layer's activations of width C fewer), the rotation and norm of q and k in one launch, and q, k
-///   and v written as bf16 activations (attention reads them in bf16 anyway);
+///   the rotation written in bf16 (as upstream's autocast does) to scratch that is freed when the op returns (the
+///   rotation's backward reads its output, not its input: two of a layer's activations of width C fewer), the rotation
+///   and norm of q and k in one launch, and q, k and v written as bf16 activations (attention reads them in bf16 anyway);
 /// - backward: the three projections are one product [q | k | v] = x [W_q; W_k; W_v]^T as the backward sees it: q's and
 ///   k's rotation backwards and v's gradient write their parts of its gradient G [rows, Wq + Wk + Wv] in bf16 (what the
 ///   products read), then x's gradient is one product G [W_q; W_k; W_v] (written once, instead of three products adding
@@ -124,10 +124,12 @@ public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Ten
     let rstdQ = Tensor(shape: [n * heads], zeroed: false, on: gpu), rstdK = Tensor(shape: [n * kvHeads], zeroed: false, on: gpu)
     gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, v.bf16Data, x16.pointer, 1, wv.bf16Weights(on: gpu), 1, Int64(n), Int64(wvWidth), Int64(c), 0, 1),
             "v = x \(wv.name)^T into bf16")
-    do {  // q and k before the rotation: scratch, back to the allocator when this block ends
-        let qRaw = Storage(count: n * wqWidth, on: gpu), kRaw = Storage(count: n * wkWidth, on: gpu)
-        gpuBF16Product(gpu, qRaw.pointer, x16.pointer, wq.bf16Weights(on: gpu), m: n, n: wqWidth, k: c, transB: true, "q = x \(wq.name)^T")
-        gpuBF16Product(gpu, kRaw.pointer, x16.pointer, wk.bf16Weights(on: gpu), m: n, n: wkWidth, k: c, transB: true, "k = x \(wk.name)^T")
+    do {  // q and k before the rotation, in bf16 (as upstream's autocast writes them): scratch, back to the allocator when this block ends
+        let qRaw = Storage(count: (n * wqWidth + 1) / 2, on: gpu), kRaw = Storage(count: (n * wkWidth + 1) / 2, on: gpu)
+        for (raw, w, width, what) in [(qRaw, wq, wqWidth, "q"), (kRaw, wk, wkWidth, "k")] {
+            gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, raw.pointer, x16.pointer, 1, w.bf16Weights(on: gpu), 1, Int64(n), Int64(width), Int64(c), 0, 1),
+                    "\(what) = x \(w.name)^T into bf16")
+        }
         gpu.run(gpu.api.nc_rotary_norm_qk_forward(gpu.ctx, q.bf16Data, rstdQ.gpuData, qRaw.pointer, Int64(heads), k.bf16Data, rstdK.gpuData,
                                                   kRaw.pointer, Int64(kvHeads), cos.gpuData, sin.gpuData, Int64(b), Int64(t), Int64(d),
                                                   Int64(offset), gain, 1), "rotary+norm of q and k, into bf16")
