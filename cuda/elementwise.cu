@@ -39,6 +39,26 @@ __global__ void relu2_backward_bf16_kernel(__nv_bfloat16 *dx, const __nv_bfloat1
     }
 }
 
+__global__ void relu2_backward_from_output_bf16_kernel(__nv_bfloat16 *dx, const __nv_bfloat16 *dy, const __nv_bfloat16 *y, int64_t n) {
+    int64_t i = 2 * (blockIdx.x * (int64_t)blockDim.x + threadIdx.x);
+    if (i + 1 < n) {
+        float2 v = __bfloat1622float2(*(const __nv_bfloat162 *)(y + i)), g = __bfloat1622float2(*(const __nv_bfloat162 *)(dy + i));
+        *(__nv_bfloat162 *)(dx + i) = __floats2bfloat162_rn(2.f * sqrtf(v.x) * g.x, 2.f * sqrtf(v.y) * g.y);
+    } else if (i < n) {
+        dx[i] = __float2bfloat16(2.f * sqrtf(__bfloat162float(y[i])) * __bfloat162float(dy[i]));
+    }
+}
+
+int nc_relu2_backward_from_output_bf16(nc_context *ctx, void *dx, const void *dy, const void *y, int64_t n) {
+    if (n == 0) return 0;
+    if (((uintptr_t)y | (uintptr_t)dy | (uintptr_t)dx) & 3)
+        return nc_fail(ctx, "nc_relu2_backward_from_output_bf16", "bf16 buffers must be 4-byte aligned");
+    relu2_backward_from_output_bf16_kernel<<<nc_blocks((n + 1) / 2, 256), 256, 0, ctx->stream>>>(
+        (__nv_bfloat16 *)dx, (const __nv_bfloat16 *)dy, (const __nv_bfloat16 *)y, n);
+    NC_LAUNCHED(ctx, "relu2_backward_from_output_bf16");
+    return 0;
+}
+
 // the pairs' loads need 4-byte alignment: every buffer from the allocator is 512-byte aligned, and the MLP's are whole
 int nc_relu2_forward_bf16(nc_context *ctx, void *y, const void *x, int64_t n) {
     if (n == 0) return 0;

@@ -571,6 +571,15 @@ int nc_relu2_backward_bf16(nc_context *ctx, void *dx, const void *dy, const void
     return 0;
 }
 
+int nc_relu2_backward_from_output_bf16(nc_context *ctx, void *dx, const void *dy, const void *y, int64_t n) {
+    if (no_work()) return 0;
+    (void)ctx;
+    const uint16_t *ys = y, *gs = dy;
+    uint16_t *out = dx;
+    for (int64_t i = 0; i < n; i++) out[i] = bf16_bits(2.f * sqrtf(bf16_value(ys[i])) * bf16_value(gs[i]));
+    return 0;
+}
+
 int nc_softcap_cross_entropy(nc_context *ctx, float *logits, float *losses, const int32_t *targets, const float *weights,
                              int64_t rows, int64_t vocab, int64_t ld, float softcap, float grad_scale) {
     if (no_work()) return 0;

@@ -166,6 +166,9 @@ int nc_relu2_backward(nc_context *ctx, float *dx, const float *dy, const float *
 // fp32 and each result rounded to bf16 once; dx may be dy itself (the gradient written over it).
 int nc_relu2_forward_bf16(nc_context *ctx, void *y, const void *x, int64_t n);
 int nc_relu2_backward_bf16(nc_context *ctx, void *dx, const void *dy, const void *x, int64_t n);
+// The backward from the forward's output y = relu(x)^2 instead of x: dx = 2 sqrt(y) dy (relu(x) = sqrt(y)), bf16, fp32
+// math; dx may be dy itself. The bf16 MLP keeps relu(h)^2, which c_proj's weight gradient reads, instead of h.
+int nc_relu2_backward_from_output_bf16(nc_context *ctx, void *dx, const void *dy, const void *y, int64_t n);
 // y = a * (scale ? scale[0] : 1) * x + b * y: sums, scalings and gradient accumulation. With b == 0, y is only
 // written (its old contents may be anything); `scale` is a device scalar (a loss's incoming gradient) or null.
 int nc_axpby(nc_context *ctx, float *y, const float *x, float a, const float *scale, float b, int64_t n);

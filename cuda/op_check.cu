@@ -368,6 +368,14 @@ static void check_relu2(int64_t n) {
     check("relu2 forward bf16", back(dy16), y16, 1e-7);
     NC(nc_relu2_backward_bf16(ctx, dg16.p, dg16.p, dx16in.p, n));
     check("relu2 backward bf16 (in place)", back(dg16), dx16, 1e-7);
+    // in place over x (the MLP writes relu(h)^2 over h), then the backward from that output: 2 sqrt(y) dy
+    std::vector<double> dxy(n);
+    for (int64_t i = 0; i < n; i++) dxy[i] = round_bf16((float)(2 * sqrt((double)(float)y16[i]) * from_bf16(g16[i])));
+    Dev dinplace(x16), dg16b(g16);
+    NC(nc_relu2_forward_bf16(ctx, dinplace.p, dinplace.p, n));
+    check("relu2 forward bf16 (in place)", back(dinplace), y16, 1e-7);
+    NC(nc_relu2_backward_from_output_bf16(ctx, dg16b.p, dg16b.p, dinplace.p, n));
+    check("relu2 backward bf16 from its output (in place)", back(dg16b), dxy, 2e-3);  // sqrtf vs double may flip a rounding
 }
 
 // softcap + cross-entropy in double: each row's loss and the gradient over the logits (padding columns 0)

@@ -4,6 +4,9 @@
 // listed once (NC_CUDA_FUNCTIONS, NC_MPI_FUNCTIONS). Swift calls through these tables with the C signatures: an
 // argument of the wrong type or in the wrong place does not compile, and a library that lacks a function is named
 // when it loads. Adding a function to a library: declare it in its header and add its name to the list here.
+// SwiftPM does not see a change to those headers (outside this target) in the Swift modules that were built against the
+// table before: in an incremental build, make them rebuild too (touch their sources, or remove .build), or they keep
+// the old layout of the table, and of every class holding it (the GPU), and read the wrong fields.
 #pragma once
 
 #include "../../../cuda/nanochat_cuda.h"
@@ -17,7 +20,7 @@
     X(nc_attention_backward_bf16) X(nc_attention_backend) X(nc_attention_select) X(nc_embedding_forward) X(nc_embedding_backward) X(nc_smear_forward)                \
     X(nc_smear_backward) X(nc_value_embedding_forward) X(nc_value_embedding_backward) X(nc_scalar_mix_forward)        \
     X(nc_scalar_mix_backward) X(nc_backout_forward) X(nc_backout_backward) X(nc_relu2_forward) X(nc_relu2_backward)   \
-    X(nc_relu2_forward_bf16) X(nc_relu2_backward_bf16)                                                               \
+    X(nc_relu2_forward_bf16) X(nc_relu2_backward_bf16) X(nc_relu2_backward_from_output_bf16)                                                               \
     X(nc_axpby) X(nc_softcap) X(nc_dot) X(nc_kv_append) X(nc_cached_attention)                                                                             \
     X(nc_softcap_cross_entropy) X(nc_softcap_cross_entropy_bf16) X(nc_adamw_step) X(nc_muon_step) X(nc_nccl_version) X(nc_nccl_unique_id) X(nc_nccl_init) \
     X(nc_nccl_all_reduce) X(nc_nccl_reduce_scatter) X(nc_nccl_reduce) X(nc_nccl_all_gather) X(nc_nccl_wait)           \

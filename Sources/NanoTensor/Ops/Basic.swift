@@ -418,10 +418,12 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor, inPl
 
 /// r + relu(x W_fc^T)^2 W_proj^T: upstream's MLP (c_fc, relu², c_proj) with the residual add, as one op. On the CPU and
 /// on a GPU in fp32 it is `reluSquaredLinear(linear(x, fc), proj, residual: r)`. On a GPU in bf16 mode (upstream's
-/// autocast precision) the hidden layer h = x W_fc^T, four times the stream's width and the largest activation, is
-/// written by the product in bf16 and kept so (half its memory; no rounding pass before c_proj reads relu(h)², made in
-/// bf16 and made again in the backward), and the backward stays in bf16 through the hidden layer: dA = g W_proj and
-/// dH = 2 relu(h) dA are written in bf16 and read as they are by x's and W_fc's gradients, as upstream's autocast does.
+/// precision) the hidden layer h = x W_fc^T, four times the stream's width and the largest activation, is written by
+/// the product in bf16, and relu(h)² is written over it in bf16 and kept: c_proj reads it in the forward and its weight
+/// gradient reads it in the backward, and relu(h) = sqrt(relu(h)²) gives relu²'s own backward, so h itself is never
+/// needed again (one pass over the hidden layer fewer than keeping h and making relu(h)² again). The backward stays in
+/// bf16 through the hidden layer: dA = g W_proj and dH = 2 sqrt(a) dA are written in bf16 and read as they are by x's and
+/// W_fc's gradients, as upstream's bf16 backward does.
 /// `inPlace`: on a GPU the sum is written over `r`'s buffer (`gpuResidualOutput`).
 public func reluSquaredMLP(_ x: Tensor, _ fc: Tensor, _ proj: Tensor, residual r: Tensor, inPlace: Bool = false) -> Tensor {
     guard let gpu = x.gpu, gpu.bf16 else { return reluSquaredLinear(linear(x, fc), proj, residual: r, inPlace: inPlace) }
@@ -431,36 +433,32 @@ public func reluSquaredMLP(_ x: Tensor, _ fc: Tensor, _ proj: Tensor, residual r
     precondition(fc.gpu === gpu && proj.gpu === gpu && r.gpu === gpu, "reluSquaredMLP: the input is on the GPU, a weight or the residual is not")
     let n = x.count / inF, hCount = n * hidden
     let bf16Count = (hCount + 1) / 2  // floats holding hCount bf16 values
-    let h16 = Storage(count: bf16Count, on: gpu)  // h in bf16: kept for the backward when it records
+    let a16 = Storage(count: bf16Count, on: gpu)  // h, then relu(h)^2 over it: kept for the backward when it records
     do {
         let x16 = gpuBF16Operand(gpu, x)  // the normed input: bf16 already in the model
-        gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, h16.pointer, x16.pointer, 1, fc.bf16Weights(on: gpu), 1, Int64(n), Int64(hidden),
+        gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, a16.pointer, x16.pointer, 1, fc.bf16Weights(on: gpu), 1, Int64(n), Int64(hidden),
                                            Int64(inF), 0, 1), "h = x W^T in bf16 (\(fc.name))")
         withExtendedLifetime(x16.scratch) {}
     }
+    gpu.run(gpu.api.nc_relu2_forward_bf16(gpu.ctx, a16.pointer, a16.pointer, Int64(hCount)), "relu2 (bf16, over h)")
     let out = gpuResidualOutput(gpu, r, inPlace: inPlace)
-    do {
-        let a16 = Storage(count: bf16Count, on: gpu)  // relu(h)^2, back to the allocator after the product
-        gpu.run(gpu.api.nc_relu2_forward_bf16(gpu.ctx, a16.pointer, h16.pointer, Int64(hCount)), "relu2 (bf16)")
-        gpuBF16Product(gpu, out.gpuData, a16.pointer, proj.bf16Weights(on: gpu), m: n, n: outF, k: hidden, transB: true, beta: 1,
-                       "relu(h)^2 \(proj.name)^T + residual")
-    }
+    gpuBF16Product(gpu, out.gpuData, a16.pointer, proj.bf16Weights(on: gpu), m: n, n: outF, k: hidden, transB: true, beta: 1,
+                   "relu(h)^2 \(proj.name)^T + residual")
     Tensor.record(out, [r, x, fc, proj], op: "reluSquaredMLP") { out in
         let g = out.grad!.gpuData
         if r.requiresGrad { gpuAddGrad(gpu, r, g) }
         let g16 = gpuRoundedBF16(gpu, g, count: n * outF)
         if proj.requiresGrad {
-            let a16 = Storage(count: bf16Count, on: gpu)
-            gpu.run(gpu.api.nc_relu2_forward_bf16(gpu.ctx, a16.pointer, h16.pointer, Int64(hCount)), "relu2 (bf16, again for dW)")
             let (gw, fresh) = proj.gradForWrite()
             gpuBF16Product(gpu, gw, g16.pointer, a16.pointer, m: outF, n: hidden, k: n, transA: true, beta: fresh ? 0 : 1, "dW of \(proj.name)")
         }
         guard x.requiresGrad || fc.requiresGrad else { return }
-        // dH = 2 relu(h) (g W_proj), in bf16, written over dA
+        // dH = 2 sqrt(a) (g W_proj), in bf16, written over dA
         let dh16 = Storage(count: bf16Count, on: gpu)
         gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, dh16.pointer, g16.pointer, 1, proj.bf16Weights(on: gpu), 1, Int64(n), Int64(hidden),
                                            Int64(outF), 0, 0), "dA = g W in bf16 (\(proj.name))")
-        gpu.run(gpu.api.nc_relu2_backward_bf16(gpu.ctx, dh16.pointer, dh16.pointer, h16.pointer, Int64(hCount)), "relu2 backward (bf16)")
+        gpu.run(gpu.api.nc_relu2_backward_from_output_bf16(gpu.ctx, dh16.pointer, dh16.pointer, a16.pointer, Int64(hCount)),
+                "relu2 backward from relu(h)^2 (bf16)")
         if x.requiresGrad {
             let (gx, fresh) = x.gradForWrite()
             gpuBF16Product(gpu, gx, dh16.pointer, fc.bf16Weights(on: gpu), m: n, n: inF, k: hidden, beta: fresh ? 0 : 1, "dX of \(fc.name)")
