@@ -168,9 +168,10 @@ final class DeviceModelTests: XCTestCase {
                       + "\(zip(after, expected).map { abs($0 - $1) }.max() ?? 0))")
     }
 
-    /// In bf16 mode the MLP is one op (`reluSquaredMLP`) that keeps its hidden layer h = x W_fc^T in bf16, half the bytes
-    /// of the fp32 h that the composition `reluSquaredLinear(linear(x, fc), proj)` keeps, and runs its backward in bf16
-    /// through that layer: its output and gradients follow the CPU's exact ones to bf16's precision.
+    /// In bf16 mode the MLP is one op (`reluSquaredMLP`) that keeps its hidden layer in bf16 (relu(h)^2, written over
+    /// h = x W_fc^T), half the bytes of the fp32 h that the composition `reluSquaredLinear(linear(x, fc), proj)` keeps,
+    /// and runs its backward in bf16 through that layer (relu's from sqrt(relu(h)^2)): its output and gradients follow
+    /// the CPU's exact ones to bf16's precision.
     func testTheBF16MLPKeepsItsHiddenLayerInBF16AndFollowsFP32() throws {
         let gpu = try standIn()
         var rng = RNG(seed: 21)
@@ -199,7 +200,7 @@ final class DeviceModelTests: XCTestCase {
         }
         let exact = try run(on: nil, bf16: false), fp32 = try run(on: gpu, bf16: false), half = try run(on: gpu, bf16: true)
         XCTAssertEqual(fp32.keptBytes, Int64(4 * n * 4 * c + 4 * n * c), "fp32 keeps h [n, 4c] and the output in fp32")
-        XCTAssertEqual(half.keptBytes, Int64(2 * n * 4 * c + 4 * n * c), "bf16 keeps h in bf16: half its bytes")
+        XCTAssertEqual(half.keptBytes, Int64(2 * n * 4 * c + 4 * n * c), "bf16 keeps the hidden layer (relu(h)^2) in bf16: half its bytes")
         assertClose(fp32.out, exact.out, 1e-6, "fp32 output")
         assertClose(half.out, exact.out, 2e-2, "bf16 output")
         XCTAssertNotEqual(half.out, exact.out, "the bf16 op rounds (it did not fall back to fp32)")
