@@ -167,16 +167,17 @@ __global__ void scalar_mix_forward_kernel(float *out, const float *a, const floa
     if (i < n) out[i] = alpha[0] * a[i] + beta[0] * b[i];
 }
 
-// da += alpha g; db += beta g; dalpha += g . a; dbeta += g . b
+// da (+)= alpha g; db (+)= beta g; dalpha += g . a; dbeta += g . b (da and db may be one buffer: each thread writes da
+// before it reads db)
 __global__ void scalar_mix_backward_kernel(float *da, float *db, float *dalpha, float *dbeta, const float *g,
                                            const float *a, const float *b, const float *alpha, const float *beta,
-                                           int64_t n) {
+                                           int64_t n, int accumulate_a, int accumulate_b) {
     __shared__ float s32[32];
     float sa = alpha[0], sb = beta[0], pa = 0.f, pb = 0.f;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float gi = g[i];
-        if (da) da[i] += sa * gi;
-        if (db) db[i] += sb * gi;
+        if (da) da[i] = accumulate_a ? da[i] + sa * gi : sa * gi;
+        if (db) db[i] = accumulate_b ? db[i] + sb * gi : sb * gi;
         pa += gi * a[i];
         pb += gi * b[i];
     }
@@ -197,11 +198,11 @@ int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const flo
 
 int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha, float *dbeta, const float *g,
                            const float *a, const float *b, const float *alpha, int64_t ia, const float *beta, int64_t ib,
-                           int64_t n) {
+                           int64_t n, int accumulate_a, int accumulate_b) {
     unsigned blocks = nc_blocks(n, 256) < 1024 ? nc_blocks(n, 256) : 1024;
     scalar_mix_backward_kernel<<<blocks, 256, 0, ctx->stream>>>(da, db, dalpha ? dalpha + ia : nullptr,
                                                                dbeta ? dbeta + ib : nullptr, g, a, b, alpha + ia,
-                                                               beta + ib, n);
+                                                               beta + ib, n, accumulate_a, accumulate_b);
     NC_LAUNCHED(ctx, "scalar_mix_backward");
     return 0;
 }

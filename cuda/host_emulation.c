@@ -500,14 +500,14 @@ int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const flo
 
 int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha, float *dbeta, const float *g,
                            const float *a, const float *b, const float *alpha, int64_t ia, const float *beta, int64_t ib,
-                           int64_t n) {
+                           int64_t n, int accumulate_a, int accumulate_b) {
     if (no_work()) return 0;
     (void)ctx;
     double pa = 0, pb = 0;
     float sa = alpha[ia], sb = beta[ib];
     for (int64_t i = 0; i < n; i++) {
-        if (da) da[i] += sa * g[i];
-        if (db) db[i] += sb * g[i];
+        if (da) da[i] = accumulate_a ? da[i] + sa * g[i] : sa * g[i];
+        if (db) db[i] = accumulate_b ? db[i] + sb * g[i] : sb * g[i];
         pa += (double)g[i] * a[i];
         pb += (double)g[i] * b[i];
     }

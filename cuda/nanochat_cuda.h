@@ -147,12 +147,13 @@ int nc_value_embedding_forward(nc_context *ctx, void *out, float *sig, const voi
 int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
                                 const float *ve, const void *u, int u_bf16, const float *gate, const float *sig, int64_t n,
                                 int64_t hkv, int64_t d, int64_t c, int k);
-// out = alpha[ia] a + beta[ib] b (the residual/x0 lambdas); any gradient pointer may be null
+// out = alpha[ia] a + beta[ib] b (the residual/x0 lambdas); any gradient pointer may be null. da and db are added to
+// (accumulate_a / accumulate_b != 0) or written (0: a fresh gradient, no zero-fill first); dalpha, dbeta are added to.
 int nc_scalar_mix_forward(nc_context *ctx, float *out, const float *a, const float *b, const float *alpha, int64_t ia,
                           const float *beta, int64_t ib, int64_t n);
 int nc_scalar_mix_backward(nc_context *ctx, float *da, float *db, float *dalpha, float *dbeta, const float *g,
                            const float *a, const float *b, const float *alpha, int64_t ia, const float *beta, int64_t ib,
-                           int64_t n);
+                           int64_t n, int accumulate_a, int accumulate_b);
 
 // backout: out = x - lambda[0] * saved; backward: dsaved += -lambda g, dlambda += -(g . saved) (dx is g itself)
 int nc_backout_forward(nc_context *ctx, float *out, const float *x, const float *saved, const float *lambda, int64_t n);

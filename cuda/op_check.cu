@@ -746,9 +746,16 @@ static void check_gates() {
         Dev gal(std::vector<float>(2, 0.f)), gbe(std::vector<float>(3, 0.f));
         NC(nc_scalar_mix_forward(ctx, dout4.f(), da.f(), db.f(), dal.f(), 1, dbe.f(), 2, m));
         check("scalar mix forward", dout4.get<float>(), mo, 1e-6);
-        NC(nc_scalar_mix_backward(ctx, gav.f(), gbv.f(), gal.f(), gbe.f(), dgm.f(), da.f(), db.f(), dal.f(), 1, dbe.f(), 2, m));
+        NC(nc_scalar_mix_backward(ctx, gav.f(), gbv.f(), gal.f(), gbe.f(), dgm.f(), da.f(), db.f(), dal.f(), 1, dbe.f(), 2, m, 1, 1));
         check("scalar mix backward da", gav.get<float>(), ga, 1e-6);
         check("scalar mix backward db", gbv.get<float>(), gb, 1e-6);
+        // written (fresh gradients: NaN-filled before) and added, in one call
+        Dev gaw(nans(m)), gbw(gm), gal2(std::vector<float>(2, 0.f)), gbe2(std::vector<float>(3, 0.f));
+        NC(nc_scalar_mix_backward(ctx, gaw.f(), gbw.f(), gal2.f(), gbe2.f(), dgm.f(), da.f(), db.f(), dal.f(), 1, dbe.f(), 2, m, 0, 1));
+        std::vector<double> gbadded(m);
+        for (int64_t i = 0; i < m; i++) gbadded[i] = gm[i] + gb[i];
+        check("scalar mix backward da written", gaw.get<float>(), ga, 1e-6);
+        check("scalar mix backward db added", gbw.get<float>(), gbadded, 1e-6);
         check("scalar mix backward dalpha (only its own index)", gal.get<float>(), galpha, 1e-5);
         check("scalar mix backward dbeta (only its own index)", gbe.get<float>(), gbeta, 1e-5);
     }

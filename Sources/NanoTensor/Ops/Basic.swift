@@ -16,6 +16,25 @@ func gpuAddGrad(_ gpu: GPU, _ t: Tensor, _ g: UnsafePointer<Float>, _ a: Float =
     gpuAxpy(gpu, gt, g, a, t.count, accumulate: !fresh, scale: scale)
 }
 
+/// The residual's gradient in the backward of `out` = r + branch: r's gradient += out's. When r has none yet it takes
+/// out's gradient buffer itself instead of a copy (out's backward is the last to read that buffer: `Tensor.backward`
+/// drops out's gradient once it has run), so the stream's gradient passes each branch without a pass over it. Call it
+/// first in out's backward, and only with an r that is none of the branch's own inputs (whose gradients the rest of the
+/// backward writes while it reads out's).
+func passResidualGradient(_ out: Tensor, to r: Tensor) {
+    guard r.requiresGrad else { return }
+    let g = out.grad!
+    precondition(g.count == r.count, "passResidualGradient: gradient of \(g.shape) for \(r.shape)")
+    if r.grad == nil {
+        r.grad = Tensor(shape: r.shape, sharing: g.storage)
+    } else if let gpu = r.gpu {
+        gpuAxpy(gpu, r.grad!.gpuData, g.gpuData, 1, r.count)
+    } else {
+        let gr = r.grad!.data, pg = g.data
+        for i in 0..<r.count { gr[i] += pg[i] }
+    }
+}
+
 /// c[m, n] = a[m, k] op(W) + beta c on the GPU for a weight W ([n, k] with `transB`, else [k, n]). In bf16 mode the
 /// product reads W's bf16 copy (made once, refreshed by the optimizer step) and rounds only `a` (read as it is when
 /// `aIsBF16`: a bf16 activation).
@@ -178,8 +197,11 @@ func recordScalarMixGPU(_ gpu: GPU, _ out: Tensor, _ alpha: Tensor, _ ia: Int, _
     let n = a.count
     Tensor.record(out, [alpha, a, beta, b], op: "scalarMix") { out in
         let grad = { (t: Tensor) in t.requiresGrad ? t.gradData() : nil }
-        gpu.run(gpu.api.nc_scalar_mix_backward(gpu.ctx, grad(a), grad(b), grad(alpha), grad(beta), out.grad!.gpuData, a.gpuData,
-                                               b.gpuData, alpha.gpuData, Int64(ia), beta.gpuData, Int64(ib), Int64(n)),
+        // a's and b's gradients written when fresh (the stream's usually is: no zero-fill and no read), else added
+        let (ga, gb) = (a.requiresGrad ? a.gradForWrite() : nil, b.requiresGrad ? b.gradForWrite() : nil)
+        gpu.run(gpu.api.nc_scalar_mix_backward(gpu.ctx, ga?.0, gb?.0, grad(alpha), grad(beta), out.grad!.gpuData, a.gpuData,
+                                               b.gpuData, alpha.gpuData, Int64(ia), beta.gpuData, Int64(ib), Int64(n),
+                                               ga?.fresh == false ? 1 : 0, gb?.fresh == false ? 1 : 0),
                 "scalar mix backward")
     }
 }
@@ -223,7 +245,7 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor, inPlace: Bool =
         guard Tensor.gradEnabled else { return out }
         Tensor.record(out, [r, x, w], op: "linear+residual") { out in
             let g = out.grad!.data
-            if r.requiresGrad { cpuAddGrad(r, g) }
+            if r !== x { passResidualGradient(out, to: r) } else if r.requiresGrad { cpuAddGrad(r, g) }
             linearBackwardCPU(x, w, g, rows: n)
         }
         return out
@@ -233,7 +255,7 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor, inPlace: Bool =
     gpuWeightProduct(gpu, out.gpuData, x.deviceBytes, aIsBF16: x.isBF16, w, m: n, n: outF, k: inF, transB: true, beta: 1)
     Tensor.record(out, [r, x, w], op: "linear+residual") { out in
         let g = out.grad!.gpuData
-        if r.requiresGrad { gpuAddGrad(gpu, r, g) }
+        if r !== x { passResidualGradient(out, to: r) } else if r.requiresGrad { gpuAddGrad(gpu, r, g) }
         linearBackwardGPU(gpu, x, w, g, rows: n)
     }
     return out
@@ -368,7 +390,7 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor, inPl
         }
         Tensor.record(out, [r, h, w], op: "reluSquaredLinear") { out in
             let g = out.grad!.gpuData
-            if r.requiresGrad { gpuAddGrad(gpu, r, g) }
+            if r !== h { passResidualGradient(out, to: r) } else if r.requiresGrad { gpuAddGrad(gpu, r, g) }
             // (the model's MLP in bf16 mode is reluSquaredMLP; here bf16 products round their fp32 operands per call)
             if w.requiresGrad {
                 let a = Tensor(shape: h.shape, zeroed: false, on: gpu)
@@ -396,7 +418,7 @@ public func reluSquaredLinear(_ h: Tensor, _ w: Tensor, residual r: Tensor, inPl
     }
     Tensor.record(out, [r, h, w], op: "reluSquaredLinear") { out in
         let g = out.grad!.data
-        if r.requiresGrad { cpuAddGrad(r, g) }
+        if r !== h { passResidualGradient(out, to: r) } else if r.requiresGrad { cpuAddGrad(r, g) }
         if w.requiresGrad {
             let a = Tensor(shape: h.shape, zeroed: false)
             let pa = a.data
@@ -446,7 +468,7 @@ public func reluSquaredMLP(_ x: Tensor, _ fc: Tensor, _ proj: Tensor, residual r
                    "relu(h)^2 \(proj.name)^T + residual")
     Tensor.record(out, [r, x, fc, proj], op: "reluSquaredMLP") { out in
         let g = out.grad!.gpuData
-        if r.requiresGrad { gpuAddGrad(gpu, r, g) }
+        if r !== x { passResidualGradient(out, to: r) } else if r.requiresGrad { gpuAddGrad(gpu, r, g) }
         let g16 = gpuRoundedBF16(gpu, g, count: n * outF)
         if proj.requiresGrad {
             let (gw, fresh) = proj.gradForWrite()
