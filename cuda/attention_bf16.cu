@@ -309,29 +309,36 @@ static int backward_d(nc_context *ctx, float *dq, float *dk, float *dv, float *d
 }
 
 // --- cuDNN's fused attention (libnanochat_cudnn.so, when it loaded): the same interface, its operands in bf16
-// out (+)= in: the forward's output to fp32, the backward's gradients added into ours
+// out (+)= in: cuDNN's bf16 gradients written or added into ours, the WMMA fallback's operands widened
 __global__ void from_bf16_kernel(float *out, const bf16 *in, int64_t n, int accumulate) {
     int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i < n) out[i] = accumulate ? out[i] + __bfloat162float(in[i]) : __bfloat162float(in[i]);
 }
 
-// bf16 scratch from the caching allocator (one block per size, reused every step); released at the end of the op
-struct Bf16Scratch {
+// scratch from the caching allocator (one block per size, reused every step); released at the end of the op
+struct Scratch {
     nc_context *ctx;
     void *p[8] = {};
     int n = 0;
-    explicit Bf16Scratch(nc_context *c) : ctx(c) {}
-    ~Bf16Scratch() { for (int i = 0; i < n; i++) nc_free(ctx, p[i]); }
-    bf16 *take(int64_t count) {
-        if (nc_malloc(ctx, &p[n], count * (int64_t)sizeof(bf16))) return nullptr;
-        return (bf16 *)p[n++];
+    explicit Scratch(nc_context *c) : ctx(c) {}
+    ~Scratch() { for (int i = 0; i < n; i++) nc_free(ctx, p[i]); }
+    template <typename T> T *take(int64_t count) {
+        if (n == 8 || nc_malloc(ctx, &p[n], count * (int64_t)sizeof(T))) return nullptr;
+        return (T *)p[n++];
     }
 };
 
 // x rounded to bf16 into the scratch (nc_to_bf16, matmul.cu's rounding)
-static bf16 *rounded(nc_context *ctx, Bf16Scratch &scratch, const float *x, int64_t n) {
-    bf16 *out = scratch.take(n);
+static bf16 *rounded(nc_context *ctx, Scratch &scratch, const float *x, int64_t n) {
+    bf16 *out = scratch.take<bf16>(n);
     return out && nc_to_bf16(ctx, out, x, n) == 0 ? out : nullptr;
+}
+
+// bf16 x widened to fp32 into the scratch (null x: room only)
+static float *widened(nc_context *ctx, Scratch &scratch, const void *x, int64_t n) {
+    float *out = scratch.take<float>(n);
+    if (out && x) from_bf16_kernel<<<nc_blocks(n, 256), 256, 0, ctx->stream>>>(out, (const bf16 *)x, n, 0);
+    return out;
 }
 
 // cuDNN reads and writes our bf16 operands in place; only the incoming gradient is rounded, and its bf16 gradients are
@@ -346,10 +353,10 @@ static int cudnn_forward(nc_context *ctx, void *o, float *lse, const void *q, co
 static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, const void *q, const void *k, const void *v,
                           const void *o, const float *dout, const float *lse, int64_t B, int64_t T, int64_t H, int64_t Hkv,
                           int64_t D, int64_t window, int accumulate) {
-    Bf16Scratch scratch(ctx);
+    Scratch scratch(ctx);
     int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
     bf16 *dob = rounded(ctx, scratch, dout, nq);
-    bf16 *dqb = scratch.take(nq), *dkb = scratch.take(nk), *dvb = scratch.take(nk);
+    bf16 *dqb = scratch.take<bf16>(nq), *dkb = scratch.take<bf16>(nk), *dvb = scratch.take<bf16>(nk);
     if (!dob || !dqb || !dkb || !dvb) return nc_fail(ctx, "attention backward (cuDNN)", "no device memory for the bf16 gradients");
     if (ctx->cudnn->backward(ctx->cudnn->state, dqb, dkb, dvb, q, k, v, o, dob, lse, B, T, H, Hkv, D, window))
         return nc_fail(ctx, "attention backward (cuDNN)", ctx->cudnn->error(ctx->cudnn->state));
@@ -362,30 +369,25 @@ static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, cons
 }
 
 // The WMMA kernels load fp32 tiles (rounding them as they load, which leaves bf16 values as they are): the fallback
-// widens the bf16 operands into fp32 scratch for them, and rounds its output back
-struct FloatScratch {
-    nc_context *ctx;
-    void *p[4] = {};
-    int n = 0;
-    explicit FloatScratch(nc_context *c) : ctx(c) {}
-    ~FloatScratch() { for (int i = 0; i < n; i++) nc_free(ctx, p[i]); }
-    float *widened(const void *x, int64_t count) {
-        if (nc_malloc(ctx, &p[n], count * (int64_t)sizeof(float))) return nullptr;
-        float *out = (float *)p[n++];
-        if (x) from_bf16_kernel<<<nc_blocks(count, 256), 256, 0, ctx->stream>>>(out, (const bf16 *)x, count, 0);
-        return out;
-    }
+// widens the bf16 operands into fp32 scratch for them (o: room only when it is the output), and rounds its output back
+struct Widened {
+    float *q, *k, *v, *o;
 };
+static int widen_operands(nc_context *ctx, Scratch &scratch, Widened &w, const void *q, const void *k, const void *v, const void *o,
+                          int64_t nq, int64_t nk, const char *what) {
+    w = {widened(ctx, scratch, q, nq), widened(ctx, scratch, k, nk), widened(ctx, scratch, v, nk), widened(ctx, scratch, o, nq)};
+    if (!w.q || !w.k || !w.v || !w.o) return nc_fail(ctx, what, "no device memory for the widened operands");
+    NC_LAUNCHED(ctx, what);
+    return 0;
+}
 
 static int wmma_forward(nc_context *ctx, void *o, float *lse, const void *q, const void *k, const void *v, int64_t B, int64_t T,
                         int64_t H, int64_t Hkv, int64_t D, int64_t window) {
-    FloatScratch scratch(ctx);
-    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
-    float *qf = scratch.widened(q, nq), *kf = scratch.widened(k, nk), *vf = scratch.widened(v, nk), *of = scratch.widened(nullptr, nq);
-    if (!qf || !kf || !vf || !of) return nc_fail(ctx, "attention (WMMA)", "no device memory for the widened operands");
-    NC_LAUNCHED(ctx, "attention (WMMA) operands");
-    if ((D == 64 ? forward_d<64> : forward_d<128>)(ctx, of, lse, qf, kf, vf, B, T, H, Hkv, window)) return 1;
-    return nc_to_bf16(ctx, o, of, nq);
+    Scratch scratch(ctx);
+    Widened w;
+    if (widen_operands(ctx, scratch, w, q, k, v, nullptr, B * T * H * D, B * T * Hkv * D, "attention (WMMA) operands")) return 1;
+    if ((D == 64 ? forward_d<64> : forward_d<128>)(ctx, w.o, lse, w.q, w.k, w.v, B, T, H, Hkv, window)) return 1;
+    return nc_to_bf16(ctx, o, w.o, B * T * H * D);
 }
 
 static int wmma_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q, const void *k, const void *v,
@@ -393,12 +395,10 @@ static int wmma_backward(nc_context *ctx, float *dq, float *dk, float *dv, float
                          int64_t window, int accumulate) {
     // the WMMA kernels add with atomics
     if (!accumulate && nc_attention_zero_grads(ctx, dq, dk, dv, B, T, H, Hkv, D)) return 1;
-    FloatScratch scratch(ctx);
-    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
-    float *qf = scratch.widened(q, nq), *kf = scratch.widened(k, nk), *vf = scratch.widened(v, nk), *of = scratch.widened(o, nq);
-    if (!qf || !kf || !vf || !of) return nc_fail(ctx, "attention backward (WMMA)", "no device memory for the widened operands");
-    NC_LAUNCHED(ctx, "attention backward (WMMA) operands");
-    return (D == 64 ? backward_d<64> : backward_d<128>)(ctx, dq, dk, dv, delta, qf, kf, vf, of, dout, lse, B, T, H, Hkv, window);
+    Scratch scratch(ctx);
+    Widened w;
+    if (widen_operands(ctx, scratch, w, q, k, v, o, B * T * H * D, B * T * Hkv * D, "attention backward (WMMA) operands")) return 1;
+    return (D == 64 ? backward_d<64> : backward_d<128>)(ctx, dq, dk, dv, delta, w.q, w.k, w.v, w.o, dout, lse, B, T, H, Hkv, window);
 }
 
 // cuDNN failed on a call (the reason is in ctx->error): say so once, and run the WMMA kernels from then on
