@@ -261,37 +261,24 @@ public func linear(_ x: Tensor, _ w: Tensor, residual r: Tensor, inPlace: Bool =
     return out
 }
 
-/// x W^T for each of `ws` (one input, several projections: attention's q, k and v). The same as `ws.map { linear(x, $0) }`;
-/// on a GPU in bf16 mode x is rounded to bf16 once for all the forward products, and once for all their weights'
-/// gradients in the backward (made by the first, dropped after the last: not kept from the forward to the backward);
-/// a bf16 x is read as it is by all of them.
+/// x W^T for each of `ws` (one input, several projections). The same as `ws.map { linear(x, $0) }`; on a GPU in bf16 mode
+/// x is rounded to bf16 once for all the forward products (read as it is when it is a bf16 activation), and once for
+/// all their weights' gradients in the backward (made by the first, dropped after the last: not kept from the forward
+/// to the backward).
 public func linear(_ x: Tensor, _ ws: [Tensor]) -> [Tensor] {
     guard let gpu = x.gpu, gpu.bf16 else { return ws.map { linear(x, $0) } }
     let inF = x.shape.last!, n = x.count / inF
     let x16 = gpuBF16Operand(gpu, x)
     let shared = SharedRounding(x, uses: ws.count)
-    return withExtendedLifetime(x16.scratch) {
-        ws.map { w in
-            precondition(w.shape[1] == inF && w.gpu === gpu, "linear: input \(x.shape) vs weight \(w.shape) (on the input's GPU)")
-            return linearFromShared(gpu, x, x16.pointer, shared, w, rows: n)
-        }
+    defer { withExtendedLifetime(x16.scratch) {} }
+    return ws.map { w in
+        precondition(w.shape[1] == inF && w.gpu === gpu, "linear: input \(x.shape) vs weight \(w.shape) (on the input's GPU)")
+        let out = Tensor(shape: Array(x.shape.dropLast()) + [w.shape[0]], zeroed: false, on: gpu)
+        gpuBF16Product(gpu, out.gpuData, x16.pointer, w.bf16Weights(on: gpu), m: n, n: w.shape[0], k: inF, transB: true,
+                       "\(w.name) with a shared bf16 input")
+        Tensor.record(out, [x, w], op: "linear") { out in linearBackwardGPU(gpu, x, w, out.grad!.gpuData, rows: n, shared: shared) }
+        return out
     }
-}
-
-/// x W^T on a GPU in bf16 mode from x's bf16 values at `x16`, its weight gradient reading `shared`'s. `bf16Output`: the
-/// product written in bf16 (rounded once; a bf16 activation such as attention's v).
-func linearFromShared(_ gpu: GPU, _ x: Tensor, _ x16: UnsafeRawPointer, _ shared: SharedRounding, _ w: Tensor, rows n: Int,
-                      bf16Output: Bool = false) -> Tensor {
-    let inF = w.shape[1], outF = w.shape[0]
-    let out = Tensor(shape: Array(x.shape.dropLast()) + [outF], zeroed: false, on: gpu, bf16: bf16Output)
-    if bf16Output {
-        gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, out.bf16Data, x16, 1, w.bf16Weights(on: gpu), 1, Int64(n), Int64(outF), Int64(inF), 0, 1),
-                "\(w.name) with a shared bf16 input, into bf16")
-    } else {
-        gpuBF16Product(gpu, out.gpuData, x16, w.bf16Weights(on: gpu), m: n, n: outF, k: inF, transB: true, "\(w.name) with a shared bf16 input")
-    }
-    Tensor.record(out, [x, w], op: "linear") { out in linearBackwardGPU(gpu, x, w, out.grad!.gpuData, rows: n, shared: shared) }
-    return out
 }
 
 /// y = x W^T for x [..., in] and W [out, in] (PyTorch's Linear without bias), through BLAS.
