@@ -350,20 +350,28 @@ static int cudnn_forward(nc_context *ctx, void *o, float *lse, const void *q, co
     return 0;
 }
 
-static int cudnn_backward(nc_context *ctx, float *dq, float *dk, float *dv, const void *q, const void *k, const void *v,
-                          const void *o, const float *dout, const float *lse, int64_t B, int64_t T, int64_t H, int64_t Hkv,
-                          int64_t D, int64_t window, int accumulate) {
+// dout as the bf16 cuDNN reads: its own bits when it is bf16, else rounded into the scratch
+static const void *bf16_dout(nc_context *ctx, Scratch &scratch, const void *dout, int dout_bf16, int64_t n) {
+    return dout_bf16 ? dout : rounded(ctx, scratch, (const float *)dout, n);
+}
+
+static int cudnn_backward(nc_context *ctx, void *dq, void *dk, void *dv, int grads_bf16, const void *q, const void *k, const void *v,
+                          const void *o, const void *dout, int dout_bf16, const float *lse, int64_t B, int64_t T, int64_t H,
+                          int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     Scratch scratch(ctx);
     int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
-    bf16 *dob = rounded(ctx, scratch, dout, nq);
-    bf16 *dqb = scratch.take<bf16>(nq), *dkb = scratch.take<bf16>(nk), *dvb = scratch.take<bf16>(nk);
+    const void *dob = bf16_dout(ctx, scratch, dout, dout_bf16, nq);
+    // bf16 gradients are cuDNN's own output; fp32 ones are widened (written or added) from a bf16 scratch
+    bf16 *dqb = grads_bf16 ? (bf16 *)dq : scratch.take<bf16>(nq), *dkb = grads_bf16 ? (bf16 *)dk : scratch.take<bf16>(nk);
+    bf16 *dvb = grads_bf16 ? (bf16 *)dv : scratch.take<bf16>(nk);
     if (!dob || !dqb || !dkb || !dvb) return nc_fail(ctx, "attention backward (cuDNN)", "no device memory for the bf16 gradients");
     if (ctx->cudnn->backward(ctx->cudnn->state, dqb, dkb, dvb, q, k, v, o, dob, lse, B, T, H, Hkv, D, window))
         return nc_fail(ctx, "attention backward (cuDNN)", ctx->cudnn->error(ctx->cudnn->state));
+    if (grads_bf16) return 0;
     // cuDNN writes whole gradients: into fresh ones directly (no zero-fill, no read), or added to what is there
-    from_bf16_kernel<<<nc_blocks(nq, 256), 256, 0, ctx->stream>>>(dq, dqb, nq, accumulate);
-    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dk, dkb, nk, accumulate);
-    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>(dv, dvb, nk, accumulate);
+    from_bf16_kernel<<<nc_blocks(nq, 256), 256, 0, ctx->stream>>>((float *)dq, dqb, nq, accumulate);
+    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>((float *)dk, dkb, nk, accumulate);
+    from_bf16_kernel<<<nc_blocks(nk, 256), 256, 0, ctx->stream>>>((float *)dv, dvb, nk, accumulate);
     NC_LAUNCHED(ctx, "attention backward (cuDNN) gradients");
     return 0;
 }
@@ -390,15 +398,23 @@ static int wmma_forward(nc_context *ctx, void *o, float *lse, const void *q, con
     return nc_to_bf16(ctx, o, w.o, B * T * H * D);
 }
 
-static int wmma_backward(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q, const void *k, const void *v,
-                         const void *o, const float *dout, const float *lse, int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D,
-                         int64_t window, int accumulate) {
-    // the WMMA kernels add with atomics
-    if (!accumulate && nc_attention_zero_grads(ctx, dq, dk, dv, B, T, H, Hkv, D)) return 1;
+static int wmma_backward(nc_context *ctx, void *dq, void *dk, void *dv, int grads_bf16, float *delta, const void *q, const void *k,
+                         const void *v, const void *o, const void *dout, int dout_bf16, const float *lse, int64_t B, int64_t T, int64_t H,
+                         int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     Scratch scratch(ctx);
     Widened w;
-    if (widen_operands(ctx, scratch, w, q, k, v, o, B * T * H * D, B * T * Hkv * D, "attention backward (WMMA) operands")) return 1;
-    return (D == 64 ? backward_d<64> : backward_d<128>)(ctx, dq, dk, dv, delta, w.q, w.k, w.v, w.o, dout, lse, B, T, H, Hkv, window);
+    int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
+    if (widen_operands(ctx, scratch, w, q, k, v, o, nq, nk, "attention backward (WMMA) operands")) return 1;
+    const float *doutf = dout_bf16 ? widened(ctx, scratch, dout, nq) : (const float *)dout;
+    // the WMMA kernels add fp32 gradients with atomics: bf16 ones are made in fp32 scratch and rounded into place
+    float *dqf = grads_bf16 ? scratch.take<float>(nq) : (float *)dq, *dkf = grads_bf16 ? scratch.take<float>(nk) : (float *)dk;
+    float *dvf = grads_bf16 ? scratch.take<float>(nk) : (float *)dv;
+    if (!doutf || !dqf || !dkf || !dvf) return nc_fail(ctx, "attention backward (WMMA)", "no device memory for the gradients");
+    if (!accumulate && nc_attention_zero_grads(ctx, dqf, dkf, dvf, B, T, H, Hkv, D)) return 1;
+    if ((D == 64 ? backward_d<64> : backward_d<128>)(ctx, dqf, dkf, dvf, delta, w.q, w.k, w.v, w.o, doutf, lse, B, T, H, Hkv, window))
+        return 1;
+    if (!grads_bf16) return 0;
+    return nc_to_bf16(ctx, dq, dqf, nq) || nc_to_bf16(ctx, dk, dkf, nk) || nc_to_bf16(ctx, dv, dvf, nk);
 }
 
 // cuDNN failed on a call (the reason is in ctx->error): say so once, and run the WMMA kernels from then on
@@ -420,14 +436,15 @@ int nc_attention_forward_bf16(nc_context *ctx, void *o, float *lse, const void *
     return wmma_forward(ctx, o, lse, q, k, v, B, T, H, Hkv, D, window);
 }
 
-int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q,
-                               const void *k, const void *v, const void *o, const float *dout, const float *lse,
+int nc_attention_backward_bf16(nc_context *ctx, void *dq, void *dk, void *dv, int grads_bf16, float *delta, const void *q,
+                               const void *k, const void *v, const void *o, const void *dout, int dout_bf16, const float *lse,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     if (check_bf16_shapes(ctx, H, Hkv, D)) return 1;
+    if (grads_bf16 && accumulate) return nc_fail(ctx, "nc_attention_backward_bf16", "bf16 gradients are written, not added to");
     window = window < T ? window : T;
     if (ctx->cudnn && ctx->use_cudnn) {
-        if (cudnn_backward(ctx, dq, dk, dv, q, k, v, o, dout, lse, B, T, H, Hkv, D, window, accumulate) == 0) return 0;
+        if (cudnn_backward(ctx, dq, dk, dv, grads_bf16, q, k, v, o, dout, dout_bf16, lse, B, T, H, Hkv, D, window, accumulate) == 0) return 0;
         give_up_cudnn(ctx);
     }
-    return wmma_backward(ctx, dq, dk, dv, delta, q, k, v, o, dout, lse, B, T, H, Hkv, D, window, accumulate);
+    return wmma_backward(ctx, dq, dk, dv, grads_bf16, delta, q, k, v, o, dout, dout_bf16, lse, B, T, H, Hkv, D, window, accumulate);
 }

@@ -103,8 +103,8 @@ __global__ void ve_mix_forward_kernel(V *out, float *sig, const V *v, const floa
     if (lane == 0) sig[r] = s;
 }
 
-template <typename U>
-__global__ void ve_mix_backward_kernel(float *dv, float *dve, float *du, float *dgate, const float *dout,
+template <typename U, typename G>
+__global__ void ve_mix_backward_kernel(float *dv, float *dve, float *du, float *dgate, const G *dout,
                                        const float *ve, const U *u, const float *gate, const float *sig,
                                        int64_t rows, int hkv, int64_t d, int64_t c, int k) {
     int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
@@ -113,7 +113,7 @@ __global__ void ve_mix_backward_kernel(float *dv, float *dve, float *du, float *
     int64_t n = r / hkv, h = r % hkv;
     float s = sig[r], dot = 0.f;
     for (int64_t j = lane; j < d; j += 32) {
-        float go = dout[r * d + j];
+        float go = nc_load(dout, r * d + j);
         if (dv) dv[r * d + j] += go;
         if (dve) dve[r * d + j] += 3.f * s * go;
         dot += go * ve[r * d + j];
@@ -144,18 +144,26 @@ int nc_value_embedding_forward(nc_context *ctx, void *out, float *sig, const voi
     return 0;
 }
 
-int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
+int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const void *dout, int dout_bf16,
                                 const float *ve, const void *u, int u_bf16, const float *gate, const float *sig, int64_t n,
                                 int64_t hkv, int64_t d, int64_t c, int k) {
     if (k > 32 || k > c) return nc_fail(ctx, "nc_value_embedding_backward", "the gate reads more than 32 channels");
     int64_t rows = n * hkv;
     if (rows == 0) return 0;
-    if (u_bf16)
-        ve_mix_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(dv, dve, du, dgate, dout, ve, (const __nv_bfloat16 *)u, gate,
-                                                                           sig, rows, (int)hkv, d, c, k);
+    typedef __nv_bfloat16 bf16;
+    unsigned blocks = nc_blocks(rows, 8);
+    if (u_bf16 && dout_bf16)
+        ve_mix_backward_kernel<<<blocks, 256, 0, ctx->stream>>>(dv, dve, du, dgate, (const bf16 *)dout, ve, (const bf16 *)u, gate, sig, rows,
+                                                                (int)hkv, d, c, k);
+    else if (u_bf16)
+        ve_mix_backward_kernel<<<blocks, 256, 0, ctx->stream>>>(dv, dve, du, dgate, (const float *)dout, ve, (const bf16 *)u, gate, sig, rows,
+                                                                (int)hkv, d, c, k);
+    else if (dout_bf16)
+        ve_mix_backward_kernel<<<blocks, 256, 0, ctx->stream>>>(dv, dve, du, dgate, (const bf16 *)dout, ve, (const float *)u, gate, sig, rows,
+                                                                (int)hkv, d, c, k);
     else
-        ve_mix_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(dv, dve, du, dgate, dout, ve, (const float *)u, gate, sig,
-                                                                           rows, (int)hkv, d, c, k);
+        ve_mix_backward_kernel<<<blocks, 256, 0, ctx->stream>>>(dv, dve, du, dgate, (const float *)dout, ve, (const float *)u, gate, sig,
+                                                                rows, (int)hkv, d, c, k);
     NC_LAUNCHED(ctx, "value_embedding_backward");
     return 0;
 }

@@ -117,6 +117,14 @@ static float bf16_value(uint16_t b) {
 // bf16 products round their inputs so
 static float bf16_round(float x) { return bf16_value(bf16_bits(x)); }
 
+// element i of a tensor holding fp32 or (bf16 != 0) bf16 values, read as fp32 / written rounded (the y_bf16 flags)
+static float element(const void *p, int64_t i, int bf16) { return bf16 ? bf16_value(((const uint16_t *)p)[i]) : ((const float *)p)[i]; }
+static void set_element(void *p, int64_t i, float v, int bf16) {
+    if (bf16) ((uint16_t *)p)[i] = bf16_bits(v);
+    else ((float *)p)[i] = v;
+}
+
+
 int nc_matmul_batched(nc_context *ctx, float *c, const float *a, const float *b, int64_t batch, int64_t m, int64_t n,
                       int64_t k, int trans_a, int trans_b, float alpha, float beta, int bf16) {
     if (no_work()) return 0;
@@ -176,11 +184,11 @@ int nc_from_bf16(nc_context *ctx, float *dst, const void *src, int64_t n) {
     return 0;
 }
 
-int nc_to_bf16_rows(nc_context *ctx, void *dst, int64_t ld, const float *src, int64_t rows, int64_t cols) {
+int nc_to_bf16_rows(nc_context *ctx, void *dst, int64_t ld, const void *src, int src_bf16, int64_t rows, int64_t cols) {
     if (no_work()) return 0;
     (void)ctx;
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) ((uint16_t *)dst)[r * ld + c] = bf16_bits(src ? src[r * cols + c] : 0.f);
+        for (int64_t c = 0; c < cols; c++) ((uint16_t *)dst)[r * ld + c] = bf16_bits(src ? element(src, r * cols + c, src_bf16) : 0.f);
     return 0;
 }
 
@@ -194,13 +202,6 @@ int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n) {
 int nc_matmul(nc_context *ctx, float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k, int trans_a,
               int trans_b, float alpha, float beta, int bf16) {
     return nc_matmul_batched(ctx, c, a, b, 1, m, n, k, trans_a, trans_b, alpha, beta, bf16);
-}
-
-// element i of a tensor holding fp32 or (bf16 != 0) bf16 values, read as fp32 / written rounded (the y_bf16 flags)
-static float element(const void *p, int64_t i, int bf16) { return bf16 ? bf16_value(((const uint16_t *)p)[i]) : ((const float *)p)[i]; }
-static void set_element(void *p, int64_t i, float v, int bf16) {
-    if (bf16) ((uint16_t *)p)[i] = bf16_bits(v);
-    else ((float *)p)[i] = v;
 }
 
 int nc_rmsnorm_forward(nc_context *ctx, void *y, int y_bf16, float *rstd, const float *x, int64_t rows, int64_t cols) {
@@ -304,18 +305,20 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const v
     return 0;
 }
 
-int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, const float *dy, const void *y, int y_bf16,
+int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, const void *dy, int dy_bf16, const void *y, int y_bf16,
                                       const float *rstd, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h,
                                       int64_t d, int64_t offset, float gain) {
     if (no_work()) return 0;
-    // the fp32 backward, then each row rounded into its place
+    // the fp32 backward (on dy as floats), then each row rounded into its place
     int64_t rows = b * t * h;
     float *tmp = malloc((size_t)(rows * d > 0 ? rows * d : 1) * sizeof(float));
-    if (!tmp) return fail(ctx, "nc_rotary_norm_backward_bf16_rows", "out of host memory");
-    int rc = nc_rotary_norm_backward(ctx, tmp, dy, y, y_bf16, rstd, cos_t, sin_t, b, t, h, d, offset, gain, 0);
+    float *dyf = dy_bf16 ? bf16_to_float(dy, rows * d) : NULL;
+    if (!tmp || (dy_bf16 && !dyf)) { free(tmp); free(dyf); return fail(ctx, "nc_rotary_norm_backward_bf16_rows", "out of host memory"); }
+    int rc = nc_rotary_norm_backward(ctx, tmp, dy_bf16 ? dyf : (const float *)dy, y, y_bf16, rstd, cos_t, sin_t, b, t, h, d, offset, gain, 0);
     for (int64_t r = 0; rc == 0 && r < rows; r++)
         for (int64_t j = 0; j < d; j++) ((uint16_t *)dx)[(r / h) * dx_ld + (r % h) * d + j] = bf16_bits(tmp[r * d + j]);
     free(tmp);
+    free(dyf);
     return rc;
 }
 
@@ -467,7 +470,7 @@ int nc_value_embedding_forward(nc_context *ctx, void *out, float *sig, const voi
     return 0;
 }
 
-int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
+int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const void *dout, int dout_bf16,
                                 const float *ve, const void *u, int u_bf16, const float *gate, const float *sig, int64_t n,
                                 int64_t hkv, int64_t d, int64_t c, int k) {
     if (no_work()) return 0;
@@ -476,7 +479,7 @@ int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *d
         int64_t row = r / hkv, h = r % hkv;
         double s = sig[r], dot = 0;
         for (int64_t j = 0; j < d; j++) {
-            float go = dout[r * d + j];
+            float go = element(dout, r * d + j, dout_bf16);
             if (dv) dv[r * d + j] += go;
             if (dve) dve[r * d + j] += (float)(3 * s * go);
             dot += (double)go * ve[r * d + j];
@@ -819,15 +822,26 @@ int nc_attention_forward_bf16(nc_context *ctx, void *o, float *lse, const void *
     free(qf); free(kf); free(vf); free(of);
     return rc;
 }
-int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q,
-                               const void *k, const void *v, const void *o, const float *dout, const float *lse,
+int nc_attention_backward_bf16(nc_context *ctx, void *dq, void *dk, void *dv, int grads_bf16, float *delta, const void *q,
+                               const void *k, const void *v, const void *o, const void *dout, int dout_bf16, const float *lse,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate) {
     if (no_work()) return 0;
+    if (grads_bf16 && accumulate) return fail(ctx, "nc_attention_backward_bf16", "bf16 gradients are written, not added to");
     int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
     float *qf = bf16_to_float(q, nq), *kf = bf16_to_float(k, nk), *vf = bf16_to_float(v, nk), *of = bf16_to_float(o, nq);
-    int rc = qf && kf && vf && of ? nc_attention_backward(ctx, dq, dk, dv, delta, qf, kf, vf, of, dout, lse, B, T, H, Hkv, D, window, accumulate)
-                                  : fail(ctx, "nc_attention_backward_bf16", "out of host memory");
-    free(qf); free(kf); free(vf); free(of);
+    float *gof = dout_bf16 ? bf16_to_float(dout, nq) : NULL;
+    // bf16 gradients: the fp32 ones into scratch, rounded into place
+    float *dqf = grads_bf16 ? malloc(sizeof(float) * (size_t)(nq ? nq : 1)) : dq, *dkf = grads_bf16 ? malloc(sizeof(float) * (size_t)(nk ? nk : 1)) : dk;
+    float *dvf = grads_bf16 ? malloc(sizeof(float) * (size_t)(nk ? nk : 1)) : dv;
+    int rc = qf && kf && vf && of && (!dout_bf16 || gof) && dqf && dkf && dvf
+                 ? nc_attention_backward(ctx, dqf, dkf, dvf, delta, qf, kf, vf, of, dout_bf16 ? gof : dout, lse, B, T, H, Hkv, D, window, accumulate)
+                 : fail(ctx, "nc_attention_backward_bf16", "out of host memory");
+    if (grads_bf16 && rc == 0) {
+        for (int64_t i = 0; i < nq; i++) ((uint16_t *)dq)[i] = bf16_bits(dqf[i]);
+        for (int64_t i = 0; i < nk; i++) { ((uint16_t *)dk)[i] = bf16_bits(dkf[i]); ((uint16_t *)dv)[i] = bf16_bits(dvf[i]); }
+    }
+    if (grads_bf16) { free(dqf); free(dkf); free(dvf); }
+    free(qf); free(kf); free(vf); free(of); free(gof);
     return rc;
 }
 

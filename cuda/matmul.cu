@@ -201,16 +201,21 @@ int nc_from_bf16(nc_context *ctx, float *dst, const void *src, int64_t n) {
     return 0;
 }
 
-__global__ void round_rows_to_bf16(__nv_bfloat16 *dst, int64_t ld, const float *src, int64_t rows, int64_t cols) {
+template <typename S>
+__global__ void round_rows_to_bf16(__nv_bfloat16 *dst, int64_t ld, const S *src, int64_t rows, int64_t cols) {
     int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= rows * cols) return;
     int64_t r = i / cols, c = i % cols;
-    dst[r * ld + c] = __float2bfloat16_rn(src ? src[i] : 0.f);
+    nc_store(dst, r * ld + c, src ? nc_load(src, i) : 0.f);
 }
 
-int nc_to_bf16_rows(nc_context *ctx, void *dst, int64_t ld, const float *src, int64_t rows, int64_t cols) {
+int nc_to_bf16_rows(nc_context *ctx, void *dst, int64_t ld, const void *src, int src_bf16, int64_t rows, int64_t cols) {
     if (rows * cols == 0) return 0;
-    round_rows_to_bf16<<<nc_blocks(rows * cols, 256), 256, 0, ctx->stream>>>((__nv_bfloat16 *)dst, ld, src, rows, cols);
+    if (src_bf16)
+        round_rows_to_bf16<<<nc_blocks(rows * cols, 256), 256, 0, ctx->stream>>>((__nv_bfloat16 *)dst, ld, (const __nv_bfloat16 *)src, rows,
+                                                                                 cols);
+    else
+        round_rows_to_bf16<<<nc_blocks(rows * cols, 256), 256, 0, ctx->stream>>>((__nv_bfloat16 *)dst, ld, (const float *)src, rows, cols);
     NC_LAUNCHED(ctx, "round_rows_to_bf16");
     return 0;
 }

@@ -57,9 +57,10 @@ int nc_matmul_bf16_out(nc_context *ctx, void *c, const void *a, int a_bf16, cons
 int nc_to_bf16(nc_context *ctx, void *dst, const float *src, int64_t n);
 // dst[i] = src[i] widened from bf16 to fp32 (exact): a bf16 activation for an op that reads fp32 (the KV cache's)
 int nc_from_bf16(nc_context *ctx, float *dst, const void *src, int64_t n);
-// dst[r * ld + c] = src[r * cols + c] rounded to bf16 (0 when src is null) for r < rows, c < cols: one block of columns
-// of a bf16 matrix with rows of ld elements (v's gradient beside q's and k's in the projections' joint gradient)
-int nc_to_bf16_rows(nc_context *ctx, void *dst, int64_t ld, const float *src, int64_t rows, int64_t cols);
+// dst[r * ld + c] = src[r * cols + c] rounded to bf16 (src_bf16: copied; 0 when src is null) for r < rows, c < cols: one
+// block of columns of a bf16 matrix with rows of ld elements (v's gradient beside q's and k's in the projections' joint
+// gradient)
+int nc_to_bf16_rows(nc_context *ctx, void *dst, int64_t ld, const void *src, int src_bf16, int64_t rows, int64_t cols);
 
 // Outputs marked y_bf16 (and inputs marked *_bf16) below hold bf16 values (rounded to nearest even once, the math in
 // fp32): the activations that only bf16 products and attention read, kept in half the memory as upstream's autocast
@@ -84,7 +85,8 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const v
                             int64_t offset, float gain, int accumulate);
 // The backward written (not added) in bf16 into rows of dx_ld elements: row (b, t, head) at (b * t) * dx_ld + head * d
 // (the q or k block of the projections' joint bf16 gradient, which one product then reads for x's gradient).
-int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, const float *dy, const void *y, int y_bf16,
+// dy_bf16: dy holds bf16 (attention's gradient of q or k, written in bf16).
+int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, const void *dy, int dy_bf16, const void *y, int y_bf16,
                                       const float *rstd, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h,
                                       int64_t d, int64_t offset, float gain);
 // The forward for an attention layer's queries and keys in one launch: q [b, t, hq, d] into yq, k [b, t, hk, d] into yk,
@@ -104,12 +106,13 @@ int nc_attention_backward(nc_context *ctx, float *dq, float *dk, float *dv, floa
                           const float *k, const float *v, const float *o, const float *dout, const float *lse, int64_t B,
                           int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate);
 
-// The same on the tensor cores (attention_bf16.cu): q, k, v and o in bf16, fp32 accumulation, softmax and statistics,
-// fp32 gradients (dout, dq, dk, dv); D is 64 or 128.
+// The same on the tensor cores (attention_bf16.cu): q, k, v and o in bf16, fp32 accumulation, softmax and statistics;
+// D is 64 or 128. dout is fp32 or (dout_bf16) bf16; dq, dk, dv are fp32, written or added (accumulate), or (grads_bf16,
+// accumulate 0) written in bf16: the gradients as cuDNN makes them, for ops that read them so.
 int nc_attention_forward_bf16(nc_context *ctx, void *o, float *lse, const void *q, const void *k, const void *v,
                               int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window);
-int nc_attention_backward_bf16(nc_context *ctx, float *dq, float *dk, float *dv, float *delta, const void *q,
-                               const void *k, const void *v, const void *o, const float *dout, const float *lse,
+int nc_attention_backward_bf16(nc_context *ctx, void *dq, void *dk, void *dv, int grads_bf16, float *delta, const void *q,
+                               const void *k, const void *v, const void *o, const void *dout, int dout_bf16, const float *lse,
                                int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, int64_t window, int accumulate);
 
 // --- the engine's KV cache (kv_cache.cu): per layer [rows, Hkv, capacity, D], head-major, fp32 elements or, with
@@ -144,7 +147,8 @@ int nc_smear_backward(nc_context *ctx, float *dx, float *dgate, float *dlambda, 
 // be v itself (each element is read, then written, by the same thread). v_bf16: v and out hold bf16; u_bf16: u does.
 int nc_value_embedding_forward(nc_context *ctx, void *out, float *sig, const void *v, int v_bf16, const float *ve, const void *u,
                                int u_bf16, const float *gate, int64_t n, int64_t hkv, int64_t d, int64_t c, int k);
-int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const float *dout,
+// dout_bf16: dout holds bf16 (attention's gradient of v).
+int nc_value_embedding_backward(nc_context *ctx, float *dv, float *dve, float *du, float *dgate, const void *dout, int dout_bf16,
                                 const float *ve, const void *u, int u_bf16, const float *gate, const float *sig, int64_t n,
                                 int64_t hkv, int64_t d, int64_t c, int k);
 // out = alpha[ia] a + beta[ib] b (the residual/x0 lambdas); any gradient pointer may be null. da and db are added to

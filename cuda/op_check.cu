@@ -306,8 +306,8 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
     {
         int64_t ld = h * d + 11, col = 5;
         Dev djoint(bf16_nans(b * t * ld));
-        NC(nc_rotary_norm_backward_bf16_rows(ctx, (uint16_t *)djoint.p + col, ld, dg.f(), dq16.p, 1, dqrs16.f(), dc.f(), ds.f(), b, t, h, d,
-                                             offset, gain));
+        NC(nc_rotary_norm_backward_bf16_rows(ctx, (uint16_t *)djoint.p + col, ld, dg.f(), 0, dq16.p, 1, dqrs16.f(), dc.f(), ds.f(), b, t, h,
+                                             d, offset, gain));
         auto joint = djoint.get<uint16_t>();
         auto fp32 = ddxf.get<float>();
         std::vector<float> block;
@@ -326,8 +326,8 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
         // v's gradient beside them (nc_to_bf16_rows), then a block of zeros
         auto src = randn(b * t * 3);
         Dev dsrc(src);
-        NC(nc_to_bf16_rows(ctx, djoint.p, ld, dsrc.f(), b * t, 3));
-        NC(nc_to_bf16_rows(ctx, (uint16_t *)djoint.p + col + h * d, ld, nullptr, b * t, 2));
+        NC(nc_to_bf16_rows(ctx, djoint.p, ld, dsrc.f(), 0, b * t, 3));
+        NC(nc_to_bf16_rows(ctx, (uint16_t *)djoint.p + col + h * d, ld, nullptr, 0, b * t, 2));
         joint = djoint.get<uint16_t>();
         std::vector<float> vals, zeros;
         std::vector<double> vref, zref;
@@ -337,6 +337,26 @@ static void check_rotary(int64_t b, int64_t t, int64_t h, int64_t d, int64_t off
         }
         check("to_bf16_rows: a block of columns", vals, vref, 0);
         check("to_bf16_rows: zeros (a part that reached no loss)", zeros, zref, 0);
+        // from bf16 sources (attention's bf16 gradients): the incoming gradient's bits, copied or read as they are
+        auto src16 = bf16_bits_of(src);
+        auto dy16 = bf16_bits_of(dy);
+        Dev dsrc16(src16), ddy16(dy16), ddyf(widened(dy16)), dref(bf16_nans(b * t * ld));
+        NC(nc_to_bf16_rows(ctx, djoint.p, ld, dsrc16.p, 1, b * t, 3));
+        joint = djoint.get<uint16_t>();
+        vals.clear(); vref.clear();
+        for (int64_t r = 0; r < b * t; r++)
+            for (int64_t c2 = 0; c2 < 3; c2++) { vals.push_back(from_bf16(joint[r * ld + c2])); vref.push_back(from_bf16(src16[r * 3 + c2])); }
+        check("to_bf16_rows: from bf16 (a copy)", vals, vref, 0);
+        NC(nc_rotary_norm_backward_bf16_rows(ctx, (uint16_t *)djoint.p + col, ld, ddy16.p, 1, dq16.p, 1, dqrs16.f(), dc.f(), ds.f(), b, t, h, d,
+                                             offset, gain));
+        NC(nc_rotary_norm_backward_bf16_rows(ctx, (uint16_t *)dref.p + col, ld, ddyf.f(), 0, dq16.p, 1, dqrs16.f(), dc.f(), ds.f(), b, t, h,
+                                             d, offset, gain));
+        auto from16 = djoint.get<uint16_t>(), fromf = dref.get<uint16_t>();
+        std::vector<float> a16;
+        std::vector<double> af;
+        for (int64_t r = 0; r < b * t; r++)
+            for (int64_t c2 = col; c2 < col + h * d; c2++) { a16.push_back(from_bf16(from16[r * ld + c2])); af.push_back(from_bf16(fromf[r * ld + c2])); }
+        check("rotary+norm backward rows from a bf16 dy = from its floats", a16, af, 1e-6);
     }
 }
 
@@ -607,8 +627,8 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_
     check(name, bf16 ? widened(o16.get<uint16_t>()) : dov.get<float>(), o, bf16 ? 1e-2 : 1e-5);
     for (int accumulate = 0; accumulate < 2; accumulate++) {
         if (bf16)
-            NC(nc_attention_backward_bf16(ctx, gq.f(), gk.f(), gv.f(), delta.f(), q16.p, k16.p, v16.p, o16.p, dg.f(), dl.f(), B, T, H, Hkv,
-                                          D, window, accumulate));
+            NC(nc_attention_backward_bf16(ctx, gq.f(), gk.f(), gv.f(), 0, delta.f(), q16.p, k16.p, v16.p, o16.p, dg.f(), 0, dl.f(), B, T, H,
+                                          Hkv, D, window, accumulate));
         else
             NC(nc_attention_backward(ctx, gq.f(), gk.f(), gv.f(), delta.f(), dqv.f(), dkv.f(), dvv.f(), dov.f(), dg.f(), dl.f(), B, T, H,
                                      Hkv, D, window, accumulate));
@@ -624,6 +644,20 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_
         check(name, gk.get<float>(), rk, bf16 ? 2e-2 : 1e-4);
         snprintf(name, sizeof name, "attention %s backward dv %s (w%lld D%lld)", kind, mode, (long long)window, (long long)D);
         check(name, gv.get<float>(), rv, bf16 ? 2e-2 : 1e-4);
+    }
+    if (!bf16) return;
+    // the training path's form: dout in bf16 (c_proj's dX written in bf16), the gradients written in bf16 (what cuDNN
+    // makes; the ops before read them so): against the same reference, one more bf16 rounding of each
+    Dev dg16(bf16_bits_of(dout)), gq16(bf16_nans(nq)), gk16(bf16_nans(nk)), gv16(bf16_nans(nk));
+    NC(nc_attention_backward_bf16(ctx, gq16.p, gk16.p, gv16.p, 1, delta.f(), q16.p, k16.p, v16.p, o16.p, dg16.p, 1, dl.f(), B, T, H, Hkv, D,
+                                  window, 0));
+    const char *parts[3] = {"dq", "dk", "dv"};
+    Dev *grads[3] = {&gq16, &gk16, &gv16};
+    const std::vector<double> *refs[3] = {&dq, &dk, &dv};
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "attention %s backward %s in bf16 from a bf16 dout (w%lld D%lld)", kind, parts[i], (long long)window,
+                 (long long)D);
+        check(name, widened(grads[i]->get<uint16_t>()), *refs[i], 2.5e-2);
     }
 }
 
@@ -700,7 +734,7 @@ static void check_gates() {
         Dev gdv(z), gdve(z), gdu(std::vector<float>(n * C, 0.f)), gdvg(std::vector<float>(HKV * KG, 0.f));
         NC(nc_value_embedding_forward(ctx, dout3.f(), sg.f(), dvv.f(), 0, dvev.f(), duv.f(), 0, dvgv.f(), n, HKV, D, C, (int)KG));
         check("value-embedding gate forward", dout3.get<float>(), vo, 1e-6);
-        NC(nc_value_embedding_backward(ctx, gdv.f(), gdve.f(), gdu.f(), gdvg.f(), dgo.f(), dvev.f(), duv.f(), 0, dvgv.f(),
+        NC(nc_value_embedding_backward(ctx, gdv.f(), gdve.f(), gdu.f(), gdvg.f(), dgo.f(), 0, dvev.f(), duv.f(), 0, dvgv.f(),
                                        sg.f(), n, HKV, D, C, (int)KG));
         check("value-embedding gate backward dv", gdv.get<float>(), dv, 1e-6);
         check("value-embedding gate backward dve", gdve.get<float>(), dve, 1e-6);
@@ -715,18 +749,23 @@ static void check_gates() {
         std::vector<double> rounded;
         for (float x : outf.get<float>()) rounded.push_back(round_bf16(x));
         check("value-embedding gate over bf16 v and u, in place", widened(dv16.get<uint16_t>()), rounded, 1e-4);
+        // the backward from bf16 u and a bf16 incoming gradient (attention's, in the training path) = from their floats
+        auto go16 = bf16_bits_of(go);
+        Dev dgo16(go16), dgof(widened(go16)), gdv16(z), gdvf(z);
         Dev gdu16(std::vector<float>(n * C, 0.f)), gdvg16(std::vector<float>(HKV * KG, 0.f));
         Dev gduf(std::vector<float>(n * C, 0.f)), gdvgf(std::vector<float>(HKV * KG, 0.f));
-        NC(nc_value_embedding_backward(ctx, nullptr, nullptr, gdu16.f(), gdvg16.f(), dgo.f(), dvev.f(), du16.p, 1, dvgv.f(), sg16.f(), n, HKV,
-                                       D, C, (int)KG));
-        NC(nc_value_embedding_backward(ctx, nullptr, nullptr, gduf.f(), gdvgf.f(), dgo.f(), dvev.f(), duf.f(), 0, dvgv.f(), sg16.f(), n, HKV,
-                                       D, C, (int)KG));
-        std::vector<double> refu, refg;
+        NC(nc_value_embedding_backward(ctx, gdv16.f(), nullptr, gdu16.f(), gdvg16.f(), dgo16.p, 1, dvev.f(), du16.p, 1, dvgv.f(), sg16.f(), n,
+                                       HKV, D, C, (int)KG));
+        NC(nc_value_embedding_backward(ctx, gdvf.f(), nullptr, gduf.f(), gdvgf.f(), dgof.f(), 0, dvev.f(), duf.f(), 0, dvgv.f(), sg16.f(), n,
+                                       HKV, D, C, (int)KG));
+        std::vector<double> refv, refu, refg;
+        for (float x : gdvf.get<float>()) refv.push_back(x);
         for (float x : gduf.get<float>()) refu.push_back(x);
         for (float x : gdvgf.get<float>()) refg.push_back(x);
         // atomics: the same sums in another order may differ in the last bit
-        check("value-embedding gate backward from bf16 u: du", gdu16.get<float>(), refu, 1e-6);
-        check("value-embedding gate backward from bf16 u: dgate", gdvg16.get<float>(), refg, 1e-6);
+        check("value-embedding gate backward from bf16: dv", gdv16.get<float>(), refv, 0);
+        check("value-embedding gate backward from bf16: du", gdu16.get<float>(), refu, 1e-6);
+        check("value-embedding gate backward from bf16: dgate", gdvg16.get<float>(), refg, 1e-6);
     }
     // scalar mix: alpha[1] a + beta[2] b over a long vector (several blocks reduce the scalar gradients)
     int64_t m = 300001;
@@ -906,7 +945,8 @@ static void time_attention(int64_t B, int64_t T, int64_t H, int64_t D, int64_t w
                     : nc_attention_forward(ctx, o.f(), l.f(), q.f(), k.f(), v.f(), B, T, H, H, D, window);
     };
     auto bwdf = [&]() {
-        return bf16 ? nc_attention_backward_bf16(ctx, dq.f(), dk.f(), dv.f(), delta.f(), x16.p, x16.p, x16.p, o16.p, g.f(), l.f(), B, T, H,
+        // the training path's form: bf16 dout in, bf16 gradients out
+        return bf16 ? nc_attention_backward_bf16(ctx, dq.p, dk.p, dv.p, 1, delta.f(), x16.p, x16.p, x16.p, o16.p, x16.p, 1, l.f(), B, T, H,
                                                  H, D, window, 0)
                     : nc_attention_backward(ctx, dq.f(), dk.f(), dv.f(), delta.f(), q.f(), k.f(), v.f(), o.f(), g.f(), l.f(), B, T, H, H, D,
                                             window, 0);

@@ -51,24 +51,25 @@ __global__ void rotary_norm_qk_forward_kernel(T *yq, float *rq, const T *q, int6
 }
 
 // dx (DX: fp32 or bf16) in rows of dx_ld elements: row (b, t, head) at (b * t) * dx_ld + head * d
-template <typename Y, typename DX>
-__global__ void rotary_norm_backward_kernel(DX *dx, int64_t dx_ld, const float *dy, const Y *y, const float *rstd,
+template <typename Y, typename DX, typename DY = float>
+__global__ void rotary_norm_backward_kernel(DX *dx, int64_t dx_ld, const DY *dy, const Y *y, const float *rstd,
                                             const float *cos_t, const float *sin_t, int64_t rows, int64_t t, int64_t h,
                                             int64_t d, int64_t offset, float gain, int accumulate) {
     int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
     if (r >= rows) return;
     int lane = threadIdx.x & 31;
     int64_t half = d / 2, pos = offset + (r / h) % t;
-    const float *gr = dy + r * d, *cr = cos_t + pos * half, *sr = sin_t + pos * half;
+    const DY *gr = dy + r * d;
+    const float *cr = cos_t + pos * half, *sr = sin_t + pos * half;
     const Y *orow = y + r * d;
     DX *dr = dx + (r / h) * dx_ld + (r % h) * d;
     float dot = 0.f;
-    for (int64_t j = lane; j < d; j += 32) dot += gr[j] * nc_load(orow, j);
+    for (int64_t j = lane; j < d; j += 32) dot += nc_load(gr, j) * nc_load(orow, j);
     float m = warp_sum(dot) / (float)d, inv = rstd[r];
     // out = gain * yhat, yhat = y * inv: d(y) = inv * (gain*g - yhat * mean(g . out)), yhat = out / gain
     for (int64_t j = lane; j < half; j += 32) {
-        float d1 = inv * (gain * gr[j] - nc_load(orow, j) / gain * m);
-        float d2 = inv * (gain * gr[j + half] - nc_load(orow, j + half) / gain * m);
+        float d1 = inv * (gain * nc_load(gr, j) - nc_load(orow, j) / gain * m);
+        float d2 = inv * (gain * nc_load(gr, j + half) - nc_load(orow, j + half) / gain * m);
         float g1 = d1 * cr[j] - d2 * sr[j], g2 = d1 * sr[j] + d2 * cr[j];
         nc_store(dr, j, accumulate ? nc_load(dr, j) + g1 : g1);
         nc_store(dr, j + half, accumulate ? nc_load(dr, j + half) + g2 : g2);
@@ -116,17 +117,24 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const v
     return 0;
 }
 
-int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, const float *dy, const void *y, int y_bf16,
+int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, const void *dy, int dy_bf16, const void *y, int y_bf16,
                                       const float *rstd, const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h,
                                       int64_t d, int64_t offset, float gain) {
     int64_t rows = b * t * h;
     if (rows == 0) return 0;
-    if (y_bf16)
-        rotary_norm_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>((bf16 *)dx, dx_ld, dy, (const bf16 *)y, rstd, cos_t,
-                                                                                 sin_t, rows, t, h, d, offset, gain, 0);
+    unsigned blocks = nc_blocks(rows, 8);
+    if (y_bf16 && dy_bf16)
+        rotary_norm_backward_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)dx, dx_ld, (const bf16 *)dy, (const bf16 *)y, rstd, cos_t, sin_t,
+                                                                     rows, t, h, d, offset, gain, 0);
+    else if (y_bf16)
+        rotary_norm_backward_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)dx, dx_ld, (const float *)dy, (const bf16 *)y, rstd, cos_t, sin_t,
+                                                                     rows, t, h, d, offset, gain, 0);
+    else if (dy_bf16)
+        rotary_norm_backward_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)dx, dx_ld, (const bf16 *)dy, (const float *)y, rstd, cos_t, sin_t,
+                                                                     rows, t, h, d, offset, gain, 0);
     else
-        rotary_norm_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>((bf16 *)dx, dx_ld, dy, (const float *)y, rstd, cos_t,
-                                                                                 sin_t, rows, t, h, d, offset, gain, 0);
+        rotary_norm_backward_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)dx, dx_ld, (const float *)dy, (const float *)y, rstd, cos_t,
+                                                                     sin_t, rows, t, h, d, offset, gain, 0);
     NC_LAUNCHED(ctx, "rotary_norm_backward_bf16_rows");
     return 0;
 }

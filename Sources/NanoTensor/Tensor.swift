@@ -23,6 +23,11 @@ public final class Tensor {
     /// buffer (`stackedBF16Weights`).
     private var bf16Offset = 0
 
+    /// Its backward reads a bf16 gradient as it is (set by the ops whose backward does: attention's inputs and output on
+    /// a GPU in bf16 mode, whose gradients attention and c_proj write in bf16 as cuDNN makes them). Any other tensor's
+    /// bf16 gradient is widened to float32 before its backward runs, and before an op adds to it.
+    public var acceptsBF16Gradient = false
+
     var parents: [Tensor] = []
     /// Called with this tensor once its gradient is complete; pushes gradients into `parents`.
     var backwardFn: ((Tensor) -> Void)?
@@ -236,7 +241,7 @@ public final class Tensor {
     /// On a GPU the buffer is device memory, zeroed there.
     @inline(__always)
     public func gradData() -> UnsafeMutablePointer<Float> {
-        if let g = grad { return g.gpuData }
+        if let g = grad { return widenedGradient(g).gpuData }
         let g = Tensor(shape: shape, on: gpu)
         grad = g
         return g.gpuData
@@ -246,10 +251,27 @@ public final class Tensor {
     /// its contents are undefined).
     @inline(__always)
     public func gradForWrite() -> (UnsafeMutablePointer<Float>, fresh: Bool) {
-        if let g = grad { return (g.gpuData, false) }
+        if let g = grad { return (widenedGradient(g).gpuData, false) }
         let g = Tensor(shape: shape, zeroed: false, on: gpu)
         grad = g
         return (g.gpuData, true)
+    }
+
+    /// The gradient `g` as float32: a bf16 gradient is widened and replaces it (an op adds float32 to it, or a backward
+    /// that reads float32 is about to run).
+    func widenedGradient(_ g: Tensor) -> Tensor {
+        guard g.isBF16 else { return g }
+        let wide = float32(g)
+        grad = wide
+        return wide
+    }
+
+    /// A gradient in bf16 for this bf16 activation, written by an op that makes it so (no gradient may be there yet).
+    public func bf16GradientForWrite() -> UnsafeMutableRawPointer {
+        precondition(grad == nil && isBF16 && acceptsBF16Gradient, "\(name): a bf16 gradient is made fresh, for a bf16 activation that takes one")
+        let g = Tensor(shape: shape, zeroed: false, on: gpu, bf16: true)
+        grad = g
+        return g.bf16Data
     }
 
     public func zeroGrad() { grad = nil }
@@ -258,16 +280,17 @@ public final class Tensor {
     public func reshaped(_ newShape: [Int]) -> Tensor {
         precondition(newShape.reduce(1, *) == count, "cannot view \(shape) as \(newShape)")
         let v = Tensor(shape: newShape, sharing: storage, bf16: isBF16)
+        v.acceptsBF16Gradient = acceptsBF16Gradient
         Tensor.record(v, [self]) { [unowned self] out in
             // the first gradient to reach the base is the view's own, element for element: shared, not copied into a
-            // zeroed buffer (no fill, no pass); a later one adds to it
+            // zeroed buffer (no fill, no pass; a bf16 one stays bf16: the base takes it too); a later one adds to it
             if self.grad == nil, let og = out.grad {
-                self.grad = Tensor(shape: self.shape, sharing: og.storage)
+                self.grad = Tensor(shape: self.shape, sharing: og.storage, bf16: og.isBF16)
                 return
             }
             let g = self.gradData()
             if let gpu = self.gpu {
-                gpu.run(gpu.api.nc_axpby(gpu.ctx, g, out.grad!.gpuData, 1, nil, 1, Int64(self.count)), "view gradient")
+                gpu.run(gpu.api.nc_axpby(gpu.ctx, g, out.widenedGradient(out.grad!).gpuData, 1, nil, 1, Int64(self.count)), "view gradient")
                 return
             }
             let og = out.grad!.data
@@ -306,6 +329,7 @@ public final class Tensor {
         // taken from the end (the root first) so that each tensor is released once its backward has run: an
         // activation's memory is freed as the backward passes it, not when the whole backward is done
         while let t = order.popLast() {
+            if let g = t.grad, g.isBF16, !t.acceptsBF16Gradient { _ = t.widenedGradient(g) }
             if let fn = t.backwardFn, t.grad != nil { fn(t) }
             if t.backwardFn != nil {  // an intermediate: drop its graph and gradient now
                 if let leafDone {

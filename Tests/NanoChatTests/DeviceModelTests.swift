@@ -288,6 +288,45 @@ final class DeviceModelTests: XCTestCase {
                        "q and k before the rotation are not kept; q, k and v are kept in bf16")
     }
 
+    /// On a GPU in bf16 mode attention reads a bf16 output gradient (c_proj's dX, written in bf16) and writes bf16
+    /// gradients for inputs that take them, as cuDNN makes them; inputs that do not take them get float32 ones. Both
+    /// follow the same float32 reference within bf16's precision. GQA, a window shorter than the sequence.
+    func testAttentionWritesBF16GradientsForInputsThatTakeThem() throws {
+        let gpu = try standIn()
+        gpu.bf16 = true
+        defer { gpu.bf16 = false }
+        var rng = RNG(seed: 41)
+        let (b, t, heads, kvHeads, d) = (2, 20, 4, 2, 64)
+        let shapes = [[b, t, heads, d], [b, t, kvHeads, d], [b, t, kvHeads, d]]
+        let values = shapes.map { s in (0..<s.reduce(1, *)).map { _ in rng.uniform(-1, 1) } }
+        let wValues = (0..<(8 * heads * d)).map { _ in rng.uniform(-0.1, 0.1) }
+        let probe = (0..<(b * t * 8)).map { _ in rng.uniform(-1, 1) }
+        func run(bf16Gradients: Bool) -> (grads: [[Float]], bf16: [Bool]) {
+            // q, k, v: bf16 leaves (their gradients stay after the backward), the values rounded on the host
+            let qkv = zip(shapes, values).map { shape, v -> Tensor in
+                let tensor = Tensor(shape: shape, zeroed: false, on: gpu, bf16: true)
+                let bits = v.map { UInt16(truncatingIfNeeded: ($0.bitPattern &+ 0x7FFF &+ (($0.bitPattern >> 16) & 1)) >> 16) }
+                bits.withUnsafeBytes { gpu.upload($0.baseAddress!, bytes: $0.count, to: tensor.bf16Data) }
+                tensor.requiresGrad = true
+                tensor.acceptsBF16Gradient = bf16Gradients
+                return tensor
+            }
+            let w = Tensor(shape: [8, heads * d], values: wValues).to(.gpu(gpu))
+            let p = Tensor(shape: [1, b * t * 8], values: probe).to(.gpu(gpu))
+            let y = causalAttention(qkv[0], qkv[1], qkv[2], window: 7)
+            let out = linear(y.reshaped([b, t, heads * d]), w)
+            linear(out.reshaped([1, b * t * 8]), p).backward()
+            return (qkv.map { $0.grad!.hostArray() }, qkv.map { $0.grad!.isBF16 })
+        }
+        let half = run(bf16Gradients: true), full = run(bf16Gradients: false)
+        XCTAssertEqual(half.bf16, [true, true, true], "attention wrote bf16 gradients")
+        XCTAssertEqual(full.bf16, [false, false, false], "inputs that do not take bf16 gradients get float32 ones")
+        for (i, name) in ["q", "k", "v"].enumerated() {
+            assertClose(half.grads[i], full.grads[i], 1e-2, "the gradient of \(name)")
+            XCTAssertNotEqual(half.grads[i], full.grads[i], "\(name): the bf16 gradient is rounded")
+        }
+    }
+
     func testTheEngineGeneratesTheSameTokensOnTheDevice() throws {
         let gpu = try standIn()
         let tok = try Tokenizer(mergeable: (0..<256).map { [UInt8($0)] }, specialTokens: specialTokenNames)

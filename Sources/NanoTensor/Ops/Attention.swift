@@ -97,13 +97,17 @@ public func causalAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) 
 
 /// The device body: attention.cu (exact fp32) or, when the GPU trains in bf16, attention_bf16.cu (cuDNN or the tensor-core
 /// kernels) over bf16 q, k and v (rotaryProjections writes them so; float32 ones are rounded here, and again for the
-/// backward), its output a bf16 activation (what the bf16 kernels write; c_proj reads it as it is).
+/// backward), its output a bf16 activation (what the bf16 kernels write; c_proj reads it as it is). In the backward the
+/// bf16 kernels read a bf16 output gradient as it is (c_proj writes it so), and write bf16 gradients for inputs that
+/// take them (`acceptsBF16Gradient`: rotaryProjections' q, k and v, the value-embedding mix) when all three are fresh,
+/// as cuDNN makes them: no fp32 copy of dq, dk, dv and no rounding of dO.
 func attentionOnGPU(_ gpu: GPU, _ q: Tensor, _ k: Tensor, _ v: Tensor, window: Int) -> Tensor {
     let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
     let hkv = k.shape[2]
     let heads: Set<Int> = gpu.bf16 ? [64, 128] : [32, 64, 128]
     precondition(heads.contains(d), "the CUDA attention kernels take head dim \(heads.sorted()) \(gpu.bf16 ? "in bf16" : "in fp32"), this model has \(d)")
     let out = Tensor(shape: q.shape, zeroed: false, on: gpu, bf16: gpu.bf16)
+    out.acceptsBF16Gradient = gpu.bf16
     let lse = Tensor(shape: [b, h, t], zeroed: false, on: gpu)
     let dims = (Int64(b), Int64(t), Int64(h), Int64(hkv), Int64(d), Int64(window))
     if gpu.bf16 {
@@ -117,6 +121,15 @@ func attentionOnGPU(_ gpu: GPU, _ q: Tensor, _ k: Tensor, _ v: Tensor, window: I
     }
     Tensor.record(out, [q, k, v], op: "attention") { out in
         let delta = Tensor(shape: [b, h, t], zeroed: false, on: gpu)
+        if gpu.bf16, [q, k, v].allSatisfy({ $0.isBF16 && $0.acceptsBF16Gradient && $0.grad == nil }) {
+            let dout = out.grad!
+            let (q16, k16, v16) = (gpuBF16Operand(gpu, q), gpuBF16Operand(gpu, k), gpuBF16Operand(gpu, v))
+            gpu.run(gpu.api.nc_attention_backward_bf16(gpu.ctx, q.bf16GradientForWrite(), k.bf16GradientForWrite(), v.bf16GradientForWrite(), 1,
+                                                       delta.gpuData, q16.pointer, k16.pointer, v16.pointer, out.bf16Data, dout.deviceBytes,
+                                                       dout.isBF16 ? 1 : 0, lse.gpuData, dims.0, dims.1, dims.2, dims.3, dims.4, dims.5, 0),
+                    "attention backward (bf16 gradients)")
+            return
+        }
         // fresh gradients (the usual case: q and k come from rotaryNorm, v from its product) are written, with no zero-fill
         // first; if one already holds a gradient, the fresh ones are zeroed and all three added into
         let (dq, dk, dv) = (q.gradForWrite(), k.gradForWrite(), v.gradForWrite())
@@ -126,9 +139,10 @@ func attentionOnGPU(_ gpu: GPU, _ q: Tensor, _ k: Tensor, _ v: Tensor, window: I
         }
         if gpu.bf16 {
             let (q16, k16, v16) = (gpuBF16Operand(gpu, q), gpuBF16Operand(gpu, k), gpuBF16Operand(gpu, v))
-            gpu.run(gpu.api.nc_attention_backward_bf16(gpu.ctx, dq.0, dk.0, dv.0, delta.gpuData, q16.pointer, k16.pointer, v16.pointer, out.bf16Data,
-                                                       out.grad!.gpuData, lse.gpuData, dims.0, dims.1, dims.2, dims.3, dims.4, dims.5,
-                                                       write ? 0 : 1), "attention backward (bf16)")
+            let dout = out.grad!
+            gpu.run(gpu.api.nc_attention_backward_bf16(gpu.ctx, dq.0, dk.0, dv.0, 0, delta.gpuData, q16.pointer, k16.pointer, v16.pointer,
+                                                       out.bf16Data, dout.deviceBytes, dout.isBF16 ? 1 : 0, lse.gpuData, dims.0, dims.1, dims.2,
+                                                       dims.3, dims.4, dims.5, write ? 0 : 1), "attention backward (bf16)")
             withExtendedLifetime((q16.scratch, k16.scratch, v16.scratch)) {}
         } else {
             gpu.run(gpu.api.nc_attention_backward(gpu.ctx, dq.0, dk.0, dv.0, delta.gpuData, q.gpuData, k.gpuData, v.gpuData, out.gpuData,

@@ -311,7 +311,11 @@ func linearBackwardGPU(_ gpu: GPU, _ x: Tensor, _ w: Tensor, _ g: UnsafePointer<
     let inF = w.shape[1], outF = w.shape[0]
     if gpu.bf16 {
         let g16 = gpuRoundedBF16(gpu, g, count: n * outF)
-        if x.requiresGrad {
+        if x.requiresGrad && x.grad == nil && x.acceptsBF16Gradient {
+            // x's gradient written in bf16 for a backward that reads it so (attention's output: cuDNN's dO)
+            gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, x.bf16GradientForWrite(), g16.pointer, 1, w.bf16Weights(on: gpu), 1, Int64(n), Int64(inF),
+                                               Int64(outF), 0, 0), "dX of \(w.name) in bf16")
+        } else if x.requiresGrad {
             let (gx, fresh) = x.gradForWrite()
             gpuBF16Product(gpu, gx, g16.pointer, w.bf16Weights(on: gpu), m: n, n: inF, k: outF, beta: fresh ? 0 : 1, "dX of \(w.name)")
         }

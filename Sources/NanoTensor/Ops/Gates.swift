@@ -113,12 +113,14 @@ public func valueEmbeddingMix(_ v: Tensor, _ ve: Tensor, u: Tensor, gate: Tensor
     if let gpu = v.gpu {
         // v and the output in v's precision (bf16 from the bf16 path's projections), u (the normed input) in its own
         let out = inPlace ? overwriting(v) : Tensor(shape: v.shape, zeroed: false, on: gpu, bf16: v.isBF16)
+        out.acceptsBF16Gradient = out.isBF16  // attention's gradient of v, read in bf16 as cuDNN makes it
         gpu.run(gpu.api.nc_value_embedding_forward(gpu.ctx, out.deviceBytes, sig.gpuData, v.deviceBytes, v.isBF16 ? 1 : 0, ve.gpuData,
                                                    u.deviceBytes, u.isBF16 ? 1 : 0, gate.gpuData, Int64(n), Int64(kvHeads), Int64(d), Int64(c),
                                                    Int32(k)), "value-embedding gate")
         Tensor.record(out, [v, ve, u, gate], op: "valueEmbeddingMix") { out in
             let grad = { (t: Tensor) in t.requiresGrad ? t.gradData() : nil }
-            gpu.run(gpu.api.nc_value_embedding_backward(gpu.ctx, grad(v), grad(ve), grad(u), grad(gate), out.grad!.gpuData, ve.gpuData,
+            let dout = out.grad!
+            gpu.run(gpu.api.nc_value_embedding_backward(gpu.ctx, grad(v), grad(ve), grad(u), grad(gate), dout.deviceBytes, dout.isBF16 ? 1 : 0, ve.gpuData,
                                                         u.deviceBytes, u.isBF16 ? 1 : 0, gate.gpuData, sig.gpuData, Int64(n), Int64(kvHeads),
                                                         Int64(d), Int64(c), Int32(k)), "value-embedding gate backward")
         }

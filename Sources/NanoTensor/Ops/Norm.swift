@@ -121,6 +121,7 @@ public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Ten
     defer { withExtendedLifetime(x16.scratch) {} }
     let q = Tensor(shape: [b, t, heads, d], zeroed: false, on: gpu, bf16: true), k = Tensor(shape: [b, t, kvHeads, d], zeroed: false, on: gpu, bf16: true)
     let v = Tensor(shape: [b, t, wvWidth], zeroed: false, on: gpu, bf16: true)
+    for out in [q, k, v] { out.acceptsBF16Gradient = true }  // attention writes their gradients in bf16; the backwards below read them so
     let rstdQ = Tensor(shape: [n * heads], zeroed: false, on: gpu), rstdK = Tensor(shape: [n * kvHeads], zeroed: false, on: gpu)
     gpu.run(gpu.api.nc_matmul_bf16_out(gpu.ctx, v.bf16Data, x16.pointer, 1, wv.bf16Weights(on: gpu), 1, Int64(n), Int64(wvWidth), Int64(c), 0, 1),
             "v = x \(wv.name)^T into bf16")
@@ -139,12 +140,13 @@ public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Ten
     // It has no values of its own (the forward wrote q, k and v directly): a one-element view of x's buffer, which its
     // backward keeps anyway and never reads through it. Its gradient is the bf16 G that the parts write.
     let joint = Tensor(shape: [1], sharing: x.storage)
+    joint.acceptsBF16Gradient = true
     let parts = JointGradientParts()
     Tensor.record(joint, [x, wq, wk, wv], op: "qkvProjections") { joint in
         let g16 = joint.grad!.bf16Data
         // a part whose backward did not run (its output reached no loss) has a zero gradient
         for (column, part) in [(0, wqWidth), (wqWidth, wkWidth), (wqWidth + wkWidth, wvWidth)] where !parts.written.contains(column) {
-            gpu.run(gpu.api.nc_to_bf16_rows(gpu.ctx, g16 + 2 * column, Int64(width), nil, Int64(n), Int64(part)), "zero gradient part")
+            gpu.run(gpu.api.nc_to_bf16_rows(gpu.ctx, g16 + 2 * column, Int64(width), nil, 0, Int64(n), Int64(part)), "zero gradient part")
         }
         if x.requiresGrad {
             let (gx, fresh) = x.gradForWrite()
@@ -169,15 +171,17 @@ public func rotaryProjections(_ x: Tensor, q wq: Tensor, k wk: Tensor, v wv: Ten
     }
     for (out, rstd, h, column) in [(q, rstdQ, heads, 0), (k, rstdK, kvHeads, wqWidth)] {
         Tensor.record(out, [joint], op: "rotaryProjection") { out in
-            gpu.run(gpu.api.nc_rotary_norm_backward_bf16_rows(gpu.ctx, jointGradient() + 2 * column, Int64(width), out.grad!.gpuData, out.bf16Data, 1,
-                                                              rstd.gpuData, cos.gpuData, sin.gpuData, Int64(b), Int64(t), Int64(h), Int64(d),
+            let dy = out.grad!
+            gpu.run(gpu.api.nc_rotary_norm_backward_bf16_rows(gpu.ctx, jointGradient() + 2 * column, Int64(width), dy.deviceBytes, dy.isBF16 ? 1 : 0,
+                                                              out.bf16Data, 1, rstd.gpuData, cos.gpuData, sin.gpuData, Int64(b), Int64(t), Int64(h), Int64(d),
                                                               Int64(offset), gain), "rotary+norm backward into the joint gradient")
             parts.written.insert(column)
         }
     }
     Tensor.record(v, [joint], op: "rotaryProjection") { v in
-        gpu.run(gpu.api.nc_to_bf16_rows(gpu.ctx, jointGradient() + 2 * (wqWidth + wkWidth), Int64(width), v.grad!.gpuData, Int64(n), Int64(wvWidth)),
-                "v's gradient into the joint gradient")
+        let dv = v.grad!
+        gpu.run(gpu.api.nc_to_bf16_rows(gpu.ctx, jointGradient() + 2 * (wqWidth + wkWidth), Int64(width), dv.deviceBytes, dv.isBF16 ? 1 : 0, Int64(n),
+                                        Int64(wvWidth)), "v's gradient into the joint gradient")
         parts.written.insert(wqWidth + wkWidth)
     }
     return (q, k, v)
