@@ -281,11 +281,10 @@ int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const vo
     return 0;
 }
 
-int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const void *y, int y_bf16, const float *rstd,
-                            const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
-                            int64_t offset, float gain, int accumulate) {
-    if (no_work()) return 0;
-    (void)ctx;
+// the backward over y in fp32 or (y_bf16) bf16: the public fp32 entry and the bf16-rows one below
+static void rotary_norm_backward_rows(float *dx, const float *dy, const void *y, int y_bf16, const float *rstd, const float *cos_t,
+                                      const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain,
+                                      int accumulate) {
     int64_t half = d / 2;
     for (int64_t r = 0; r < b * t * h; r++) {
         int64_t pos = offset + (r / h) % t;
@@ -302,6 +301,14 @@ int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const v
             dr[j + half] = accumulate ? dr[j + half] + g2 : g2;
         }
     }
+}
+
+int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
+                            const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
+                            int64_t offset, float gain, int accumulate) {
+    if (no_work()) return 0;
+    (void)ctx;
+    rotary_norm_backward_rows(dx, dy, y, 0, rstd, cos_t, sin_t, b, t, h, d, offset, gain, accumulate);
     return 0;
 }
 
@@ -314,12 +321,12 @@ int nc_rotary_norm_backward_bf16_rows(nc_context *ctx, void *dx, int64_t dx_ld, 
     float *tmp = malloc((size_t)(rows * d > 0 ? rows * d : 1) * sizeof(float));
     float *dyf = dy_bf16 ? bf16_to_float(dy, rows * d) : NULL;
     if (!tmp || (dy_bf16 && !dyf)) { free(tmp); free(dyf); return fail(ctx, "nc_rotary_norm_backward_bf16_rows", "out of host memory"); }
-    int rc = nc_rotary_norm_backward(ctx, tmp, dy_bf16 ? dyf : (const float *)dy, y, y_bf16, rstd, cos_t, sin_t, b, t, h, d, offset, gain, 0);
-    for (int64_t r = 0; rc == 0 && r < rows; r++)
+    rotary_norm_backward_rows(tmp, dy_bf16 ? dyf : (const float *)dy, y, y_bf16, rstd, cos_t, sin_t, b, t, h, d, offset, gain, 0);
+    for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < d; j++) ((uint16_t *)dx)[(r / h) * dx_ld + (r % h) * d + j] = bf16_bits(tmp[r * d + j]);
     free(tmp);
     free(dyf);
-    return rc;
+    return 0;
 }
 
 // query i attends keys j with i - window <= j <= i; lse [B, H, T]

@@ -80,7 +80,7 @@ int nc_rmsnorm_backward(nc_context *ctx, float *dx, const float *dy, const void 
 // x, y: [b, t, h, d]; row (b, t, h) uses position offset + t.
 int nc_rotary_norm_forward(nc_context *ctx, float *y, float *rstd, const float *x, const float *cos_t,
                            const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d, int64_t offset, float gain);
-int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const void *y, int y_bf16, const float *rstd,
+int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate);
 // The backward written (not added) in bf16 into rows of dx_ld elements: row (b, t, head) at (b * t) * dx_ld + head * d

@@ -102,17 +102,13 @@ int nc_rotary_norm_qk_forward(nc_context *ctx, void *yq, float *rstd_q, const vo
     return 0;
 }
 
-int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const void *y, int y_bf16, const float *rstd,
+int nc_rotary_norm_backward(nc_context *ctx, float *dx, const float *dy, const float *y, const float *rstd,
                             const float *cos_t, const float *sin_t, int64_t b, int64_t t, int64_t h, int64_t d,
                             int64_t offset, float gain, int accumulate) {
     int64_t rows = b * t * h;
     if (rows == 0) return 0;
-    if (y_bf16)
-        rotary_norm_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(dx, h * d, dy, (const bf16 *)y, rstd, cos_t, sin_t,
-                                                                                 rows, t, h, d, offset, gain, accumulate);
-    else
-        rotary_norm_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(dx, h * d, dy, (const float *)y, rstd, cos_t, sin_t,
-                                                                                 rows, t, h, d, offset, gain, accumulate);
+    rotary_norm_backward_kernel<<<nc_blocks(rows, 8), 256, 0, ctx->stream>>>(dx, h * d, dy, y, rstd, cos_t, sin_t, rows, t, h, d, offset,
+                                                                             gain, accumulate);
     NC_LAUNCHED(ctx, "rotary_norm_backward");
     return 0;
 }

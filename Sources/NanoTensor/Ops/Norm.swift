@@ -217,7 +217,7 @@ public func rotaryNorm(_ x: Tensor, cos: Tensor, sin: Tensor, gain: Float, posit
             let (gx, fresh) = x.gradForWrite()
             for l in launches {
                 let e = l.first * t * h * d
-                gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, gx + e, out.grad!.gpuData + e, out.gpuData + e, 0, rstd.gpuData + l.first * t * h,
+                gpu.run(gpu.api.nc_rotary_norm_backward(gpu.ctx, gx + e, out.grad!.gpuData + e, out.gpuData + e, rstd.gpuData + l.first * t * h,
                                                         cos.gpuData, sin.gpuData, Int64(l.rows), Int64(t), Int64(h), Int64(d), Int64(l.offset),
                                                         gain, fresh ? 0 : 1), "rotary+norm backward")
             }
